@@ -1,0 +1,76 @@
+import { parseCookie, stringifySetCookie } from 'cookie'
+import { isWellFormedId } from './id.js'
+
+/** The resolved cookie settings the core writes with. */
+export interface SessionCookieSettings {
+  readonly name: string
+  readonly secure: boolean
+  readonly sameSite: 'lax' | 'strict' | 'none'
+  readonly httpOnly: true
+  readonly path: string
+  readonly domain: string | undefined
+  readonly persistent: boolean
+}
+
+/** What the Cookie header said about the session. */
+export interface CookieReading {
+  /** A well-formed ID, or null. Still to be looked up: well-formed is not the same as issued. */
+  readonly id: string | null
+  /** True when a session cookie was sent that cannot be used (malformed, or more than one). */
+  readonly rejected: boolean
+}
+
+const NONE: CookieReading = Object.freeze({ id: null, rejected: false })
+const REJECTED: CookieReading = Object.freeze({ id: null, rejected: true })
+
+/**
+ * Reads the session ID from a Cookie header. Two cookies of the session's name (cookie shadowing
+ * with a longer Path or a parent Domain) count as none, and so does any value that is not an ID
+ * latchkey could have issued. Never throws.
+ */
+export function readSessionCookie(header: string | undefined, name: string): CookieReading {
+  if (typeof header !== 'string' || header.length === 0 || !header.includes(name)) return NONE
+  const value = parseCookie(header, { decode: identity })[name]
+  if (value === undefined) return NONE
+  if (countCookies(header, name) !== 1 || !isWellFormedId(value)) return REJECTED
+  return { id: value, rejected: false }
+}
+
+function identity(value: string): string {
+  return value
+}
+
+/** How many pairs of the header carry `name`; each pair is parsed by the `cookie` package. */
+function countCookies(header: string, name: string): number {
+  let count = 0
+  for (const pair of header.split(';')) {
+    if (pair.includes(name) && parseCookie(pair, { decode: identity })[name] !== undefined) count++
+  }
+  return count
+}
+
+/** The Set-Cookie value that hands `id` to the browser. `maxAgeSeconds` only for persistent cookies. */
+export function serializeSessionCookie(settings: SessionCookieSettings, id: string, maxAgeSeconds?: number): string {
+  return stringifySetCookie(settings.name, id, {
+    httpOnly: true,
+    secure: settings.secure,
+    sameSite: settings.sameSite,
+    path: settings.path,
+    domain: settings.domain,
+    maxAge: settings.persistent && maxAgeSeconds !== undefined ? Math.max(0, Math.floor(maxAgeSeconds)) : undefined,
+    encode: identity,
+  })
+}
+
+/** The Set-Cookie value that removes the session cookie: same name, Path, Domain and flags, expired. */
+export function serializeClearingCookie(settings: SessionCookieSettings): string {
+  return stringifySetCookie(settings.name, '', {
+    httpOnly: true,
+    secure: settings.secure,
+    sameSite: settings.sameSite,
+    path: settings.path,
+    domain: settings.domain,
+    maxAge: 0,
+    expires: new Date(0),
+  })
+}

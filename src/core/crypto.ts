@@ -1,0 +1,127 @@
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
+
+const NONCE_BYTES = 12
+const TAG_BYTES = 16
+const KEY_ID_LENGTH = 8
+/** Smallest accepted master key, in bytes. */
+export const MIN_KEY_BYTES = 32
+
+interface KeyEntry {
+  readonly id: string
+  readonly seal: Buffer
+  readonly handle: Buffer
+  readonly digest: Buffer
+}
+
+function subkey(master: Buffer, purpose: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), `latchkey/${purpose}/v1`, 32))
+}
+
+function deriveEntry(master: Buffer): KeyEntry {
+  const id = createHmac('sha256', master).update('latchkey/key-id/v1').digest('base64url').slice(0, KEY_ID_LENGTH)
+  return { id, seal: subkey(master, 'seal'), handle: subkey(master, 'handle'), digest: subkey(master, 'digest') }
+}
+
+/** Decodes a configured key (base64url or base64). Returns null if it is not valid base64. */
+export function decodeKey(text: string): Buffer | null {
+  if (!/^[A-Za-z0-9_+/-]+={0,2}$/.test(text)) return null
+  return Buffer.from(text, text.includes('+') || text.includes('/') ? 'base64' : 'base64url')
+}
+
+/** What {@link Keyring.open} found: the plaintext, and whether a retired key sealed it. */
+export interface Opened {
+  readonly plaintext: string
+  /** True when a key other than the first opened it: re-seal on the next write. */
+  readonly stale: boolean
+}
+
+/**
+ * The keyring: AES-256-GCM with HKDF subkeys of each master key. The first key seals, every key opens,
+ * so keys rotate without signing anyone out. Sealed strings look like `<key id>.<base64url>` where the
+ * bytes are a random 96-bit nonce, the ciphertext and the 128-bit tag.
+ */
+export class Keyring {
+  private readonly entries: readonly KeyEntry[]
+  private readonly byId: ReadonlyMap<string, KeyEntry>
+
+  /** @param masters master keys, newest first, each at least 32 bytes. */
+  constructor(masters: readonly Buffer[]) {
+    if (masters.length === 0) throw new RangeError('Keyring needs at least one key')
+    this.entries = masters.map(deriveEntry)
+    this.byId = new Map(this.entries.map((entry) => [entry.id, entry]))
+  }
+
+  private get current(): KeyEntry {
+    return this.entries[0] as KeyEntry
+  }
+
+  /** Encrypts `plaintext` with the first key, bound to `associated` (the record's store key). */
+  seal(plaintext: string, associated: string): string {
+    return this.sealWith(this.current, 'seal', plaintext, associated)
+  }
+
+  /** Decrypts what {@link seal} produced with any key of the ring; `null` if it was tampered with or the key is gone. */
+  open(sealed: string, associated: string): Opened | null {
+    return this.openWith('seal', sealed, associated)
+  }
+
+  /** Seals a handle (an opaque, unforgeable name for a session shown to its owner). */
+  sealHandle(plaintext: string, associated: string): string {
+    return this.sealWith(this.current, 'handle', plaintext, associated)
+  }
+
+  /** Opens a handle made by {@link sealHandle}; `null` for anything forged or garbled. */
+  openHandle(sealed: string, associated: string): string | null {
+    return this.openWith('handle', sealed, associated)?.plaintext ?? null
+  }
+
+  /** A short keyed hash of a secret, for logs and events: stable, but useless to an attacker. */
+  digest(secret: string): string {
+    return createHmac('sha256', this.current.digest).update(secret).digest('base64url').slice(0, 12)
+  }
+
+  private sealWith(entry: KeyEntry, purpose: 'seal' | 'handle', plaintext: string, associated: string): string {
+    const nonce = randomBytes(NONCE_BYTES)
+    const cipher = createCipheriv('aes-256-gcm', entry[purpose], nonce)
+    cipher.setAAD(Buffer.from(associated, 'utf8'))
+    const body = Buffer.concat([nonce, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()])
+    return `${entry.id}.${body.toString('base64url')}`
+  }
+
+  private openWith(purpose: 'seal' | 'handle', sealed: string, associated: string): Opened | null {
+    if (typeof sealed !== 'string' || sealed.charCodeAt(KEY_ID_LENGTH) !== 46 /* . */) return null
+    const entry = this.byId.get(sealed.slice(0, KEY_ID_LENGTH))
+    if (!entry) return null
+    const body = Buffer.from(sealed.slice(KEY_ID_LENGTH + 1), 'base64url')
+    if (body.length < NONCE_BYTES + TAG_BYTES) return null
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', entry[purpose], body.subarray(0, NONCE_BYTES))
+      decipher.setAAD(Buffer.from(associated, 'utf8'))
+      decipher.setAuthTag(body.subarray(body.length - TAG_BYTES))
+      const plaintext = Buffer.concat([
+        decipher.update(body.subarray(NONCE_BYTES, body.length - TAG_BYTES)),
+        decipher.final(),
+      ]).toString('utf8')
+      return { plaintext, stale: entry !== this.current }
+    } catch {
+      return null
+    }
+  }
+}
+
+/** A new random master key: 32 bytes, base64url. What `LATCHKEY_KEYS` holds. */
+export function generateKey(): string {
+  return randomBytes(32).toString('base64url')
+}
+
+/** Random bytes as base64url, for secrets (CSRF). */
+export function randomToken(bytes = 32): string {
+  return randomBytes(bytes).toString('base64url')
+}
+
+/** Compares two strings in constant time (for equal lengths). */
+export function safeEqual(a: string, b: string): boolean {
+  const left = Buffer.from(a, 'utf8')
+  const right = Buffer.from(b, 'utf8')
+  return left.length === right.length && timingSafeEqual(left, right)
+}

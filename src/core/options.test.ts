@@ -1,0 +1,117 @@
+import { describe, expect, test } from 'vitest'
+import { MemoryStore } from '../stores/memory/index.js'
+import { generateKey } from './crypto.js'
+import { ConfigError } from './errors.js'
+import type { SessionManagerOptions } from './options.js'
+import { DEFAULTS, resolveOptions } from './options.js'
+
+const store = new MemoryStore()
+const keys = [generateKey()]
+
+function refused(options: Partial<SessionManagerOptions>, option: string, env: NodeJS.ProcessEnv = {}): void {
+  let caught: unknown
+  try {
+    resolveOptions({ store, keys, ...options } as SessionManagerOptions, env)
+  } catch (error) {
+    caught = error
+  }
+  expect(caught).toBeInstanceOf(ConfigError)
+  expect((caught as ConfigError).option).toBe(option)
+  expect((caught as ConfigError).code).toBe('ERR_LATCHKEY_CONFIG')
+  expect((caught as ConfigError).message).toContain(option)
+}
+
+describe('resolveOptions', () => {
+  test('defaults are the hardened ones', () => {
+    const resolved = resolveOptions({ store, keys })
+    expect(resolved.cookie).toEqual({
+      name: '__Host-sid',
+      secure: true,
+      sameSite: 'lax',
+      httpOnly: true,
+      path: '/',
+      domain: undefined,
+      persistent: false,
+    })
+    expect(resolved.idleTimeoutMs).toBe(1_800_000)
+    expect(resolved.absoluteTimeoutMs).toBe(43_200_000)
+    expect(resolved.renewalIntervalMs).toBe(3_600_000)
+    expect(resolved.touchIntervalMs).toBe(180_000)
+    expect(resolved.renewalGraceMs).toBe(DEFAULTS.renewalGraceMs)
+    expect(Object.isFrozen(DEFAULTS)).toBe(true)
+  })
+
+  test('plain-HTTP development only when asked, and then the cookie is named sid', () => {
+    expect(resolveOptions({ store, keys, cookie: { secure: false } }).cookie.name).toBe('sid')
+  })
+
+  test('keys come from LATCHKEY_KEYS when not passed, first key first', () => {
+    const [a, b] = [generateKey(), generateKey()]
+    const resolved = resolveOptions({ store }, { LATCHKEY_KEYS: `${a}, ${b}` })
+    expect(resolved.keys.map((key) => key.toString('base64url'))).toEqual([a, b])
+  })
+
+  test('keys: missing, short, not base64, duplicated', () => {
+    refused({ keys: undefined }, 'keys')
+    refused({ keys: [] }, 'keys')
+    refused({ keys: [Buffer.alloc(31, 1).toString('base64url')] }, 'keys[0]')
+    refused({ keys: [generateKey(), 'short'] }, 'keys[1]')
+    refused({ keys: ['not base64 at all!!'] }, 'keys[0]')
+    refused({ keys: [keys[0] as string, keys[0] as string] }, 'keys[1]')
+    refused({ keys: undefined }, 'LATCHKEY_KEYS[0]', { LATCHKEY_KEYS: 'abc' })
+  })
+
+  test('SameSite=None without Secure is refused', () => {
+    refused({ cookie: { sameSite: 'none', secure: false } }, 'cookie.sameSite')
+    expect(resolveOptions({ store, keys, cookie: { sameSite: 'none' } }).cookie.sameSite).toBe('none')
+    refused({ cookie: { sameSite: 'sometimes' as 'lax' } }, 'cookie.sameSite')
+  })
+
+  test('__Host- with a Domain, another Path, or without Secure is refused', () => {
+    refused({ cookie: { domain: 'example.com' } }, 'cookie.domain')
+    refused({ cookie: { path: '/app' } }, 'cookie.path')
+    refused({ cookie: { name: '__Host-x', secure: false } }, 'cookie.name')
+    refused({ cookie: { name: '__Secure-x', secure: false } }, 'cookie.name')
+    expect(resolveOptions({ store, keys, cookie: { name: 'app', domain: 'example.com', path: '/app' } }).cookie.path).toBe(
+      '/app',
+    )
+  })
+
+  test.each([
+    ['a;b'],
+    ['a=b'],
+    ['a b'],
+    ['a\tb'],
+    ['a\u0000b'],
+    ['a\nb'],
+    ['a\u007fb'],
+    ['é'],
+    [''],
+  ])('cookie names with separators, spaces or controls are refused: %j', (name) => {
+    refused({ cookie: { name } }, 'cookie.name')
+  })
+
+  test.each([['/a;b'], ['/a=b'], ['/a b'], ['/a\rb'], ['relative']])('bad cookie paths are refused: %j', (path) => {
+    refused({ cookie: { name: 'app', path } }, 'cookie.path')
+  })
+
+  test.each([['ex;ample.com'], ['a=b'], ['a b'], ['a\u0001b']])('bad cookie domains are refused: %j', (domain) => {
+    refused({ cookie: { name: 'app', domain } }, 'cookie.domain')
+  })
+
+  test('timeouts that make no sense are refused', () => {
+    refused({ idleTimeoutMs: 0 }, 'idleTimeoutMs')
+    refused({ idleTimeoutMs: -5 }, 'idleTimeoutMs')
+    refused({ idleTimeoutMs: 1.5 }, 'idleTimeoutMs')
+    refused({ absoluteTimeoutMs: Number.NaN }, 'absoluteTimeoutMs')
+    refused({ idleTimeoutMs: 2_000, absoluteTimeoutMs: 1_000 }, 'idleTimeoutMs')
+    refused({ touchIntervalMs: 1_800_000 }, 'touchIntervalMs')
+    refused({ renewalGraceMs: 1_800_000 }, 'renewalGraceMs')
+    refused({ renewalIntervalMs: 0 }, 'renewalIntervalMs')
+    refused({ commitTimeoutMs: -1 }, 'commitTimeoutMs')
+  })
+
+  test('a store must implement the contract', () => {
+    refused({ store: {} as never }, 'store')
+  })
+})

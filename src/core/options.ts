@@ -1,0 +1,179 @@
+import type { Clock } from './clock.js'
+import { systemClock } from './clock.js'
+import type { SessionCookieSettings } from './cookie.js'
+import { decodeKey, MIN_KEY_BYTES } from './crypto.js'
+import { ConfigError } from './errors.js'
+import type { SessionStore } from './store.js'
+
+/** Cookie settings. Every field is optional; the defaults are the hardened ones. */
+export interface CookieOptions {
+  /** Cookie name. Default `__Host-sid`, or `sid` when `secure` is false. */
+  name?: string
+  /** Send the cookie over HTTPS only. Default `true`; `false` only for plain-HTTP development. */
+  secure?: boolean
+  /** SameSite attribute. Default `'lax'`. `'none'` requires `secure`. */
+  sameSite?: 'lax' | 'strict' | 'none'
+  /** Domain attribute. Default none (host-only); not allowed with the `__Host-` prefix. */
+  domain?: string
+  /** Path attribute. Default `/`; must be `/` with the `__Host-` prefix. */
+  path?: string
+  /**
+   * Persistent cookie: `Max-Age` set to the time left until the absolute timeout. Default `false`
+   * (the cookie dies with the browser).
+   */
+  persistent?: boolean
+}
+
+/** Options of {@link createSessionManager}. Times are milliseconds. */
+export interface SessionManagerOptions {
+  /** Where sessions are kept: `MemoryStore`, `SqliteStore`, or any {@link SessionStore}. Required. */
+  store: SessionStore
+  /**
+   * Master keys, base64url (or base64) of at least 32 random bytes, newest first: the first seals,
+   * all open. Default: `LATCHKEY_KEYS`, comma-separated.
+   */
+  keys?: readonly string[]
+  /** Cookie settings; see {@link CookieOptions}. */
+  cookie?: CookieOptions
+  /** A session unused this long expires. Default 1 800 000 ms (30 min). */
+  idleTimeoutMs?: number
+  /** A session expires this long after it was created, whatever its activity. Default 43 200 000 ms (12 h). */
+  absoluteTimeoutMs?: number
+  /** The session ID is rotated (data kept) once it is this old. Default 3 600 000 ms (1 h). */
+  renewalIntervalMs?: number
+  /** After a renewal the old ID still answers this long, for requests already in flight. Default 10 000 ms. */
+  renewalGraceMs?: number
+  /** An unchanged session is written back (touched) at most this often. Default idle timeout / 10 (180 000 ms). */
+  touchIntervalMs?: number
+  /** How long a commit keeps retrying compare-and-set conflicts before `ConflictError`. Default 10 000 ms. */
+  commitTimeoutMs?: number
+  /** Where time comes from. Default the system clock. */
+  clock?: Clock
+}
+
+/** The default values, frozen. `touchIntervalMs` defaults to a tenth of the idle timeout. */
+export const DEFAULTS = Object.freeze({
+  cookieName: '__Host-sid',
+  insecureCookieName: 'sid',
+  sameSite: 'lax' as const,
+  path: '/',
+  idleTimeoutMs: 1_800_000,
+  absoluteTimeoutMs: 43_200_000,
+  renewalIntervalMs: 3_600_000,
+  renewalGraceMs: 10_000,
+  commitTimeoutMs: 10_000,
+})
+
+/** Options after defaults and validation. */
+export interface ResolvedOptions {
+  readonly store: SessionStore
+  readonly keys: readonly Buffer[]
+  readonly cookie: SessionCookieSettings
+  readonly idleTimeoutMs: number
+  readonly absoluteTimeoutMs: number
+  readonly renewalIntervalMs: number
+  readonly renewalGraceMs: number
+  readonly touchIntervalMs: number
+  readonly commitTimeoutMs: number
+  readonly clock: Clock
+}
+
+// RFC 6265 token for names; attribute values may not hold separators, spaces or controls either.
+const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+const ATTRIBUTE_VALUE = /^[\u0021-\u003a\u003c\u003e-\u007e]+$/
+
+function duration(options: SessionManagerOptions, name: keyof SessionManagerOptions, fallback: number): number {
+  const value = options[name] ?? fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new ConfigError(name, `must be a positive integer number of milliseconds, got ${String(value)}`)
+  }
+  return value
+}
+
+function resolveKeys(keys: readonly string[] | undefined, env: NodeJS.ProcessEnv): Buffer[] {
+  const source = keys ?? env.LATCHKEY_KEYS?.split(',').map((key) => key.trim())
+  const option = keys ? 'keys' : 'LATCHKEY_KEYS'
+  if (!source || source.length === 0 || (source.length === 1 && source[0] === '')) {
+    throw new ConfigError('keys', 'at least one key is required (pass keys or set LATCHKEY_KEYS); `latchkey keygen` makes one')
+  }
+  const seen = new Set<string>()
+  return source.map((text, index) => {
+    const key = typeof text === 'string' ? decodeKey(text) : null
+    if (!key) throw new ConfigError(`${option}[${index}]`, 'must be base64url (or base64) text')
+    if (key.length < MIN_KEY_BYTES) {
+      throw new ConfigError(`${option}[${index}]`, `must be at least ${MIN_KEY_BYTES} bytes, got ${key.length}`)
+    }
+    const hex = key.toString('hex')
+    if (seen.has(hex)) throw new ConfigError(`${option}[${index}]`, 'is listed twice')
+    seen.add(hex)
+    return key
+  })
+}
+
+function resolveCookie(cookie: CookieOptions): SessionCookieSettings {
+  const secure = cookie.secure ?? true
+  if (typeof secure !== 'boolean') throw new ConfigError('cookie.secure', 'must be a boolean')
+  const name = cookie.name ?? (secure ? DEFAULTS.cookieName : DEFAULTS.insecureCookieName)
+  if (typeof name !== 'string' || !COOKIE_NAME.test(name)) {
+    throw new ConfigError('cookie.name', `must be a cookie token (no ; = spaces or control characters), got ${JSON.stringify(name)}`)
+  }
+  const sameSite = cookie.sameSite ?? DEFAULTS.sameSite
+  if (sameSite !== 'lax' && sameSite !== 'strict' && sameSite !== 'none') {
+    throw new ConfigError('cookie.sameSite', `must be 'lax', 'strict' or 'none', got ${JSON.stringify(sameSite)}`)
+  }
+  if (sameSite === 'none' && !secure) throw new ConfigError('cookie.sameSite', "'none' requires cookie.secure")
+  const path = cookie.path ?? DEFAULTS.path
+  if (typeof path !== 'string' || !path.startsWith('/') || !ATTRIBUTE_VALUE.test(path)) {
+    throw new ConfigError('cookie.path', `must start with / and hold no ; = spaces or control characters, got ${JSON.stringify(path)}`)
+  }
+  const domain = cookie.domain
+  if (domain !== undefined && (typeof domain !== 'string' || !ATTRIBUTE_VALUE.test(domain))) {
+    throw new ConfigError('cookie.domain', `must hold no ; = spaces or control characters, got ${JSON.stringify(domain)}`)
+  }
+  if (name.startsWith('__Host-')) {
+    if (!secure) throw new ConfigError('cookie.name', 'the __Host- prefix requires cookie.secure')
+    if (domain !== undefined) throw new ConfigError('cookie.domain', 'not allowed with the __Host- prefix')
+    if (path !== '/') throw new ConfigError('cookie.path', "must be '/' with the __Host- prefix")
+  }
+  if (name.startsWith('__Secure-') && !secure) {
+    throw new ConfigError('cookie.name', 'the __Secure- prefix requires cookie.secure')
+  }
+  const persistent = cookie.persistent ?? false
+  if (typeof persistent !== 'boolean') throw new ConfigError('cookie.persistent', 'must be a boolean')
+  return Object.freeze({ name, secure, sameSite, httpOnly: true as const, path, domain, persistent })
+}
+
+/** Applies defaults and validates. Throws {@link ConfigError} naming the first bad option. */
+export function resolveOptions(options: SessionManagerOptions, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
+  if (!options || typeof options !== 'object') throw new ConfigError('options', 'must be an object')
+  const store = options.store
+  const methods = ['get', 'create', 'update', 'touch', 'destroy'] as const
+  if (!store || methods.some((method) => typeof store[method] !== 'function')) {
+    throw new ConfigError('store', `must implement ${methods.join(', ')}`)
+  }
+  const idleTimeoutMs = duration(options, 'idleTimeoutMs', DEFAULTS.idleTimeoutMs)
+  const absoluteTimeoutMs = duration(options, 'absoluteTimeoutMs', DEFAULTS.absoluteTimeoutMs)
+  if (idleTimeoutMs > absoluteTimeoutMs) {
+    throw new ConfigError('idleTimeoutMs', `must not exceed absoluteTimeoutMs (${absoluteTimeoutMs})`)
+  }
+  const renewalIntervalMs = duration(options, 'renewalIntervalMs', DEFAULTS.renewalIntervalMs)
+  const renewalGraceMs = duration(options, 'renewalGraceMs', DEFAULTS.renewalGraceMs)
+  if (renewalGraceMs >= idleTimeoutMs) throw new ConfigError('renewalGraceMs', 'must be shorter than idleTimeoutMs')
+  const touchIntervalMs = duration(options, 'touchIntervalMs', Math.max(1, Math.floor(idleTimeoutMs / 10)))
+  if (touchIntervalMs >= idleTimeoutMs) throw new ConfigError('touchIntervalMs', 'must be shorter than idleTimeoutMs')
+  const commitTimeoutMs = duration(options, 'commitTimeoutMs', DEFAULTS.commitTimeoutMs)
+  const clock = options.clock ?? systemClock
+  if (typeof clock.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
+  return Object.freeze({
+    store,
+    keys: resolveKeys(options.keys, env),
+    cookie: resolveCookie(options.cookie ?? {}),
+    idleTimeoutMs,
+    absoluteTimeoutMs,
+    renewalIntervalMs,
+    renewalGraceMs,
+    touchIntervalMs,
+    commitTimeoutMs,
+    clock,
+  })
+}

@@ -1,0 +1,190 @@
+import { generateId } from './id.js'
+import type { SessionRecord } from './store.js'
+
+/** The shape of session data: JSON-serialisable values under string keys. */
+export type SessionData = Record<string, unknown>
+
+/** One change the request made, kept so it can be replayed on fresh data after a write conflict. */
+export type Change =
+  | { readonly kind: 'set'; readonly key: string; readonly value: unknown }
+  | { readonly kind: 'delete'; readonly key: string }
+  | { readonly kind: 'update'; readonly key: string; readonly fn: (current: unknown) => unknown }
+  | { readonly kind: 'clear' }
+
+/** What the sealed payload holds besides the data. Never shown to the application. */
+export interface SessionMeta {
+  /** CSRF secret, base64url. Rotates at login. */
+  csrf: string
+  /** When the current ID was issued (epoch ms): renewal counts from here. */
+  iat: number
+  /** User agent at creation or login, for the "your devices" list. */
+  ua?: string
+  /** Set on a renewed ID's old record during its grace window: the ID that replaced it. */
+  next?: string
+}
+
+/** How the ID must change at commit. */
+export type Rotation = 'none' | 'kill-old' | 'renew'
+
+/** The state the manager keeps behind a {@link Session}. Not part of the public API. */
+export interface SessionState {
+  id: string
+  record: SessionRecord | null
+  data: Map<string, unknown>
+  meta: SessionMeta
+  userId: string | null
+  changes: Change[]
+  rotation: Rotation
+  /** Store key of a record this request destroyed (logout, destroy). */
+  destroyedKey: string | null
+  /** The browser sent a cookie that is unusable or unknown: clear it unless a new one is set. */
+  clearCookie: boolean
+  /** The browser must be sent the current ID again (it arrived with an ID in its grace window). */
+  reissueCookie: boolean
+  /** A retired key opened the payload: re-seal on this commit. */
+  reseal: boolean
+  userChanged: boolean
+  /** User agent of this request, kept in the payload at creation and login (trimmed). */
+  userAgent: string | undefined
+}
+
+/** Key of the internal state on a session object. Deliberately not exported from the package. */
+export const STATE: unique symbol = Symbol('latchkey.session')
+
+/**
+ * One browser's session, typed by its data: `Session<{ cart: string[] }>`.
+ * Read and write with `get`/`set`/`delete`/`update`; privilege changes with `login`/`logout`/`regenerate`.
+ * Changes are recorded, not written: the adapter commits them once, before the response leaves.
+ * Values must be JSON-serialisable; mutate an object in place and the change is not seen, so `set` it
+ * again or use `update`.
+ */
+export class Session<T extends SessionData = SessionData> {
+  /** @internal */
+  readonly [STATE]: SessionState
+
+  /** @internal Built by the manager only. */
+  constructor(state: SessionState) {
+    this[STATE] = state
+  }
+
+  /** The session ID. A secret: never log it, put it in a URL or render it. */
+  get id(): string {
+    return this[STATE].id
+  }
+
+  /** True until the session has been stored (a fresh visitor, or after `destroy`/`logout`). */
+  get isNew(): boolean {
+    return this[STATE].record === null
+  }
+
+  /** The signed-in user, or `null`. Set by `login`, cleared by `logout`. */
+  get userId(): string | null {
+    return this[STATE].userId
+  }
+
+  /** The value under `key`, or `undefined`. */
+  get<K extends keyof T & string>(key: K): T[K] | undefined {
+    return this[STATE].data.get(key) as T[K] | undefined
+  }
+
+  /** True if `key` holds a value. */
+  has<K extends keyof T & string>(key: K): boolean {
+    return this[STATE].data.has(key)
+  }
+
+  /** Stores `value` under `key`. `undefined` deletes the key. */
+  set<K extends keyof T & string>(key: K, value: T[K]): void {
+    if (value === undefined) return this.delete(key)
+    this.record({ kind: 'set', key, value })
+  }
+
+  /** Removes `key`. */
+  delete<K extends keyof T & string>(key: K): void {
+    this.record({ kind: 'delete', key })
+  }
+
+  /** Removes every key (the user stays signed in; use `logout` to sign out). */
+  clear(): void {
+    this.record({ kind: 'clear' })
+  }
+
+  /**
+   * Read-modify-write that survives concurrency: `fn` gets the current value and returns the new one.
+   * If another request wrote the session meanwhile, `fn` runs again on the fresh value before saving,
+   * so 200 parallel `update('n', (n = 0) => n + 1)` end with 200. `fn` must be pure. Returns the new value.
+   */
+  update<K extends keyof T & string>(key: K, fn: (current: T[K] | undefined) => T[K]): T[K] {
+    this.record({ kind: 'update', key, fn: fn as (current: unknown) => unknown })
+    return this[STATE].data.get(key) as T[K]
+  }
+
+  /**
+   * Signs `userId` in: a new ID (the old one dies at once), the data kept, a new CSRF secret,
+   * the user indexed for `listUserSessions`.
+   */
+  login(userId: string): void {
+    if (typeof userId !== 'string' || userId.length === 0) throw new TypeError('login: userId must be a non-empty string')
+    const state = this[STATE]
+    state.userId = userId
+    state.userChanged = true
+    state.meta.csrf = ''
+    if (state.record) state.rotation = 'kill-old'
+  }
+
+  /** Signs out: the record is destroyed server-side and the cookie cleared. */
+  logout(): void {
+    this.destroy()
+  }
+
+  /** A new ID for the same data (use at every privilege change); the old ID dies at once. */
+  regenerate(): void {
+    const state = this[STATE]
+    if (state.record) state.rotation = 'kill-old'
+  }
+
+  /**
+   * Destroys the session: its record leaves a tombstone (a slow request cannot bring it back) and the
+   * cookie is cleared. The object becomes a fresh, empty session for the rest of the request.
+   */
+  destroy(): void {
+    const state = this[STATE]
+    if (state.record) state.destroyedKey = state.record.key
+    state.id = generateId()
+    state.record = null
+    state.data.clear()
+    state.changes.length = 0
+    state.userId = null
+    state.userChanged = false
+    state.rotation = 'none'
+    state.clearCookie = true
+    state.reissueCookie = false
+    state.meta = { csrf: '', iat: 0 }
+  }
+
+  private record(change: Change): void {
+    const state = this[STATE]
+    applyChange(state.data, change)
+    state.changes.push(change)
+  }
+}
+
+/** Applies one change to a data map; used for the request itself and for replays after a conflict. */
+export function applyChange(data: Map<string, unknown>, change: Change): void {
+  switch (change.kind) {
+    case 'set':
+      data.set(change.key, change.value)
+      break
+    case 'delete':
+      data.delete(change.key)
+      break
+    case 'clear':
+      data.clear()
+      break
+    case 'update': {
+      const next = change.fn(data.get(change.key))
+      if (next === undefined) data.delete(change.key)
+      else data.set(change.key, next)
+      break
+    }
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * latchkey: server-side sessions for Node.js. The core API; adapters live in `latchkey/node` and
+ * friends, stores in `latchkey/stores/*`.
+ */
+
+export type { Clock } from './core/clock.js'
+export { ManualClock, systemClock } from './core/clock.js'
+export { generateKey } from './core/crypto.js'
+export { ConfigError, ConflictError, CsrfError, SessionError, StoreError } from './core/errors.js'
+export type { CommitResult, RequestFacts, UserSessionInfo } from './core/manager.js'
+export { createSessionManager, SessionManager } from './core/manager.js'
+export type { CookieOptions, ResolvedOptions, SessionManagerOptions } from './core/options.js'
+export { DEFAULTS } from './core/options.js'
+export type { SessionData } from './core/session.js'
+export { Session } from './core/session.js'
+export type {
+  ClosableStore,
+  CountableStore,
+  ListableStore,
+  MigratableStore,
+  PrunableStore,
+  SessionRecord,
+  SessionStore,
+  StoreOptions,
+  UserIndexedStore,
+} from './core/store.js'
+export {
+  expiresAt,
+  isClosableStore,
+  isCountableStore,
+  isListableStore,
+  isMigratableStore,
+  isPrunableStore,
+  isUserIndexedStore,
+} from './core/store.js'
+export type { MemoryStoreOptions } from './stores/memory/index.js'
+export { MemoryStore } from './stores/memory/index.js'

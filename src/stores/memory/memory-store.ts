@@ -1,0 +1,306 @@
+import { type Clock, systemClock } from '../../core/clock.js'
+import { ConfigError, StoreError } from '../../core/errors.js'
+import type {
+  ClosableStore,
+  CountableStore,
+  ListableStore,
+  PrunableStore,
+  SessionRecord,
+  SessionStore,
+  StoreOptions,
+  UserIndexedStore,
+} from '../../core/store.js'
+
+/** Options of {@link MemoryStore}. */
+export interface MemoryStoreOptions extends StoreOptions {
+  /** Most records (tombstones included) kept at once; a create past it evicts. Default 100 000. */
+  maxSessions?: number
+  /** How often expired records and tombstones are swept, in ms; `0` turns the timer off. Default 60 000. */
+  sweepIntervalMs?: number
+}
+
+interface Entry {
+  /** Frozen; for a tombstone, a copy with the payload and user cleared (so it leaves the user index). */
+  readonly record: SessionRecord
+  readonly tombstone: boolean
+  readonly expiresAt: number
+}
+
+/** A slot in the expiry heap. Stale once the entry under `key` has another expiry (touched, replaced, gone). */
+interface Deadline {
+  readonly key: string
+  readonly expiresAt: number
+}
+
+/** The largest delay `setInterval` honours; larger values silently become 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647
+
+let warnedInProduction = false
+
+/**
+ * Sessions in a `Map` of this process: for development, tests and single-process apps that accept
+ * losing every session on restart. Records are kept as frozen copies, so neither the caller nor the
+ * store's own consumers can change stored state by mutating an object.
+ *
+ * Memory is bounded by `maxSessions`: when full, a create first drops what has expired and then
+ * evicts the record closest to its expiry (signing that session out). An unref'd timer sweeps
+ * expired records and tombstones every `sweepIntervalMs`; `close()` stops it.
+ */
+export class MemoryStore
+  implements SessionStore, UserIndexedStore, PrunableStore, CountableStore, ListableStore, ClosableStore
+{
+  private readonly clock: Clock
+  private readonly maxSessions: number
+  private readonly records = new Map<string, Entry>()
+  private readonly byUser = new Map<string, Set<string>>()
+  /** Min-heap on `expiresAt`; may hold stale slots, skipped when popped and dropped on compaction. */
+  private deadlines: Deadline[] = []
+  private timer: NodeJS.Timeout | undefined
+  private closed = false
+
+  constructor(options: MemoryStoreOptions = {}) {
+    const { clock = systemClock, maxSessions = 100_000, sweepIntervalMs = 60_000 } = options
+    if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
+    if (!Number.isSafeInteger(maxSessions) || maxSessions < 1) {
+      throw new ConfigError('maxSessions', `must be a positive integer, got ${String(maxSessions)}`)
+    }
+    if (!Number.isInteger(sweepIntervalMs) || sweepIntervalMs < 0 || sweepIntervalMs > MAX_TIMER_MS) {
+      throw new ConfigError(
+        'sweepIntervalMs',
+        `must be an integer from 0 (off) to ${MAX_TIMER_MS}, got ${String(sweepIntervalMs)}`,
+      )
+    }
+    this.clock = clock
+    this.maxSessions = maxSessions
+    if (sweepIntervalMs > 0) {
+      this.timer = setInterval(() => this.removeExpired(this.clock.now()), sweepIntervalMs)
+      this.timer.unref()
+    }
+    if (process.env.NODE_ENV === 'production' && !warnedInProduction) {
+      warnedInProduction = true
+      console.warn(
+        'latchkey: MemoryStore keeps sessions in this process only; they are lost on restart and not ' +
+          'shared between processes. Use SqliteStore or a shared store in production.',
+      )
+    }
+  }
+
+  async get(key: string): Promise<SessionRecord | null> {
+    this.assertOpen('get')
+    return this.live(key)?.record ?? null
+  }
+
+  async create(record: SessionRecord): Promise<boolean> {
+    this.assertOpen('create')
+    const now = this.clock.now()
+    const existing = this.records.get(record.key)
+    if (existing && existing.expiresAt > now) return false
+    if (!existing && this.records.size >= this.maxSessions) this.makeRoom(now)
+    this.put(freeze(record), false)
+    return true
+  }
+
+  async update(record: SessionRecord, expectedVersion: number): Promise<boolean> {
+    this.assertOpen('update')
+    const current = this.live(record.key)
+    if (!current || current.record.version !== expectedVersion) return false
+    this.put(freeze(record), false)
+    return true
+  }
+
+  async touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
+    this.assertOpen('touch')
+    const current = this.live(key)
+    if (!current) return
+    this.put(Object.freeze({ ...current.record, lastSeenAt, idleExpiresAt }), false)
+  }
+
+  async destroy(key: string): Promise<void> {
+    this.assertOpen('destroy')
+    this.tombstone(key)
+  }
+
+  async listByUser(userId: string): Promise<SessionRecord[]> {
+    this.assertOpen('listByUser')
+    const out: SessionRecord[] = []
+    for (const key of this.byUser.get(userId) ?? []) {
+      const entry = this.live(key)
+      if (entry) out.push(entry.record)
+    }
+    return out
+  }
+
+  async destroyByUser(userId: string, exceptKey?: string): Promise<number> {
+    this.assertOpen('destroyByUser')
+    let count = 0
+    for (const key of [...(this.byUser.get(userId) ?? [])]) {
+      if (key !== exceptKey && this.tombstone(key)) count++
+    }
+    return count
+  }
+
+  async prune(): Promise<number> {
+    this.assertOpen('prune')
+    return this.removeExpired(this.clock.now())
+  }
+
+  async count(): Promise<number> {
+    this.assertOpen('count')
+    const now = this.clock.now()
+    let count = 0
+    for (const entry of this.records.values()) if (!entry.tombstone && entry.expiresAt > now) count++
+    return count
+  }
+
+  async *list(): AsyncIterable<SessionRecord> {
+    this.assertOpen('list')
+    for (const entry of this.records.values()) {
+      if (!entry.tombstone && entry.expiresAt > this.clock.now()) yield entry.record
+    }
+  }
+
+  /** Stops the sweep timer and drops every record. Later calls reject with `StoreError`. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true
+    clearInterval(this.timer)
+    this.timer = undefined
+    this.records.clear()
+    this.byUser.clear()
+    this.deadlines = []
+  }
+
+  private assertOpen(operation: string): void {
+    if (this.closed) throw new StoreError('MemoryStore', operation, new Error('the store is closed'))
+  }
+
+  /** The live, non-tombstoned entry under `key`. */
+  private live(key: string): Entry | undefined {
+    const entry = this.records.get(key)
+    return entry && !entry.tombstone && entry.expiresAt > this.clock.now() ? entry : undefined
+  }
+
+  /** Turns the live record under `key` into a tombstone with the same expiry; true if there was one. */
+  private tombstone(key: string): boolean {
+    const current = this.live(key)
+    if (!current) return false
+    this.put(Object.freeze({ ...current.record, userId: null, payload: '' }), true)
+    return true
+  }
+
+  /** Stores `record` (already frozen) in place of whatever the key held, keeping both indexes in step. */
+  private put(record: SessionRecord, tombstone: boolean): void {
+    const { key, userId } = record
+    const expiresAt = Math.min(record.idleExpiresAt, record.absoluteExpiresAt)
+    const previous = this.records.get(key)
+    this.records.set(key, { record, tombstone, expiresAt })
+    const previousUserId = previous?.record.userId ?? null
+    if (previousUserId !== userId) {
+      if (previousUserId !== null) this.unindex(key, previousUserId)
+      if (userId !== null) {
+        const keys = this.byUser.get(userId)
+        if (keys) keys.add(key)
+        else this.byUser.set(userId, new Set([key]))
+      }
+    }
+    if (previous?.expiresAt !== expiresAt) this.pushDeadline({ key, expiresAt })
+  }
+
+  private remove(entry: Entry): void {
+    this.records.delete(entry.record.key)
+    if (entry.record.userId !== null) this.unindex(entry.record.key, entry.record.userId)
+  }
+
+  private unindex(key: string, userId: string): void {
+    const keys = this.byUser.get(userId)
+    keys?.delete(key)
+    if (keys?.size === 0) this.byUser.delete(userId)
+  }
+
+  /** Removes every record and tombstone whose expiry has passed; returns how many. */
+  private removeExpired(now: number): number {
+    let removed = 0
+    for (let top = this.deadlines[0]; top && top.expiresAt <= now; top = this.deadlines[0]) {
+      this.popDeadline()
+      const entry = this.records.get(top.key)
+      if (entry && entry.expiresAt === top.expiresAt) {
+        this.remove(entry)
+        removed++
+      }
+    }
+    return removed
+  }
+
+  /** Frees one slot: what has expired first, else the record closest to its expiry. */
+  private makeRoom(now: number): void {
+    if (this.removeExpired(now) > 0) return
+    for (let top = this.popDeadline(); top; top = this.popDeadline()) {
+      const entry = this.records.get(top.key)
+      if (entry && entry.expiresAt === top.expiresAt) {
+        this.remove(entry)
+        return
+      }
+    }
+  }
+
+  private pushDeadline(deadline: Deadline): void {
+    const heap = this.deadlines
+    // Touches leave stale slots behind; rebuild from the live map before they dominate.
+    if (heap.length >= 2 * this.records.size + 1024) {
+      this.deadlines = [...this.records].map(([key, entry]) => ({ key, expiresAt: entry.expiresAt }))
+      for (let i = (this.deadlines.length >> 1) - 1; i >= 0; i--) siftDown(this.deadlines, i)
+      // The map already holds the entry `deadline` describes, so the rebuild included it.
+      return
+    }
+    heap.push(deadline)
+    let i = heap.length - 1
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      const up = heap[parent] as Deadline
+      if (up.expiresAt <= deadline.expiresAt) break
+      heap[i] = up
+      i = parent
+    }
+    heap[i] = deadline
+  }
+
+  private popDeadline(): Deadline | undefined {
+    const heap = this.deadlines
+    const top = heap[0]
+    const last = heap.pop()
+    if (heap.length > 0 && last) {
+      heap[0] = last
+      siftDown(heap, 0)
+    }
+    return top
+  }
+}
+
+function siftDown(heap: Deadline[], start: number): void {
+  const item = heap[start] as Deadline
+  let i = start
+  for (;;) {
+    let child = 2 * i + 1
+    if (child >= heap.length) break
+    const right = heap[child + 1]
+    if (right && right.expiresAt < (heap[child] as Deadline).expiresAt) child++
+    const smaller = heap[child] as Deadline
+    if (smaller.expiresAt >= item.expiresAt) break
+    heap[i] = smaller
+    i = child
+  }
+  heap[i] = item
+}
+
+/** A frozen copy of the record's own fields, so later changes to `record` do not reach the store. */
+function freeze(record: SessionRecord): SessionRecord {
+  return Object.freeze({
+    key: record.key,
+    version: record.version,
+    userId: record.userId ?? null,
+    createdAt: record.createdAt,
+    lastSeenAt: record.lastSeenAt,
+    idleExpiresAt: record.idleExpiresAt,
+    absoluteExpiresAt: record.absoluteExpiresAt,
+    payload: record.payload,
+  })
+}

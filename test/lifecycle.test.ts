@@ -1,0 +1,310 @@
+import { afterEach, describe, expect, test } from 'vitest'
+import { generateId, storeKeyOf } from '../src/core/id.js'
+import { MemoryStore } from '../src/stores/memory/index.js'
+import type { Harness } from './support/setup.js'
+import { rawCookieRequest } from './support/http.js'
+import { harness } from './support/setup.js'
+
+let h: Harness<MemoryStore>
+afterEach(async () => {
+  expect(h.errors).toEqual([])
+  await h.close()
+})
+
+describe('new sessions', () => {
+  test('a new session that stays empty sets no cookie, no private headers and stores nothing', async () => {
+    h = await harness()
+    const client = h.client()
+    const response = await client.request('/state')
+    expect(response.status).toBe(200)
+    expect(response.headers.getSetCookie()).toEqual([])
+    expect(response.headers.get('cache-control')).toBeNull()
+    expect(await h.store.count()).toBe(0)
+  })
+
+  test('a session that gets data is stored and its cookie set', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    expect(client.cookie).toMatch(/^[A-Za-z0-9_-]{43}$/)
+    expect(await h.store.count()).toBe(1)
+    const { body } = await client.json('/state?key=a')
+    expect(body).toMatchObject({ isNew: false, value: '1' })
+  })
+})
+
+describe('cookie and headers', () => {
+  test('default attributes: __Host- prefix, HttpOnly, Secure, SameSite=Lax, Path=/, no Domain, not persistent', async () => {
+    h = await harness({ cookie: {} })
+    const client = h.client()
+    expect(client.cookieName).toBe('__Host-sid')
+    const response = await client.request('/set')
+    const [cookie, ...others] = client.lastSetCookies
+    expect(others).toEqual([])
+    expect(cookie?.name).toBe('__Host-sid')
+    expect([...(cookie?.attributes.keys() ?? [])].sort()).toEqual(['httponly', 'path', 'samesite', 'secure'])
+    expect(cookie?.attributes.get('path')).toBe('/')
+    expect(cookie?.attributes.get('samesite')).toBe('Lax')
+    expect(response.headers.get('cache-control')).toBe('no-store')
+    expect(response.headers.get('vary')).toBe('Cookie')
+  })
+
+  test('every response carrying session state has Cache-Control: no-store and Vary: Cookie', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/set')
+    for (const path of ['/state', '/inc', '/login', '/stream', '/logout']) {
+      const response = await client.request(path)
+      expect(response.headers.get('cache-control'), path).toBe('no-store')
+      expect(response.headers.get('vary'), path).toBe('Cookie')
+    }
+  })
+
+  test('a handler that writes the response itself still gets its session committed first', async () => {
+    h = await harness()
+    const client = h.client()
+    const response = await client.request('/stream')
+    expect(await response.text()).toBe('part one,part two')
+    expect(client.cookie).toBeDefined()
+    expect((await client.json('/state?key=streamed')).body.value).toBe(true)
+  })
+
+  test('persistent cookies follow the absolute timeout', async () => {
+    h = await harness({ cookie: { secure: false, persistent: true } })
+    const client = h.client()
+    await client.request('/set')
+    expect(client.lastSetCookies[0]?.attributes.get('max-age')).toBe('43200')
+  })
+
+  test('a handler that throws before responding gets a 500 and its changes are not saved', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    const response = await client.request('/throw')
+    expect(response.status).toBe(500)
+    expect(h.errors.splice(0)).toHaveLength(1)
+    expect((await client.json('/state?key=lost')).body.value).toBeNull()
+  })
+})
+
+describe('strict mode and malformed IDs', () => {
+  test('a well-formed ID the server never issued is replaced, never adopted', async () => {
+    h = await harness()
+    const planted = generateId()
+    const client = h.client()
+    client.cookie = planted
+    await client.request('/set')
+    expect(client.cookie).toBeDefined()
+    expect(client.cookie).not.toBe(planted)
+    const keys: string[] = []
+    for await (const record of h.store.list()) keys.push(record.key)
+    expect(keys).toEqual([storeKeyOf(client.cookie as string)])
+    expect(keys).not.toContain(planted)
+    expect(keys).not.toContain(storeKeyOf(planted))
+  })
+
+  test('an unknown or malformed cookie is cleared when no session is saved', async () => {
+    h = await harness()
+    const response = await h.client().request('/state', { headers: { cookie: `sid=${generateId()}` } })
+    const [cleared] = response.headers.getSetCookie()
+    expect(cleared).toMatch(/^sid=; .*Max-Age=0/)
+  })
+
+  const malformed = [
+    '../../etc/passwd',
+    `${'A'.repeat(42)}\u0000`,
+    'A'.repeat(10_240),
+    `${'A'.repeat(42)}é`,
+    `${'A'.repeat(41)}*?`,
+    `${'A'.repeat(40)}[a]`,
+    '%00%00',
+    '',
+  ]
+  test.each(malformed.map((value, index) => [index, value]))('malformed ID #%i never reaches the store', async (_, value) => {
+    const calls: string[] = []
+    const store = new MemoryStore()
+    const spy = new Proxy(store, {
+      get(target, property, receiver) {
+        const member = Reflect.get(target, property, receiver)
+        if (typeof member !== 'function') return member
+        return (...args: unknown[]) => {
+          calls.push(String(property))
+          return member.apply(target, args)
+        }
+      },
+    })
+    h = await harness({ store: spy })
+    const status = await rawCookieRequest(h.server.url, '/state', Buffer.from(`sid=${value}`, 'utf8'))
+    expect(status).toBe(200)
+    expect(calls).toEqual([])
+  })
+
+  test('two session cookies in one request count as none', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    const id = client.cookie as string
+    const { body } = await client.json('/state?key=a', { headers: { cookie: `sid=${id}; sid=${id}` } })
+    expect(body).toMatchObject({ isNew: true, value: null })
+    // The session itself is untouched and still answers to a single cookie.
+    client.cookie = id
+    expect((await client.json('/state?key=a')).body).toMatchObject({ isNew: false, value: '1' })
+  })
+
+  test('the ID is read from the cookie only, never from the query string', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    const id = client.cookie as string
+    const { body } = await h.client().json(`/state?key=a&sid=${id}`)
+    expect(body).toMatchObject({ isNew: true, value: null })
+  })
+})
+
+describe('login, regenerate, logout, destroy', () => {
+  test('login issues a new ID, keeps the data, and the old ID is dead at once', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/set?key=cart&value=apples')
+    const before = client.cookie as string
+    const { body } = await client.json('/login?user=alice&key=cart')
+    expect(body).toMatchObject({ userId: 'alice', value: 'apples' })
+    expect(client.cookie).toBeDefined()
+    expect(client.cookie).not.toBe(before)
+    expect(await h.recordOf(before)).toBeNull()
+    expect((await h.recordOf(client.cookie))?.userId).toBe('alice')
+    const replay = h.client()
+    replay.cookie = before
+    expect((await replay.json('/state?key=cart')).body).toMatchObject({ isNew: true, userId: null, value: null })
+  })
+
+  test('regenerate issues a new ID, keeps the data and user, and kills the old ID', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/login?user=bob')
+    await client.request('/set?key=a&value=1')
+    const before = client.cookie as string
+    await client.request('/regenerate')
+    expect(client.cookie).not.toBe(before)
+    expect(await h.recordOf(before)).toBeNull()
+    expect((await client.json('/state?key=a')).body).toMatchObject({ userId: 'bob', value: '1' })
+  })
+
+  test('logout removes the record and clears the cookie with matching attributes', async () => {
+    h = await harness({ cookie: {} })
+    const client = h.client()
+    await client.request('/login?user=carol')
+    const before = client.cookie as string
+    const response = await client.request('/logout')
+    const [cleared] = client.lastSetCookies
+    expect(cleared?.name).toBe('__Host-sid')
+    expect(cleared?.value).toBe('')
+    expect(cleared?.attributes.get('max-age')).toBe('0')
+    expect(cleared?.attributes.get('path')).toBe('/')
+    expect(cleared?.attributes.has('secure')).toBe(true)
+    expect(cleared?.attributes.has('httponly')).toBe(true)
+    expect(cleared?.attributes.get('samesite')).toBe('Lax')
+    expect(response.headers.get('cache-control')).toBe('no-store')
+    expect(await h.recordOf(before)).toBeNull()
+    expect(await h.store.count()).toBe(0)
+    const replay = h.client()
+    replay.cookie = before
+    expect((await replay.json('/state')).body).toMatchObject({ isNew: true, userId: null })
+  })
+})
+
+describe('timeouts through the injected clock', () => {
+  test('idle timeout: 30 minutes without a request ends the session', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    h.clock.advance(29 * 60_000)
+    expect((await client.json('/state?key=a')).body.value).toBe('1')
+    h.clock.advance(29 * 60_000)
+    expect((await client.json('/state?key=a')).body.value).toBe('1')
+    h.clock.advance(30 * 60_000)
+    expect((await client.json('/state?key=a')).body).toMatchObject({ isNew: true, value: null })
+  })
+
+  test('absolute timeout: activity never moves the 12 hour deadline', async () => {
+    h = await harness({ renewalIntervalMs: 100 * 3_600_000 })
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    const deadline = (await h.recordOf(client.cookie))?.absoluteExpiresAt
+    for (let minutes = 20; minutes < 12 * 60; minutes += 20) {
+      h.clock.advance(20 * 60_000)
+      expect((await client.json('/inc?key=a')).body.value, `after ${minutes} min`).toBe('1')
+      expect((await h.recordOf(client.cookie))?.absoluteExpiresAt).toBe(deadline)
+    }
+    h.clock.advance(20 * 60_000)
+    expect((await client.json('/state?key=a')).body).toMatchObject({ isNew: true, value: null })
+  })
+})
+
+describe('renewal', () => {
+  test('past the renewal interval the ID rotates, data kept; the old ID answers for the grace window only', async () => {
+    h = await harness({ renewalGraceMs: 5_000 })
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    const first = client.cookie as string
+    for (let i = 0; i < 2; i++) {
+      h.clock.advance(25 * 60_000)
+      await client.request('/state')
+      expect(client.cookie).toBe(first)
+    }
+    h.clock.advance(11 * 60_000)
+    await client.request('/state')
+    const second = client.cookie as string
+    expect(second).not.toBe(first)
+    expect((await client.json('/state?key=a')).body).toMatchObject({ isNew: false, value: '1' })
+
+    // Requests that were already on their way with the old ID are not logged out...
+    h.clock.advance(1_000)
+    const parallel = await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        const tab = h.client()
+        tab.cookie = first
+        const { body } = await tab.json(`/set?key=p${i}&value=${i}`)
+        return { body, cookie: tab.cookie }
+      }),
+    )
+    for (const { body, cookie } of parallel) {
+      expect(body.isNew).toBe(false)
+      expect(cookie).toBe(second)
+    }
+    // ...and what they wrote landed on the renewed session.
+    for (let i = 0; i < 10; i++) expect((await client.json(`/state?key=p${i}`)).body.value).toBe(String(i))
+
+    h.clock.advance(5_000)
+    const late = h.client()
+    late.cookie = first
+    expect((await late.json('/state?key=a')).body).toMatchObject({ isNew: true, value: null })
+    expect((await client.json('/state?key=a')).body.value).toBe('1')
+  })
+})
+
+describe('writes', () => {
+  test('unchanged sessions are touched at most once per touch interval; changed ones written once per request', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    const created = await h.recordOf(client.cookie)
+    h.clock.advance(60_000)
+    await client.request('/state')
+    h.clock.advance(60_000)
+    await client.request('/state')
+    const untouched = await h.recordOf(client.cookie)
+    expect(untouched?.lastSeenAt).toBe(created?.lastSeenAt)
+    expect(untouched?.version).toBe(created?.version)
+    h.clock.advance(60_000)
+    await client.request('/state')
+    const touched = await h.recordOf(client.cookie)
+    expect(touched?.lastSeenAt).toBe(h.clock.now())
+    expect(touched?.idleExpiresAt).toBe(h.clock.now() + 1_800_000)
+    expect(touched?.version).toBe(created?.version)
+    expect(touched?.payload).toBe(created?.payload)
+    await client.request('/inc')
+    await client.request('/inc')
+    expect((await h.recordOf(client.cookie))?.version).toBe((created?.version ?? 0) + 2)
+  })
+})
