@@ -135,7 +135,8 @@ describe('strict mode and malformed IDs', () => {
     })
     h = await harness({ store: spy })
     const status = await rawCookieRequest(h.server.url, '/state', Buffer.from(`sid=${value}`, 'utf8'))
-    expect(status).toBe(200)
+    // node's HTTP parser answers 400 itself to a NUL in a header; everything else reaches the app.
+    expect(value.includes('\u0000') ? 400 : 200).toBe(status)
     expect(calls).toEqual([])
   })
 

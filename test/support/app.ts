@@ -29,6 +29,9 @@ export function testApp(hooks: AppHooks = {}) {
       n: session.get('n') ?? null,
       value: q.get('key') ? (session.get(q.get('key') as string) ?? null) : null,
     })
+    // ?delay=ms holds the request between loading and changing its session, so parallel requests overlap.
+    const delay = Number(q.get('delay') ?? 0)
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
     switch (url.pathname) {
       case '/state':
         return send(res, 200, state())
