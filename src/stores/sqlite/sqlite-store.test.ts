@@ -1,0 +1,199 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import { afterAll, describe, expect, test } from 'vitest'
+import { ConfigError, StoreError } from '../../core/errors.js'
+import { defineStoreConformance, makeRecord } from '../../testing/conformance.js'
+import { ManualClock } from '../../testing/index.js'
+import { SqliteStore } from './index.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'latchkey-sqlite-'))
+let files = 0
+const freshPath = () => join(dir, `store-${++files}.db`)
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+defineStoreConformance(
+  { describe, test },
+  {
+    name: 'SqliteStore',
+    createStore: (clock) => new SqliteStore({ path: freshPath(), clock }),
+    createUnavailableStore: (clock) => new SqliteStore({ path: join(dir, 'missing', 'sessions.db'), clock }),
+  },
+)
+
+defineStoreConformance(
+  { describe, test },
+  { name: 'SqliteStore in memory', createStore: (clock) => new SqliteStore({ path: ':memory:', clock }) },
+)
+
+/** A second connection to the store's file, for looking at what the store wrote. */
+function inspect(path: string): Database.Database {
+  return new Database(path, { fileMustExist: true })
+}
+
+describe('SqliteStore', () => {
+  test('uses WAL, indexes expires_at and user_id, and records schema version 1', async () => {
+    const path = freshPath()
+    const store = new SqliteStore({ path, tableName: 'my_sessions' })
+    await store.count()
+    const db = inspect(path)
+    try {
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal')
+      const indexed = db
+        .prepare<[], { name: string }>(
+          `SELECT ii.name FROM pragma_index_list('my_sessions') AS il, pragma_index_info(il.name) AS ii`,
+        )
+        .all()
+        .map((row) => row.name)
+      expect(indexed).toEqual(expect.arrayContaining(['key', 'expires_at', 'user_id']))
+      const version = db.prepare('SELECT table_name, version FROM latchkey_schema').all()
+      expect(version).toEqual([{ table_name: 'my_sessions', version: 1 }])
+      expect(statSync(path).mode & 0o777).toBe(0o600)
+    } finally {
+      db.close()
+      await store.close()
+    }
+  })
+
+  test('schemaSql is the DDL migrate runs', () => {
+    const sql = new SqliteStore({ path: ':memory:' }).schemaSql()
+    expect(sql).toContain('CREATE TABLE IF NOT EXISTS "latchkey_sessions"')
+    expect(sql).toContain(`VALUES ('latchkey_sessions', 1)`)
+    const db = new Database(':memory:')
+    db.exec(sql)
+    expect(db.prepare('SELECT version FROM latchkey_schema').pluck().get()).toBe(1)
+    db.close()
+  })
+
+  test('a destroyed payload is gone from the database files after a checkpoint', async () => {
+    const path = freshPath()
+    const clock = new ManualClock()
+    const store = new SqliteStore({ path, clock })
+    const canary = `canary-${'x'.repeat(40)}-do-not-keep`
+    const keep = makeRecord(clock, { payload: 'unrelated' })
+    const record = makeRecord(clock, { payload: canary, idleExpiresAt: clock.now() + 60_000 })
+    await store.create(keep)
+    await store.create(record)
+    const onDisk = () => {
+      const db = inspect(path)
+      db.pragma('wal_checkpoint(TRUNCATE)')
+      db.close()
+      const contents = [path, `${path}-wal`].map((file) => {
+        try {
+          return readFileSync(file).toString('latin1')
+        } catch {
+          return ''
+        }
+      })
+      return contents.join('')
+    }
+    try {
+      expect(onDisk()).toContain(canary)
+      await store.destroy(record.key)
+      expect(onDisk()).not.toContain(canary)
+      clock.advance(60_000)
+      expect(await store.prune()).toBe(1)
+      expect(onDisk()).not.toContain(canary)
+      expect((await store.get(keep.key))?.payload).toBe('unrelated')
+    } finally {
+      await store.close()
+    }
+  })
+
+  test.each(['x; DROP TABLE y', 'sessions"', '1table', '', 'a'.repeat(64), 'latchkey_schema', 'a-b'])(
+    'refuses the table name %j with a ConfigError',
+    (tableName) => {
+      const build = () => new SqliteStore({ path: ':memory:', tableName })
+      expect(build).toThrow(ConfigError)
+      expect(build).toThrow(expect.objectContaining({ option: 'tableName' }))
+    },
+  )
+
+  test.each([
+    ['path', { path: '' }],
+    ['busyTimeoutMs', { path: ':memory:', busyTimeoutMs: -1 }],
+    ['busyTimeoutMs', { path: ':memory:', busyTimeoutMs: 1.5 }],
+  ])('refuses a bad %s with a ConfigError', (option, options) => {
+    expect(() => new SqliteStore(options)).toThrow(expect.objectContaining({ option }))
+  })
+
+  test('a missing directory fails with StoreError, then the store works once it exists', async () => {
+    const parent = join(dir, `later-${++files}`)
+    const path = join(parent, 'sessions.db')
+    const clock = new ManualClock()
+    const store = new SqliteStore({ path, clock })
+    const record = makeRecord(clock)
+    try {
+      await expect(store.create(record)).rejects.toThrow(StoreError)
+      await expect(store.get(record.key)).rejects.toMatchObject({ store: 'SqliteStore', operation: 'get' })
+      mkdirSync(parent)
+      expect(await store.create(record)).toBe(true)
+      expect(await store.get(record.key)).toEqual(record)
+    } finally {
+      await store.close()
+    }
+  })
+
+  test('a lock held past busyTimeoutMs gives StoreError, and the store recovers after it is released', async () => {
+    const path = freshPath()
+    const clock = new ManualClock()
+    const store = new SqliteStore({ path, clock, busyTimeoutMs: 50 })
+    const before = makeRecord(clock)
+    expect(await store.create(before)).toBe(true)
+    const other = inspect(path)
+    try {
+      other.exec('BEGIN EXCLUSIVE')
+      const blocked = makeRecord(clock)
+      const error: unknown = await store.create(blocked).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(StoreError)
+      expect(error).toMatchObject({ store: 'SqliteStore', operation: 'create', cause: { code: 'SQLITE_BUSY' } })
+      // WAL readers are not blocked by a writer.
+      expect(await store.get(before.key)).toEqual(before)
+      other.exec('COMMIT')
+      expect(await store.create(blocked)).toBe(true)
+      expect(await store.get(blocked.key)).toEqual(blocked)
+    } finally {
+      other.close()
+      await store.close()
+    }
+  })
+
+  test('two stores on one file see each other and still let only one create win', async () => {
+    const path = freshPath()
+    const clock = new ManualClock()
+    const a = new SqliteStore({ path, clock })
+    const b = new SqliteStore({ path, clock })
+    try {
+      const record = makeRecord(clock)
+      const results = await Promise.all([a.create(record), b.create({ ...record, payload: 'other' })])
+      expect(results.filter(Boolean)).toHaveLength(1)
+      await a.destroy(record.key)
+      expect(await b.update({ ...record, version: 2 }, 1)).toBe(false)
+      expect(await b.create(record)).toBe(false)
+    } finally {
+      await a.close()
+      await b.close()
+    }
+  })
+
+  test('list pages through more records than fit in one page', async () => {
+    const clock = new ManualClock()
+    const store = new SqliteStore({ path: ':memory:', clock })
+    const keys = new Set<string>()
+    for (let i = 0; i < 1234; i++) {
+      const record = makeRecord(clock)
+      keys.add(record.key)
+      await store.create(record)
+    }
+    const seen: string[] = []
+    for await (const record of store.list()) {
+      seen.push(record.key)
+      // Writing between pages must not disturb the listing.
+      if (seen.length % 400 === 0) await store.touch(record.key, clock.now(), clock.now() + 1000)
+    }
+    expect(seen).toHaveLength(1234)
+    expect(new Set(seen)).toEqual(keys)
+    await store.close()
+  })
+})
