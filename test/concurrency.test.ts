@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from 'vitest'
 import { createSessionManager } from '../src/index.js'
+import type { MemoryStore } from '../src/stores/memory/index.js'
 import type { AppData } from './support/app.js'
 import { testApp } from './support/app.js'
 import type { TestServer } from './support/http.js'
@@ -7,7 +8,7 @@ import { Client, serve } from './support/http.js'
 import type { Harness } from './support/setup.js'
 import { harness } from './support/setup.js'
 
-let h: Harness
+let h: Harness<MemoryStore>
 const extra: TestServer[] = []
 afterEach(async () => {
   expect(h.errors).toEqual([])
@@ -41,19 +42,28 @@ describe('concurrent requests on one session', () => {
   test('200 parallel update(n => n + 1) end with n = 200', async () => {
     h = await harness()
     const client = await signedIn()
-    const responses = await Promise.all(Array.from({ length: 200 }, () => tab(client).request('/inc?delay=20')))
+    const responses = await Promise.all(
+      Array.from({ length: 200 }, () => tab(client).request('/inc?delay=20')),
+    )
     expect(responses.map((response) => response.status)).toEqual(Array(200).fill(200))
     expect((await client.json('/state')).body.n).toBe(200)
   })
 
   test('two servers sharing one store (as two processes would) lose no update either', async () => {
     h = await harness()
-    const other = createSessionManager<AppData>({ store: h.store, keys: h.keys, clock: h.clock, cookie: { secure: false } })
+    const other = createSessionManager<AppData>({
+      store: h.store,
+      keys: h.keys,
+      clock: h.clock,
+      cookie: { secure: false },
+    })
     const second = await serve(other, testApp(), h.errors)
     extra.push(second)
     const client = await signedIn()
     const responses = await Promise.all(
-      Array.from({ length: 100 }, (_, i) => tab(client, i % 2 ? h.server.url : second.url).request('/inc?delay=20')),
+      Array.from({ length: 100 }, (_, i) =>
+        tab(client, i % 2 ? h.server.url : second.url).request('/inc?delay=20'),
+      ),
     )
     expect(responses.map((response) => response.status)).toEqual(Array(100).fill(200))
     expect((await client.json('/state')).body.n).toBe(100)
@@ -87,7 +97,11 @@ describe('concurrent requests on one session', () => {
     expect(await h.recordOf(id)).toBeNull()
     const replay = new Client(h.server.url, client.cookieName)
     replay.cookie = id
-    expect((await replay.json('/state?key=zombie')).body).toMatchObject({ isNew: true, userId: null, value: null })
+    expect((await replay.json('/state?key=zombie')).body).toMatchObject({
+      isNew: true,
+      userId: null,
+      value: null,
+    })
     expect(await h.store.count()).toBe(0)
   })
 })

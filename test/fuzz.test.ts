@@ -1,11 +1,12 @@
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { generateId, storeKeyOf } from '../src/core/id.js'
+import type { MemoryStore } from '../src/stores/memory/index.js'
 import { rawCookieRequest } from './support/http.js'
 import type { Harness } from './support/setup.js'
 import { harness } from './support/setup.js'
 
-let h: Harness
+let h: Harness<MemoryStore>
 beforeAll(async () => {
   h = await harness()
 })

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, test } from 'vitest'
 import { generateId, storeKeyOf } from '../src/core/id.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
-import type { Harness } from './support/setup.js'
 import { rawCookieRequest } from './support/http.js'
+import type { Harness } from './support/setup.js'
 import { harness } from './support/setup.js'
 
 let h: Harness<MemoryStore>
@@ -120,25 +120,28 @@ describe('strict mode and malformed IDs', () => {
     '%00%00',
     '',
   ]
-  test.each(malformed.map((value, index) => [index, value]))('malformed ID #%i never reaches the store', async (_, value) => {
-    const calls: string[] = []
-    const store = new MemoryStore()
-    const spy = new Proxy(store, {
-      get(target, property, receiver) {
-        const member = Reflect.get(target, property, receiver)
-        if (typeof member !== 'function') return member
-        return (...args: unknown[]) => {
-          calls.push(String(property))
-          return member.apply(target, args)
-        }
-      },
-    })
-    h = await harness({ store: spy })
-    const status = await rawCookieRequest(h.server.url, '/state', Buffer.from(`sid=${value}`, 'utf8'))
-    // node's HTTP parser answers 400 itself to a NUL in a header; everything else reaches the app.
-    expect(value.includes('\u0000') ? 400 : 200).toBe(status)
-    expect(calls).toEqual([])
-  })
+  test.each(malformed.map((value, index) => [index, value]))(
+    'malformed ID #%i never reaches the store',
+    async (_, value) => {
+      const calls: string[] = []
+      const store = new MemoryStore()
+      const spy = new Proxy(store, {
+        get(target, property, receiver) {
+          const member = Reflect.get(target, property, receiver)
+          if (typeof member !== 'function') return member
+          return (...args: unknown[]) => {
+            calls.push(String(property))
+            return member.apply(target, args)
+          }
+        },
+      })
+      h = await harness({ store: spy })
+      const status = await rawCookieRequest(h.server.url, '/state', Buffer.from(`sid=${value}`, 'utf8'))
+      // node's HTTP parser answers 400 itself to a NUL in a header; everything else reaches the app.
+      expect(value.includes('\u0000') ? 400 : 200).toBe(status)
+      expect(calls).toEqual([])
+    },
+  )
 
   test('two session cookies in one request count as none', async () => {
     h = await harness()
@@ -176,7 +179,11 @@ describe('login, regenerate, logout, destroy', () => {
     expect((await h.recordOf(client.cookie))?.userId).toBe('alice')
     const replay = h.client()
     replay.cookie = before
-    expect((await replay.json('/state?key=cart')).body).toMatchObject({ isNew: true, userId: null, value: null })
+    expect((await replay.json('/state?key=cart')).body).toMatchObject({
+      isNew: true,
+      userId: null,
+      value: null,
+    })
   })
 
   test('regenerate issues a new ID, keeps the data and user, and kills the old ID', async () => {

@@ -5,11 +5,11 @@ import Database from 'better-sqlite3'
 import { afterEach, describe, expect, test } from 'vitest'
 import { ManualClock } from '../src/core/clock.js'
 import { generateKey } from '../src/core/crypto.js'
+import { StoreError } from '../src/core/errors.js'
 import { storeKeyOf } from '../src/core/id.js'
 import { createSessionManager } from '../src/index.js'
 import { SqliteStore } from '../src/stores/sqlite/index.js'
 import type { AppData } from './support/app.js'
-import { StoreError } from '../src/core/errors.js'
 import type { Harness } from './support/setup.js'
 import { harness } from './support/setup.js'
 
@@ -63,7 +63,9 @@ describe('encryption at rest (SQLite)', () => {
     const bytes = Buffer.from(body, 'base64url')
     bytes[20] = (bytes[20] as number) ^ 0x01
     const flipped = `${keyId}.${bytes.toString('base64url')}`
-    expect(await h.store.update({ ...record, version: record.version + 1, payload: flipped }, record.version)).toBe(true)
+    expect(
+      await h.store.update({ ...record, version: record.version + 1, payload: flipped }, record.version),
+    ).toBe(true)
     const { response, body: state } = await client.json('/state?key=a')
     expect(response.status).toBe(200)
     expect(state).toMatchObject({ isNew: true, value: null })
@@ -81,7 +83,12 @@ describe('encryption at rest (SQLite)', () => {
     const sealedWithOld = (await h.recordOf(id))?.payload
 
     // Only the new key: the old session cannot be opened.
-    const newOnly = createSessionManager<AppData>({ store: h.store, keys: [newKey], clock: h.clock, cookie: { secure: false } })
+    const newOnly = createSessionManager<AppData>({
+      store: h.store,
+      keys: [newKey],
+      clock: h.clock,
+      cookie: { secure: false },
+    })
     expect((await newOnly.load({ cookie: `sid=${id}` })).isNew).toBe(true)
 
     // The rotated keyring (new first, old still listed) opens it and re-seals it with the new key.

@@ -37,7 +37,8 @@ export function applyCommitHeaders(res: ServerResponse, result: CommitResult): v
     res.setHeader('Cache-Control', 'no-store')
     const vary = res.getHeader('vary')
     const values = vary === undefined ? '' : String(vary)
-    if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(values)) res.setHeader('Vary', values ? `${values}, Cookie` : 'Cookie')
+    if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(values))
+      res.setHeader('Vary', values ? `${values}, Cookie` : 'Cookie')
   }
 }
 

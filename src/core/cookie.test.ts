@@ -49,7 +49,9 @@ describe('readSessionCookie', () => {
 
 describe('serializing', () => {
   test('hardened attributes and no expiry by default', () => {
-    expect(serializeSessionCookie(settings, 'abc', 100)).toBe('__Host-sid=abc; Path=/; HttpOnly; Secure; SameSite=Lax')
+    expect(serializeSessionCookie(settings, 'abc', 100)).toBe(
+      '__Host-sid=abc; Path=/; HttpOnly; Secure; SameSite=Lax',
+    )
   })
 
   test('persistent cookies carry Max-Age', () => {

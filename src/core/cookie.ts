@@ -50,14 +50,19 @@ function countCookies(header: string, name: string): number {
 }
 
 /** The Set-Cookie value that hands `id` to the browser. `maxAgeSeconds` only for persistent cookies. */
-export function serializeSessionCookie(settings: SessionCookieSettings, id: string, maxAgeSeconds?: number): string {
+export function serializeSessionCookie(
+  settings: SessionCookieSettings,
+  id: string,
+  maxAgeSeconds?: number,
+): string {
   return stringifySetCookie(settings.name, id, {
     httpOnly: true,
     secure: settings.secure,
     sameSite: settings.sameSite,
     path: settings.path,
     domain: settings.domain,
-    maxAge: settings.persistent && maxAgeSeconds !== undefined ? Math.max(0, Math.floor(maxAgeSeconds)) : undefined,
+    maxAge:
+      settings.persistent && maxAgeSeconds !== undefined ? Math.max(0, Math.floor(maxAgeSeconds)) : undefined,
     encode: identity,
   })
 }

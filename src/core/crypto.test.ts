@@ -42,7 +42,13 @@ describe('Keyring', () => {
 
   test('garbage never throws', () => {
     const keyring = ring(a)
-    for (const junk of ['', '.', 'x'.repeat(9), `${keyring.seal('a', 'k').slice(0, 9)}`, '\u0000'.repeat(40)]) {
+    for (const junk of [
+      '',
+      '.',
+      'x'.repeat(9),
+      `${keyring.seal('a', 'k').slice(0, 9)}`,
+      '\u0000'.repeat(40),
+    ]) {
       expect(keyring.open(junk, 'k')).toBeNull()
     }
   })

@@ -1,4 +1,11 @@
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  hkdfSync,
+  randomBytes,
+  timingSafeEqual,
+} from 'node:crypto'
 
 const NONCE_BYTES = 12
 const TAG_BYTES = 16
@@ -18,8 +25,16 @@ function subkey(master: Buffer, purpose: string): Buffer {
 }
 
 function deriveEntry(master: Buffer): KeyEntry {
-  const id = createHmac('sha256', master).update('latchkey/key-id/v1').digest('base64url').slice(0, KEY_ID_LENGTH)
-  return { id, seal: subkey(master, 'seal'), handle: subkey(master, 'handle'), digest: subkey(master, 'digest') }
+  const id = createHmac('sha256', master)
+    .update('latchkey/key-id/v1')
+    .digest('base64url')
+    .slice(0, KEY_ID_LENGTH)
+  return {
+    id,
+    seal: subkey(master, 'seal'),
+    handle: subkey(master, 'handle'),
+    digest: subkey(master, 'digest'),
+  }
 }
 
 /** Decodes a configured key (base64url or base64). Returns null if it is not valid base64. */
@@ -80,7 +95,12 @@ export class Keyring {
     return createHmac('sha256', this.current.digest).update(secret).digest('base64url').slice(0, 12)
   }
 
-  private sealWith(entry: KeyEntry, purpose: 'seal' | 'handle', plaintext: string, associated: string): string {
+  private sealWith(
+    entry: KeyEntry,
+    purpose: 'seal' | 'handle',
+    plaintext: string,
+    associated: string,
+  ): string {
     const nonce = randomBytes(NONCE_BYTES)
     const cipher = createCipheriv('aes-256-gcm', entry[purpose], nonce)
     cipher.setAAD(Buffer.from(associated, 'utf8'))

@@ -7,7 +7,7 @@ import { generateId, storeKeyOf } from './id.js'
 import type { ResolvedOptions, SessionManagerOptions } from './options.js'
 import { resolveOptions } from './options.js'
 import type { SessionData, SessionMeta, SessionState } from './session.js'
-import { applyChange, STATE, Session } from './session.js'
+import { applyChange, Session, STATE } from './session.js'
 import type { SessionRecord } from './store.js'
 import { expiresAt, isClosableStore, isUserIndexedStore } from './store.js'
 
@@ -119,7 +119,9 @@ export class SessionManager<T extends SessionData = SessionData> {
     }
     if (state.record === null) {
       if (state.data.size === 0 && state.userId === null) {
-        return state.clearCookie ? { setCookie: serializeClearingCookie(this.options.cookie), private: true } : NOTHING
+        return state.clearCookie
+          ? { setCookie: serializeClearingCookie(this.options.cookie), private: true }
+          : NOTHING
       }
       await this.insert(state, now, false, null)
       return this.issued(state, now)
@@ -327,7 +329,10 @@ export class SessionManager<T extends SessionData = SessionData> {
         return
       }
     }
-    throw new SessionError('ERR_LATCHKEY_STORE_COLLISION', 'the store refused every new session ID: is create() insert-only?')
+    throw new SessionError(
+      'ERR_LATCHKEY_STORE_COLLISION',
+      'the store refused every new session ID: is create() insert-only?',
+    )
   }
 
   /** Writes the session with compare-and-set; on conflict reloads, replays this request's changes and retries. */
@@ -397,7 +402,10 @@ export class SessionManager<T extends SessionData = SessionData> {
       version: old.version + 1,
       lastSeenAt: now,
       idleExpiresAt: Math.min(now + renewalGraceMs, old.absoluteExpiresAt),
-      payload: this.keyring.seal(serializePayload(new Map(), { csrf: '', iat: now, next: state.id }), old.key),
+      payload: this.keyring.seal(
+        serializePayload(new Map(), { csrf: '', iat: now, next: state.id }),
+        old.key,
+      ),
     }
     if (await store.update(forwarder, old.version)) return true
     // The old record moved under us (another process wrote it): keep the old ID until the next request.

@@ -72,32 +72,32 @@ describe('resolveOptions', () => {
     refused({ cookie: { path: '/app' } }, 'cookie.path')
     refused({ cookie: { name: '__Host-x', secure: false } }, 'cookie.name')
     refused({ cookie: { name: '__Secure-x', secure: false } }, 'cookie.name')
-    expect(resolveOptions({ store, keys, cookie: { name: 'app', domain: 'example.com', path: '/app' } }).cookie.path).toBe(
-      '/app',
-    )
+    expect(
+      resolveOptions({ store, keys, cookie: { name: 'app', domain: 'example.com', path: '/app' } }).cookie
+        .path,
+    ).toBe('/app')
   })
 
-  test.each([
-    ['a;b'],
-    ['a=b'],
-    ['a b'],
-    ['a\tb'],
-    ['a\u0000b'],
-    ['a\nb'],
-    ['a\u007fb'],
-    ['é'],
-    [''],
-  ])('cookie names with separators, spaces or controls are refused: %j', (name) => {
-    refused({ cookie: { name } }, 'cookie.name')
-  })
+  test.each([['a;b'], ['a=b'], ['a b'], ['a\tb'], ['a\u0000b'], ['a\nb'], ['a\u007fb'], ['é'], ['']])(
+    'cookie names with separators, spaces or controls are refused: %j',
+    (name) => {
+      refused({ cookie: { name } }, 'cookie.name')
+    },
+  )
 
-  test.each([['/a;b'], ['/a=b'], ['/a b'], ['/a\rb'], ['relative']])('bad cookie paths are refused: %j', (path) => {
-    refused({ cookie: { name: 'app', path } }, 'cookie.path')
-  })
+  test.each([['/a;b'], ['/a=b'], ['/a b'], ['/a\rb'], ['relative']])(
+    'bad cookie paths are refused: %j',
+    (path) => {
+      refused({ cookie: { name: 'app', path } }, 'cookie.path')
+    },
+  )
 
-  test.each([['ex;ample.com'], ['a=b'], ['a b'], ['a\u0001b']])('bad cookie domains are refused: %j', (domain) => {
-    refused({ cookie: { name: 'app', domain } }, 'cookie.domain')
-  })
+  test.each([['ex;ample.com'], ['a=b'], ['a b'], ['a\u0001b']])(
+    'bad cookie domains are refused: %j',
+    (domain) => {
+      refused({ cookie: { name: 'app', domain } }, 'cookie.domain')
+    },
+  )
 
   test('timeouts that make no sense are refused', () => {
     refused({ idleTimeoutMs: 0 }, 'idleTimeoutMs')

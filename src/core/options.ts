@@ -82,7 +82,11 @@ export interface ResolvedOptions {
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const ATTRIBUTE_VALUE = /^[\u0021-\u003a\u003c\u003e-\u007e]+$/
 
-function duration(options: SessionManagerOptions, name: keyof SessionManagerOptions, fallback: number): number {
+function duration(
+  options: SessionManagerOptions,
+  name: keyof SessionManagerOptions,
+  fallback: number,
+): number {
   const value = options[name] ?? fallback
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
     throw new ConfigError(name, `must be a positive integer number of milliseconds, got ${String(value)}`)
@@ -94,14 +98,20 @@ function resolveKeys(keys: readonly string[] | undefined, env: NodeJS.ProcessEnv
   const source = keys ?? env.LATCHKEY_KEYS?.split(',').map((key) => key.trim())
   const option = keys ? 'keys' : 'LATCHKEY_KEYS'
   if (!source || source.length === 0 || (source.length === 1 && source[0] === '')) {
-    throw new ConfigError('keys', 'at least one key is required (pass keys or set LATCHKEY_KEYS); `latchkey keygen` makes one')
+    throw new ConfigError(
+      'keys',
+      'at least one key is required (pass keys or set LATCHKEY_KEYS); `latchkey keygen` makes one',
+    )
   }
   const seen = new Set<string>()
   return source.map((text, index) => {
     const key = typeof text === 'string' ? decodeKey(text) : null
     if (!key) throw new ConfigError(`${option}[${index}]`, 'must be base64url (or base64) text')
     if (key.length < MIN_KEY_BYTES) {
-      throw new ConfigError(`${option}[${index}]`, `must be at least ${MIN_KEY_BYTES} bytes, got ${key.length}`)
+      throw new ConfigError(
+        `${option}[${index}]`,
+        `must be at least ${MIN_KEY_BYTES} bytes, got ${key.length}`,
+      )
     }
     const hex = key.toString('hex')
     if (seen.has(hex)) throw new ConfigError(`${option}[${index}]`, 'is listed twice')
@@ -115,20 +125,33 @@ function resolveCookie(cookie: CookieOptions): SessionCookieSettings {
   if (typeof secure !== 'boolean') throw new ConfigError('cookie.secure', 'must be a boolean')
   const name = cookie.name ?? (secure ? DEFAULTS.cookieName : DEFAULTS.insecureCookieName)
   if (typeof name !== 'string' || !COOKIE_NAME.test(name)) {
-    throw new ConfigError('cookie.name', `must be a cookie token (no ; = spaces or control characters), got ${JSON.stringify(name)}`)
+    throw new ConfigError(
+      'cookie.name',
+      `must be a cookie token (no ; = spaces or control characters), got ${JSON.stringify(name)}`,
+    )
   }
   const sameSite = cookie.sameSite ?? DEFAULTS.sameSite
   if (sameSite !== 'lax' && sameSite !== 'strict' && sameSite !== 'none') {
-    throw new ConfigError('cookie.sameSite', `must be 'lax', 'strict' or 'none', got ${JSON.stringify(sameSite)}`)
+    throw new ConfigError(
+      'cookie.sameSite',
+      `must be 'lax', 'strict' or 'none', got ${JSON.stringify(sameSite)}`,
+    )
   }
-  if (sameSite === 'none' && !secure) throw new ConfigError('cookie.sameSite', "'none' requires cookie.secure")
+  if (sameSite === 'none' && !secure)
+    throw new ConfigError('cookie.sameSite', "'none' requires cookie.secure")
   const path = cookie.path ?? DEFAULTS.path
   if (typeof path !== 'string' || !path.startsWith('/') || !ATTRIBUTE_VALUE.test(path)) {
-    throw new ConfigError('cookie.path', `must start with / and hold no ; = spaces or control characters, got ${JSON.stringify(path)}`)
+    throw new ConfigError(
+      'cookie.path',
+      `must start with / and hold no ; = spaces or control characters, got ${JSON.stringify(path)}`,
+    )
   }
   const domain = cookie.domain
   if (domain !== undefined && (typeof domain !== 'string' || !ATTRIBUTE_VALUE.test(domain))) {
-    throw new ConfigError('cookie.domain', `must hold no ; = spaces or control characters, got ${JSON.stringify(domain)}`)
+    throw new ConfigError(
+      'cookie.domain',
+      `must hold no ; = spaces or control characters, got ${JSON.stringify(domain)}`,
+    )
   }
   if (name.startsWith('__Host-')) {
     if (!secure) throw new ConfigError('cookie.name', 'the __Host- prefix requires cookie.secure')
@@ -144,7 +167,10 @@ function resolveCookie(cookie: CookieOptions): SessionCookieSettings {
 }
 
 /** Applies defaults and validates. Throws {@link ConfigError} naming the first bad option. */
-export function resolveOptions(options: SessionManagerOptions, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
+export function resolveOptions(
+  options: SessionManagerOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): ResolvedOptions {
   if (!options || typeof options !== 'object') throw new ConfigError('options', 'must be an object')
   const store = options.store
   const methods = ['get', 'create', 'update', 'touch', 'destroy'] as const
@@ -158,9 +184,11 @@ export function resolveOptions(options: SessionManagerOptions, env: NodeJS.Proce
   }
   const renewalIntervalMs = duration(options, 'renewalIntervalMs', DEFAULTS.renewalIntervalMs)
   const renewalGraceMs = duration(options, 'renewalGraceMs', DEFAULTS.renewalGraceMs)
-  if (renewalGraceMs >= idleTimeoutMs) throw new ConfigError('renewalGraceMs', 'must be shorter than idleTimeoutMs')
+  if (renewalGraceMs >= idleTimeoutMs)
+    throw new ConfigError('renewalGraceMs', 'must be shorter than idleTimeoutMs')
   const touchIntervalMs = duration(options, 'touchIntervalMs', Math.max(1, Math.floor(idleTimeoutMs / 10)))
-  if (touchIntervalMs >= idleTimeoutMs) throw new ConfigError('touchIntervalMs', 'must be shorter than idleTimeoutMs')
+  if (touchIntervalMs >= idleTimeoutMs)
+    throw new ConfigError('touchIntervalMs', 'must be shorter than idleTimeoutMs')
   const commitTimeoutMs = duration(options, 'commitTimeoutMs', DEFAULTS.commitTimeoutMs)
   const clock = options.clock ?? systemClock
   if (typeof clock.now !== 'function') throw new ConfigError('clock', 'must have a now() method')

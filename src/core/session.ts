@@ -94,8 +94,7 @@ export class Session<T extends SessionData = SessionData> {
 
   /** Stores `value` under `key`. `undefined` deletes the key. */
   set<K extends keyof T & string>(key: K, value: T[K]): void {
-    if (value === undefined) return this.delete(key)
-    this.record({ kind: 'set', key, value })
+    this.record(value === undefined ? { kind: 'delete', key } : { kind: 'set', key, value })
   }
 
   /** Removes `key`. */
@@ -123,7 +122,8 @@ export class Session<T extends SessionData = SessionData> {
    * the user indexed for `listUserSessions`.
    */
   login(userId: string): void {
-    if (typeof userId !== 'string' || userId.length === 0) throw new TypeError('login: userId must be a non-empty string')
+    if (typeof userId !== 'string' || userId.length === 0)
+      throw new TypeError('login: userId must be a non-empty string')
     const state = this[STATE]
     state.userId = userId
     state.userChanged = true

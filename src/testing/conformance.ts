@@ -226,10 +226,16 @@ export const storeScenarios: Record<string, StoreScenario> = {
     await withStores(options, async ({ store, clock }) => {
       for (const racers of [2, 20]) {
         const key = randomStoreKey()
-        const candidates = Array.from({ length: racers }, (_, i) => makeRecord(clock, { key, payload: `racer-${i}` }))
+        const candidates = Array.from({ length: racers }, (_, i) =>
+          makeRecord(clock, { key, payload: `racer-${i}` }),
+        )
         const results = await Promise.all(candidates.map((record) => store.create(record)))
         const winners = results.flatMap((won, i) => (won ? [i] : []))
-        assert.equal(winners.length, 1, `exactly one of ${racers} racing creates must win, got ${winners.length}`)
+        assert.equal(
+          winners.length,
+          1,
+          `exactly one of ${racers} racing creates must win, got ${winners.length}`,
+        )
         const stored = await store.get(key)
         assert.equal(stored?.payload, `racer-${winners[0]}`, 'the stored record must be the winner')
       }
@@ -264,7 +270,9 @@ export const storeScenarios: Record<string, StoreScenario> = {
     await withStores(options, async ({ store, clock }) => {
       const v1 = makeRecord(clock)
       await mustCreate(store, v1)
-      const candidates = Array.from({ length: 20 }, (_, i) => nextVersion(v1, clock, { payload: `writer-${i}` }))
+      const candidates = Array.from({ length: 20 }, (_, i) =>
+        nextVersion(v1, clock, { payload: `writer-${i}` }),
+      )
       const results = await Promise.all(candidates.map((record) => store.update(record, 1)))
       const winners = results.flatMap((won, i) => (won ? [i] : []))
       assert.equal(winners.length, 1, `exactly one of 20 racing updates must win, got ${winners.length}`)
@@ -281,8 +289,16 @@ export const storeScenarios: Record<string, StoreScenario> = {
       for (let version = 1; version < 50; version++) {
         clock.advance(10)
         const next = nextVersion(current, clock)
-        assert.equal(await store.update(next, version), true, `update ${version} -> ${version + 1} must be true`)
-        assert.equal(await store.update(next, version), false, `replaying update from ${version} must be false`)
+        assert.equal(
+          await store.update(next, version),
+          true,
+          `update ${version} -> ${version + 1} must be true`,
+        )
+        assert.equal(
+          await store.update(next, version),
+          false,
+          `replaying update from ${version} must be false`,
+        )
         current = next
       }
       assert.deepStrictEqual({ ...(await store.get(current.key)) }, current)
@@ -298,7 +314,11 @@ export const storeScenarios: Record<string, StoreScenario> = {
       assert.ok(deadline < record.absoluteExpiresAt)
 
       clock.set(deadline - 1)
-      assert.deepStrictEqual({ ...(await store.get(record.key)) }, record, 'live one ms before the idle deadline')
+      assert.deepStrictEqual(
+        { ...(await store.get(record.key)) },
+        record,
+        'live one ms before the idle deadline',
+      )
 
       clock.set(deadline)
       await assertExpired(store, clock, record)
@@ -317,7 +337,10 @@ export const storeScenarios: Record<string, StoreScenario> = {
       clock.set(record.absoluteExpiresAt - 1)
       const live = await store.get(record.key)
       assert.ok(live, 'live one ms before the absolute deadline')
-      assert.ok(live.idleExpiresAt > record.absoluteExpiresAt, 'touch must have moved the idle deadline past it')
+      assert.ok(
+        live.idleExpiresAt > record.absoluteExpiresAt,
+        'touch must have moved the idle deadline past it',
+      )
 
       clock.set(record.absoluteExpiresAt)
       await assertExpired(store, clock, live)
@@ -378,13 +401,21 @@ export const storeScenarios: Record<string, StoreScenario> = {
       clock.advance(1000)
       const late = nextVersion(loadedBeforeLogout, clock)
       assert.equal(await store.update(late, 1), false, 'a late update after destroy must be false')
-      assert.equal(await store.create(makeRecord(clock, { key: record.key })), false, 'create over a tombstone')
+      assert.equal(
+        await store.create(makeRecord(clock, { key: record.key })),
+        false,
+        'create over a tombstone',
+      )
       await store.touch(record.key, clock.now(), clock.now() + IDLE_MS)
       await assertGone(store, record.key, 'touch must not revive a tombstone')
 
       clock.set(expiresAt(record) - 1)
       await assertGone(store, record.key, 'the tombstone lives until the record would have expired')
-      assert.equal(await store.create(makeRecord(clock, { key: record.key })), false, 'create over a tombstone')
+      assert.equal(
+        await store.create(makeRecord(clock, { key: record.key })),
+        false,
+        'create over a tombstone',
+      )
 
       clock.set(expiresAt(record))
       const reborn = makeRecord(clock, { key: record.key, payload: 'reborn' })
@@ -403,7 +434,11 @@ export const storeScenarios: Record<string, StoreScenario> = {
       await store.destroy(record.key)
       await store.destroy(randomStoreKey())
       await assertGone(store, record.key, 'after destroy twice')
-      assert.equal(await store.create(makeRecord(clock, { key: record.key })), false, 'create over a tombstone')
+      assert.equal(
+        await store.create(makeRecord(clock, { key: record.key })),
+        false,
+        'create over a tombstone',
+      )
       assert.deepStrictEqual({ ...(await store.get(other.key)) }, other, 'destroy must not touch other keys')
     })
   },
@@ -433,10 +468,18 @@ export const storeScenarios: Record<string, StoreScenario> = {
       for (const record of [a1, a3]) {
         await assertGone(store, record.key, 'destroyed by user')
         assert.equal(await store.update(nextVersion(record, clock), 1), false, 'update after destroyByUser')
-        assert.equal(await store.create(makeRecord(clock, { key: record.key })), false, 'destroyByUser tombstones')
+        assert.equal(
+          await store.create(makeRecord(clock, { key: record.key })),
+          false,
+          'destroyByUser tombstones',
+        )
       }
       assert.deepStrictEqual({ ...(await store.get(b1.key)) }, b1, 'other users are untouched')
-      assert.deepStrictEqual({ ...(await store.get(anonymous.key)) }, anonymous, 'anonymous sessions are untouched')
+      assert.deepStrictEqual(
+        { ...(await store.get(anonymous.key)) },
+        anonymous,
+        'anonymous sessions are untouched',
+      )
 
       assert.equal(await store.destroyByUser('alice'), 1)
       assert.deepStrictEqual(await store.listByUser('alice'), [])
@@ -494,13 +537,25 @@ export const storeScenarios: Record<string, StoreScenario> = {
       assert.equal(await store.update(nextVersion(updated, clock), 1), true)
 
       clock.set(start + MINUTE)
-      assert.equal(await store.prune(), 3, 'prune must count the two expired records and the expired tombstone')
+      assert.equal(
+        await store.prune(),
+        3,
+        'prune must count the two expired records and the expired tombstone',
+      )
       assert.equal(await store.prune(), 0, 'a second prune finds nothing')
 
       assert.deepStrictEqual({ ...(await store.get(live.key)) }, live)
-      assert.equal((await store.get(touched.key))?.payload, touched.payload, 'a touched record survives prune')
+      assert.equal(
+        (await store.get(touched.key))?.payload,
+        touched.payload,
+        'a touched record survives prune',
+      )
       assert.equal((await store.get(updated.key))?.version, 2, 'an updated record survives prune')
-      assert.equal(await store.create(makeRecord(clock, { key: liveTombstone.key })), false, 'live tombstone kept')
+      assert.equal(
+        await store.create(makeRecord(clock, { key: liveTombstone.key })),
+        false,
+        'live tombstone kept',
+      )
       for (const record of [idleExpired, absoluteExpired, expiredTombstone]) {
         await assertGone(store, record.key, 'pruned')
         const again = makeRecord(clock, { key: record.key, payload: 'again' })
@@ -554,7 +609,11 @@ export const storeScenarios: Record<string, StoreScenario> = {
       await mustCreate(store, record)
       await store.migrate()
       await Promise.all([store.migrate(), store.migrate()])
-      assert.deepStrictEqual({ ...(await store.get(record.key)) }, record, 'migrate must keep existing records')
+      assert.deepStrictEqual(
+        { ...(await store.get(record.key)) },
+        record,
+        'migrate must keep existing records',
+      )
       const other = makeRecord(clock)
       await mustCreate(store, other)
       assert.deepStrictEqual({ ...(await store.get(other.key)) }, other)
@@ -583,7 +642,10 @@ export const storeScenarios: Record<string, StoreScenario> = {
         ['destroy', () => store.destroy(record.key)],
       ]
       if (isUserIndexedStore(store)) {
-        calls.push(['listByUser', () => store.listByUser('alice')], ['destroyByUser', () => store.destroyByUser('alice')])
+        calls.push(
+          ['listByUser', () => store.listByUser('alice')],
+          ['destroyByUser', () => store.destroyByUser('alice')],
+        )
       }
       if (isPrunableStore(store)) calls.push(['prune', () => store.prune()])
       if (isCountableStore(store)) calls.push(['count', () => store.count()])
@@ -613,7 +675,10 @@ export const storeScenarios: Record<string, StoreScenario> = {
       ]
       for (const [operation, call] of calls) {
         await assert.rejects(call, (error: unknown) => {
-          assert.ok(error instanceof StoreError, `${operation} must reject with a StoreError, got ${String(error)}`)
+          assert.ok(
+            error instanceof StoreError,
+            `${operation} must reject with a StoreError, got ${String(error)}`,
+          )
           assert.equal(error.operation, operation, 'StoreError.operation must name the method')
           assert.ok(error.store.length > 0, 'StoreError.store must name the store')
           return true
@@ -644,13 +709,26 @@ export const storeScenarios: Record<string, StoreScenario> = {
       for (let step = 0; step < 400; step++) {
         const key = pick(keys)
         const where = `seed ${seed}, step ${step}`
-        const op = pick(['get', 'create', 'update', 'touch', 'destroy', 'advance', 'advance', 'byUser'] as const)
+        const op = pick([
+          'get',
+          'create',
+          'update',
+          'touch',
+          'destroy',
+          'advance',
+          'advance',
+          'byUser',
+        ] as const)
         if (op === 'get') {
           const got = await store.get(key)
           const want = modelGet(key)
           assert.deepStrictEqual(got && { ...got }, want, `get (${where})`)
         } else if (op === 'create') {
-          const record = makeRecord(clock, { key, userId: pick(users), idleExpiresAt: clock.now() + 5 * MINUTE })
+          const record = makeRecord(clock, {
+            key,
+            userId: pick(users),
+            idleExpiresAt: clock.now() + 5 * MINUTE,
+          })
           const want = !isLive(key)
           assert.equal(await store.create(record), want, `create (${where})`)
           if (want) model.set(key, { record, tombstone: false })
@@ -666,7 +744,10 @@ export const storeScenarios: Record<string, StoreScenario> = {
           await store.touch(key, clock.now(), idleExpiresAt)
           const current = modelGet(key)
           if (current) {
-            model.set(key, { record: { ...current, lastSeenAt: clock.now(), idleExpiresAt }, tombstone: false })
+            model.set(key, {
+              record: { ...current, lastSeenAt: clock.now(), idleExpiresAt },
+              tombstone: false,
+            })
           }
         } else if (op === 'destroy') {
           await store.destroy(key)
@@ -686,11 +767,19 @@ export const storeScenarios: Record<string, StoreScenario> = {
 
 async function assertExpired(store: SessionStore, clock: ManualClock, record: SessionRecord): Promise<void> {
   await assertGone(store, record.key, `at ${clock.now()}, the record expired`)
-  assert.equal(await store.update(nextVersion(record, clock), record.version), false, 'update of an expired record')
+  assert.equal(
+    await store.update(nextVersion(record, clock), record.version),
+    false,
+    'update of an expired record',
+  )
   await store.touch(record.key, clock.now(), clock.now() + IDLE_MS)
   await assertGone(store, record.key, 'touch must not revive an expired record')
   if (isUserIndexedStore(store)) {
-    assert.deepStrictEqual(await store.listByUser('alice'), [], 'listByUser must not return an expired record')
+    assert.deepStrictEqual(
+      await store.listByUser('alice'),
+      [],
+      'listByUser must not return an expired record',
+    )
   }
   const reborn = makeRecord(clock, { key: record.key, payload: 'reborn' })
   assert.equal(await store.create(reborn), true, 'create over an expired record must be true')

@@ -67,9 +67,13 @@ export class Client {
   ) {}
 
   /** Sends a request with the held cookie (or `headers.cookie` when given) and keeps what comes back. */
-  async request(path: string, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> {
+  async request(
+    path: string,
+    init: RequestInit & { headers?: Record<string, string> } = {},
+  ): Promise<Response> {
     const headers: Record<string, string> = { ...(init.headers ?? {}) }
-    if (headers.cookie === undefined && this.cookie !== undefined) headers.cookie = `${this.cookieName}=${this.cookie}`
+    if (headers.cookie === undefined && this.cookie !== undefined)
+      headers.cookie = `${this.cookieName}=${this.cookie}`
     const response = await fetch(this.base + path, { ...init, headers, redirect: 'manual' })
     this.lastSetCookies = response.headers.getSetCookie().map(parseSetCookieHeader)
     for (const cookie of this.lastSetCookies) {
@@ -81,7 +85,10 @@ export class Client {
   }
 
   /** GET `path` and parse JSON. */
-  async json<R = Record<string, unknown>>(path: string, init: RequestInit & { headers?: Record<string, string> } = {}) {
+  async json<R = Record<string, unknown>>(
+    path: string,
+    init: RequestInit & { headers?: Record<string, string> } = {},
+  ) {
     const response = await this.request(path, init)
     return { response, body: (await response.json()) as R }
   }

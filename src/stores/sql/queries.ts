@@ -20,12 +20,13 @@ export interface SqlDialect {
   /** The smaller of two SQL expressions: `MIN(a, b)` in SQLite, `LEAST(a, b)` elsewhere. */
   least(a: string, b: string): string
   /**
-   * The clause after `INSERT INTO table (columns) VALUES (...)` that, on a key conflict, overwrites
-   * the existing row with the inserted values only when `condition` (over the existing row, columns
-   * qualified with `table`) holds, so that the statement changes one row or none.
+   * The clause after `INSERT INTO table (columns) VALUES (...)` that, on a conflict on `columns[0]`
+   * (the primary key), overwrites the existing row with the inserted values only when `condition`
+   * (over the existing row, columns qualified with the table name) holds, so that the statement
+   * changes exactly one row or none.
    * SQLite and PostgreSQL: `ON CONFLICT (key) DO UPDATE SET c = excluded.c, ... WHERE condition`.
    */
-  upsertWhen(table: string, columns: readonly string[], condition: string): string
+  upsertWhen(columns: readonly string[], condition: string): string
   /** Column types: the 43-char key, free text (user ID, payload) and 64-bit integers (epoch ms). */
   readonly types: { readonly key: string; readonly text: string; readonly integer: string }
 }
@@ -35,7 +36,7 @@ export const sqliteDialect: SqlDialect = Object.freeze({
   placeholder: () => '?',
   quote: (identifier: string) => `"${identifier.replaceAll('"', '""')}"`,
   least: (a: string, b: string) => `MIN(${a}, ${b})`,
-  upsertWhen(table: string, columns: readonly string[], condition: string) {
+  upsertWhen(columns: readonly string[], condition: string) {
     const set = columns.map((column) => `${column} = excluded.${column}`).join(', ')
     return `ON CONFLICT (${columns[0]}) DO UPDATE SET ${set} WHERE ${condition}`
   },
@@ -58,7 +59,8 @@ export function validateTableName(name: unknown, option = 'tableName'): string {
       `must be 1 to 63 letters, digits or underscores, not starting with a digit; got ${JSON.stringify(name)}`,
     )
   }
-  if (name.toLowerCase() === SCHEMA_TABLE) throw new ConfigError(option, `${SCHEMA_TABLE} is latchkey's own table`)
+  if (name.toLowerCase() === SCHEMA_TABLE)
+    throw new ConfigError(option, `${SCHEMA_TABLE} is latchkey's own table`)
   return name
 }
 
@@ -178,7 +180,9 @@ export class SessionQueries {
     this.insertVersion = sql(insertVersion)
     this.updateVersion = sql(`UPDATE ${s} SET ${c('version')} = :version WHERE ${c('table_name')} = :table`)
     // For display only: the table name is validated, so it is safe as a quoted literal.
-    this.versionRowSql = insertVersion.replace(':table', `'${this.tableName}'`).replace(':version', `${SCHEMA_VERSION}`)
+    this.versionRowSql = insertVersion
+      .replace(':table', `'${this.tableName}'`)
+      .replace(':version', `${SCHEMA_VERSION}`)
     this.migrations = [
       [
         `CREATE TABLE IF NOT EXISTS ${t} (
@@ -203,7 +207,6 @@ export class SessionQueries {
       // Insert-only, except over a row (record or tombstone) whose expiry has passed.
       create: sql(
         `INSERT INTO ${t} (${writeColumns.join(', ')}) VALUES (:key, :version, :userId, :createdAt, :lastSeenAt, :idleExpiresAt, :absoluteExpiresAt, :payload, :expiresAt, 0) ${dialect.upsertWhen(
-          t,
           writeColumns,
           `${t}.${c('expires_at')} <= :now`,
         )}`,
@@ -278,6 +281,8 @@ export class SessionQueries {
 
   /** Up to `limit` live records with keys after `after` ('' to start), in key order. */
   async listPage(port: SqlPort, after: string, limit: number, now: number): Promise<SessionRecord[]> {
-    return (await port.all(this.q.listPage.sql, bind(this.q.listPage, { after, limit, now }))).map(rowToRecord)
+    return (await port.all(this.q.listPage.sql, bind(this.q.listPage, { after, limit, now }))).map(
+      rowToRecord,
+    )
   }
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -50,6 +51,7 @@ describe('SqliteStore', () => {
       const version = db.prepare('SELECT table_name, version FROM latchkey_schema').all()
       expect(version).toEqual([{ table_name: 'my_sessions', version: 1 }])
       expect(statSync(path).mode & 0o777).toBe(0o600)
+      expect(statSync(`${path}-wal`).mode & 0o777).toBe(0o600)
     } finally {
       db.close()
       await store.close()
@@ -70,11 +72,14 @@ describe('SqliteStore', () => {
     const path = freshPath()
     const clock = new ManualClock()
     const store = new SqliteStore({ path, clock })
-    const canary = `canary-${'x'.repeat(40)}-do-not-keep`
+    // The marker leads the payload: a shrinking update overwrites a cell's tail, not its head.
+    const canary = `canary-${randomBytes(8).toString('hex')}`
     const keep = makeRecord(clock, { payload: 'unrelated' })
-    const record = makeRecord(clock, { payload: canary, idleExpiresAt: clock.now() + 60_000 })
-    await store.create(keep)
-    await store.create(record)
+    const idleExpiresAt = clock.now() + 60_000
+    const record = makeRecord(clock, { payload: `${canary}${'z'.repeat(60)}`, idleExpiresAt })
+    // Large enough to spill into overflow pages, which are freed whole.
+    const large = makeRecord(clock, { payload: `${canary}${'z'.repeat(10_000)}`, idleExpiresAt })
+    for (const created of [keep, record, large]) await store.create(created)
     const onDisk = () => {
       const db = inspect(path)
       db.pragma('wal_checkpoint(TRUNCATE)')
@@ -89,12 +94,13 @@ describe('SqliteStore', () => {
       return contents.join('')
     }
     try {
-      expect(onDisk()).toContain(canary)
+      expect(onDisk().includes(canary)).toBe(true)
       await store.destroy(record.key)
-      expect(onDisk()).not.toContain(canary)
+      await store.destroy(large.key)
+      expect(onDisk().includes(canary)).toBe(false)
       clock.advance(60_000)
-      expect(await store.prune()).toBe(1)
-      expect(onDisk()).not.toContain(canary)
+      expect(await store.prune()).toBe(2)
+      expect(onDisk().includes(canary)).toBe(false)
       expect((await store.get(keep.key))?.payload).toBe('unrelated')
     } finally {
       await store.close()
@@ -147,7 +153,11 @@ describe('SqliteStore', () => {
       const blocked = makeRecord(clock)
       const error: unknown = await store.create(blocked).catch((e: unknown) => e)
       expect(error).toBeInstanceOf(StoreError)
-      expect(error).toMatchObject({ store: 'SqliteStore', operation: 'create', cause: { code: 'SQLITE_BUSY' } })
+      expect(error).toMatchObject({
+        store: 'SqliteStore',
+        operation: 'create',
+        cause: { code: 'SQLITE_BUSY' },
+      })
       // WAL readers are not blocked by a writer.
       expect(await store.get(before.key)).toEqual(before)
       other.exec('COMMIT')

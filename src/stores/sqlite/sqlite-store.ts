@@ -71,7 +71,10 @@ export class SqliteStore
     }
     if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
     if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > MAX_TIMEOUT_MS) {
-      throw new ConfigError('busyTimeoutMs', `must be an integer from 0 to ${MAX_TIMEOUT_MS}, got ${busyTimeoutMs}`)
+      throw new ConfigError(
+        'busyTimeoutMs',
+        `must be an integer from 0 to ${MAX_TIMEOUT_MS}, got ${busyTimeoutMs}`,
+      )
     }
     this.path = path
     this.clock = clock
@@ -124,7 +127,9 @@ export class SqliteStore
   async *list(): AsyncIterable<SessionRecord> {
     let after = ''
     for (;;) {
-      const page = await this.use('list', (port, now) => this.queries.listPage(port, after, LIST_PAGE_SIZE, now))
+      const page = await this.use('list', (port, now) =>
+        this.queries.listPage(port, after, LIST_PAGE_SIZE, now),
+      )
       yield* page
       const last = page[page.length - 1]
       if (!last || page.length < LIST_PAGE_SIZE) return
@@ -198,10 +203,14 @@ export class SqliteStore
     const table = queries.tableName
     db.transaction(() => {
       db.exec(queries.createSchemaTable)
-      const row = db.prepare<SqlValue[], SqlRow>(queries.selectVersion.sql).get(...bind(queries.selectVersion, { table }))
+      const row = db
+        .prepare<SqlValue[], SqlRow>(queries.selectVersion.sql)
+        .get(...bind(queries.selectVersion, { table }))
       const current = row ? Number(row.version) : 0
       if (current > SCHEMA_VERSION) {
-        throw new Error(`table ${table} has schema version ${current}; this latchkey knows up to ${SCHEMA_VERSION}`)
+        throw new Error(
+          `table ${table} has schema version ${current}; this latchkey knows up to ${SCHEMA_VERSION}`,
+        )
       }
       for (let version = current; version < SCHEMA_VERSION; version++) {
         for (const sql of queries.migrations[version] ?? []) db.exec(sql)
