@@ -5,8 +5,8 @@
  *   npm run bench -- --quick       2 s per cell after a 1 s warm-up (smoke test)
  *
  * Environment: BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_CONNECTIONS, BENCH_SERVERS and
- * BENCH_SCENARIOS (comma-separated subsets), BENCH_PROFILE=1 (each server writes a .cpuprofile to
- * bench/results/profiles/).
+ * BENCH_SCENARIOS (comma-separated subsets), BENCH_PROFILE=1 (each server writes .cpuprofile files to
+ * bench/results/profiles/<server>-<scenario>/; the largest is the main thread).
  *
  * Each cell (scenario x server) gets a fresh server process, checked for correct behaviour before it
  * is measured. In R and W every connection is one user with its own session, created beforehand.
@@ -108,9 +108,10 @@ interface RunningServer {
 async function startServer(kind: ServerKind, scenario: Scenario, settings: Settings): Promise<RunningServer> {
   const execArgv = ['--import', 'tsx']
   if (settings.profile) {
-    const dir = join(RESULTS_DIR, 'profiles')
+    // One directory per cell: the main thread and tsx's loader thread each write a profile.
+    const dir = join(RESULTS_DIR, 'profiles', `${kind}-${scenario}`)
     mkdirSync(dir, { recursive: true })
-    execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${kind}-${scenario}.cpuprofile`)
+    execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`)
   }
   const child = fork(SERVER_ENTRY, [], {
     cwd: ROOT,

@@ -70,6 +70,11 @@ function parsePayload(text: string): { data: Map<string, unknown>; meta: Session
   return { data: new Map(Object.entries(d)), meta: meta as SessionMeta }
 }
 
+/** The payload must be written: data changed, the user changed, a retired key sealed it, or it lacks a CSRF secret. */
+function hasChanges(state: SessionState): boolean {
+  return state.changes.length > 0 || state.userChanged || state.reseal || state.meta.csrf === ''
+}
+
 function serializePayload(data: Map<string, unknown>, meta: SessionMeta): string {
   return JSON.stringify({ d: Object.fromEntries(data), m: meta })
 }
@@ -126,7 +131,20 @@ export class SessionManager<T extends SessionData = SessionData> {
       await this.insert(state, now, false, null)
       return this.issued(state, now)
     }
+    if (this.isQuiet(state, state.record, now)) {
+      return state.reissueCookie ? this.issued(state, now) : { setCookie: null, private: true }
+    }
     return this.serial(state.record.key, () => this.commitStored(state, now))
+  }
+
+  /** Nothing to write: no change, no rotation, no touch or renewal due. The common read-only request. */
+  private isQuiet(state: SessionState, record: SessionRecord, now: number): boolean {
+    return (
+      state.rotation === 'none' &&
+      !hasChanges(state) &&
+      now - record.lastSeenAt < this.options.touchIntervalMs &&
+      now - state.meta.iat < this.options.renewalIntervalMs
+    )
   }
 
   /**
@@ -265,8 +283,7 @@ export class SessionManager<T extends SessionData = SessionData> {
       await store.destroy(old.key)
       return this.issued(state, now)
     }
-    const changed = state.changes.length > 0 || state.userChanged || state.reseal || state.meta.csrf === ''
-    if (changed) {
+    if (hasChanges(state)) {
       if (!(await this.write(state, now))) return { setCookie: null, private: true }
     } else {
       const record = state.record as SessionRecord
