@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, test } from 'vitest'
+import type { SessionEvent } from '../src/core/events.js'
 import { generateId, storeKeyOf } from '../src/core/id.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
 import { rawCookieRequest } from './support/http.js'
@@ -314,5 +315,53 @@ describe('writes', () => {
     await client.request('/inc')
     await client.request('/inc')
     expect((await h.recordOf(client.cookie))?.version).toBe((created?.version ?? 0) + 2)
+  })
+})
+
+describe('lifecycle events', () => {
+  test('events name sessions by a short keyed hash, never by ID or store key', async () => {
+    const events: SessionEvent[] = []
+    h = await harness({ onEvent: (event) => events.push(event) })
+    const client = h.client()
+    const ids: string[] = []
+    await client.request('/set?key=a&value=1')
+    ids.push(client.cookie as string)
+    await client.request('/login?user=frank')
+    ids.push(client.cookie as string)
+    h.clock.advance(25 * 60_000)
+    await client.request('/state')
+    h.clock.advance(25 * 60_000)
+    await client.request('/state')
+    h.clock.advance(11 * 60_000)
+    await client.request('/state')
+    ids.push(client.cookie as string)
+    await client.request('/logout')
+    await h.client().request('/state', { headers: { cookie: 'sid=../../etc/passwd' } })
+    await h.client().request('/state', { headers: { cookie: `sid=${ids[0]}` } })
+    expect(events.map((event) => event.type)).toEqual([
+      'created',
+      'login',
+      'renewed',
+      'destroyed',
+      'rejected',
+      'rejected',
+    ])
+    expect(events.map((event) => event.reason)).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      'malformed',
+      'unknown',
+    ])
+    expect(events[1]?.userId).toBe('frank')
+    expect(events[2]?.session).toBe(events[3]?.session)
+    expect(events[0]?.session).toMatch(/^[A-Za-z0-9_-]{12}$/)
+    const text = JSON.stringify(events)
+    for (const id of ids) {
+      expect(text).not.toContain(id)
+      expect(text).not.toContain(storeKeyOf(id))
+    }
+    expect(new Set(ids).size).toBe(3)
   })
 })

@@ -3,6 +3,7 @@ import type { CookieReading } from './cookie.js'
 import { readSessionCookie, serializeClearingCookie, serializeSessionCookie } from './cookie.js'
 import { Keyring, randomToken } from './crypto.js'
 import { ConfigError, ConflictError, SessionError } from './errors.js'
+import type { SessionEvent } from './events.js'
 import { generateId, storeKeyOf } from './id.js'
 import type { ResolvedOptions, SessionManagerOptions } from './options.js'
 import { resolveOptions } from './options.js'
@@ -89,9 +90,28 @@ export class SessionManager<T extends SessionData = SessionData> {
   private readonly keyring: Keyring
   private readonly queues = new Map<string, Promise<unknown>>()
 
+  private readonly onEvent: ((event: SessionEvent) => void) | undefined
+
   constructor(options: SessionManagerOptions) {
     this.options = resolveOptions(options)
     this.keyring = new Keyring(this.options.keys)
+    this.onEvent = options.onEvent
+  }
+
+  private emit(type: SessionEvent['type'], key: string | null, userId: string | null, reason?: string): void {
+    if (!this.onEvent) return
+    const event: SessionEvent = {
+      type,
+      session: key === null ? null : this.keyring.digest(key),
+      userId,
+      at: this.options.clock.now(),
+      ...(reason === undefined ? {} : { reason }),
+    }
+    try {
+      this.onEvent(event)
+    } catch {
+      // An audit hook must never break a request.
+    }
   }
 
   /**
@@ -101,7 +121,10 @@ export class SessionManager<T extends SessionData = SessionData> {
    */
   async load(facts: RequestFacts): Promise<Session<T>> {
     const reading: CookieReading = readSessionCookie(facts.cookie, this.options.cookie.name)
-    if (reading.id === null) return this.fresh(reading.rejected, facts)
+    if (reading.id === null) {
+      if (reading.rejected) this.emit('rejected', null, null, 'malformed')
+      return this.fresh(reading.rejected, facts)
+    }
     const loaded = await this.read(reading.id)
     if (!loaded) return this.fresh(true, facts)
     if (loaded.meta.next === undefined) return this.restore(reading.id, loaded, false, facts)
@@ -120,6 +143,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     const now = this.options.clock.now()
     if (state.destroyedKey !== null) {
       await this.options.store.destroy(state.destroyedKey)
+      this.emit('destroyed', state.destroyedKey, null)
       state.destroyedKey = null
     }
     if (state.record === null) {
@@ -129,6 +153,7 @@ export class SessionManager<T extends SessionData = SessionData> {
           : NOTHING
       }
       await this.insert(state, now, false, null)
+      this.emit('created', (state.record as SessionRecord | null)?.key ?? null, state.userId)
       return this.issued(state, now)
     }
     if (this.isQuiet(state, state.record, now)) {
@@ -182,6 +207,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     const record = await this.options.store.get(target.key)
     if (!record || record.userId !== target.userId) return false
     await this.options.store.destroy(target.key)
+    this.emit('revoked', target.key, target.userId)
     return true
   }
 
@@ -190,7 +216,12 @@ export class SessionManager<T extends SessionData = SessionData> {
     const store = this.options.store
     if (!isUserIndexedStore(store)) throw new ConfigError('store', 'this store cannot list sessions by user')
     const except = options.except === undefined ? undefined : this.openHandle(options.except)
-    return store.destroyByUser(userId, except && except.userId === userId ? except.key : undefined)
+    const count = await store.destroyByUser(
+      userId,
+      except && except.userId === userId ? except.key : undefined,
+    )
+    this.emit('revoked', null, userId, `${count} sessions`)
+    return count
   }
 
   /** The handle of a session, as {@link listUserSessions} would give it; `null` for an anonymous one. */
@@ -256,7 +287,10 @@ export class SessionManager<T extends SessionData = SessionData> {
     const key = storeKeyOf(id)
     const store = this.options.store
     const record = await store.get(key)
-    if (!record) return null
+    if (!record) {
+      this.emit('rejected', key, null, 'unknown')
+      return null
+    }
     const now = this.options.clock.now()
     const { idleTimeoutMs, absoluteTimeoutMs } = this.options
     if (
@@ -265,26 +299,32 @@ export class SessionManager<T extends SessionData = SessionData> {
       now >= record.createdAt + absoluteTimeoutMs
     ) {
       await store.destroy(key)
+      this.emit('expired', key, record.userId)
       return null
     }
     const opened = this.keyring.open(record.payload, key)
     const payload = opened && parsePayload(opened.plaintext)
-    if (!opened || !payload) return null
+    if (!opened || !payload) {
+      this.emit('rejected', key, record.userId, 'tampered')
+      return null
+    }
     return { record, data: payload.data, meta: payload.meta, stale: opened.stale }
   }
 
   private async commitStored(state: SessionState, now: number): Promise<CommitResult> {
     const store = this.options.store
     if (state.rotation === 'kill-old') {
-      if (!(await this.rebase(state, false))) return { setCookie: null, private: true }
+      if (!(await this.rebase(state, false))) return this.dropped(state)
       const old = state.record as SessionRecord
+      const login = state.userChanged
       // A sign-in starts the session's clock afresh; any other privilege change keeps its deadlines.
-      await this.insert(state, now, true, state.userChanged ? null : old)
+      await this.insert(state, now, true, login ? null : old)
       await store.destroy(old.key)
+      this.emit(login ? 'login' : 'regenerated', (state.record as SessionRecord).key, state.userId)
       return this.issued(state, now)
     }
     if (hasChanges(state)) {
-      if (!(await this.write(state, now))) return { setCookie: null, private: true }
+      if (!(await this.write(state, now))) return this.dropped(state)
     } else {
       const record = state.record as SessionRecord
       if (now - record.lastSeenAt >= this.options.touchIntervalMs) {
@@ -297,6 +337,11 @@ export class SessionManager<T extends SessionData = SessionData> {
       return this.issued(state, now)
     }
     return state.reissueCookie ? this.issued(state, now) : { setCookie: null, private: true }
+  }
+
+  private dropped(state: SessionState): CommitResult {
+    this.emit('dropped', state.record?.key ?? null, state.userId)
+    return { setCookie: null, private: true }
   }
 
   private issued(state: SessionState, now: number): CommitResult {
@@ -424,7 +469,10 @@ export class SessionManager<T extends SessionData = SessionData> {
         old.key,
       ),
     }
-    if (await store.update(forwarder, old.version)) return true
+    if (await store.update(forwarder, old.version)) {
+      this.emit('renewed', (state.record as SessionRecord).key, state.userId)
+      return true
+    }
     // The old record moved under us (another process wrote it): keep the old ID until the next request.
     await store.destroy((state.record as SessionRecord).key)
     this.settle(state, old)

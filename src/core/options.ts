@@ -3,6 +3,7 @@ import { systemClock } from './clock.js'
 import type { SessionCookieSettings } from './cookie.js'
 import { decodeKey, MIN_KEY_BYTES } from './crypto.js'
 import { ConfigError } from './errors.js'
+import type { SessionEvent } from './events.js'
 import type { SessionStore } from './store.js'
 
 /** Cookie settings. Every field is optional; the defaults are the hardened ones. */
@@ -49,6 +50,11 @@ export interface SessionManagerOptions {
   commitTimeoutMs?: number
   /** Where time comes from. Default the system clock. */
   clock?: Clock
+  /**
+   * Receives lifecycle events (login, logout, renewal, rejected cookies...) for audit logs. They name
+   * sessions by a short keyed hash, never by ID. Errors it throws are ignored. Default: none.
+   */
+  onEvent?: (event: SessionEvent) => void
 }
 
 /** The default values, frozen. `touchIntervalMs` defaults to a tenth of the idle timeout. */
@@ -192,6 +198,9 @@ export function resolveOptions(
   const commitTimeoutMs = duration(options, 'commitTimeoutMs', DEFAULTS.commitTimeoutMs)
   const clock = options.clock ?? systemClock
   if (typeof clock.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
+  if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
+    throw new ConfigError('onEvent', 'must be a function')
+  }
   return Object.freeze({
     store,
     keys: resolveKeys(options.keys, env),
