@@ -23,7 +23,7 @@ export interface NodeAdapterOptions {
   onError?: (error: unknown) => void
 }
 
-type Held = readonly ['writeHead' | 'write' | 'end' | 'flushHeaders', unknown[]]
+type Held = readonly [number, unknown[]]
 const HELD_METHODS = ['writeHead', 'write', 'end', 'flushHeaders'] as const
 
 /** Puts a commit's headers on a node response (or an Express one, which is the same object). */
@@ -64,79 +64,133 @@ export function sendFailure(res: ServerResponse, error: unknown): void {
 
 /** Control over a response whose output is held until the session is committed. */
 export interface HeldResponse {
-  /** True once the handler has tried to send something (and the commit has started). */
-  readonly started: boolean
-  /** Gives the response back untouched, without committing (the handler failed before output). */
-  release(): void
+  /** `waiting` until the handler first tries to send something; `open` once output flows. */
+  phase: 'waiting' | 'committing' | 'open'
 }
+
+interface HoldState {
+  readonly res: ServerResponse
+  readonly commit: () => CommitResult | Promise<CommitResult>
+  readonly onFailure: (error: unknown) => void
+  readonly originals: readonly ((...args: unknown[]) => unknown)[]
+  readonly held: Held[]
+  phase: 'waiting' | 'committing' | 'open'
+}
+
+const HOLD = Symbol('latchkey.hold')
+type Holding = ServerResponse & { [HOLD]: HoldState }
+
+function callOriginal(state: HoldState, index: number, args: unknown[]): unknown {
+  return (state.originals[index] as (...a: unknown[]) => unknown).apply(state.res, args)
+}
+
+function finishHold(state: HoldState, result: CommitResult): void {
+  state.phase = 'open'
+  const head = state.held.find(([index]) => index === 0)
+  if (head) replayWriteHead(state.res, head[1], result, (args) => callOriginal(state, 0, args))
+  else applyCommitHeaders(state.res, result)
+  for (const [index, args] of state.held) if (index !== 0) callOriginal(state, index, args)
+  state.held.length = 0
+}
+
+function failHold(state: HoldState, error: unknown): void {
+  state.phase = 'open'
+  state.held.length = 0
+  state.onFailure(error)
+}
+
+function intercept(res: Holding, index: number, args: unknown[]): unknown {
+  const state = res[HOLD]
+  if (state.phase === 'open') return callOriginal(state, index, args)
+  state.held.push([index, args])
+  if (state.phase === 'waiting') {
+    state.phase = 'committing'
+    let outcome: CommitResult | Promise<CommitResult>
+    try {
+      outcome = state.commit()
+    } catch (error) {
+      failHold(state, error)
+      return index === 1 ? false : res
+    }
+    if (outcome instanceof Promise) {
+      outcome.then(
+        (result) => finishHold(state, result),
+        (error: unknown) => failHold(state, error),
+      )
+    } else {
+      finishHold(state, outcome)
+    }
+  }
+  return index === 1 ? true : res
+}
+
+// One set of functions for every response (no closures per request); each finds its state on `this`.
+const INTERCEPTORS = [
+  function writeHead(this: Holding, ...args: unknown[]) {
+    return intercept(this, 0, args)
+  },
+  function write(this: Holding, ...args: unknown[]) {
+    return intercept(this, 1, args)
+  },
+  function end(this: Holding, ...args: unknown[]) {
+    return intercept(this, 2, args)
+  },
+  function flushHeaders(this: Holding, ...args: unknown[]) {
+    return intercept(this, 3, args)
+  },
+]
 
 /**
  * Holds back every output call on `res` until `commit` has run, then applies its headers and
  * replays the calls in order. If the commit fails, the held output is dropped and `onFailure` answers.
+ * `commit` may answer synchronously (nothing to write): then the first output call goes straight through.
+ * The interceptors stay on the object and pass through once done: removing them would cost more.
  */
 export function holdUntilCommitted(
   res: ServerResponse,
-  commit: () => Promise<CommitResult>,
+  commit: () => CommitResult | Promise<CommitResult>,
   onFailure: (error: unknown) => void,
 ): HeldResponse {
-  const target = res as unknown as Record<string, unknown>
-  const originals = HELD_METHODS.map((name) => [name, Object.getOwnPropertyDescriptor(res, name)] as const)
-  const held: Held[] = []
-  let started = false
-  const restore = (): void => {
-    for (const [name, descriptor] of originals) {
-      if (descriptor) Object.defineProperty(res, name, descriptor)
-      else delete target[name]
-    }
+  const target = res as unknown as Record<string, (...args: unknown[]) => unknown>
+  const state: HoldState = {
+    res,
+    commit,
+    onFailure,
+    originals: [target.writeHead, target.write, target.end, target.flushHeaders] as ((
+      ...a: unknown[]
+    ) => unknown)[],
+    held: [],
+    phase: 'waiting',
   }
-  const start = (): void => {
-    started = true
-    commit().then(
-      (result) => {
-        restore()
-        const head = held.find(([name]) => name === 'writeHead')
-        if (head) replayWriteHead(res, head[1], result)
-        else applyCommitHeaders(res, result)
-        for (const [name, args] of held) {
-          if (name !== 'writeHead') (res[name] as (...a: unknown[]) => unknown).apply(res, args)
-        }
-      },
-      (error: unknown) => {
-        restore()
-        onFailure(error)
-      },
-    )
-  }
-  for (const name of HELD_METHODS) {
-    target[name] = (...args: unknown[]) => {
-      held.push([name, args])
-      if (!started) start()
-      return name === 'write' ? true : res
-    }
-  }
-  return {
-    get started() {
-      return started
-    },
-    release: restore,
-  }
+  ;(res as Holding)[HOLD] = state
+  target.writeHead = INTERCEPTORS[0] as (...args: unknown[]) => unknown
+  target.write = INTERCEPTORS[1] as (...args: unknown[]) => unknown
+  target.end = INTERCEPTORS[2] as (...args: unknown[]) => unknown
+  target.flushHeaders = INTERCEPTORS[3] as (...args: unknown[]) => unknown
+  return state as unknown as HeldResponse
 }
 
-function replayWriteHead(res: ServerResponse, args: unknown[], result: CommitResult): void {
+function replayWriteHead(
+  res: ServerResponse,
+  args: unknown[],
+  result: CommitResult,
+  writeHead: (args: unknown[]) => unknown,
+): void {
   const [status, second, third] = args
   const headers = typeof second === 'string' ? third : second
   if (headers && typeof headers === 'object' && !Array.isArray(headers)) {
-    for (const [name, value] of Object.entries(headers as OutgoingHttpHeaders)) {
+    // Fold the handler's headers in first, so ours are added to them rather than overwritten by them.
+    for (const name in headers) {
+      const value = (headers as OutgoingHttpHeaders)[name]
       if (value !== undefined) res.setHeader(name, value)
     }
     applyCommitHeaders(res, result)
-    if (typeof second === 'string') res.writeHead(status as number, second)
-    else res.writeHead(status as number)
+    writeHead(typeof second === 'string' ? [status, second] : [status])
     return
   }
   // No headers, or a raw header array: set ours first and let node combine them.
   applyCommitHeaders(res, result)
-  ;(res.writeHead as (...a: unknown[]) => unknown).apply(res, args)
+  writeHead(args)
 }
 
 /**
@@ -163,16 +217,20 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
       onError(error)
       sendFailure(res, error)
     }
-    const held = holdUntilCommitted(res, () => manager.commit(session), fail)
+    const held = holdUntilCommitted(
+      res,
+      () => manager.commitIfQuiet(session) ?? manager.commit(session),
+      fail,
+    )
     try {
       await handler(req, res, session)
     } catch (error) {
-      if (held.started) {
+      if (held.phase !== 'waiting') {
         onError(error)
         return
       }
       // Nothing has left yet: drop the request's session changes and answer 500.
-      held.release()
+      held.phase = 'open'
       fail(error)
     }
   }

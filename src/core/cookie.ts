@@ -32,7 +32,9 @@ export function readSessionCookie(header: string | undefined, name: string): Coo
   if (typeof header !== 'string' || header.length === 0 || !header.includes(name)) return NONE
   const value = parseCookie(header, { decode: identity })[name]
   if (value === undefined) return NONE
-  if (countCookies(header, name) !== 1 || !isWellFormedId(value)) return REJECTED
+  // Only a header naming the cookie more than once needs the pair-by-pair count.
+  const single = header.indexOf(name) === header.lastIndexOf(name)
+  if (!isWellFormedId(value) || (!single && countCookies(header, name) !== 1)) return REJECTED
   return { id: value, rejected: false }
 }
 

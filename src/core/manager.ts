@@ -50,9 +50,12 @@ interface Loaded {
 }
 
 const NOTHING: CommitResult = Object.freeze({ setCookie: null, private: false })
+const PRIVATE: CommitResult = Object.freeze({ setCookie: null, private: true })
 const MAX_USER_AGENT = 256
 const CREATE_ATTEMPTS = 4
 const HANDLE_CONTEXT = 'latchkey/handle'
+/** Decrypted payloads kept per process (see `remember`): enough for the sessions active at once. */
+const OPENED_CACHE_SIZE = 4096
 
 function parsePayload(text: string): { data: Map<string, unknown>; meta: SessionMeta } | null {
   let parsed: unknown
@@ -89,6 +92,10 @@ export class SessionManager<T extends SessionData = SessionData> {
   readonly options: ResolvedOptions
   private readonly keyring: Keyring
   private readonly queues = new Map<string, Promise<unknown>>()
+  private readonly opened = new Map<
+    string,
+    { key: string; payload: string; plaintext: string; stale: boolean }
+  >()
 
   private readonly onEvent: ((event: SessionEvent) => void) | undefined
 
@@ -156,10 +163,20 @@ export class SessionManager<T extends SessionData = SessionData> {
       this.emit('created', (state.record as SessionRecord | null)?.key ?? null, state.userId)
       return this.issued(state, now)
     }
-    if (this.isQuiet(state, state.record, now)) {
-      return state.reissueCookie ? this.issued(state, now) : { setCookie: null, private: true }
-    }
-    return this.serial(state.record.key, () => this.commitStored(state, now))
+    return (
+      this.commitIfQuiet(session, now) ?? this.serial(state.record.key, () => this.commitStored(state, now))
+    )
+  }
+
+  /**
+   * The commit of a request with nothing to write (the common read-only request), answered
+   * synchronously; `null` when there is something to write and {@link commit} must run.
+   */
+  commitIfQuiet(session: Session<T>, now = this.options.clock.now()): CommitResult | null {
+    const state = session[STATE]
+    const record = state.record
+    if (record === null || state.destroyedKey !== null || !this.isQuiet(state, record, now)) return null
+    return state.reissueCookie ? this.issued(state, now) : PRIVATE
   }
 
   /** Nothing to write: no change, no rotation, no touch or renewal due. The common read-only request. */
@@ -284,7 +301,8 @@ export class SessionManager<T extends SessionData = SessionData> {
 
   /** The live, intact record of `id`, opened; `null` when missing, expired or tampered with. */
   private async read(id: string): Promise<Loaded | null> {
-    const key = storeKeyOf(id)
+    const cached = this.opened.get(id)
+    const key = cached?.key ?? storeKeyOf(id)
     const store = this.options.store
     const record = await store.get(key)
     if (!record) {
@@ -302,13 +320,35 @@ export class SessionManager<T extends SessionData = SessionData> {
       this.emit('expired', key, record.userId)
       return null
     }
-    const opened = this.keyring.open(record.payload, key)
+    const opened = cached?.payload === record.payload ? cached : this.keyring.open(record.payload, key)
     const payload = opened && parsePayload(opened.plaintext)
     if (!opened || !payload) {
+      this.opened.delete(id)
       this.emit('rejected', key, record.userId, 'tampered')
       return null
     }
+    if (opened !== cached) this.remember(id, key, record.payload, opened.plaintext, opened.stale)
     return { record, data: payload.data, meta: payload.meta, stale: opened.stale }
+  }
+
+  /**
+   * Keeps what a payload decrypted to, so the next request on the session skips the hash and the
+   * decryption when the stored payload is still the same string. The store stays the authority: every
+   * request still reads the record, and only an identical payload is served from here. The plaintext is
+   * parsed afresh each time, so no request can see another's in-place changes.
+   */
+  private remember(id: string, key: string, payload: string, plaintext: string, stale: boolean): void {
+    this.opened.delete(id)
+    this.opened.set(id, { key, payload, plaintext, stale })
+    if (this.opened.size > OPENED_CACHE_SIZE) this.opened.delete(this.opened.keys().next().value as string)
+  }
+
+  /** Seals the session's data for `key`, remembering the plaintext for the next read. */
+  private seal(state: SessionState, key: string): string {
+    const plaintext = serializePayload(state.data, state.meta)
+    const payload = this.keyring.seal(plaintext, key)
+    this.remember(state.id, key, payload, plaintext, false)
+    return payload
   }
 
   private async commitStored(state: SessionState, now: number): Promise<CommitResult> {
@@ -341,7 +381,7 @@ export class SessionManager<T extends SessionData = SessionData> {
 
   private dropped(state: SessionState): CommitResult {
     this.emit('dropped', state.record?.key ?? null, state.userId)
-    return { setCookie: null, private: true }
+    return PRIVATE
   }
 
   private issued(state: SessionState, now: number): CommitResult {
@@ -384,7 +424,7 @@ export class SessionManager<T extends SessionData = SessionData> {
         lastSeenAt: now,
         idleExpiresAt: Math.min(now + idleTimeoutMs, absoluteExpiresAt),
         absoluteExpiresAt,
-        payload: this.keyring.seal(serializePayload(state.data, state.meta), key),
+        payload: this.seal(state, key),
       }
       if (await store.create(record)) {
         this.settle(state, record)
@@ -410,7 +450,7 @@ export class SessionManager<T extends SessionData = SessionData> {
         userId: state.userId,
         lastSeenAt: now,
         idleExpiresAt: Math.min(now + idleTimeoutMs, record.absoluteExpiresAt),
-        payload: this.keyring.seal(serializePayload(state.data, state.meta), record.key),
+        payload: this.seal(state, record.key),
       }
       if (await store.update(next, record.version)) {
         this.settle(state, next)
