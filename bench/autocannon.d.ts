@@ -15,6 +15,8 @@ declare module 'autocannon' {
       readonly p97_5: number
       readonly p99: number
       readonly p99_9: number
+      /** For `requests`: the number of completed requests. */
+      readonly total: number
     }
 
     interface Result {
@@ -25,7 +27,6 @@ declare module 'autocannon' {
       readonly timeouts: number
       readonly non2xx: number
       readonly '2xx': number
-      readonly totalCompletedRequests: number
       readonly statusCodeStats: Record<string, { count: number }>
     }
 

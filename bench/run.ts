@@ -19,7 +19,7 @@ import { cpus } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import type { ServerKind, ServerMessage } from './protocol.js'
+import type { ParentMessage, ServerKind, ServerMessage } from './protocol.js'
 import { SERVER_KINDS } from './protocol.js'
 
 const SCENARIOS = {
@@ -57,6 +57,8 @@ interface Cell {
   readonly requestsPerSecond: number
   readonly latencyP50Ms: number
   readonly latencyP99Ms: number
+  /** Server process CPU time per completed request, in microseconds: user (JavaScript, GC) and system (kernel). */
+  readonly serverCpuMicrosPerRequest: { readonly user: number; readonly system: number }
   readonly responses2xx: number
   readonly non2xx: number
   readonly errors: number
@@ -71,7 +73,8 @@ function positiveInteger(name: string, fallback: number): number {
   const text = process.env[name]
   if (text === undefined || text === '') return fallback
   const value = Number(text)
-  if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(text)}`)
+  if (!Number.isInteger(value) || value <= 0)
+    throw new Error(`${name} must be a positive integer, got ${JSON.stringify(text)}`)
   return value
 }
 
@@ -80,7 +83,8 @@ function subset<T extends string>(name: string, all: readonly T[]): readonly T[]
   if (!text) return all
   const chosen = text.split(',').map((item) => item.trim())
   for (const item of chosen) {
-    if (!all.includes(item as T)) throw new Error(`${name}: unknown ${JSON.stringify(item)}; choose from ${all.join(', ')}`)
+    if (!all.includes(item as T))
+      throw new Error(`${name}: unknown ${JSON.stringify(item)}; choose from ${all.join(', ')}`)
   }
   return all.filter((item) => chosen.includes(item))
 }
@@ -102,6 +106,8 @@ function readSettings(): Settings {
 
 interface RunningServer {
   readonly base: string
+  /** CPU time the server process has used so far, in microseconds. */
+  cpuMicros(): Promise<{ user: number; system: number }>
   stop(): Promise<void>
 }
 
@@ -119,22 +125,38 @@ async function startServer(kind: ServerKind, scenario: Scenario, settings: Setti
     env: { ...process.env, BENCH_SERVER: kind },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
+  const cpuWaiters: ((micros: { user: number; system: number }) => void)[] = []
   const port = await new Promise<number>((resolve, reject) => {
-    const onExit = (code: number | null): void => reject(new Error(`${kind} server exited with code ${code} before listening`))
+    const onExit = (code: number | null): void =>
+      reject(new Error(`${kind} server exited with code ${code} before listening`))
     child.once('exit', onExit)
     child.on('message', (message: ServerMessage) => {
+      if (message.type === 'cpu') {
+        cpuWaiters.shift()?.({ user: message.user, system: message.system })
+        return
+      }
       child.off('exit', onExit)
       if (message.type === 'ready') resolve(message.port)
       else reject(new Error(`${kind} server failed to start:\n${message.message}`))
     })
   })
-  return { base: `http://127.0.0.1:${port}`, stop: () => stopServer(child) }
+  const askCpu: ParentMessage = { type: 'cpu' }
+  return {
+    base: `http://127.0.0.1:${port}`,
+    cpuMicros: () =>
+      new Promise((resolve) => {
+        cpuWaiters.push(resolve)
+        child.send(askCpu)
+      }),
+    stop: () => stopServer(child),
+  }
 }
 
 async function stopServer(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  child.send({ type: 'stop' })
+  const stop: ParentMessage = { type: 'stop' }
+  child.send(stop)
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
   await exited
   clearTimeout(timer)
@@ -195,7 +217,10 @@ async function verify(kind: ServerKind, base: string): Promise<void> {
   if (sessions) {
     expect(kind, 'N sets a session cookie', created.cookie !== null, created)
     const again = await request(base, '/n')
-    expect(kind, 'N gives each request its own session', again.cookie !== created.cookie, [created.cookie, again.cookie])
+    expect(kind, 'N gives each request its own session', again.cookie !== created.cookie, [
+      created.cookie,
+      again.cookie,
+    ])
   }
 }
 
@@ -209,7 +234,13 @@ async function counterTotal(kind: ServerKind, base: string, cookies: readonly st
 // ---------------------------------------------------------------------------------------------------
 // Load
 
-function load(base: string, scenario: Scenario, cookies: readonly string[], seconds: number, connections: number) {
+function load(
+  base: string,
+  scenario: Scenario,
+  cookies: readonly string[],
+  seconds: number,
+  connections: number,
+) {
   const path = { R: '/r', W: '/w', N: '/n' }[scenario]
   let next = 0
   return autocannon({
@@ -236,7 +267,10 @@ async function measure(kind: ServerKind, scenario: Scenario, settings: Settings)
     }
     await load(server.base, scenario, cookies, settings.warmupSeconds, settings.connections)
     const before = scenario === 'W' ? await counterTotal(kind, server.base, cookies) : 0
+    const cpuBefore = await server.cpuMicros()
     const result = await load(server.base, scenario, cookies, settings.durationSeconds, settings.connections)
+    const cpuAfter = await server.cpuMicros()
+    const completed = Math.max(1, result.requests.total)
     const problems: string[] = []
     if (result.non2xx > 0) problems.push(`${result.non2xx} non-2xx responses`)
     if (result.errors > 0) problems.push(`${result.errors} errors (${result.timeouts} timeouts)`)
@@ -244,7 +278,9 @@ async function measure(kind: ServerKind, scenario: Scenario, settings: Settings)
     if (scenario === 'W') {
       writesApplied = (await counterTotal(kind, server.base, cookies)) - before
       // Requests cut off when the run stops may still have been applied: at most one per connection.
-      if (writesApplied < result['2xx']) problems.push(`lost writes: ${result['2xx']} answered, ${writesApplied} kept`)
+      if (writesApplied < result['2xx']) {
+        problems.push(`lost writes: ${result['2xx']} answered, ${writesApplied} kept`)
+      }
       if (writesApplied > result['2xx'] + settings.connections) {
         problems.push(`more writes kept (${writesApplied}) than answered (${result['2xx']})`)
       }
@@ -258,6 +294,10 @@ async function measure(kind: ServerKind, scenario: Scenario, settings: Settings)
       requestsPerSecond: result.requests.average,
       latencyP50Ms: result.latency.p50,
       latencyP99Ms: result.latency.p99,
+      serverCpuMicrosPerRequest: {
+        user: (cpuAfter.user - cpuBefore.user) / completed,
+        system: (cpuAfter.system - cpuBefore.system) / completed,
+      },
       responses2xx: result['2xx'],
       non2xx: result.non2xx,
       errors: result.errors,
@@ -282,11 +322,20 @@ function formatRatio(value: number | null): string {
   return value === null ? 'n/a' : `${value.toFixed(2)}×`
 }
 
+function formatCpu(cell: Cell): string {
+  const { user, system } = cell.serverCpuMicrosPerRequest
+  return `${Math.round(user + system)} µs (${Math.round(user)} + ${Math.round(system)})`
+}
+
 function formatRate(value: number): string {
   return Math.round(value).toLocaleString('en-US')
 }
 
-function table(header: readonly string[], rows: readonly (readonly string[])[], align: readonly ('l' | 'r')[]): string {
+function table(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  align: readonly ('l' | 'r')[],
+): string {
   const widths = header.map((cell, i) => Math.max(cell.length, ...rows.map((row) => (row[i] ?? '').length)))
   const line = (cells: readonly string[]): string =>
     `| ${cells.map((cell, i) => (align[i] === 'r' ? cell.padStart(widths[i] ?? 0) : cell.padEnd(widths[i] ?? 0))).join(' | ')} |`
@@ -294,7 +343,11 @@ function table(header: readonly string[], rows: readonly (readonly string[])[], 
   return [line(header), rule, ...rows.map(line)].join('\n')
 }
 
-function report(cells: readonly Cell[], settings: Settings, environment: string): { markdown: string; json: object } {
+function report(
+  cells: readonly Cell[],
+  settings: Settings,
+  environment: string,
+): { markdown: string; json: object } {
   const find = (scenario: Scenario, server: ServerKind): Cell | undefined =>
     cells.find((cell) => cell.scenario === scenario && cell.server === server)
   const rows = cells.map((cell) => [
@@ -303,12 +356,21 @@ function report(cells: readonly Cell[], settings: Settings, environment: string)
     formatRate(cell.requestsPerSecond),
     `${cell.latencyP99Ms} ms`,
     formatRatio(ratio(cell.requestsPerSecond, find(cell.scenario, 'bare')?.requestsPerSecond)),
+    formatCpu(cell),
     cell.problems.length === 0 ? 'ok' : cell.problems.join('; '),
   ])
   const main = table(
-    ['Scenario', 'Server', 'req/s (mean)', 'p99 latency', '× bare', 'checks'],
+    [
+      'Scenario',
+      'Server',
+      'req/s (mean)',
+      'p99 latency',
+      '× bare',
+      'server CPU / req (user + sys)',
+      'checks',
+    ],
     rows,
-    ['l', 'l', 'r', 'r', 'r', 'l'],
+    ['l', 'l', 'r', 'r', 'r', 'r', 'l'],
   )
   const versus = settings.scenarios.map((scenario) => {
     const peer = find(scenario, 'express-session')?.requestsPerSecond
@@ -320,13 +382,19 @@ function report(cells: readonly Cell[], settings: Settings, environment: string)
   })
   const peerTable = table(
     ['Scenario', 'latchkey + MemoryStore ÷ express-session', 'latchkey + SqliteStore ÷ express-session'],
-    versus.map((v) => [`${v.scenario}: ${SCENARIOS[v.scenario]}`, formatRatio(v.memory), formatRatio(v.sqlite)]),
+    versus.map((v) => [
+      `${v.scenario}: ${SCENARIOS[v.scenario]}`,
+      formatRatio(v.memory),
+      formatRatio(v.sqlite),
+    ]),
     ['l', 'r', 'r'],
   )
   const markdown = [
     `${environment}. Loopback, autocannon ${settings.connections} connections, ${settings.durationSeconds} s per cell ` +
       `after a ${settings.warmupSeconds} s warm-up, each server in its own process. R and W: every connection is ` +
-      'one user with its own session (value: a short string and a counter).',
+      'one user with its own session (value: a short string and a counter). Server CPU / req: CPU time of the ' +
+      'server process over the measured run, divided by the requests completed; "sys" is mostly the loopback ' +
+      'writes, which cost more per request the less busy the load generator is.',
     '',
     main,
     '',
@@ -365,7 +433,7 @@ async function main(): Promise<void> {
       const status = cell.problems.length === 0 ? '' : `  PROBLEM: ${cell.problems.join('; ')}`
       console.log(
         `${scenario}  ${LABELS[server].padEnd(30)} ${formatRate(cell.requestsPerSecond).padStart(8)} req/s` +
-          `  p99 ${String(cell.latencyP99Ms).padStart(4)} ms${status}`,
+          `  p99 ${String(cell.latencyP99Ms).padStart(4)} ms  CPU/req ${formatCpu(cell)}${status}`,
       )
     }
   }

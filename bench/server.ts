@@ -20,7 +20,7 @@ import session from 'express-session'
 import { withSessions } from '../src/adapters/node.js'
 import type { SessionStore } from '../src/index.js'
 import { createSessionManager, isMigratableStore, MemoryStore } from '../src/index.js'
-import type { ServerKind, ServerMessage } from './protocol.js'
+import type { ParentMessage, ServerKind, ServerMessage } from './protocol.js'
 import { SERVER_KINDS } from './protocol.js'
 
 /** A fixed test key (32 bytes): benchmarks must be reproducible, and nothing here is secret. */
@@ -37,7 +37,10 @@ interface Bag {
 }
 
 function send(res: ServerResponse, status: number, body: string): void {
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body) })
+  res.writeHead(status, {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+  })
   res.end(body)
 }
 
@@ -200,8 +203,12 @@ async function main(): Promise<void> {
     // A normal exit, so that --cpu-prof writes its profile.
     process.exit(0)
   }
-  process.on('message', (message: { type?: string }) => {
+  process.on('message', (message: ParentMessage) => {
     if (message.type === 'stop') void stop()
+    if (message.type === 'cpu') {
+      const answer: ServerMessage = { type: 'cpu', ...process.cpuUsage() }
+      process.send?.(answer)
+    }
   })
   process.on('disconnect', () => void stop())
   process.on('SIGTERM', () => void stop())
@@ -210,7 +217,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  const failed: ServerMessage = { type: 'failed', message: error instanceof Error ? error.stack ?? error.message : String(error) }
+  const failed: ServerMessage = {
+    type: 'failed',
+    message: error instanceof Error ? (error.stack ?? error.message) : String(error),
+  }
   if (process.send) process.send(failed, () => process.exit(1))
   else {
     console.error(error)

@@ -186,7 +186,7 @@ async function home(manager: SessionManager<DemoData>, res: ServerResponse, sess
 </p>`,
     )
   }
-  sendHtml(res, 200, 'Home', parts.join('\n'))
+  sendHtml(res, 200, 'Home', parts.filter((part) => part !== '').join('\n'))
 }
 
 async function route(

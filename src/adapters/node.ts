@@ -23,8 +23,8 @@ export interface NodeAdapterOptions {
   onError?: (error: unknown) => void
 }
 
+/** A held output call: index into writeHead, write, end, flushHeaders, and its arguments. */
 type Held = readonly [number, unknown[]]
-const HELD_METHODS = ['writeHead', 'write', 'end', 'flushHeaders'] as const
 
 /** Puts a commit's headers on a node response (or an Express one, which is the same object). */
 export function applyCommitHeaders(res: ServerResponse, result: CommitResult): void {
