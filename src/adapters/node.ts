@@ -84,13 +84,16 @@ function callOriginal(state: HoldState, index: number, args: unknown[]): unknown
   return (state.originals[index] as (...a: unknown[]) => unknown).apply(state.res, args)
 }
 
-function finishHold(state: HoldState, result: CommitResult): void {
+/** Applies the commit's headers and replays the held calls; returns what the last of them returned. */
+function finishHold(state: HoldState, result: CommitResult): unknown {
   state.phase = 'open'
+  let returned: unknown = state.res
   const head = state.held.find(([index]) => index === 0)
   if (head) replayWriteHead(state.res, head[1], result, (args) => callOriginal(state, 0, args))
   else applyCommitHeaders(state.res, result)
-  for (const [index, args] of state.held) if (index !== 0) callOriginal(state, index, args)
+  for (const [index, args] of state.held) if (index !== 0) returned = callOriginal(state, index, args)
   state.held.length = 0
+  return returned
 }
 
 function failHold(state: HoldState, error: unknown): void {
@@ -118,7 +121,8 @@ function intercept(res: Holding, index: number, args: unknown[]): unknown {
         (error: unknown) => failHold(state, error),
       )
     } else {
-      finishHold(state, outcome)
+      // Nothing to write: the call goes straight through, and its own result goes back to the caller.
+      return finishHold(state, outcome)
     }
   }
   return index === 1 ? true : res
