@@ -51,22 +51,33 @@ function countCookies(header: string, name: string): number {
   return count
 }
 
+const suffixes = new WeakMap<SessionCookieSettings, string>()
+
 /** The Set-Cookie value that hands `id` to the browser. `maxAgeSeconds` only for persistent cookies. */
 export function serializeSessionCookie(
   settings: SessionCookieSettings,
   id: string,
   maxAgeSeconds?: number,
 ): string {
-  return stringifySetCookie(settings.name, id, {
+  const attributes = {
     httpOnly: true,
     secure: settings.secure,
     sameSite: settings.sameSite,
     path: settings.path,
     domain: settings.domain,
-    maxAge:
-      settings.persistent && maxAgeSeconds !== undefined ? Math.max(0, Math.floor(maxAgeSeconds)) : undefined,
-    encode: identity,
-  })
+  } as const
+  if (settings.persistent && maxAgeSeconds !== undefined) {
+    const maxAge = Math.max(0, Math.floor(maxAgeSeconds))
+    return stringifySetCookie(settings.name, id, { ...attributes, maxAge, encode: identity })
+  }
+  // The attributes never change: the cookie package builds (and checks) them once per settings, and
+  // only the ID, always 43 characters of base64url, is put in front.
+  let suffix = suffixes.get(settings)
+  if (suffix === undefined) {
+    suffix = stringifySetCookie(settings.name, '', attributes).slice(settings.name.length + 1)
+    suffixes.set(settings, suffix)
+  }
+  return `${settings.name}=${id}${suffix}`
 }
 
 /** The Set-Cookie value that removes the session cookie: same name, Path, Domain and flags, expired. */

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest'
-import { decodeKey, generateKey, Keyring, safeEqual } from './crypto.js'
+import { decodeKey, generateKey, Keyring, safeEqual, secureRandomBytes } from './crypto.js'
 
 const ring = (...keys: string[]) => new Keyring(keys.map((key) => decodeKey(key) as Buffer))
 
@@ -78,5 +78,21 @@ describe('decodeKey and safeEqual', () => {
     expect(safeEqual('abc', 'abc')).toBe(true)
     expect(safeEqual('abc', 'abd')).toBe(false)
     expect(safeEqual('abc', 'abcd')).toBe(false)
+  })
+})
+
+describe('secureRandomBytes', () => {
+  test('never hands out the same bytes twice, across pool refills', () => {
+    const seen = new Set<string>()
+    for (let i = 0; i < 2_000; i++) seen.add(secureRandomBytes(12).toString('hex'))
+    expect(seen.size).toBe(2_000)
+  })
+
+  test('a slice keeps its bytes after the pool is replaced', () => {
+    const first = secureRandomBytes(32)
+    const copy = Buffer.from(first)
+    for (let i = 0; i < 300; i++) secureRandomBytes(32)
+    expect(first.equals(copy)).toBe(true)
+    expect(secureRandomBytes(10_000)).toHaveLength(10_000)
   })
 })

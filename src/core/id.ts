@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
+import { secureRandomBytes } from './crypto.js'
 
 /** Random bytes in a session ID: 32 (256 bits). */
 export const ID_BYTES = 32
@@ -8,9 +9,9 @@ export const ID_LENGTH = 43
 
 const ID_PATTERN = /^[A-Za-z0-9_-]{43}$/
 
-/** A fresh session ID from node:crypto: 32 random bytes, base64url (43 characters). */
+/** A fresh session ID from node:crypto's CSPRNG: 32 random bytes, base64url (43 characters). */
 export function generateId(): string {
-  return randomBytes(ID_BYTES).toString('base64url')
+  return secureRandomBytes(ID_BYTES).toString('base64url')
 }
 
 /**
