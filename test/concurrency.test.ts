@@ -104,4 +104,33 @@ describe('concurrent requests on one session', () => {
     })
     expect(await h.store.count()).toBe(0)
   })
+
+  test('a sign-in stands even if the anonymous session it started from was destroyed meanwhile', async () => {
+    let release = (): void => {}
+    let loaded = (): void => {}
+    const isLoaded = new Promise<void>((resolve) => {
+      loaded = resolve
+    })
+    h = await harness({
+      hooks: {
+        gate: new Promise<void>((resolve) => {
+          release = resolve
+        }),
+        loaded: () => loaded(),
+      },
+    })
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    const anonymous = client.cookie as string
+    const signingIn = tab(client)
+    const pending = signingIn.request('/slow-login?user=gina')
+    await isLoaded
+    await client.request('/logout')
+    release()
+    expect((await pending).status).toBe(200)
+    expect(signingIn.cookie).toBeDefined()
+    expect(signingIn.cookie).not.toBe(anonymous)
+    expect(await h.recordOf(anonymous)).toBeNull()
+    expect((await signingIn.json('/state')).body).toMatchObject({ isNew: false, userId: 'gina' })
+  })
 })

@@ -171,7 +171,7 @@ export function holdUntilCommitted(
   target.write = INTERCEPTORS[1] as (...args: unknown[]) => unknown
   target.end = INTERCEPTORS[2] as (...args: unknown[]) => unknown
   target.flushHeaders = INTERCEPTORS[3] as (...args: unknown[]) => unknown
-  return state as unknown as HeldResponse
+  return state
 }
 
 function replayWriteHead(

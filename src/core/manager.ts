@@ -204,7 +204,7 @@ export class SessionManager<T extends SessionData = SessionData> {
       const payload = opened && parsePayload(opened.plaintext)
       if (!payload || payload.meta.next !== undefined) continue
       sessions.push({
-        handle: this.keyring.sealHandle(JSON.stringify([record.key, userId]), HANDLE_CONTEXT),
+        handle: this.handle(record.key, userId),
         createdAt: record.createdAt,
         lastSeenAt: record.lastSeenAt,
         userAgent: payload.meta.ua ?? null,
@@ -245,7 +245,12 @@ export class SessionManager<T extends SessionData = SessionData> {
   handleOf(session: Session<T>): string | null {
     const state = session[STATE]
     if (!state.record || state.userId === null) return null
-    return this.keyring.sealHandle(JSON.stringify([state.record.key, state.userId]), HANDLE_CONTEXT)
+    return this.handle(state.record.key, state.userId)
+  }
+
+  /** A handle names a session to its owner: its store key and user, sealed with the handle subkey. */
+  private handle(key: string, userId: string): string {
+    return this.keyring.sealHandle(JSON.stringify([key, userId]), HANDLE_CONTEXT)
   }
 
   /** Closes the store (if it holds resources). */
@@ -354,9 +359,11 @@ export class SessionManager<T extends SessionData = SessionData> {
   private async commitStored(state: SessionState, now: number): Promise<CommitResult> {
     const store = this.options.store
     if (state.rotation === 'kill-old') {
-      if (!(await this.rebase(state, false))) return this.dropped(state)
-      const old = state.record as SessionRecord
       const login = state.userChanged
+      // A sign-in proved who the user is in this very request, so it stands even if the anonymous
+      // session it started from was destroyed meanwhile; any other rotation of a dead session is dropped.
+      if (!(await this.rebase(state, false)) && !login) return this.dropped(state)
+      const old = state.record as SessionRecord
       // A sign-in starts the session's clock afresh; any other privilege change keeps its deadlines.
       await this.insert(state, now, true, login ? null : old)
       await store.destroy(old.key)
@@ -376,7 +383,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     if (now - state.meta.iat >= this.options.renewalIntervalMs && (await this.renew(state, now))) {
       return this.issued(state, now)
     }
-    return state.reissueCookie ? this.issued(state, now) : { setCookie: null, private: true }
+    return state.reissueCookie ? this.issued(state, now) : PRIVATE
   }
 
   private dropped(state: SessionState): CommitResult {

@@ -55,6 +55,11 @@ export function testApp(hooks: AppHooks = {}) {
         await hooks.gate
         session.set(q.get('key') ?? 'k', q.get('value') ?? 'v')
         return send(res, 200, state())
+      case '/slow-login':
+        hooks.loaded?.()
+        await hooks.gate
+        session.login(q.get('user') ?? 'alice')
+        return send(res, 200, state())
       case '/stream':
         // The handler writes the response itself, in pieces, without writeHead headers.
         session.set('streamed', true)
