@@ -17,9 +17,7 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import session from 'express-session'
-import { withSessions } from '../src/adapters/node.js'
-import type { SessionStore } from '../src/index.js'
-import { createSessionManager, isMigratableStore, MemoryStore } from '../src/index.js'
+import type { Session, SessionStore } from '../src/index.js'
 import type { ParentMessage, ServerKind, ServerMessage } from './protocol.js'
 import { SERVER_KINDS } from './protocol.js'
 
@@ -27,13 +25,25 @@ import { SERVER_KINDS } from './protocol.js'
 const BENCH_KEY = Buffer.alloc(32, 'latchkey-bench').toString('base64url')
 const EXPRESS_SECRET = 'latchkey-bench-express-session-secret'
 
-/** What a route needs from the session layer of one request. */
-interface Bag {
-  read(): unknown
-  increment(): number
-  count(): number
-  seed(): void
-  create(): void
+// latchkey is loaded from the build (`npm run bench` builds first): the benchmark measures the code users
+// run, not the TypeScript loader's wrappers. Types still come from the sources.
+const DIST = new URL('../dist/', import.meta.url)
+const { createSessionManager, isMigratableStore, MemoryStore }: typeof import('../src/index.js') =
+  await import(new URL('index.js', DIST).href)
+const { withSessions }: typeof import('../src/adapters/node.js') = await import(
+  new URL('adapters/node.js', DIST).href
+)
+
+/**
+ * What a route needs from the session layer of one request, as functions of that request's session
+ * (`C`), defined once per server so that no closure is built per request.
+ */
+interface Ops<C> {
+  read(c: C): unknown
+  increment(c: C): number
+  count(c: C): number
+  seed(c: C): void
+  create(c: C): void
 }
 
 function send(res: ServerResponse, status: number, body: string): void {
@@ -44,26 +54,26 @@ function send(res: ServerResponse, status: number, body: string): void {
   res.end(body)
 }
 
-function route(req: IncomingMessage, res: ServerResponse, bag: Bag): void {
+function route<C>(req: IncomingMessage, res: ServerResponse, bag: Ops<C>, c: C): void {
   switch (req.url) {
     case '/r': {
-      const value = bag.read()
+      const value = bag.read(c)
       if (typeof value === 'string') send(res, 200, value)
       else send(res, 404, 'no session value\n')
       return
     }
     case '/w':
-      send(res, 200, String(bag.increment()))
+      send(res, 200, String(bag.increment(c)))
       return
     case '/n':
-      bag.create()
+      bag.create(c)
       send(res, 200, 'ok')
       return
     case '/count':
-      send(res, 200, String(bag.count()))
+      send(res, 200, String(bag.count(c)))
       return
     case '/seed':
-      bag.seed()
+      bag.seed(c)
       send(res, 200, 'ok')
       return
     default:
@@ -78,46 +88,67 @@ interface Built {
   close(): Promise<void>
 }
 
+const BARE: Ops<{ counter: number }> = {
+  read: () => 'hello',
+  increment: (c) => ++c.counter,
+  count: (c) => c.counter,
+  seed: () => {},
+  create: () => {},
+}
+
 function bare(): Built {
-  let counter = 0
-  const bag: Bag = {
-    read: () => 'hello',
-    increment: () => ++counter,
-    count: () => counter,
-    seed: () => {},
-    create: () => {},
-  }
-  return { handler: (req, res) => route(req, res, bag), close: async () => {} }
+  const state = { counter: 0 }
+  return { handler: (req, res) => route(req, res, BARE, state), close: async () => {} }
+}
+
+type BenchData = { value: string; n: number; v: string }
+
+const LATCHKEY: Ops<Session<BenchData>> = {
+  read: (session) => session.get('value'),
+  increment: (session) => session.update('n', (n = 0) => n + 1),
+  count: (session) => session.get('n') ?? 0,
+  seed: (session) => {
+    session.set('value', 'hello')
+    session.set('n', 0)
+  },
+  create: (session) => session.set('v', 'x'),
+}
+
+const EXPRESS: Ops<Record<string, unknown>> = {
+  read: (data) => data.value,
+  increment: (data) => {
+    const n = (typeof data.n === 'number' ? data.n : 0) + 1
+    data.n = n
+    return n
+  },
+  count: (data) => (typeof data.n === 'number' ? data.n : 0),
+  seed: (data) => {
+    data.value = 'hello'
+    data.n = 0
+  },
+  create: (data) => {
+    data.v = 'x'
+  },
 }
 
 function latchkey(store: SessionStore): Built {
-  const manager = createSessionManager<{ value: string; n: number; v: string }>({
+  const manager = createSessionManager<BenchData>({
     store,
     keys: [BENCH_KEY],
     // The benchmark talks plain HTTP on loopback.
     cookie: { secure: false },
   })
-  const handler = withSessions(
-    manager,
-    (req, res, session) =>
-      route(req, res, {
-        read: () => session.get('value'),
-        increment: () => session.update('n', (n = 0) => n + 1),
-        count: () => session.get('n') ?? 0,
-        seed: () => {
-          session.set('value', 'hello')
-          session.set('n', 0)
-        },
-        create: () => session.set('v', 'x'),
-      }),
-    { onError: (error) => console.error('bench server:', error) },
-  )
+  const handler = withSessions(manager, (req, res, session) => route(req, res, LATCHKEY, session), {
+    onError: (error) => console.error('bench server:', error),
+  })
   return { handler, close: () => manager.close() }
 }
 
 async function latchkeySqlite(): Promise<Built> {
   // Loaded here only, so the other servers never load the native driver.
-  const { SqliteStore } = await import('../src/stores/sqlite/index.js')
+  const { SqliteStore }: typeof import('../src/stores/sqlite/index.js') = await import(
+    new URL('stores/sqlite/index.js', DIST).href
+  )
   const dir = mkdtempSync(join(tmpdir(), 'latchkey-bench-'))
   const store = new SqliteStore({ path: join(dir, 'sessions.db') })
   if (isMigratableStore(store)) await store.migrate()
@@ -149,23 +180,7 @@ function expressSession(): Built {
         send(res, 500, 'error\n')
         return
       }
-      const data = request.session as unknown as Record<string, unknown>
-      route(req, res, {
-        read: () => data.value,
-        increment: () => {
-          const n = (typeof data.n === 'number' ? data.n : 0) + 1
-          data.n = n
-          return n
-        },
-        count: () => (typeof data.n === 'number' ? data.n : 0),
-        seed: () => {
-          data.value = 'hello'
-          data.n = 0
-        },
-        create: () => {
-          data.v = 'x'
-        },
-      })
+      route(req, res, EXPRESS, request.session as unknown as Record<string, unknown>)
     })
   }
   return { handler, close: async () => {} }
