@@ -365,3 +365,42 @@ describe('lifecycle events', () => {
     expect(new Set(ids).size).toBe(3)
   })
 })
+
+describe("listing and revoking a user's sessions", () => {
+  test('handles are opaque, bound to their user, and revoke ends exactly one session', async () => {
+    h = await harness()
+    const laptop = h.client()
+    const phone = h.client()
+    await laptop.request('/login?user=hana', { headers: { 'user-agent': 'Laptop/1.0' } })
+    await phone.request('/login?user=hana', { headers: { 'user-agent': 'Phone/2.0' } })
+    const other = h.client()
+    await other.request('/login?user=ivan')
+    const current = await h.manager.load({ cookie: `sid=${laptop.cookie}` })
+    const sessions = await h.manager.listUserSessions('hana', { current })
+    expect(sessions.map((s) => s.userAgent).sort()).toEqual(['Laptop/1.0', 'Phone/2.0'])
+    expect(sessions.filter((s) => s.current).map((s) => s.userAgent)).toEqual(['Laptop/1.0'])
+    for (const { handle } of sessions) {
+      for (const secret of [laptop.cookie, phone.cookie]) {
+        expect(handle).not.toContain(secret as string)
+        expect(handle).not.toContain(storeKeyOf(secret as string))
+      }
+    }
+    const phoneHandle = sessions.find((s) => !s.current)?.handle as string
+    const forged = phoneHandle.slice(0, 20) + (phoneHandle[20] === 'A' ? 'B' : 'A') + phoneHandle.slice(21)
+    expect(await h.manager.revoke(forged)).toBe(false)
+    expect(await h.manager.revoke('not a handle')).toBe(false)
+    expect(await h.manager.revoke(phoneHandle, { userId: 'ivan' })).toBe(false)
+    expect(await h.manager.revoke(phoneHandle, { userId: 'hana' })).toBe(true)
+    expect(await h.manager.revoke(phoneHandle)).toBe(false)
+    expect((await phone.json('/state')).body).toMatchObject({ isNew: true, userId: null })
+    expect((await laptop.json('/state')).body).toMatchObject({ userId: 'hana' })
+
+    await phone.request('/login?user=hana')
+    expect(
+      await h.manager.revokeUserSessions('hana', { except: h.manager.handleOf(current) as string }),
+    ).toBe(1)
+    expect((await laptop.json('/state')).body).toMatchObject({ userId: 'hana' })
+    expect((await phone.json('/state')).body).toMatchObject({ userId: null })
+    expect((await other.json('/state')).body).toMatchObject({ userId: 'ivan' })
+  })
+})
