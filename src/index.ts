@@ -10,7 +10,12 @@ export { ConfigError, ConflictError, CsrfError, SessionError, StoreError } from 
 export type { SessionEvent } from './core/events.js'
 export type { CommitResult, RequestFacts, UserSessionInfo } from './core/manager.js'
 export { createSessionManager, SessionManager } from './core/manager.js'
-export type { CookieOptions, ResolvedOptions, SessionManagerOptions } from './core/options.js'
+export type {
+  ClearSiteDataType,
+  CookieOptions,
+  ResolvedOptions,
+  SessionManagerOptions,
+} from './core/options.js'
 export { DEFAULTS } from './core/options.js'
 export type { SessionData } from './core/session.js'
 export { Session } from './core/session.js'

@@ -222,6 +222,27 @@ describe('login, regenerate, logout, destroy', () => {
   })
 })
 
+describe('Clear-Site-Data', () => {
+  test('sent with the logout response only, and only when configured', async () => {
+    h = await harness({ clearSiteDataOnLogout: ['cache', 'storage'] })
+    const client = h.client()
+    const login = await client.request('/login?user=jo')
+    expect(login.headers.get('clear-site-data')).toBeNull()
+    const logout = await client.request('/logout')
+    expect(logout.headers.get('clear-site-data')).toBe('"cache", "storage"')
+    expect(client.cookie).toBeUndefined()
+    const after = await client.request('/state')
+    expect(after.headers.get('clear-site-data')).toBeNull()
+  })
+
+  test('not sent by default', async () => {
+    h = await harness()
+    const client = h.client()
+    await client.request('/login?user=jo')
+    expect((await client.request('/logout')).headers.get('clear-site-data')).toBeNull()
+  })
+})
+
 describe('timeouts through the injected clock', () => {
   test('idle timeout: 30 minutes without a request ends the session', async () => {
     h = await harness()

@@ -40,6 +40,7 @@ export function applyCommitHeaders(res: ServerResponse, result: CommitResult): v
     if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(values))
       res.setHeader('Vary', values ? `${values}, Cookie` : 'Cookie')
   }
+  if (result.clearSiteData !== undefined) res.setHeader('Clear-Site-Data', result.clearSiteData)
 }
 
 /** Answers a request that the adapter itself must fail (store down, conflict, handler crash). */

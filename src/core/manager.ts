@@ -26,6 +26,8 @@ export interface CommitResult {
   readonly setCookie: string | null
   /** The response carries session state: send `Cache-Control: no-store` and `Vary: Cookie`. */
   readonly private: boolean
+  /** A `Clear-Site-Data` value to send (a logout, with `clearSiteDataOnLogout` set), or absent. */
+  readonly clearSiteData?: string
 }
 
 /** One entry of {@link SessionManager.listUserSessions}. */
@@ -148,16 +150,19 @@ export class SessionManager<T extends SessionData = SessionData> {
   async commit(session: Session<T>): Promise<CommitResult> {
     const state = session[STATE]
     const now = this.options.clock.now()
+    let loggedOut = false
     if (state.destroyedKey !== null) {
       await this.options.store.destroy(state.destroyedKey)
       this.emit('destroyed', state.destroyedKey, null)
       state.destroyedKey = null
+      loggedOut = true
     }
     if (state.record === null) {
       if (state.data.size === 0 && state.userId === null) {
-        return state.clearCookie
-          ? { setCookie: serializeClearingCookie(this.options.cookie), private: true }
-          : NOTHING
+        if (!state.clearCookie) return NOTHING
+        const cleared = { setCookie: serializeClearingCookie(this.options.cookie), private: true }
+        const clearSiteData = this.options.clearSiteData
+        return loggedOut && clearSiteData !== null ? { ...cleared, clearSiteData } : cleared
       }
       await this.insert(state, now, false, null)
       this.emit('created', (state.record as SessionRecord | null)?.key ?? null, state.userId)

@@ -111,6 +111,14 @@ describe('resolveOptions', () => {
     refused({ commitTimeoutMs: -1 }, 'commitTimeoutMs')
   })
 
+  test('Clear-Site-Data types are checked and quoted', () => {
+    refused({ clearSiteDataOnLogout: ['everything' as 'cache'] }, 'clearSiteDataOnLogout')
+    expect(resolveOptions({ store, keys }).clearSiteData).toBeNull()
+    expect(resolveOptions({ store, keys, clearSiteDataOnLogout: ['cache', '*'] }).clearSiteData).toBe(
+      '"cache", "*"',
+    )
+  })
+
   test('a store must implement the contract', () => {
     refused({ store: {} as never }, 'store')
   })

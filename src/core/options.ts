@@ -55,7 +55,18 @@ export interface SessionManagerOptions {
    * sessions by a short keyed hash, never by ID. Errors it throws are ignored. Default: none.
    */
   onEvent?: (event: SessionEvent) => void
+  /**
+   * `Clear-Site-Data` types sent with the response that destroys a session (logout), e.g.
+   * `['cache', 'storage']`. `'cookies'` clears every cookie of the site, not only latchkey's. Default `[]`
+   * (no header).
+   */
+  clearSiteDataOnLogout?: readonly ClearSiteDataType[]
 }
+
+/** A directive of the `Clear-Site-Data` response header. */
+export type ClearSiteDataType = 'cache' | 'cookies' | 'storage' | 'executionContexts' | '*'
+
+const CLEAR_SITE_DATA_TYPES: readonly string[] = ['cache', 'cookies', 'storage', 'executionContexts', '*']
 
 /** The default values, frozen. `touchIntervalMs` defaults to a tenth of the idle timeout. */
 export const DEFAULTS = Object.freeze({
@@ -82,6 +93,8 @@ export interface ResolvedOptions {
   readonly touchIntervalMs: number
   readonly commitTimeoutMs: number
   readonly clock: Clock
+  /** The `Clear-Site-Data` header value for logout responses, or `null`. */
+  readonly clearSiteData: string | null
 }
 
 // RFC 6265 token for names; attribute values may not hold separators, spaces or controls either.
@@ -201,7 +214,12 @@ export function resolveOptions(
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
     throw new ConfigError('onEvent', 'must be a function')
   }
+  const clearSiteData = options.clearSiteDataOnLogout ?? []
+  if (!Array.isArray(clearSiteData) || clearSiteData.some((type) => !CLEAR_SITE_DATA_TYPES.includes(type))) {
+    throw new ConfigError('clearSiteDataOnLogout', `must list some of ${CLEAR_SITE_DATA_TYPES.join(', ')}`)
+  }
   return Object.freeze({
+    clearSiteData: clearSiteData.length > 0 ? clearSiteData.map((type) => `"${type}"`).join(', ') : null,
     store,
     keys: resolveKeys(options.keys, env),
     cookie: resolveCookie(options.cookie ?? {}),
