@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, test } from 'vitest'
+import { ManualClock } from '../src/core/clock.js'
 import type { SessionEvent } from '../src/core/events.js'
 import { generateId, storeKeyOf } from '../src/core/id.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
@@ -423,5 +424,35 @@ describe("listing and revoking a user's sessions", () => {
     expect((await laptop.json('/state')).body).toMatchObject({ userId: 'hana' })
     expect((await phone.json('/state')).body).toMatchObject({ userId: null })
     expect((await other.json('/state')).body).toMatchObject({ userId: 'ivan' })
+  })
+})
+
+describe('touch under parallel reads', () => {
+  test('requests in flight together when the touch interval passes touch the session once', async () => {
+    let touches = 0
+    const clock = new ManualClock()
+    const store = new MemoryStore({ clock })
+    const counting = new Proxy(store, {
+      get(target, property, receiver) {
+        const member = Reflect.get(target, property, receiver)
+        if (property !== 'touch' || typeof member !== 'function') return member
+        return (...args: unknown[]) => {
+          touches++
+          return member.apply(target, args)
+        }
+      },
+    })
+    h = await harness({ store: counting, clock })
+    const client = h.client()
+    await client.request('/set?key=a&value=1')
+    h.clock.advance(4 * 60_000)
+    const responses = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        h.client().request('/state?delay=10', { headers: { cookie: `sid=${client.cookie}` } }),
+      ),
+    )
+    expect(responses.map((response) => response.status)).toEqual(Array(20).fill(200))
+    expect(touches).toBe(1)
+    expect((await h.recordOf(client.cookie))?.lastSeenAt).toBe(h.clock.now())
   })
 })

@@ -98,6 +98,8 @@ export class SessionManager<T extends SessionData = SessionData> {
     string,
     { key: string; payload: string; plaintext: string; stale: boolean }
   >()
+  /** When this process last touched each recently touched store key. */
+  private readonly touched = new Map<string, number>()
 
   private readonly onEvent: ((event: SessionEvent) => void) | undefined
 
@@ -189,9 +191,18 @@ export class SessionManager<T extends SessionData = SessionData> {
     return (
       state.rotation === 'none' &&
       !hasChanges(state) &&
-      now - record.lastSeenAt < this.options.touchIntervalMs &&
+      now - this.lastSeen(record) < this.options.touchIntervalMs &&
       now - state.meta.iat < this.options.renewalIntervalMs
     )
+  }
+
+  /**
+   * The record's last activity as far as this process knows: requests that loaded it before another
+   * request of theirs touched it still see the older time, and one touch is enough for all of them.
+   */
+  private lastSeen(record: SessionRecord): number {
+    const touched = this.touched.get(record.key)
+    return touched === undefined || touched < record.lastSeenAt ? record.lastSeenAt : touched
   }
 
   /**
@@ -379,10 +390,14 @@ export class SessionManager<T extends SessionData = SessionData> {
       if (!(await this.write(state, now))) return this.dropped(state)
     } else {
       const record = state.record as SessionRecord
-      if (now - record.lastSeenAt >= this.options.touchIntervalMs) {
+      if (now - this.lastSeen(record) >= this.options.touchIntervalMs) {
         const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, record.absoluteExpiresAt)
         await store.touch(record.key, now, idleExpiresAt)
         state.record = { ...record, lastSeenAt: now, idleExpiresAt }
+        this.touched.delete(record.key)
+        this.touched.set(record.key, now)
+        if (this.touched.size > OPENED_CACHE_SIZE)
+          this.touched.delete(this.touched.keys().next().value as string)
       }
     }
     if (now - state.meta.iat >= this.options.renewalIntervalMs && (await this.renew(state, now))) {
