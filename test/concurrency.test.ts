@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from 'vitest'
 import { createSessionManager } from '../src/index.js'
 import type { MemoryStore } from '../src/stores/memory/index.js'
 import type { AppData } from './support/app.js'
-import { testApp } from './support/app.js'
+import { gatedHooks, testApp } from './support/app.js'
 import type { TestServer } from './support/http.js'
 import { Client, serve } from './support/http.js'
 import type { Harness } from './support/setup.js'
@@ -70,19 +70,8 @@ describe('concurrent requests on one session', () => {
   })
 
   test('a request that loaded the session before a logout cannot write it back', async () => {
-    let release = (): void => {}
-    let loaded = (): void => {}
-    const isLoaded = new Promise<void>((resolve) => {
-      loaded = resolve
-    })
-    h = await harness({
-      hooks: {
-        gate: new Promise<void>((resolve) => {
-          release = resolve
-        }),
-        loaded: () => loaded(),
-      },
-    })
+    const { hooks, isLoaded, release } = gatedHooks()
+    h = await harness({ hooks })
     const client = await signedIn()
     const id = client.cookie as string
     const slow = tab(client)
@@ -106,19 +95,8 @@ describe('concurrent requests on one session', () => {
   })
 
   test('a sign-in stands even if the anonymous session it started from was destroyed meanwhile', async () => {
-    let release = (): void => {}
-    let loaded = (): void => {}
-    const isLoaded = new Promise<void>((resolve) => {
-      loaded = resolve
-    })
-    h = await harness({
-      hooks: {
-        gate: new Promise<void>((resolve) => {
-          release = resolve
-        }),
-        loaded: () => loaded(),
-      },
-    })
+    const { hooks, isLoaded, release } = gatedHooks()
+    h = await harness({ hooks })
     const client = h.client()
     await client.request('/set?key=a&value=1')
     const anonymous = client.cookie as string

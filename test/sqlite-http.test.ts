@@ -10,6 +10,7 @@ import { storeKeyOf } from '../src/core/id.js'
 import { createSessionManager } from '../src/index.js'
 import { SqliteStore } from '../src/stores/sqlite/index.js'
 import type { AppData } from './support/app.js'
+import { gatedHooks } from './support/app.js'
 import type { Harness } from './support/setup.js'
 import { harness } from './support/setup.js'
 
@@ -135,22 +136,8 @@ describe('store failure (SQLite locked by another process)', () => {
   })
 
   test('a commit that fails answers 503 and writes nothing', async () => {
-    let release = (): void => {}
-    let loaded = (): void => {}
-    const isLoaded = new Promise<void>((resolve) => {
-      loaded = resolve
-    })
-    h = await sqliteHarness(
-      {
-        hooks: {
-          gate: new Promise<void>((resolve) => {
-            release = resolve
-          }),
-          loaded: () => loaded(),
-        },
-      },
-      50,
-    )
+    const { hooks, isLoaded, release } = gatedHooks()
+    h = await sqliteHarness({ hooks }, 50)
     const client = h.client()
     await client.request('/set?key=a&value=1')
     const pending = client.request('/slow-set?key=a&value=2')

@@ -76,3 +76,16 @@ export function testApp(hooks: AppHooks = {}) {
     }
   }
 }
+
+/** Hooks that hold a request after it loaded its session: `await isLoaded`, act, then `release()`. */
+export function gatedHooks(): { hooks: AppHooks; isLoaded: Promise<void>; release(): void } {
+  let release = (): void => {}
+  let loaded = (): void => {}
+  const isLoaded = new Promise<void>((resolve) => {
+    loaded = resolve
+  })
+  const gate = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  return { hooks: { gate, loaded: () => loaded() }, isLoaded, release: () => release() }
+}
