@@ -56,8 +56,15 @@ const PRIVATE: CommitResult = Object.freeze({ setCookie: null, private: true })
 const MAX_USER_AGENT = 256
 const CREATE_ATTEMPTS = 4
 const HANDLE_CONTEXT = 'latchkey/handle'
-/** Decrypted payloads kept per process (see `remember`): enough for the sessions active at once. */
-const OPENED_CACHE_SIZE = 4096
+/** Sessions a process keeps small facts about (decrypted payloads, last touch): enough for those active at once. */
+const RECENT_SESSIONS = 4096
+
+/** Sets `key` in an insertion-ordered map kept to {@link RECENT_SESSIONS} entries, dropping the oldest. */
+function keepRecent<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key)
+  map.set(key, value)
+  if (map.size > RECENT_SESSIONS) map.delete(map.keys().next().value as string)
+}
 
 function parsePayload(text: string): { data: Map<string, unknown>; meta: SessionMeta } | null {
   let parsed: unknown
@@ -359,9 +366,7 @@ export class SessionManager<T extends SessionData = SessionData> {
    * parsed afresh each time, so no request can see another's in-place changes.
    */
   private remember(id: string, key: string, payload: string, plaintext: string, stale: boolean): void {
-    this.opened.delete(id)
-    this.opened.set(id, { key, payload, plaintext, stale })
-    if (this.opened.size > OPENED_CACHE_SIZE) this.opened.delete(this.opened.keys().next().value as string)
+    keepRecent(this.opened, id, { key, payload, plaintext, stale })
   }
 
   /** Seals the session's data for `key`, remembering the plaintext for the next read. */
@@ -394,10 +399,7 @@ export class SessionManager<T extends SessionData = SessionData> {
         const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, record.absoluteExpiresAt)
         await store.touch(record.key, now, idleExpiresAt)
         state.record = { ...record, lastSeenAt: now, idleExpiresAt }
-        this.touched.delete(record.key)
-        this.touched.set(record.key, now)
-        if (this.touched.size > OPENED_CACHE_SIZE)
-          this.touched.delete(this.touched.keys().next().value as string)
+        keepRecent(this.touched, record.key, now)
       }
     }
     if (now - state.meta.iat >= this.options.renewalIntervalMs && (await this.renew(state, now))) {
