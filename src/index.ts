@@ -6,7 +6,14 @@
 export type { Clock } from './core/clock.js'
 export { ManualClock, systemClock } from './core/clock.js'
 export { generateKey } from './core/crypto.js'
-export { ConfigError, ConflictError, CsrfError, SessionError, StoreError } from './core/errors.js'
+export {
+  ConfigError,
+  ConflictError,
+  CsrfError,
+  isUnavailableError,
+  SessionError,
+  StoreError,
+} from './core/errors.js'
 export type { SessionEvent } from './core/events.js'
 export type { CommitResult, RequestFacts, UserSessionInfo } from './core/manager.js'
 export { createSessionManager, SessionManager } from './core/manager.js'

@@ -61,7 +61,29 @@ export class ConflictError extends SessionError {
   }
 }
 
-/** Wraps any backend failure as a `StoreError`, leaving one that already is untouched. */
+/** The codes of errors that mean "try again shortly" (503), not "the application is broken" (500). */
+const UNAVAILABLE_CODES: ReadonlySet<unknown> = new Set(['ERR_LATCHKEY_STORE', 'ERR_LATCHKEY_CONFLICT'])
+
+/** The `code` of an error-like value, or `undefined`. Never throws, whatever it is handed. */
+function codeOf(error: unknown): unknown {
+  try {
+    return typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * True for a store failure or a lasting write conflict: the request should be answered 503. Decided
+ * by the error's `code`, so an error from another installed copy of latchkey counts the same.
+ */
+export function isUnavailableError(error: unknown): boolean {
+  return UNAVAILABLE_CODES.has(codeOf(error))
+}
+
+/** Wraps any backend failure as a `StoreError`, leaving one that already is (by class or by code) untouched. */
 export function toStoreError(store: string, operation: string, cause: unknown): StoreError {
-  return cause instanceof StoreError ? cause : new StoreError(store, operation, cause)
+  if (cause instanceof StoreError) return cause
+  if (codeOf(cause) === 'ERR_LATCHKEY_STORE') return cause as StoreError
+  return new StoreError(store, operation, cause)
 }
