@@ -8,8 +8,8 @@
  */
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
+import { inspect } from 'node:util'
 import { ManualClock } from '../core/clock.js'
-import { StoreError } from '../core/errors.js'
 import {
   expiresAt,
   isClosableStore,
@@ -31,10 +31,34 @@ export interface StoreConformanceOptions<S extends SessionStore = SessionStore> 
   /** Releases a store after a scenario. Default: `close()` if the store is closable. */
   disposeStore?(store: S): Promise<void>
   /**
-   * A store whose backend is down (server stopped, directory missing, ...). When omitted, the
-   * "backend down" scenario is reported as skipped.
+   * A store whose backend is down (server stopped, port closed, directory missing, database closed
+   * underneath it, ...), so that its real failure path runs. The "backend down" scenario calls every
+   * contract method and every optional capability the store has on it, and each must return a
+   * promise (not throw synchronously) that rejects with a `StoreError`: `code` `'ERR_LATCHKEY_STORE'`
+   * (checked by code, so a `StoreError` from another installed copy of latchkey counts the same),
+   * `operation` naming the method, a non-empty `store` and the backend's error kept as `cause`.
+   *
+   * Give it: a store whose failures cannot be checked should not pass. When it is omitted,
+   * {@link defineStoreConformance} registers the scenario as skipped (with a name saying why), and
+   * under `CI=true` as a test that fails, naming the store and saying what to provide. Run directly,
+   * `storeScenarios['backend down rejects with StoreError']` rejects without it.
    */
   createUnavailableStore?(clock: ManualClock): S | Promise<S>
+  /**
+   * Optional: a store whose backend is down until `restore()` is called (a directory created later,
+   * a server started later). The "recovers when the backend is back" scenario checks that a create
+   * while down rejects with a `StoreError` and did not happen, and that after `restore()` a create/get
+   * round trip works on the same store object. When omitted, that scenario is skipped (also under CI).
+   */
+  createRecoveringStore?(clock: ManualClock): RecoveringStore<S> | Promise<RecoveringStore<S>>
+}
+
+/** What {@link StoreConformanceOptions.createRecoveringStore} returns. */
+export interface RecoveringStore<S extends SessionStore = SessionStore> {
+  /** A store whose backend is down until {@link restore} is called. */
+  store: S
+  /** Brings the backend back (creates the directory, starts the server). */
+  restore(): Promise<void> | void
 }
 
 /** One scenario of the suite: resolves when the store conforms, rejects with an assertion error otherwise. */
@@ -168,6 +192,126 @@ function prng(seed: number): () => number {
 }
 
 const BACKEND_DOWN = 'backend down rejects with StoreError'
+const RECOVERS = 'recovers when the backend is back'
+/** The `code` of every `StoreError`, whichever copy of latchkey built it. */
+const STORE_ERROR_CODE = 'ERR_LATCHKEY_STORE'
+
+/** Why the "backend down" scenario cannot run for the store called `name`, and what to provide. */
+function missingUnavailableStore(name: string): string {
+  return (
+    `${name}: no createUnavailableStore was given, so the conformance suite cannot check how the store ` +
+    `fails. Provide createUnavailableStore(clock) returning a ${name} whose backend is down (server ` +
+    'stopped, directory missing, database closed underneath it). defineStoreConformance skips this ' +
+    'scenario without it, and fails it under CI=true.'
+  )
+}
+
+/** A short, never-throwing description of any value, for assertion messages. */
+function show(value: unknown): string {
+  try {
+    const text = inspect(value, { depth: 1, breakLength: Number.POSITIVE_INFINITY })
+    return text.length > 300 ? `${text.slice(0, 300)}...` : text
+  } catch {
+    return Object.prototype.toString.call(value)
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  )
+}
+
+/**
+ * Asserts that `error` is a store error for `operation`: `code` {@link STORE_ERROR_CODE} (by code, not
+ * `instanceof`, so a `StoreError` from another installed copy of latchkey is judged the same), the
+ * method as `operation`, a non-empty `store` and a kept `cause`.
+ */
+function assertStoreError(error: unknown, operation: string, when: string): void {
+  const what = `${operation} ${when}`
+  assert.ok(
+    typeof error === 'object' && error !== null,
+    `${what} must reject with a StoreError, got ${show(error)}`,
+  )
+  const fields = error as { code?: unknown; operation?: unknown; store?: unknown; cause?: unknown }
+  assert.equal(
+    fields.code,
+    STORE_ERROR_CODE,
+    `${what} must reject with a StoreError (code ${STORE_ERROR_CODE}), got ${show(error)}`,
+  )
+  assert.equal(fields.operation, operation, `${what}: StoreError.operation must name the method`)
+  assert.ok(
+    typeof fields.store === 'string' && fields.store.length > 0,
+    `${what}: StoreError.store must name the store, got ${show(fields.store)}`,
+  )
+  assert.notEqual(
+    fields.cause,
+    undefined,
+    `${what}: StoreError.cause must keep the backend's error, got undefined`,
+  )
+}
+
+/**
+ * Calls `call` (one store method) and asserts it returns a promise, without throwing synchronously,
+ * and that the promise rejects with a store error for `operation` (see {@link assertStoreError}).
+ */
+async function assertRejectsWithStoreError(
+  operation: string,
+  call: () => unknown,
+  when: string,
+): Promise<void> {
+  let pending: unknown
+  try {
+    pending = call()
+  } catch (error) {
+    assert.fail(
+      `${operation} ${when} threw synchronously (${show(error)}); it must return a promise that rejects with a StoreError`,
+    )
+  }
+  assert.ok(isThenable(pending), `${operation} ${when} must return a promise, got ${show(pending)}`)
+  const outcome = await Promise.resolve(pending).then(
+    (value) => ({ rejected: false as const, value }),
+    (error: unknown) => ({ rejected: true as const, error }),
+  )
+  if (!outcome.rejected) {
+    assert.fail(`${operation} ${when} resolved ${show(outcome.value)}; it must reject with a StoreError`)
+  }
+  assertStoreError(outcome.error, operation, when)
+}
+
+/**
+ * One call of every contract method and of every optional capability `store` has (but `close`, and
+ * `schemaSql`, which needs no backend), by name. `record` is used for update and touch; `list` is
+ * iterated to the end.
+ */
+function everyMethod(
+  store: SessionStore,
+  clock: ManualClock,
+  record: SessionRecord,
+): Array<[operation: string, call: () => unknown]> {
+  const user = record.userId ?? 'alice'
+  const calls: Array<[string, () => unknown]> = [
+    ['get', () => store.get(record.key)],
+    ['create', () => store.create(makeRecord(clock, { userId: record.userId }))],
+    ['update', () => store.update(nextVersion(record, clock), record.version)],
+    ['touch', () => store.touch(record.key, clock.now(), clock.now() + IDLE_MS)],
+    ['destroy', () => store.destroy(record.key)],
+  ]
+  if (isUserIndexedStore(store)) {
+    calls.push(
+      ['listByUser', () => store.listByUser(user)],
+      ['destroyByUser', () => store.destroyByUser(user)],
+    )
+  }
+  if (isPrunableStore(store)) calls.push(['prune', () => store.prune()])
+  if (isCountableStore(store)) calls.push(['count', () => store.count()])
+  // `list()` may fail when called or when iterated: both reach a `for await` caller as a rejection.
+  if (isListableStore(store)) calls.push(['list', async () => collect(store.list())])
+  if (isMigratableStore(store)) calls.push(['migrate', () => store.migrate()])
+  return calls
+}
 
 /** Every scenario of the contract, by name. Each builds its own stores and disposes them. */
 export const storeScenarios: Record<string, StoreScenario> = {
@@ -634,25 +778,8 @@ export const storeScenarios: Record<string, StoreScenario> = {
       closed = true
       assert.ok(timeoutCount() <= timersBefore, 'close must clear every timer the store started')
 
-      const calls: Array<[string, () => Promise<unknown>]> = [
-        ['get', () => store.get(record.key)],
-        ['create', () => store.create(makeRecord(clock))],
-        ['update', () => store.update(nextVersion(record, clock), 1)],
-        ['touch', () => store.touch(record.key, clock.now(), clock.now() + IDLE_MS)],
-        ['destroy', () => store.destroy(record.key)],
-      ]
-      if (isUserIndexedStore(store)) {
-        calls.push(
-          ['listByUser', () => store.listByUser('alice')],
-          ['destroyByUser', () => store.destroyByUser('alice')],
-        )
-      }
-      if (isPrunableStore(store)) calls.push(['prune', () => store.prune()])
-      if (isCountableStore(store)) calls.push(['count', () => store.count()])
-      if (isListableStore(store)) calls.push(['list', () => collect(store.list())])
-      if (isMigratableStore(store)) calls.push(['migrate', () => store.migrate()])
-      for (const [operation, call] of calls) {
-        await assert.rejects(call, StoreError, `${operation} after close must reject with StoreError`)
+      for (const [operation, call] of everyMethod(store, clock, record)) {
+        await assertRejectsWithStoreError(operation, call, 'after close')
       }
     } finally {
       // A store closed here is disposed only by a custom disposeStore (which may also remove files).
@@ -661,29 +788,39 @@ export const storeScenarios: Record<string, StoreScenario> = {
   },
 
   async [BACKEND_DOWN](options) {
-    if (!options.createUnavailableStore) return
+    // Not a silent pass: a store whose failures cannot be checked does not conform.
+    if (!options.createUnavailableStore) assert.fail(missingUnavailableStore(options.name))
     const clock = new ManualClock()
     const store = await options.createUnavailableStore(clock)
     try {
-      const record = makeRecord(clock)
-      const calls: Array<[string, () => Promise<unknown>]> = [
-        ['get', () => store.get(record.key)],
-        ['create', () => store.create(record)],
-        ['update', () => store.update(nextVersion(record, clock), 1)],
-        ['touch', () => store.touch(record.key, clock.now(), clock.now() + IDLE_MS)],
-        ['destroy', () => store.destroy(record.key)],
-      ]
-      for (const [operation, call] of calls) {
-        await assert.rejects(call, (error: unknown) => {
-          assert.ok(
-            error instanceof StoreError,
-            `${operation} must reject with a StoreError, got ${String(error)}`,
-          )
-          assert.equal(error.operation, operation, 'StoreError.operation must name the method')
-          assert.ok(error.store.length > 0, 'StoreError.store must name the store')
-          return true
-        })
+      const record = makeRecord(clock, { userId: 'alice' })
+      for (const [operation, call] of everyMethod(store, clock, record)) {
+        await assertRejectsWithStoreError(operation, call, 'with the backend down')
       }
+    } finally {
+      await dispose(options, store)
+    }
+  },
+
+  async [RECOVERS](options) {
+    // Optional: without the factory there is nothing to run (defineStoreConformance reports a skip).
+    if (!options.createRecoveringStore) return
+    const clock = new ManualClock()
+    const { store, restore } = await options.createRecoveringStore(clock)
+    try {
+      const lost = makeRecord(clock, { userId: 'alice' })
+      await assertRejectsWithStoreError('create', () => store.create(lost), 'before restore()')
+      await assertRejectsWithStoreError('get', () => store.get(lost.key), 'before restore()')
+      await restore()
+      await assertGone(store, lost.key, 'a create that rejected must not have happened')
+      const record = makeRecord(clock, { userId: 'alice', payload: nastyPayload() })
+      await mustCreate(store, record)
+      assert.deepStrictEqual(
+        { ...(await store.get(record.key)) },
+        record,
+        'after restore() the store must work again',
+      )
+      assert.equal(await store.create(lost), true, 'the create that failed while down can be retried')
     } finally {
       await dispose(options, store)
     }
@@ -788,8 +925,15 @@ async function assertExpired(store: SessionStore, clock: ManualClock, record: Se
 
 /**
  * Registers every scenario of {@link storeScenarios} as a test under `describe(`${name} conformance`)`.
- * A scenario that cannot run (no `createUnavailableStore`) goes through `runner.test.skip` when the
- * runner has it, else it is registered as a test that passes without doing anything.
+ *
+ * Without `createUnavailableStore`, the "backend down" scenario cannot run, and a store whose
+ * failures cannot be checked must not pass unnoticed: when `process.env.CI === 'true'` it is
+ * registered as a test that fails with a message naming the store and saying what to provide;
+ * otherwise it is skipped visibly, as `backend down rejects with StoreError (skipped: no
+ * createUnavailableStore given; fails under CI=true)`. Without `createRecoveringStore` (optional),
+ * "recovers when the backend is back" is skipped the same way, also under CI. A skip goes through
+ * `runner.test.skip` when the runner has it, else through `runner.test` with the same name and a body
+ * that does nothing.
  *
  * @example
  * import { describe, test } from 'vitest'
@@ -799,12 +943,27 @@ export function defineStoreConformance<S extends SessionStore>(
   runner: ConformanceRunner,
   options: StoreConformanceOptions<S>,
 ): void {
+  const inCi = process.env.CI === 'true'
+  const skip = (name: string, reason: string) => {
+    const skipped = `${name} (skipped: ${reason})`
+    if (runner.test.skip) runner.test.skip(skipped, async () => {})
+    else runner.test(skipped, async () => {})
+  }
   runner.describe(`${options.name} conformance`, () => {
     for (const [name, scenario] of Object.entries(storeScenarios)) {
-      const runnable = name !== BACKEND_DOWN || options.createUnavailableStore !== undefined
-      if (runnable) runner.test(name, () => scenario(options))
-      else if (runner.test.skip) runner.test.skip(name, async () => {})
-      else runner.test(name, async () => {})
+      if (name === BACKEND_DOWN && !options.createUnavailableStore) {
+        if (inCi) {
+          runner.test(name, async () => {
+            assert.fail(`${missingUnavailableStore(options.name)} (CI=true: not skipped)`)
+          })
+        } else {
+          skip(name, 'no createUnavailableStore given; fails under CI=true')
+        }
+      } else if (name === RECOVERS && !options.createRecoveringStore) {
+        skip(name, 'no createRecoveringStore given')
+      } else {
+        runner.test(name, () => scenario(options))
+      }
     }
   })
 }

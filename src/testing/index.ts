@@ -8,6 +8,7 @@ export {
   type ConformanceTestFunction,
   defineStoreConformance,
   makeRecord,
+  type RecoveringStore,
   randomStoreKey,
   type StoreConformanceOptions,
   type StoreScenario,

@@ -14,18 +14,47 @@ let files = 0
 const freshPath = () => join(dir, `store-${++files}.db`)
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
+/**
+ * A `:memory:` store whose database is closed underneath it after it opened: every statement then
+ * fails in better-sqlite3 itself ("The database connection is not open"), so the store's real
+ * driver-failure path runs, not its own "closed" check. A `:memory:` database cannot be reached from
+ * outside the store, hence the one look at its private handle.
+ */
+async function closedUnderneath(clock: ManualClock): Promise<SqliteStore> {
+  const store = new SqliteStore({ path: ':memory:', clock })
+  await store.migrate()
+  const db = (store as unknown as { db?: unknown }).db
+  if (!(db instanceof Database) || !db.open) {
+    throw new Error('SqliteStore no longer keeps its open database in `db`: update closedUnderneath()')
+  }
+  db.close()
+  return store
+}
+
 defineStoreConformance(
   { describe, test },
   {
     name: 'SqliteStore',
     createStore: (clock) => new SqliteStore({ path: freshPath(), clock }),
     createUnavailableStore: (clock) => new SqliteStore({ path: join(dir, 'missing', 'sessions.db'), clock }),
+    // Down until its directory exists: the store never creates directories and retries the open.
+    createRecoveringStore(clock) {
+      const parent = join(dir, `later-${++files}`)
+      return {
+        store: new SqliteStore({ path: join(parent, 'sessions.db'), clock }),
+        restore: () => mkdirSync(parent),
+      }
+    },
   },
 )
 
 defineStoreConformance(
   { describe, test },
-  { name: 'SqliteStore in memory', createStore: (clock) => new SqliteStore({ path: ':memory:', clock }) },
+  {
+    name: 'SqliteStore in memory',
+    createStore: (clock) => new SqliteStore({ path: ':memory:', clock }),
+    createUnavailableStore: closedUnderneath,
+  },
 )
 
 /** A second connection to the store's file, for looking at what the store wrote. */
