@@ -1,16 +1,47 @@
+/**
+ * The session lifecycle: load, commit, rotate, end.
+ *
+ * ## The rule for rotations and ends
+ *
+ * To the core, a store key is in one of three states: **live** (its payload holds the session),
+ * **forwarder** (its payload holds only the ID that replaced it at a renewal), or **ended** (missing,
+ * expired, tombstoned, or holding the empty ended payload). Every change of state is one
+ * compare-and-set (CAS) on the record, from the version last seen:
+ *
+ * - live -> live: a write.
+ * - live -> forwarder: a renewal. The successor is created first; the CAS on the old record is the
+ *   moment of the renewal. If it fails, the successor (whose ID nobody has seen) is destroyed.
+ *   A forwarder's absolute deadline is its renewal time plus `renewalGraceMs`: stores expire a record
+ *   at the earlier of its deadlines and never move the absolute one on a touch, so nothing can keep a
+ *   forwarder alive longer. A forwarder is never written again, only destroyed.
+ * - live -> ended: logout, revoke, expiry, and the retirement of the old ID at `login`/`regenerate`.
+ *   A CAS to the ended payload (with the user cleared, so it leaves the user index), then the store's
+ *   tombstone. When the CAS fails the record is read again: a newer live version is ended in its turn
+ *   (a login or regenerate first replays its own changes on it into the new record, so an
+ *   acknowledged write is carried over, never lost); a forwarder has its successor ended, then is
+ *   destroyed; an ended record means someone else ended it first.
+ *
+ * Therefore an end is never undone: once the ended payload or the tombstone is written no CAS from an
+ * older version succeeds and no create takes the key, and every rotation that began from the old
+ * record learns of the end through its own CAS. A `login` whose old session ended meanwhile still
+ * stands (the user proved who they are in that request, and a login starts a new lineage); a renewal
+ * or a `regenerate` of an ended session is discarded.
+ */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { CookieReading } from './cookie.js'
 import { readSessionCookie, serializeClearingCookie, serializeSessionCookie } from './cookie.js'
 import { Keyring, randomToken } from './crypto.js'
 import { ConfigError, ConflictError, SessionError } from './errors.js'
 import type { SessionEvent } from './events.js'
+import { GuardedStore } from './guarded-store.js'
 import { generateId, storeKeyOf } from './id.js'
 import type { ResolvedOptions, SessionManagerOptions } from './options.js'
 import { resolveOptions } from './options.js'
+import { ENDED_PAYLOAD, parsePayload, serializePayload } from './payload.js'
 import type { SessionData, SessionMeta, SessionState } from './session.js'
-import { applyChange, Session, STATE } from './session.js'
+import { applyChange, MAX_USER_ID_LENGTH, Session, STATE } from './session.js'
 import type { SessionRecord } from './store.js'
-import { expiresAt, isClosableStore, isUserIndexedStore } from './store.js'
+import { expiresAt } from './store.js'
 
 /** What an adapter reads off the request for the core. */
 export interface RequestFacts {
@@ -51,11 +82,33 @@ interface Loaded {
   readonly stale: boolean
 }
 
+/** How {@link SessionManager.end} proceeds when the record it ends has moved on. */
+interface EndOptions {
+  /** Follow a forwarder to its successor and end that too (logout, revoke, rotation); not for expiry. */
+  readonly follow: boolean
+  /** The record is known not to be a forwarder (it was loaded as a live session). */
+  readonly live: boolean
+  /** Called with each newer live version found before it is ended (a rotation replays into its new record). */
+  readonly replay?: (fresh: Loaded) => Promise<void>
+  /**
+   * The signed-in session's user and lineage (logout): when the trail of records ends before a live
+   * one (a `regenerate` retired it, or a forwarder's grace window passed), the session's other records
+   * are found through the user index.
+   */
+  readonly lineage?: { readonly userId: string; readonly lid: string } | undefined
+}
+
 const NOTHING: CommitResult = Object.freeze({ setCookie: null, private: false })
 const PRIVATE: CommitResult = Object.freeze({ setCookie: null, private: true })
 const MAX_USER_AGENT = 256
 const CREATE_ATTEMPTS = 4
-const HANDLE_CONTEXT = 'latchkey/handle'
+const HANDLE_CONTEXT = 'latchkey/handle/v2'
+const LINEAGE_BYTES = 16
+/**
+ * The longest handle a user ID of {@link MAX_USER_ID_LENGTH} can give: JSON escapes a code unit into
+ * at most 6 bytes; the lineage, brackets, quotes, nonce, tag, base64url and key id add the rest.
+ */
+const MAX_HANDLE_LENGTH = 9 + Math.ceil(((12 + 16 + 6 * MAX_USER_ID_LENGTH + 64) * 4) / 3)
 /** Sessions a process keeps small facts about (decrypted payloads, last touch): enough for those active at once. */
 const RECENT_SESSIONS = 4096
 
@@ -66,30 +119,14 @@ function keepRecent<V>(map: Map<string, V>, key: string, value: V): void {
   if (map.size > RECENT_SESSIONS) map.delete(map.keys().next().value as string)
 }
 
-function parsePayload(text: string): { data: Map<string, unknown>; meta: SessionMeta } | null {
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(text)
-  } catch {
-    return null
-  }
-  if (!parsed || typeof parsed !== 'object') return null
-  const { d, m } = parsed as { d?: unknown; m?: unknown }
-  if (!d || typeof d !== 'object' || Array.isArray(d) || !m || typeof m !== 'object') return null
-  const meta = m as Partial<SessionMeta>
-  if (typeof meta.csrf !== 'string' || typeof meta.iat !== 'number') return null
-  if (meta.ua !== undefined && typeof meta.ua !== 'string') return null
-  if (meta.next !== undefined && typeof meta.next !== 'string') return null
-  return { data: new Map(Object.entries(d)), meta: meta as SessionMeta }
-}
-
 /** The payload must be written: data changed, the user changed, a retired key sealed it, or it lacks a CSRF secret. */
 function hasChanges(state: SessionState): boolean {
   return state.changes.length > 0 || state.userChanged || state.reseal || state.meta.csrf === ''
 }
 
-function serializePayload(data: Map<string, unknown>, meta: SessionMeta): string {
-  return JSON.stringify({ d: Object.fromEntries(data), m: meta })
+/** The record as an end writes it: next version, no user (out of the user index), the ended payload. */
+function endedRecord(record: SessionRecord): SessionRecord {
+  return { ...record, version: record.version + 1, userId: null, payload: ENDED_PAYLOAD }
 }
 
 /**
@@ -100,6 +137,9 @@ export class SessionManager<T extends SessionData = SessionData> {
   /** The options after defaults and validation. */
   readonly options: ResolvedOptions
   private readonly keyring: Keyring
+  /** The store; every failure of it, whatever it rejects with, surfaces as a `StoreError`. */
+  private readonly store: GuardedStore
+  private readonly cleared: CommitResult
   private readonly queues = new Map<string, Promise<unknown>>()
   private readonly opened = new Map<
     string,
@@ -113,6 +153,8 @@ export class SessionManager<T extends SessionData = SessionData> {
   constructor(options: SessionManagerOptions) {
     this.options = resolveOptions(options)
     this.keyring = new Keyring(this.options.keys)
+    this.store = new GuardedStore(this.options.store)
+    this.cleared = Object.freeze({ setCookie: serializeClearingCookie(this.options.cookie), private: true })
     this.onEvent = options.onEvent
   }
 
@@ -159,23 +201,24 @@ export class SessionManager<T extends SessionData = SessionData> {
   async commit(session: Session<T>): Promise<CommitResult> {
     const state = session[STATE]
     const now = this.options.clock.now()
-    let loggedOut = false
-    if (state.destroyedKey !== null) {
-      await this.options.store.destroy(state.destroyedKey)
-      this.emit('destroyed', state.destroyedKey, null)
-      state.destroyedKey = null
-      loggedOut = true
+    const destroyed = state.destroyed
+    if (destroyed !== null) {
+      state.destroyed = null
+      const { record, lineage } = destroyed
+      const userId = record.userId
+      const options: EndOptions = {
+        follow: true,
+        live: true,
+        lineage: userId === null ? undefined : { userId, lid: lineage },
+      }
+      if (await this.serial(record.key, () => this.end(record, options))) {
+        this.emit('destroyed', record.key, userId)
+      }
     }
     if (state.record === null) {
-      if (state.data.size === 0 && state.userId === null) {
-        if (!state.clearCookie) return NOTHING
-        const cleared = { setCookie: serializeClearingCookie(this.options.cookie), private: true }
-        const clearSiteData = this.options.clearSiteData
-        return loggedOut && clearSiteData !== null ? { ...cleared, clearSiteData } : cleared
-      }
-      await this.insert(state, now, false, null)
-      this.emit('created', (state.record as SessionRecord | null)?.key ?? null, state.userId)
-      return this.issued(state, now)
+      const result = await this.commitNew(state, now)
+      const clearSiteData = this.options.clearSiteData
+      return state.loggedOut && clearSiteData !== null ? { ...result, clearSiteData } : result
     }
     return (
       this.commitIfQuiet(session, now) ?? this.serial(state.record.key, () => this.commitStored(state, now))
@@ -189,7 +232,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   commitIfQuiet(session: Session<T>, now = this.options.clock.now()): CommitResult | null {
     const state = session[STATE]
     const record = state.record
-    if (record === null || state.destroyedKey !== null || !this.isQuiet(state, record, now)) return null
+    if (record === null || state.destroyed !== null || !this.isQuiet(state, record, now)) return null
     return state.reissueCookie ? this.issued(state, now) : PRIVATE
   }
 
@@ -217,78 +260,111 @@ export class SessionManager<T extends SessionData = SessionData> {
    * session as `current` to have it marked. Needs a store with a user index.
    */
   async listUserSessions(userId: string, options: { current?: Session<T> } = {}): Promise<UserSessionInfo[]> {
-    const store = this.options.store
-    if (!isUserIndexedStore(store)) throw new ConfigError('store', 'this store cannot list sessions by user')
-    const currentKey = options.current?.[STATE].record?.key
-    const sessions: UserSessionInfo[] = []
-    for (const record of await store.listByUser(userId)) {
-      if (record.userId !== userId) continue
-      const opened = this.keyring.open(record.payload, record.key)
-      const payload = opened && parsePayload(opened.plaintext)
-      if (!payload || payload.meta.next !== undefined) continue
-      sessions.push({
-        handle: this.handle(record.key, userId),
+    const current = options.current?.[STATE]
+    const currentLineage = current?.record ? current.meta.lid : undefined
+    const now = this.options.clock.now()
+    const byLineage = new Map<string, UserSessionInfo>()
+    for (const { record, meta } of await this.userSessions(userId)) {
+      if (meta.next !== undefined || this.isExpired(record, now)) continue
+      const known = byLineage.get(meta.lid)
+      // Mid-rotation a session can briefly show under two keys: list it once, by its latest activity.
+      if (known && known.lastSeenAt >= record.lastSeenAt) continue
+      byLineage.set(meta.lid, {
+        handle: this.handle(userId, meta.lid),
         createdAt: record.createdAt,
         lastSeenAt: record.lastSeenAt,
-        userAgent: payload.meta.ua ?? null,
-        current: record.key === currentKey,
+        userAgent: meta.ua ?? null,
+        current: meta.lid === currentLineage,
       })
     }
-    return sessions.sort((a, b) => b.lastSeenAt - a.lastSeenAt)
+    return [...byLineage.values()].sort((a, b) => b.lastSeenAt - a.lastSeenAt)
   }
 
   /**
-   * Ends the session named by `handle` (from {@link listUserSessions}). With `userId`, only if the
-   * session belongs to that user. Resolves `false` for a forged, garbled or stale handle.
+   * Ends the session named by `handle` (from {@link listUserSessions} or {@link handleOf}), whatever ID
+   * rotations happened since the handle was made. With `userId`, only if the session belongs to that
+   * user. Resolves `true` only when this call ended a live session; `false` for a forged, garbled or
+   * stale handle, or a session already ended. Needs a store with a user index.
    */
   async revoke(handle: string, options: { userId?: string } = {}): Promise<boolean> {
     const target = this.openHandle(handle)
     if (!target || (options.userId !== undefined && options.userId !== target.userId)) return false
-    const record = await this.options.store.get(target.key)
-    if (!record || record.userId !== target.userId) return false
-    await this.options.store.destroy(target.key)
-    this.emit('revoked', target.key, target.userId)
-    return true
+    const ended = await this.endLineage(target.userId, target.lineage)
+    if (ended) this.emit('revoked', null, target.userId)
+    return ended
   }
 
-  /** Ends every session of `userId` ("sign out everywhere"), but the one named by `except`. Resolves the count. */
+  /**
+   * Ends every session of `userId` ("sign out everywhere"), but the one whose handle is `except`.
+   * Resolves how many sessions this call ended. Needs a store with a user index.
+   */
   async revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<number> {
-    const store = this.options.store
-    if (!isUserIndexedStore(store)) throw new ConfigError('store', 'this store cannot list sessions by user')
-    const except = options.except === undefined ? undefined : this.openHandle(options.except)
-    const count = await store.destroyByUser(
-      userId,
-      except && except.userId === userId ? except.key : undefined,
-    )
-    this.emit('revoked', null, userId, `${count} sessions`)
-    return count
+    const except = options.except === undefined ? null : this.openHandle(options.except)
+    const keep = except?.userId === userId ? except.lineage : null
+    const ended = new Set<string>()
+    for (const { record, meta } of await this.userSessions(userId)) {
+      if (meta.lid === keep) continue
+      if (await this.end(record, { follow: true, live: meta.next === undefined })) ended.add(meta.lid)
+    }
+    this.emit('revoked', null, userId, `${ended.size} sessions`)
+    return ended.size
   }
 
-  /** The handle of a session, as {@link listUserSessions} would give it; `null` for an anonymous one. */
+  /** The handle of a stored, signed-in session, as {@link listUserSessions} would give it; else `null`. */
   handleOf(session: Session<T>): string | null {
     const state = session[STATE]
-    if (!state.record || state.userId === null) return null
-    return this.handle(state.record.key, state.userId)
-  }
-
-  /** A handle names a session to its owner: its store key and user, sealed with the handle subkey. */
-  private handle(key: string, userId: string): string {
-    return this.keyring.sealHandle(JSON.stringify([key, userId]), HANDLE_CONTEXT)
+    if (!state.record || state.userId === null || state.meta.lid === '') return null
+    return this.handle(state.userId, state.meta.lid)
   }
 
   /** Closes the store (if it holds resources). */
   async close(): Promise<void> {
-    const store = this.options.store
-    if (isClosableStore(store)) await store.close()
+    await this.store.close()
   }
 
-  private openHandle(handle: string): { key: string; userId: string } | null {
-    if (typeof handle !== 'string' || handle.length > 1024) return null
+  /** Ends every record of the session `lineage` of `userId`; resolves whether one of them was live. */
+  private async endLineage(userId: string, lineage: string): Promise<boolean> {
+    let ended = false
+    for (const { record, meta } of await this.userSessions(userId)) {
+      if (meta.lid !== lineage) continue
+      if (await this.end(record, { follow: true, live: meta.next === undefined })) ended = true
+    }
+    return ended
+  }
+
+  /** The records of `userId` that open (live sessions and forwarders), with their metadata. */
+  private async userSessions(userId: string): Promise<{ record: SessionRecord; meta: SessionMeta }[]> {
+    if (!this.store.indexed) throw new ConfigError('store', 'this store cannot list sessions by user')
+    const out: { record: SessionRecord; meta: SessionMeta }[] = []
+    for (const record of await this.store.listByUser(userId)) {
+      if (record.userId !== userId) continue
+      const loaded = this.openRecord(record, null)
+      if (loaded) out.push({ record, meta: loaded.meta })
+    }
+    return out
+  }
+
+  /**
+   * A handle names a session to its owner: its user and lineage (kept through renewal and
+   * `regenerate`), sealed with the handle subkey. Neither the ID nor the store key is in it.
+   */
+  private handle(userId: string, lineage: string): string {
+    return this.keyring.sealHandle(JSON.stringify([userId, lineage]), HANDLE_CONTEXT)
+  }
+
+  private openHandle(handle: string): { userId: string; lineage: string } | null {
+    if (typeof handle !== 'string' || handle.length > MAX_HANDLE_LENGTH) return null
     const text = this.keyring.openHandle(handle, HANDLE_CONTEXT)
     if (text === null) return null
-    const parsed: unknown = JSON.parse(text)
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(text)
+    } catch {
+      return null
+    }
     if (!Array.isArray(parsed) || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') return null
-    return { key: parsed[0], userId: parsed[1] }
+    if (parsed[1] === '') return null
+    return { userId: parsed[0], lineage: parsed[1] }
   }
 
   private fresh(clearCookie: boolean, facts: RequestFacts): Session<T> {
@@ -296,11 +372,13 @@ export class SessionManager<T extends SessionData = SessionData> {
       id: generateId(),
       record: null,
       data: new Map(),
-      meta: { csrf: '', iat: 0 },
+      meta: { csrf: '', iat: 0, lid: '' },
       userId: null,
       changes: [],
       rotation: 'none',
-      destroyedKey: null,
+      destroyed: null,
+      loggedOut: false,
+      dropped: false,
       clearCookie,
       reissueCookie: false,
       reseal: false,
@@ -318,7 +396,9 @@ export class SessionManager<T extends SessionData = SessionData> {
       userId: loaded.record.userId,
       changes: [],
       rotation: 'none',
-      destroyedKey: null,
+      destroyed: null,
+      loggedOut: false,
+      dropped: false,
       clearCookie: false,
       reissueCookie,
       reseal: loaded.stale,
@@ -327,44 +407,54 @@ export class SessionManager<T extends SessionData = SessionData> {
     })
   }
 
-  /** The live, intact record of `id`, opened; `null` when missing, expired or tampered with. */
+  /** Past its idle or absolute timeout by this manager's options (the store may keep it longer). */
+  private isExpired(record: SessionRecord, now: number): boolean {
+    return (
+      now >= expiresAt(record) ||
+      now >= record.lastSeenAt + this.options.idleTimeoutMs ||
+      now >= record.createdAt + this.options.absoluteTimeoutMs
+    )
+  }
+
+  /** The live, intact record of `id`, opened; `null` when missing, ended, expired or tampered with. */
   private async read(id: string): Promise<Loaded | null> {
-    const cached = this.opened.get(id)
-    const key = cached?.key ?? storeKeyOf(id)
-    const store = this.options.store
-    const record = await store.get(key)
-    if (!record) {
+    const key = this.opened.get(id)?.key ?? storeKeyOf(id)
+    const record = await this.store.get(key)
+    if (!record || record.payload === ENDED_PAYLOAD) {
       this.emit('rejected', key, null, 'unknown')
       return null
     }
-    const now = this.options.clock.now()
-    const { idleTimeoutMs, absoluteTimeoutMs } = this.options
-    if (
-      now >= expiresAt(record) ||
-      now >= record.lastSeenAt + idleTimeoutMs ||
-      now >= record.createdAt + absoluteTimeoutMs
-    ) {
-      await store.destroy(key)
+    if (this.isExpired(record, this.options.clock.now())) {
+      await this.end(record, { follow: false, live: false })
       this.emit('expired', key, record.userId)
       return null
     }
-    const opened = cached?.payload === record.payload ? cached : this.keyring.open(record.payload, key)
-    const payload = opened && parsePayload(opened.plaintext)
-    if (!opened || !payload) {
-      this.opened.delete(id)
-      this.emit('rejected', key, record.userId, 'tampered')
-      return null
-    }
-    if (opened !== cached) this.remember(id, key, record.payload, opened.plaintext, opened.stale)
-    return { record, data: payload.data, meta: payload.meta, stale: opened.stale }
+    const loaded = this.openRecord(record, id)
+    if (!loaded) this.emit('rejected', key, record.userId, 'tampered')
+    return loaded
   }
 
   /**
-   * Keeps what a payload decrypted to, so the next request on the session skips the hash and the
+   * Opens a record's payload; `null` when it is ended or does not open (tampered, unknown key). With
+   * the session's `id`, the plaintext is remembered, so the next request on the session skips the
    * decryption when the stored payload is still the same string. The store stays the authority: every
-   * request still reads the record, and only an identical payload is served from here. The plaintext is
-   * parsed afresh each time, so no request can see another's in-place changes.
+   * request still reads the record, and only an identical payload is served from here. The plaintext
+   * is parsed afresh each time, so no request can see another's in-place changes.
    */
+  private openRecord(record: SessionRecord, id: string | null): Loaded | null {
+    if (record.payload === ENDED_PAYLOAD) return null
+    const cached = id === null ? undefined : this.opened.get(id)
+    const hit = cached !== undefined && cached.payload === record.payload && cached.key === record.key
+    const opened = hit ? cached : this.keyring.open(record.payload, record.key)
+    const contents = opened && parsePayload(opened.plaintext)
+    if (!opened || !contents) {
+      if (id !== null) this.opened.delete(id)
+      return null
+    }
+    if (id !== null && !hit) this.remember(id, record.key, record.payload, opened.plaintext, opened.stale)
+    return { record, data: contents.data, meta: contents.meta, stale: opened.stale }
+  }
+
   private remember(id: string, key: string, payload: string, plaintext: string, stale: boolean): void {
     keepRecent(this.opened, id, { key, payload, plaintext, stale })
   }
@@ -377,27 +467,24 @@ export class SessionManager<T extends SessionData = SessionData> {
     return payload
   }
 
+  /** A new session: stored only if it holds something; an unusable cookie the browser sent is cleared. */
+  private async commitNew(state: SessionState, now: number): Promise<CommitResult> {
+    if (state.data.size === 0 && state.userId === null) return state.clearCookie ? this.cleared : NOTHING
+    const record = await this.insert(state, now, false, null)
+    this.settle(state, record)
+    this.emit('created', record.key, state.userId)
+    return this.issued(state, now)
+  }
+
   private async commitStored(state: SessionState, now: number): Promise<CommitResult> {
-    const store = this.options.store
-    if (state.rotation === 'kill-old') {
-      const login = state.userChanged
-      // A sign-in proved who the user is in this very request, so it stands even if the anonymous
-      // session it started from was destroyed meanwhile; any other rotation of a dead session is dropped.
-      if (!(await this.rebase(state, false)) && !login) return this.dropped(state)
-      const old = state.record as SessionRecord
-      // A sign-in starts the session's clock afresh; any other privilege change keeps its deadlines.
-      await this.insert(state, now, true, login ? null : old)
-      await store.destroy(old.key)
-      this.emit(login ? 'login' : 'regenerated', (state.record as SessionRecord).key, state.userId)
-      return this.issued(state, now)
-    }
+    if (state.rotation === 'kill-old') return this.rotate(state, now)
     if (hasChanges(state)) {
       if (!(await this.write(state, now))) return this.dropped(state)
     } else {
       const record = state.record as SessionRecord
       if (now - this.lastSeen(record) >= this.options.touchIntervalMs) {
         const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, record.absoluteExpiresAt)
-        await store.touch(record.key, now, idleExpiresAt)
+        await this.store.touch(record.key, now, idleExpiresAt)
         state.record = { ...record, lastSeenAt: now, idleExpiresAt }
         keepRecent(this.touched, record.key, now)
       }
@@ -408,7 +495,96 @@ export class SessionManager<T extends SessionData = SessionData> {
     return state.reissueCookie ? this.issued(state, now) : PRIVATE
   }
 
+  /**
+   * `login` and `regenerate`: the session moves to a new ID and the old one ends at once. The new
+   * record is created first, then the old one is ended by compare-and-set; if another request wrote
+   * it meanwhile, its data (with this request's changes replayed on it) is carried into the new record.
+   */
+  private async rotate(state: SessionState, now: number): Promise<CommitResult> {
+    const login = state.userChanged
+    // A sign-in proved who the user is in this very request, so it stands even if the session it
+    // started from ended meanwhile; any other rotation of an ended session is dropped.
+    const live = await this.rebase(state, false)
+    if (!live && !login) return this.dropped(state)
+    const old = state.record as SessionRecord
+    // A sign-in starts the session's clock afresh; any other privilege change keeps its deadlines.
+    const created = await this.insert(state, now, true, login ? null : old)
+    const replay = (fresh: Loaded) => this.replayInto(state, fresh, login)
+    const ended = live && (await this.end(old, { follow: true, live: true, replay }))
+    if (!ended && !login) {
+      await this.store.destroy(created.key)
+      return this.dropped(state)
+    }
+    this.settle(state, state.record as SessionRecord)
+    this.emit(login ? 'login' : 'regenerated', created.key, state.userId)
+    return this.issued(state, now)
+  }
+
+  /** Carries a newer version of a rotation's old record, with this request's changes replayed on it, into its new record. */
+  private async replayInto(state: SessionState, fresh: Loaded, login: boolean): Promise<void> {
+    for (const change of state.changes) applyChange(fresh.data, change)
+    state.data = fresh.data
+    if (!login) state.userId = fresh.record.userId
+    const record = state.record as SessionRecord
+    const next: SessionRecord = {
+      ...record,
+      version: record.version + 1,
+      userId: state.userId,
+      payload: this.seal(state, record.key),
+    }
+    // Nobody else knows the new ID yet, so nothing else can have written its record.
+    if (!(await this.store.update(next, record.version)))
+      throw new ConflictError('a new session record moved')
+    state.record = next
+  }
+
+  /**
+   * Ends the session held by `record` (as last seen), following the rule at the top of this file.
+   * Resolves whether this call ended a live session; `false` when it was already ended.
+   */
+  private async end(record: SessionRecord, options: EndOptions): Promise<boolean> {
+    const deadline = performance.now() + this.options.commitTimeoutMs
+    const forwarders: string[] = []
+    let current: SessionRecord | null = record
+    let live = options.live
+    try {
+      for (let attempt = 1; current !== null && current.payload !== ENDED_PAYLOAD; attempt++) {
+        const next: string | undefined = live ? undefined : this.openRecord(current, null)?.meta.next
+        if (next !== undefined) {
+          // Renewed: the session lives on under the successor; the forwarder goes once that has ended.
+          forwarders.push(current.key)
+          current = options.follow ? await this.store.get(storeKeyOf(next)) : null
+        } else {
+          if (await this.store.update(endedRecord(current), current.version)) {
+            await this.store.destroy(current.key)
+            return true
+          }
+          // It moved: written, renewed or ended by another request. Look again.
+          current = await this.store.get(current.key)
+          if (attempt > 1) await this.pause(attempt, deadline)
+        }
+        live = false
+        if (options.replay && current !== null && current.payload !== ENDED_PAYLOAD) {
+          const fresh = this.openRecord(current, null)
+          if (fresh && fresh.meta.next === undefined) {
+            await options.replay(fresh)
+            live = true
+          }
+        }
+      }
+      // The trail ended before a live record: someone else ended the session, or retired this ID.
+      const lineage = options.lineage
+      return lineage !== undefined && this.store.indexed
+        ? this.endLineage(lineage.userId, lineage.lid)
+        : false
+    } finally {
+      // A forwarder never turns live again, so destroying it needs no compare-and-set.
+      for (const key of forwarders) await this.store.destroy(key)
+    }
+  }
+
   private dropped(state: SessionState): CommitResult {
+    state.dropped = true
     this.emit('dropped', state.record?.key ?? null, state.userId)
     return PRIVATE
   }
@@ -422,6 +598,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   private prepareMeta(state: SessionState, now: number): void {
     const meta = state.meta
     if (meta.csrf === '') meta.csrf = randomToken()
+    if (meta.lid === '') meta.lid = randomToken(LINEAGE_BYTES)
     if (state.userChanged || meta.ua === undefined) {
       const ua = state.userAgent
       if (ua) meta.ua = ua.slice(0, MAX_USER_AGENT)
@@ -430,16 +607,17 @@ export class SessionManager<T extends SessionData = SessionData> {
   }
 
   /**
-   * Stores the session as a new record: under its own fresh ID, or under a new one when `rotate`.
-   * `previous` lends its creation time and absolute deadline (renewal, regenerate).
+   * Stores the session as a new record, under its own fresh ID or under a new one when `rotate`, and
+   * makes it the state's record. `previous` lends its creation time and absolute deadline (renewal,
+   * regenerate). The request's changes are kept: the caller settles once the whole commit is done.
    */
   private async insert(
     state: SessionState,
     now: number,
     rotate: boolean,
     previous: SessionRecord | null,
-  ): Promise<void> {
-    const { store, idleTimeoutMs, absoluteTimeoutMs } = this.options
+  ): Promise<SessionRecord> {
+    const { idleTimeoutMs, absoluteTimeoutMs } = this.options
     const absoluteExpiresAt = previous?.absoluteExpiresAt ?? now + absoluteTimeoutMs
     this.prepareMeta(state, now)
     for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
@@ -455,9 +633,9 @@ export class SessionManager<T extends SessionData = SessionData> {
         absoluteExpiresAt,
         payload: this.seal(state, key),
       }
-      if (await store.create(record)) {
-        this.settle(state, record)
-        return
+      if (await this.store.create(record)) {
+        state.record = record
+        return record
       }
     }
     throw new SessionError(
@@ -468,7 +646,7 @@ export class SessionManager<T extends SessionData = SessionData> {
 
   /** Writes the session with compare-and-set; on conflict reloads, replays this request's changes and retries. */
   private async write(state: SessionState, now: number): Promise<boolean> {
-    const { store, idleTimeoutMs, commitTimeoutMs } = this.options
+    const { idleTimeoutMs, commitTimeoutMs } = this.options
     const deadline = performance.now() + commitTimeoutMs
     for (let attempt = 1; ; attempt++) {
       const record = state.record as SessionRecord
@@ -481,15 +659,20 @@ export class SessionManager<T extends SessionData = SessionData> {
         idleExpiresAt: Math.min(now + idleTimeoutMs, record.absoluteExpiresAt),
         payload: this.seal(state, record.key),
       }
-      if (await store.update(next, record.version)) {
+      if (await this.store.update(next, record.version)) {
         this.settle(state, next)
         return true
       }
       if (!(await this.rebase(state, true))) return false
-      if (performance.now() > deadline) throw new ConflictError()
       // In one process commits are queued, so a retry here means another process is writing too.
-      if (attempt > 1) await sleep(Math.random() * Math.min(100, 2 ** attempt))
+      await this.pause(attempt, deadline)
     }
+  }
+
+  /** Before retry `attempt` of a compare-and-set loop: `ConflictError` past the deadline, else a jittered back-off. */
+  private async pause(attempt: number, deadline: number): Promise<void> {
+    if (performance.now() > deadline) throw new ConflictError()
+    if (attempt > 1) await sleep(Math.random() * Math.min(100, 2 ** attempt))
   }
 
   /**
@@ -514,37 +697,43 @@ export class SessionManager<T extends SessionData = SessionData> {
     state.data = fresh.data
     state.record = fresh.record
     if (!state.userChanged) state.userId = fresh.record.userId
-    const csrf = state.meta.csrf
-    state.meta = { ...fresh.meta, csrf: state.userChanged ? csrf : fresh.meta.csrf }
+    const { csrf, lid } = state.meta
+    state.meta = state.userChanged ? { ...fresh.meta, csrf, lid } : fresh.meta
     state.reseal ||= fresh.stale
     return true
   }
 
-  /** Rotates the ID of a long-lived session; the old ID forwards to the new one for the grace window. */
+  /**
+   * Rotates the ID of a long-lived session; the old ID forwards to the new one for the grace window,
+   * and not a moment longer: the forwarder's absolute deadline is the end of that window.
+   */
   private async renew(state: SessionState, now: number): Promise<boolean> {
-    const { store, renewalGraceMs } = this.options
     const old = state.record as SessionRecord
     const oldId = state.id
     const oldMeta = state.meta
     state.meta = { ...oldMeta }
-    await this.insert(state, now, true, old)
+    const created = await this.insert(state, now, true, old)
+    const graceEndsAt = Math.min(now + this.options.renewalGraceMs, old.absoluteExpiresAt)
     const forwarder: SessionRecord = {
       ...old,
       version: old.version + 1,
       lastSeenAt: now,
-      idleExpiresAt: Math.min(now + renewalGraceMs, old.absoluteExpiresAt),
+      idleExpiresAt: graceEndsAt,
+      absoluteExpiresAt: graceEndsAt,
       payload: this.keyring.seal(
-        serializePayload(new Map(), { csrf: '', iat: now, next: state.id }),
+        serializePayload(new Map(), { csrf: '', iat: now, lid: oldMeta.lid, next: state.id }),
         old.key,
       ),
     }
-    if (await store.update(forwarder, old.version)) {
-      this.emit('renewed', (state.record as SessionRecord).key, state.userId)
+    if (await this.store.update(forwarder, old.version)) {
+      this.settle(state, created)
+      this.emit('renewed', created.key, state.userId)
       return true
     }
-    // The old record moved under us (another process wrote it): keep the old ID until the next request.
-    await store.destroy((state.record as SessionRecord).key)
-    this.settle(state, old)
+    // The old record moved under us (written, renewed or ended elsewhere): the new ID was never
+    // handed out, so drop it and keep the old one until the next request.
+    await this.store.destroy(created.key)
+    state.record = old
     state.id = oldId
     state.meta = oldMeta
     return false

@@ -1,5 +1,12 @@
+import { SessionError } from './errors.js'
 import { generateId } from './id.js'
 import type { SessionRecord } from './store.js'
+
+/**
+ * The longest user ID `login` accepts, in UTF-16 code units (JavaScript string length). Every user ID
+ * up to it fits the user index of every bundled store and a handle that `revoke` accepts.
+ */
+export const MAX_USER_ID_LENGTH = 255
 
 /** The shape of session data: JSON-serialisable values under string keys. */
 export type SessionData = Record<string, unknown>
@@ -17,6 +24,11 @@ export interface SessionMeta {
   csrf: string
   /** When the current ID was issued (epoch ms): renewal counts from here. */
   iat: number
+  /**
+   * The session's lineage: a random name given when it is first stored and at every login, kept
+   * through renewal and `regenerate`. Handles name it, so a handle outlives ID rotations. `''` until set.
+   */
+  lid: string
   /** User agent at creation or login, for the "your devices" list. */
   ua?: string
   /** Set on a renewed ID's old record during its grace window: the ID that replaced it. */
@@ -35,8 +47,12 @@ export interface SessionState {
   userId: string | null
   changes: Change[]
   rotation: Rotation
-  /** Store key of a record this request destroyed (logout, destroy). */
-  destroyedKey: string | null
+  /** The session that `logout`/`destroy` must end at commit: its record as this request saw it, and its lineage. */
+  destroyed: { readonly record: SessionRecord; readonly lineage: string } | null
+  /** `logout`/`destroy` was called in this request (for `Clear-Site-Data`). */
+  loggedOut: boolean
+  /** The commit found the session ended meanwhile and discarded this request's changes. */
+  dropped: boolean
   /** The browser sent a cookie that is unusable or unknown: clear it unless a new one is set. */
   clearCookie: boolean
   /** The browser must be sent the current ID again (it arrived with an ID in its grace window). */
@@ -119,15 +135,23 @@ export class Session<T extends SessionData = SessionData> {
 
   /**
    * Signs `userId` in: a new ID (the old one dies at once), the data kept, a new CSRF secret,
-   * the user indexed for `listUserSessions`.
+   * the user indexed for `listUserSessions`. Throws `SessionError` (`ERR_LATCHKEY_USER_ID`) for a user
+   * ID that is not a string of 1 to {@link MAX_USER_ID_LENGTH} characters.
    */
   login(userId: string): void {
-    if (typeof userId !== 'string' || userId.length === 0)
-      throw new TypeError('login: userId must be a non-empty string')
+    if (typeof userId !== 'string' || userId.length === 0 || userId.length > MAX_USER_ID_LENGTH) {
+      throw new SessionError(
+        'ERR_LATCHKEY_USER_ID',
+        `login: userId must be a string of 1 to ${MAX_USER_ID_LENGTH} characters, got ${
+          typeof userId === 'string' ? `${userId.length} characters` : typeof userId
+        }`,
+      )
+    }
     const state = this[STATE]
     state.userId = userId
     state.userChanged = true
     state.meta.csrf = ''
+    state.meta.lid = ''
     if (state.record) state.rotation = 'kill-old'
   }
 
@@ -148,7 +172,8 @@ export class Session<T extends SessionData = SessionData> {
    */
   destroy(): void {
     const state = this[STATE]
-    if (state.record) state.destroyedKey = state.record.key
+    if (state.record) state.destroyed = { record: state.record, lineage: state.meta.lid }
+    state.loggedOut = true
     state.id = generateId()
     state.record = null
     state.data.clear()
@@ -158,7 +183,7 @@ export class Session<T extends SessionData = SessionData> {
     state.rotation = 'none'
     state.clearCookie = true
     state.reissueCookie = false
-    state.meta = { csrf: '', iat: 0 }
+    state.meta = { csrf: '', iat: 0, lid: '' }
   }
 
   private record(change: Change): void {
