@@ -6,7 +6,8 @@
  * `writeHead`/`write`/`end`/`flushHeaders` is held until the commit is done.
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { ConflictError, StoreError } from '../core/errors.js'
+import { STATUS_CODES } from 'node:http'
+import { isUnavailableError } from '../core/errors.js'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 
@@ -43,30 +44,43 @@ export function applyCommitHeaders(res: ServerResponse, result: CommitResult): v
   if (result.clearSiteData !== undefined) res.setHeader('Clear-Site-Data', result.clearSiteData)
 }
 
-/** Answers a request that the adapter itself must fail (store down, conflict, handler crash). */
+/**
+ * Answers a request that the adapter itself must fail (store down, conflict, handler crash): 503 for
+ * an unavailable store or a lasting conflict (by error code), 500 otherwise. A response whose head has
+ * already gone, or that cannot be answered, is destroyed instead. Never throws.
+ */
 export function sendFailure(res: ServerResponse, error: unknown): void {
   if (res.headersSent) {
     res.destroy()
     return
   }
-  const unavailable = error instanceof StoreError || error instanceof ConflictError
+  const unavailable = isUnavailableError(error)
   const status = unavailable ? 503 : 500
   const message = unavailable
     ? 'Service unavailable: the session store is not answering. Please try again shortly.\n'
     : 'Internal server error.\n'
-  for (const name of res.getHeaderNames()) res.removeHeader(name)
-  res.writeHead(status, {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Cache-Control': 'no-store',
-    ...(unavailable ? { 'Retry-After': '1' } : {}),
-  })
-  res.end(message)
+  try {
+    for (const name of res.getHeaderNames()) res.removeHeader(name)
+    res.writeHead(status, STATUS_CODES[status], {
+      'Content-Type': 'text/plain; charset=utf-8',
+      'Cache-Control': 'no-store',
+      ...(unavailable ? { 'Retry-After': '1' } : {}),
+    })
+    res.end(message)
+  } catch {
+    res.destroy()
+  }
 }
 
 /** Control over a response whose output is held until the session is committed. */
 export interface HeldResponse {
   /** `waiting` until the handler first tries to send something; `open` once output flows. */
   phase: 'waiting' | 'committing' | 'open'
+  /**
+   * Settles (never rejects) once an asynchronous commit is over and the held output replayed or
+   * failed; `undefined` while waiting, or when the commit answered synchronously.
+   */
+  settled: Promise<void> | undefined
 }
 
 interface HoldState {
@@ -76,6 +90,7 @@ interface HoldState {
   readonly originals: readonly ((...args: unknown[]) => unknown)[]
   readonly held: Held[]
   phase: 'waiting' | 'committing' | 'open'
+  settled: Promise<void> | undefined
 }
 
 const HOLD = Symbol('latchkey.hold')
@@ -85,16 +100,32 @@ function callOriginal(state: HoldState, index: number, args: unknown[]): unknown
   return (state.originals[index] as (...a: unknown[]) => unknown).apply(state.res, args)
 }
 
-/** Applies the commit's headers and replays the held calls; returns what the last of them returned. */
+/**
+ * Applies the commit's headers and replays the held calls; returns what the last of them returned.
+ * A call that throws (as node's own would: bad status, odd header array) throws out of here.
+ */
 function finishHold(state: HoldState, result: CommitResult): unknown {
   state.phase = 'open'
-  let returned: unknown = state.res
-  const head = state.held.find(([index]) => index === 0)
-  if (head) replayWriteHead(state.res, head[1], result, (args) => callOriginal(state, 0, args))
-  else applyCommitHeaders(state.res, result)
-  for (const [index, args] of state.held) if (index !== 0) returned = callOriginal(state, index, args)
-  state.held.length = 0
-  return returned
+  try {
+    let returned: unknown = state.res
+    const head = state.held.find(([index]) => index === 0)
+    if (head) replayWriteHead(state.res, head[1], result, (args) => callOriginal(state, 0, args))
+    else applyCommitHeaders(state.res, result)
+    for (const [index, args] of state.held) if (index !== 0) returned = callOriginal(state, index, args)
+    return returned
+  } finally {
+    state.held.length = 0
+  }
+}
+
+/** Ends an asynchronous commit: replays the held output, or fails the response if replaying throws. */
+function finishHoldLater(state: HoldState, result: CommitResult): void {
+  try {
+    finishHold(state, result)
+  } catch (error) {
+    // Nobody is left to throw to: the handler's call returned long ago.
+    failHold(state, error)
+  }
 }
 
 function failHold(state: HoldState, error: unknown): void {
@@ -117,8 +148,8 @@ function intercept(res: Holding, index: number, args: unknown[]): unknown {
       return index === 1 ? false : res
     }
     if (outcome instanceof Promise) {
-      outcome.then(
-        (result) => finishHold(state, result),
+      state.settled = outcome.then(
+        (result) => finishHoldLater(state, result),
         (error: unknown) => failHold(state, error),
       )
     } else {
@@ -166,6 +197,7 @@ export function holdUntilCommitted(
     ) => unknown)[],
     held: [],
     phase: 'waiting',
+    settled: undefined,
   }
   ;(res as Holding)[HOLD] = state
   target.writeHead = INTERCEPTORS[0] as (...args: unknown[]) => unknown
@@ -182,26 +214,44 @@ function replayWriteHead(
   writeHead: (args: unknown[]) => unknown,
 ): void {
   const [status, second, third] = args
-  const headers = typeof second === 'string' ? third : second
-  if (headers && typeof headers === 'object' && !Array.isArray(headers)) {
-    // Fold the handler's headers in first, so ours are added to them rather than overwritten by them.
-    for (const name in headers) {
-      const value = (headers as OutgoingHttpHeaders)[name]
-      if (value !== undefined) res.setHeader(name, value)
-    }
+  const withMessage = typeof second === 'string'
+  const headers = withMessage ? third : second
+  if (headers && typeof headers === 'object' && (!Array.isArray(headers) || headers.length % 2 === 0)) {
+    // Fold the handler's headers in first, as node's writeHead would, so ours are added to them
+    // (Set-Cookie, Vary) or replace them (Cache-Control) rather than being overwritten by them.
+    foldHeaders(res, headers)
     applyCommitHeaders(res, result)
-    writeHead(typeof second === 'string' ? [status, second] : [status])
+    writeHead(withMessage ? [status, second] : [status])
     return
   }
-  // No headers, or a raw header array: set ours first and let node combine them.
+  // No headers, or something node refuses (an odd raw array): set ours first, let node answer as it does.
   applyCommitHeaders(res, result)
   writeHead(args)
 }
 
 /**
+ * Puts writeHead's headers on the response the way node's writeHead does once headers are set: an
+ * object's names replace existing ones; a raw array (`[name, value, name, value, ...]`, even length)
+ * first removes every name it holds, then appends each pair, so repeated names all arrive.
+ */
+function foldHeaders(res: ServerResponse, headers: object): void {
+  if (Array.isArray(headers)) {
+    for (let i = 0; i < headers.length; i += 2) res.removeHeader(headers[i])
+    for (let i = 0; i < headers.length; i += 2) if (headers[i]) res.appendHeader(headers[i], headers[i + 1])
+    return
+  }
+  for (const name in headers) {
+    const value = (headers as OutgoingHttpHeaders)[name]
+    if (value !== undefined) res.setHeader(name, value)
+  }
+}
+
+/**
  * Wraps a node:http handler with sessions: `http.createServer(withSessions(manager, handler))`.
  * A failing store answers 503 (the handler never runs with a missing session); a handler that throws
- * before responding answers 500 and its session changes are not saved.
+ * before responding answers 500 and its session changes are not saved. A handler that throws after
+ * its response started gets the commit and its output finished, then an unfinished response is
+ * aborted (socket destroyed); one it had already ended is left alone. `onError` hears of it once.
  */
 export function withSessions<T extends SessionData, Req extends IncomingMessage = IncomingMessage>(
   manager: SessionManager<T>,
@@ -230,13 +280,16 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
     try {
       await handler(req, res, session)
     } catch (error) {
-      if (held.phase !== 'waiting') {
-        onError(error)
+      onError(error)
+      if (held.phase === 'waiting') {
+        // Nothing has left yet: drop the request's session changes and answer 500.
+        held.phase = 'open'
+        sendFailure(res, error)
         return
       }
-      // Nothing has left yet: drop the request's session changes and answer 500.
-      held.phase = 'open'
-      fail(error)
+      // The response started: let the commit and the held output finish, then end what is left open.
+      await held.settled
+      if (!res.writableEnded && !res.destroyed) sendFailure(res, error)
     }
   }
 }
