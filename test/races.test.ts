@@ -58,6 +58,11 @@ async function opens(manager: SessionManager<Data>, id: string | undefined) {
 }
 
 const isEnd = ([record]: [SessionRecord, number]) => record.payload === ''
+/** The update that retires or ends the record under `key` (a rotation's compare-and-set on its old record). */
+const isUpdateOf =
+  (key: string) =>
+  ([record]: [SessionRecord, number]) =>
+    record.key === key
 const isForwarderWrite =
   (key: string) =>
   ([record]: [SessionRecord, number]) =>
@@ -175,7 +180,7 @@ describe('a logout racing regenerate()', () => {
     const id0 = await signIn(manager, 'alice')
     const elevating = await load(manager, id0)
     const leaver = await load(other, id0)
-    const held = paused.pause('update', { match: isEnd })
+    const held = paused.pause('update', { match: isUpdateOf(storeKeyOf(id0)) })
     elevating.regenerate()
     const regenerating = manager.commit(elevating)
     await held.reached
@@ -185,6 +190,34 @@ describe('a logout racing regenerate()', () => {
     expect(cookieOf(await regenerating)).toBeUndefined()
     expect(await opens(manager, id0)).toBeNull()
     expect(await memory.count()).toBe(0)
+  })
+})
+
+describe('a write racing regenerate()', () => {
+  test('a write that loaded before the regenerate lands on the regenerated session; its response gets no new ID', async () => {
+    const { manager } = setup()
+    const id0 = await signIn(manager, 'alice')
+    const elevating = await load(manager, id0)
+    const writer = await load(manager, id0)
+    elevating.regenerate()
+    const id1 = cookieOf(await manager.commit(elevating))
+    writer.set('late', 'pears')
+    const written = await manager.commit(writer)
+    expect(written.setCookie).toBeNull()
+    expect((await load(manager, id1)).get('late')).toBe('pears')
+    expect(await opens(manager, id0)).toBeNull()
+  })
+
+  test('a write that loaded before a login is dropped: the old session ended, the new one is not its to write', async () => {
+    const { manager } = setup()
+    const id0 = await signIn(manager, 'alice')
+    const signingIn = await load(manager, id0)
+    const writer = await load(manager, id0)
+    signingIn.login('bob')
+    const id1 = cookieOf(await manager.commit(signingIn))
+    writer.set('planted', 'by the old session')
+    expect((await manager.commit(writer)).setCookie).toBeNull()
+    expect((await load(manager, id1)).get('planted')).toBeUndefined()
   })
 })
 
@@ -303,7 +336,7 @@ describe('no lost write at sign-in', () => {
       else rotating.regenerate()
       rotating.set('rotated', kind)
       // Hold the rotation after its new record exists, before it retires the old one.
-      const held = paused.pause('update', { match: isEnd })
+      const held = paused.pause('update', { match: isUpdateOf(storeKeyOf(id0)) })
       const committing = manager.commit(rotating)
       await held.reached
       writer.update('cart', (cart) => [...((cart as string[] | undefined) ?? []), 'pears'])

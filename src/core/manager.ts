@@ -96,6 +96,11 @@ interface EndOptions {
    * are found through the user index.
    */
   readonly lineage?: { readonly userId: string; readonly lid: string } | undefined
+  /**
+   * `regenerate`: the record is not ended but retired, pointing to this new ID, until its own deadline
+   * (see {@link SessionMeta.retired}). A login ends its old record outright: nothing follows it there.
+   */
+  readonly successor?: { readonly id: string; readonly lid: string } | undefined
 }
 
 const NOTHING: CommitResult = Object.freeze({ setCookie: null, private: false })
@@ -188,6 +193,8 @@ export class SessionManager<T extends SessionData = SessionData> {
     const loaded = await this.read(reading.id)
     if (!loaded) return this.fresh(true, facts)
     if (loaded.meta.next === undefined) return this.restore(reading.id, loaded, false, facts)
+    // The old ID of a regenerate died at once.
+    if (loaded.meta.retired) return this.fresh(true, facts)
     // An ID renewed moments ago, still in its grace window: carry on with its successor.
     const successor = await this.read(loaded.meta.next)
     if (!successor || successor.meta.next !== undefined) return this.fresh(true, facts)
@@ -510,7 +517,8 @@ export class SessionManager<T extends SessionData = SessionData> {
     // A sign-in starts the session's clock afresh; any other privilege change keeps its deadlines.
     const created = await this.insert(state, now, true, login ? null : old)
     const replay = (fresh: Loaded) => this.replayInto(state, fresh, login)
-    const ended = live && (await this.end(old, { follow: true, live: true, replay }))
+    const successor = login ? undefined : { id: state.id, lid: state.meta.lid }
+    const ended = live && (await this.end(old, { follow: true, live: true, replay, successor }))
     if (!ended && !login) {
       await this.store.destroy(created.key)
       return this.dropped(state)
@@ -555,8 +563,10 @@ export class SessionManager<T extends SessionData = SessionData> {
           forwarders.push(current.key)
           current = options.follow ? await this.store.get(storeKeyOf(next)) : null
         } else {
-          if (await this.store.update(endedRecord(current), current.version)) {
-            await this.store.destroy(current.key)
+          const successor = options.successor
+          const ended = successor ? this.retiredRecord(current, successor) : endedRecord(current)
+          if (await this.store.update(ended, current.version)) {
+            if (!successor) await this.store.destroy(current.key)
             return true
           }
           // It moved: written, renewed or ended by another request. Look again.
@@ -581,6 +591,13 @@ export class SessionManager<T extends SessionData = SessionData> {
       // A forwarder never turns live again, so destroying it needs no compare-and-set.
       for (const key of forwarders) await this.store.destroy(key)
     }
+  }
+
+  /** The old record of a `regenerate`, retired: it points to its successor and opens nothing itself. */
+  private retiredRecord(record: SessionRecord, successor: { id: string; lid: string }): SessionRecord {
+    const meta: SessionMeta = { csrf: '', iat: 0, lid: successor.lid, next: successor.id, retired: true }
+    const payload = this.keyring.seal(serializePayload(new Map(), meta), record.key)
+    return { ...record, version: record.version + 1, userId: null, payload }
   }
 
   private dropped(state: SessionState): CommitResult {
@@ -683,12 +700,13 @@ export class SessionManager<T extends SessionData = SessionData> {
     const record = state.record as SessionRecord
     let fresh = await this.read(state.id)
     if (fresh && fresh.meta.next !== undefined) {
-      // Another process renewed the ID meanwhile: follow it, and hand the browser the new ID.
-      const next = fresh.meta.next
+      // Renewed meanwhile: follow it and hand the browser the new ID. Regenerated meanwhile: follow it,
+      // so this request's changes are not lost, but the browser keeps its old ID, which is dead now.
+      const { next, retired } = fresh.meta
       fresh = await this.read(next)
       if (!fresh || fresh.meta.next !== undefined) return false
       state.id = next
-      state.reissueCookie = true
+      if (!retired) state.reissueCookie = true
     } else if (!fresh) {
       return false
     }

@@ -33,6 +33,7 @@ export function parsePayload(text: string): PayloadContents | null {
     return null
   if (meta.ua !== undefined && typeof meta.ua !== 'string') return null
   if (meta.next !== undefined && typeof meta.next !== 'string') return null
+  if (meta.retired !== undefined && (meta.retired !== true || meta.next === undefined)) return null
   return { data: new Map(Object.entries(d)), meta: meta as SessionMeta }
 }
 

@@ -31,8 +31,16 @@ export interface SessionMeta {
   lid: string
   /** User agent at creation or login, for the "your devices" list. */
   ua?: string
-  /** Set on a renewed ID's old record during its grace window: the ID that replaced it. */
+  /**
+   * Set on an old record that points to the ID that replaced it: a renewal's forwarder (it answers for
+   * its successor during the grace window), or, with {@link retired}, the old record of a `regenerate`.
+   */
   next?: string
+  /**
+   * The old record of a `regenerate`: its ID opens nothing (it died at once), but requests that loaded
+   * the session before the change still commit their writes to the successor, and ends follow it there.
+   */
+  retired?: true
 }
 
 /** How the ID must change at commit. */
