@@ -246,6 +246,31 @@ describe('revokeUserSessions racing a rotation', () => {
   )
 })
 
+describe('a revocation that loses the trail', () => {
+  test.each(['revokeUserSessions', 'revoke'] as const)(
+    '%s lists again when the record it listed was renewed and its forwarder expired',
+    async (kind) => {
+      const { clock, manager, another, paused } = setup()
+      const other = another()
+      const id0 = await signIn(manager, 'alice')
+      const [{ handle } = { handle: '' }] = await manager.listUserSessions('alice')
+      clock.advance(11 * MINUTE)
+      const renewing = await load(other, id0)
+      // The revocation has listed the session and is about to end it; the renewal overtakes it.
+      const held = paused.pause('update', { match: isEnd })
+      const revoking = kind === 'revoke' ? manager.revoke(handle) : manager.revokeUserSessions('alice')
+      await held.reached
+      const id1 = cookieOf(await other.commit(renewing))
+      expect(id1).toBeDefined()
+      clock.advance(manager.options.renewalGraceMs + 1)
+      held.release()
+      expect(await revoking).toBe(kind === 'revoke' ? true : 1)
+      expect(await opens(manager, id1)).toBeNull()
+      expect(await manager.listUserSessions('alice')).toEqual([])
+    },
+  )
+})
+
 describe('revoke(handle)', () => {
   test('ends the session it named after the device renewed its ID, even past the grace window', async () => {
     const { clock, manager } = setup()

@@ -88,8 +88,12 @@ interface EndOptions {
   readonly follow: boolean
   /** The record is known not to be a forwarder (it was loaded as a live session). */
   readonly live: boolean
-  /** Called with each newer live version found before it is ended (a rotation replays into its new record). */
-  readonly replay?: (fresh: Loaded) => Promise<void>
+  /**
+   * A rotation's retirement of its old record: called with each newer live version found before it is
+   * retired, to replay into the new record; resolving `false` abandons the retirement. Pointers passed
+   * on the way are left to expire, so requests in flight can still follow them.
+   */
+  readonly replay?: (fresh: Loaded) => Promise<boolean>
   /**
    * The signed-in session's user and lineage (logout): when the trail of records ends before a live
    * one (a `regenerate` retired it, or a forwarder's grace window passed), the session's other records
@@ -109,6 +113,8 @@ const MAX_USER_AGENT = 256
 const CREATE_ATTEMPTS = 4
 const HANDLE_CONTEXT = 'latchkey/handle/v2'
 const LINEAGE_BYTES = 16
+/** Pointers (forwarders, retired records) a request follows from the ID it loaded before giving up. */
+const MAX_HOPS = 8
 /**
  * The longest handle a user ID of {@link MAX_USER_ID_LENGTH} can give: JSON escapes a code unit into
  * at most 6 bytes; the lineage, brackets, quotes, nonce, tag, base64url and key id add the rest.
@@ -296,7 +302,8 @@ export class SessionManager<T extends SessionData = SessionData> {
   async revoke(handle: string, options: { userId?: string } = {}): Promise<boolean> {
     const target = this.openHandle(handle)
     if (!target || (options.userId !== undefined && options.userId !== target.userId)) return false
-    const ended = await this.endLineage(target.userId, target.lineage)
+    const ended =
+      (await this.endUserSessions(target.userId, (lineage) => lineage === target.lineage)).size > 0
     if (ended) this.emit('revoked', null, target.userId)
     return ended
   }
@@ -308,11 +315,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   async revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<number> {
     const except = options.except === undefined ? null : this.openHandle(options.except)
     const keep = except?.userId === userId ? except.lineage : null
-    const ended = new Set<string>()
-    for (const { record, meta } of await this.userSessions(userId)) {
-      if (meta.lid === keep) continue
-      if (await this.end(record, { follow: true, live: meta.next === undefined })) ended.add(meta.lid)
-    }
+    const ended = await this.endUserSessions(userId, (lineage) => lineage !== keep)
     this.emit('revoked', null, userId, `${ended.size} sessions`)
     return ended.size
   }
@@ -329,12 +332,18 @@ export class SessionManager<T extends SessionData = SessionData> {
     await this.store.close()
   }
 
-  /** Ends every record of the session `lineage` of `userId`; resolves whether one of them was live. */
-  private async endLineage(userId: string, lineage: string): Promise<boolean> {
-    let ended = false
-    for (const { record, meta } of await this.userSessions(userId)) {
-      if (meta.lid !== lineage) continue
-      if (await this.end(record, { follow: true, live: meta.next === undefined })) ended = true
+  /**
+   * Ends every session of `userId` whose lineage `select` picks, and resolves the lineages it ended.
+   * It lists again until no such record is left: a rotation in flight may have created one meanwhile.
+   */
+  private async endUserSessions(userId: string, select: (lineage: string) => boolean): Promise<Set<string>> {
+    const ended = new Set<string>()
+    for (let round = 0; round < MAX_HOPS; round++) {
+      const targets = (await this.userSessions(userId)).filter(({ meta }) => select(meta.lid))
+      if (targets.length === 0) break
+      for (const { record, meta } of targets) {
+        if (await this.end(record, { follow: true, live: meta.next === undefined })) ended.add(meta.lid)
+      }
     }
     return ended
   }
@@ -516,9 +525,15 @@ export class SessionManager<T extends SessionData = SessionData> {
     const old = state.record as SessionRecord
     // A sign-in starts the session's clock afresh; any other privilege change keeps its deadlines.
     const created = await this.insert(state, now, true, login ? null : old)
-    const replay = (fresh: Loaded) => this.replayInto(state, fresh, login)
+    let revoked = false
+    const replay = async (fresh: Loaded) => {
+      revoked = !(await this.replayInto(state, fresh, login))
+      return !revoked
+    }
     const successor = login ? undefined : { id: state.id, lid: state.meta.lid }
     const ended = live && (await this.end(old, { follow: true, live: true, replay, successor }))
+    // A revocation ended the new record before the old one was retired: the change is off.
+    if (revoked) return this.dropped(state)
     if (!ended && !login) {
       await this.store.destroy(created.key)
       return this.dropped(state)
@@ -529,7 +544,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   }
 
   /** Carries a newer version of a rotation's old record, with this request's changes replayed on it, into its new record. */
-  private async replayInto(state: SessionState, fresh: Loaded, login: boolean): Promise<void> {
+  private async replayInto(state: SessionState, fresh: Loaded, login: boolean): Promise<boolean> {
     for (const change of state.changes) applyChange(fresh.data, change)
     state.data = fresh.data
     if (!login) state.userId = fresh.record.userId
@@ -540,10 +555,10 @@ export class SessionManager<T extends SessionData = SessionData> {
       userId: state.userId,
       payload: this.seal(state, record.key),
     }
-    // Nobody else knows the new ID yet, so nothing else can have written its record.
-    if (!(await this.store.update(next, record.version)))
-      throw new ConflictError('a new session record moved')
+    // Only a revocation can have touched the new record (it is in the user index already): then it ended.
+    if (!(await this.store.update(next, record.version))) return false
     state.record = next
+    return true
   }
 
   /**
@@ -577,7 +592,7 @@ export class SessionManager<T extends SessionData = SessionData> {
         if (options.replay && current !== null && current.payload !== ENDED_PAYLOAD) {
           const fresh = this.openRecord(current, null)
           if (fresh && fresh.meta.next === undefined) {
-            await options.replay(fresh)
+            if (!(await options.replay(fresh))) return false
             live = true
           }
         }
@@ -585,11 +600,11 @@ export class SessionManager<T extends SessionData = SessionData> {
       // The trail ended before a live record: someone else ended the session, or retired this ID.
       const lineage = options.lineage
       return lineage !== undefined && this.store.indexed
-        ? this.endLineage(lineage.userId, lineage.lid)
+        ? (await this.endUserSessions(lineage.userId, (lid) => lid === lineage.lid)).size > 0
         : false
     } finally {
-      // A forwarder never turns live again, so destroying it needs no compare-and-set.
-      for (const key of forwarders) await this.store.destroy(key)
+      // A pointer never turns live again, so destroying it needs no compare-and-set.
+      if (!options.replay) for (const key of forwarders) await this.store.destroy(key)
     }
   }
 
@@ -699,17 +714,19 @@ export class SessionManager<T extends SessionData = SessionData> {
   private async rebase(state: SessionState, force: boolean): Promise<boolean> {
     const record = state.record as SessionRecord
     let fresh = await this.read(state.id)
-    if (fresh && fresh.meta.next !== undefined) {
-      // Renewed meanwhile: follow it and hand the browser the new ID. Regenerated meanwhile: follow it,
-      // so this request's changes are not lost, but the browser keeps its old ID, which is dead now.
+    // Renewed meanwhile: follow it and hand the browser the new ID. Regenerated meanwhile: follow it,
+    // so this request's changes are not lost, but the browser keeps its old ID, which is dead now.
+    let hops = 0
+    let renewedOnly = true
+    while (fresh?.meta.next !== undefined) {
+      if (++hops > MAX_HOPS) return false
       const { next, retired } = fresh.meta
+      renewedOnly &&= !retired
       fresh = await this.read(next)
-      if (!fresh || fresh.meta.next !== undefined) return false
-      state.id = next
-      if (!retired) state.reissueCookie = true
-    } else if (!fresh) {
-      return false
+      if (fresh) state.id = next
     }
+    if (!fresh) return false
+    if (hops > 0 && renewedOnly) state.reissueCookie = true
     if (!force && fresh.record.version === record.version && fresh.record.key === record.key) return true
     for (const change of state.changes) applyChange(fresh.data, change)
     state.data = fresh.data
@@ -731,7 +748,11 @@ export class SessionManager<T extends SessionData = SessionData> {
     const oldMeta = state.meta
     state.meta = { ...oldMeta }
     const created = await this.insert(state, now, true, old)
-    const graceEndsAt = Math.min(now + this.options.renewalGraceMs, old.absoluteExpiresAt)
+    // The window opens when the forwarder is written, which a slow store may make later than `now`.
+    const graceEndsAt = Math.min(
+      this.options.clock.now() + this.options.renewalGraceMs,
+      old.absoluteExpiresAt,
+    )
     const forwarder: SessionRecord = {
       ...old,
       version: old.version + 1,
