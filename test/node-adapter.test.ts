@@ -400,3 +400,43 @@ describe('503 decided by the error code', () => {
     expect(served.errors).toEqual([foreign])
   })
 })
+
+describe('every store failure is a 503, whatever the store rejects with', () => {
+  /** A store whose `operation` rejects with a plain Error once `armed` says so. */
+  const failingOn =
+    (operation: string, armed: { on: boolean }, cause: Error) =>
+    (store: MemoryStore): SessionStore =>
+      new Proxy(store, {
+        get(target, property) {
+          const member = Reflect.get(target, property, target)
+          if (property === operation && armed.on) return () => Promise.reject(cause)
+          return typeof member === 'function' && property !== 'constructor' ? member.bind(target) : member
+        },
+      })
+
+  test.each(['get', 'create', 'update', 'destroy'])('a plain Error from %s', async (operation) => {
+    const armed = { on: false }
+    const cause = new Error(`${operation}: connection reset`)
+    const served = await start(
+      (req, res, session) => {
+        if (req.url === '/write') session.set('n', 1)
+        if (req.url === '/logout') session.logout()
+        res.end('ok')
+      },
+      failingOn(operation, armed, cause),
+    )
+    const client = served.client()
+    // A stored session first (create), then one request that needs the failing operation.
+    expect((await client.request('/write')).status).toBe(200)
+    armed.on = true
+    const path = operation === 'create' ? '/write' : operation === 'destroy' ? '/logout' : '/write'
+    if (operation === 'create') client.cookie = undefined
+    const response = await client.request(path)
+    expect(response.status).toBe(503)
+    expect(await response.text()).toMatch(/^Service unavailable/)
+    await settled(served)
+    expect(served.errors).toHaveLength(1)
+    expect(served.errors[0]).toBeInstanceOf(StoreError)
+    expect(served.errors[0]).toMatchObject({ store: 'MemoryStore', cause })
+  })
+})
