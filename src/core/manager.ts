@@ -3,29 +3,38 @@
  *
  * ## The rule for rotations and ends
  *
- * To the core, a store key is in one of three states: **live** (its payload holds the session),
- * **forwarder** (its payload holds only the ID that replaced it at a renewal), or **ended** (missing,
- * expired, tombstoned, or holding the empty ended payload). Every change of state is one
- * compare-and-set (CAS) on the record, from the version last seen:
+ * A session is a **lineage**: a random name given when it is first stored and at every login, kept
+ * through renewals and `regenerate`. Its records are found by their store keys; to the core each key
+ * is in one of four states, and every change of state is one compare-and-set (CAS) on the record,
+ * from the version last seen:
  *
- * - live -> live: a write.
- * - live -> forwarder: a renewal. The successor is created first; the CAS on the old record is the
- *   moment of the renewal. If it fails, the successor (whose ID nobody has seen) is destroyed.
- *   A forwarder's absolute deadline is its renewal time plus `renewalGraceMs`: stores expire a record
- *   at the earlier of its deadlines and never move the absolute one on a touch, so nothing can keep a
- *   forwarder alive longer. A forwarder is never written again, only destroyed.
- * - live -> ended: logout, revoke, expiry, and the retirement of the old ID at `login`/`regenerate`.
- *   A CAS to the ended payload (with the user cleared, so it leaves the user index), then the store's
- *   tombstone. When the CAS fails the record is read again: a newer live version is ended in its turn
- *   (a login or regenerate first replays its own changes on it into the new record, so an
- *   acknowledged write is carried over, never lost); a forwarder has its successor ended, then is
- *   destroyed; an ended record means someone else ended it first.
+ * - **live**: the payload holds the session. live -> live is a write.
+ * - **forwarder** (renewal): the successor is created first; the CAS that turns the old record into a
+ *   forwarder is the moment of the renewal (if it fails, the successor, whose ID nobody has seen, is
+ *   destroyed). The forwarder's absolute deadline is the moment it was written plus `renewalGraceMs`:
+ *   stores expire a record at the earlier of its deadlines and never move the absolute one on a
+ *   touch, so nothing keeps the old ID answering longer.
+ * - **retired** (`regenerate`): as a renewal, but the old record becomes a pointer that opens nothing
+ *   (the old ID is dead at once). It lives to its own deadline so that requests which loaded the
+ *   session before the change still land their writes on the successor, and ends follow it there.
+ *   A `login` does not leave a pointer: the old session ends outright, and nothing written from it
+ *   reaches the signed-in one.
+ * - **ended**: missing, expired, tombstoned, or holding the empty ended payload. Logout, revoke,
+ *   expiry and the old record of a login are ended by a CAS to the ended payload (the user cleared,
+ *   so it leaves the user index), then the store's tombstone.
+ *
+ * When an end's or a retirement's CAS fails, the record is read again: a newer live version is ended
+ * in its turn (a rotation first replays its own changes on it into its new record, so a write
+ * acknowledged meanwhile is carried over, never lost); a pointer is followed to its successor, which
+ * is ended in its turn; an ended record means someone else got there first. When the trail runs out
+ * (a forwarder's window closed), a logout of a signed-in session and the revocations find the
+ * lineage's remaining records through the user index, and list again until none is left.
  *
  * Therefore an end is never undone: once the ended payload or the tombstone is written no CAS from an
  * older version succeeds and no create takes the key, and every rotation that began from the old
  * record learns of the end through its own CAS. A `login` whose old session ended meanwhile still
- * stands (the user proved who they are in that request, and a login starts a new lineage); a renewal
- * or a `regenerate` of an ended session is discarded.
+ * stands (the user proved who they are in that request, and it starts a new lineage); a renewal or a
+ * `regenerate` of an ended session is discarded.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { CookieReading } from './cookie.js'

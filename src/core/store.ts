@@ -53,7 +53,10 @@ export interface SessionRecord {
   readonly lastSeenAt: number
   /** The idle deadline: last activity plus the idle timeout. */
   readonly idleExpiresAt: number
-  /** The absolute deadline: creation plus the absolute timeout. Never moves. */
+  /**
+   * The absolute deadline: creation plus the absolute timeout. `touch` never moves it; an `update`
+   * writes it as given (the core only ever brings it closer, e.g. for a renewed ID's short grace window).
+   */
   readonly absoluteExpiresAt: number
   /** Opaque, AEAD-encrypted string produced by the core. Stored byte for byte. */
   readonly payload: string
