@@ -5,14 +5,36 @@
 import { ManualClock } from '../../src/core/clock.js'
 import { createSessionManager } from '../../src/core/manager.js'
 import type { Session } from '../../src/core/session.js'
+import type { SessionStore } from '../../src/core/store.js'
 import { SqliteStore } from '../../src/stores/sqlite/sqlite-store.js'
 import type { Pause } from './pausing-store.js'
 import { pausable } from './pausing-store.js'
-import type { ChildConfig, RemoteAction, RemoteApi, Reply, Request, Snapshot } from './remote.js'
+import type {
+  ChildConfig,
+  RemoteAction,
+  RemoteApi,
+  RemoteStoreSpec,
+  Reply,
+  Request,
+  Snapshot,
+} from './remote.js'
 
 const config = JSON.parse(process.argv[2] as string) as ChildConfig
 const clock = new ManualClock(config.time)
-const real = new SqliteStore({ path: config.path, clock })
+// Typed as the richest bundled store: a pause names any operation; a store without it is never asked.
+const real: SqliteStore = config.store
+  ? ((await openSpec(config.store)) as SqliteStore)
+  : new SqliteStore({ path: config.path, clock })
+
+/** The store a {@link RemoteStoreSpec} names, on this child's clock. */
+async function openSpec(spec: RemoteStoreSpec): Promise<SessionStore> {
+  const module = (await import(new URL(`../../${spec.module}`, import.meta.url).href)) as Record<
+    string,
+    unknown
+  >
+  const Store = module[spec.exportName] as new (options: Record<string, unknown>) => SessionStore
+  return new Store({ ...spec.options, clock })
+}
 const { store, pause, calls, releaseAll } = pausable(real)
 const manager = createSessionManager({ ...config.managerOptions, store, keys: config.keys, clock })
 

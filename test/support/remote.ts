@@ -65,9 +65,22 @@ export interface RemoteApi {
 /** The JSON-safe manager options a remote accepts. */
 export type RemoteManagerOptions = Omit<SessionManagerOptions, 'store' | 'keys' | 'clock' | 'onEvent'>
 
+/**
+ * Which store the child opens, when not the SQLite file at `path`: a module (path from the repository
+ * root, e.g. `src/stores/postgres/index.ts`), the class it exports, and JSON options for its constructor
+ * (the child adds its own `clock`).
+ */
+export interface RemoteStoreSpec {
+  module: string
+  exportName: string
+  options: Record<string, unknown>
+}
+
 export interface RemoteOptions {
-  /** The SQLite file (shared with the test). */
+  /** The SQLite file (shared with the test); ignored when `store` is given. */
   path: string
+  /** Another store to share with the test instead of the SQLite file. */
+  store?: RemoteStoreSpec
   keys: string[]
   /** The child clock's start (epoch ms). */
   time: number
@@ -78,8 +91,9 @@ export interface RemoteOptions {
 }
 
 /** What the child receives as its one argument. */
-export type ChildConfig = Required<Omit<RemoteOptions, 'managerOptions'>> & {
+export type ChildConfig = Required<Omit<RemoteOptions, 'managerOptions' | 'store'>> & {
   managerOptions: RemoteManagerOptions
+  store: RemoteStoreSpec | null
 }
 
 export type Request = { id: number; method: keyof RemoteApi; args: unknown[] }
@@ -127,6 +141,7 @@ export async function startRemoteManager(options: RemoteOptions): Promise<Remote
     time: options.time,
     managerOptions: options.managerOptions ?? { cookie: { secure: false } },
     dataKeys: options.dataKeys ?? [],
+    store: options.store ?? null,
   }
   const child = fork(CHILD, [JSON.stringify(config)], {
     execArgv: ['--import', TSX],

@@ -1,0 +1,74 @@
+/**
+ * Suites that need a server (PostgreSQL, MariaDB, Redis). A reachable server runs the suite; an
+ * unreachable one skips it with one clear line, except under `CI=true`, where a missing server is a
+ * failure, never a skip.
+ *
+ *     const postgres = await service('PostgreSQL', POSTGRES_URL, () => ping())
+ *     describeWithService(postgres, 'PostgresStore', () => { ... })
+ */
+import { describe, test } from 'vitest'
+
+/** Connection settings of the test servers: environment variables, with the machine's defaults. */
+export const SERVICE_URLS = Object.freeze({
+  postgres: process.env.LATCHKEY_TEST_POSTGRES_URL ?? 'postgres://root@127.0.0.1:5432/test',
+  mysql: process.env.LATCHKEY_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test',
+  redis: process.env.LATCHKEY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
+})
+
+/** Whether a server answered, and if not, why. */
+export type ServiceStatus =
+  | { readonly name: string; readonly available: true }
+  | { readonly name: string; readonly available: false; readonly reason: string }
+
+/** True when a missing server must fail the run instead of skipping (`CI=true`). */
+export const serversRequired = process.env.CI === 'true'
+
+/** The URL with any password masked, for messages. */
+export function maskUrl(url: string): string {
+  return url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@')
+}
+
+/** Runs `check` (connect, ping, close) with a time limit; resolves what it found. */
+export async function service(
+  name: string,
+  url: string,
+  check: () => Promise<unknown>,
+  timeoutMs = 5000,
+): Promise<ServiceStatus> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([
+      check(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
+      }),
+    ])
+    return { name, available: true }
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error)
+    return { name, available: false, reason: `${name} at ${maskUrl(url)} is not reachable (${message})` }
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * `describe(title, body)` when the server answered. Otherwise: under `CI=true` a suite whose one test
+ * fails with the reason; without it a skipped suite, and one line on stderr saying what and why.
+ */
+export function describeWithService(status: ServiceStatus, title: string, body: () => void): void {
+  if (status.available) {
+    describe(title, body)
+    return
+  }
+  if (serversRequired) {
+    describe(title, () => {
+      test(`${status.name} answers`, () => {
+        throw new Error(`${status.reason}; CI=true: a missing server is a failure, not a skip`)
+      })
+    })
+    return
+  }
+  console.warn(`skipped: ${title}: ${status.reason} (set CI=true to make this a failure)`)
+  describe.skip(`${title} (skipped: ${status.reason})`, body)
+}
