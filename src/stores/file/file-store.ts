@@ -1,0 +1,690 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
+import { type Clock, systemClock } from '../../core/clock.js'
+import { ConfigError, StoreError, toStoreError } from '../../core/errors.js'
+import type {
+  ClosableStore,
+  CountableStore,
+  ListableStore,
+  PrunableStore,
+  SessionRecord,
+  SessionStore,
+  StoreOptions,
+  UserIndexedStore,
+} from '../../core/store.js'
+import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
+import { type HeldLock, LOCK_SUFFIX, type LockPolicy, removeIfEmpty, takeLock } from './lock.js'
+
+/** Options of {@link FileStore}. */
+export interface FileStoreOptions extends StoreOptions {
+  /**
+   * The session folder. Created with mode 0700 on first use when missing; its parent must exist (the
+   * store never creates anything above it). Resolved against the working directory at construction.
+   */
+  directory: string
+  /**
+   * How often expired records, expired tombstones and leftovers of crashed processes are removed, in
+   * ms, give or take a quarter; `0` turns the timer off (call `prune()` yourself). Default 600 000 (10 min).
+   */
+  pruneIntervalMs?: number
+  /**
+   * A per-key lock a waiting process has seen held by the same owner for this long, in ms, is taken to
+   * be abandoned and broken; a request gives up waiting (`StoreError`) after twice this. A lock left by
+   * a dead process of this machine is broken at once. Default 10 000.
+   */
+  lockStaleMs?: number
+  /**
+   * Receives what goes wrong without failing a request: an unreadable session file (torn, empty or
+   * foreign, reported once per file), a lock broken, a scheduled prune that failed. Default `console.warn`.
+   */
+  onWarning?: (message: string) => void
+}
+
+/** What a session file holds, as read back. */
+interface Stored {
+  readonly record: SessionRecord
+  readonly tombstone: boolean
+  readonly expiresAt: number
+}
+
+/** A session file that exists but cannot be a record of ours (torn, empty, foreign). */
+const UNREADABLE = Symbol('unreadable')
+type Read = Stored | null | typeof UNREADABLE
+
+const NAME = 'FileStore'
+/** Store keys as the core makes them; anything else is never turned into a path. */
+const KEY = /^[A-Za-z0-9_-]{43}$/
+/** One character of base64url: the name of a shard directory. */
+const SHARD = /^[A-Za-z0-9_-]$/
+/** A temp file or lock being built, named `<key>.<token>.tmp` or `<key>.lock.<token>.new`. */
+const LEFTOVER = /^[A-Za-z0-9_-]{43}(\.lock)?\.[A-Za-z0-9_-]{22}\.(tmp|new)$/
+/** The `latchkey` field of every session file: the format version. */
+const FORMAT = 1
+const SESSIONS = 'sessions'
+const USERS = 'users'
+/** Files handled at once by prune, count, list and the user index; the event loop gets a turn between batches. */
+const BATCH = 64
+/** A temp file or half-built lock older than this (wall clock, ms) was left by a crashed process. */
+const LEFTOVER_AGE_MS = 3_600_000
+/** Unreadable files remembered as already reported; past this the memory starts over. */
+const MAX_REPORTED = 1000
+const MAX_TIMER_MS = 2_147_483_647
+
+/**
+ * Sessions as files in a folder, one per session, shared by every process that opens the same
+ * folder (several app servers on one machine): the PHP way, with no server to run.
+ *
+ * Layout: `sessions/<c1>/<c2>/<key>`, where `c1` and `c2` are the key's first two characters (4 096
+ * leaf folders, about 250 files each at a million sessions), and `users/<h1>/<h2>/<h>/<key>`, an empty
+ * marker file per signed-in session, where `h` is the SHA-256 of the user ID (base64url). Folders are
+ * 0700 and files 0600. A session file is one JSON object; it is written to a temp file in its own
+ * folder, fsynced, renamed over the old one and the folder fsynced, so a reader sees the old file or
+ * the new one, never a torn one, and a write that resolved survives a crash.
+ *
+ * Every write (create, update, touch, destroy, and a prune's removal) re-reads the file under the
+ * key's lock, which holds across processes: see `lock.ts`. Reads take no lock. A key that is not 43
+ * characters of base64url is never turned into a path: it reads as missing, and writes to it resolve
+ * `false` (create, update) or do nothing (touch, destroy).
+ */
+export class FileStore
+  implements SessionStore, UserIndexedStore, PrunableStore, CountableStore, ListableStore, ClosableStore
+{
+  /** The session folder, absolute. */
+  readonly directory: string
+  private readonly clock: Clock
+  private readonly warning: (message: string) => void
+  private readonly lockPolicy: LockPolicy
+  private readonly stopPruning: () => void
+  /** Paths of unreadable files already reported. */
+  private readonly reported = new Set<string>()
+  /** Per key, the tail of this process's queue of writers (the lock file then only sees one of them). */
+  private readonly queues = new Map<string, Promise<void>>()
+  private readonly inFlight = new Set<Promise<unknown>>()
+  private closed = false
+
+  constructor(options: FileStoreOptions) {
+    const {
+      directory,
+      clock = systemClock,
+      pruneIntervalMs = 600_000,
+      lockStaleMs = 10_000,
+      onWarning = (message: string) => console.warn(`latchkey: ${message}`),
+    } = options ?? {}
+    if (typeof directory !== 'string' || directory === '' || directory.includes('\0')) {
+      throw new ConfigError('directory', `must be a folder path, got ${JSON.stringify(directory)}`)
+    }
+    if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
+    if (!Number.isInteger(lockStaleMs) || lockStaleMs < 1 || lockStaleMs > MAX_TIMER_MS) {
+      throw new ConfigError(
+        'lockStaleMs',
+        `must be an integer from 1 to ${MAX_TIMER_MS} ms, got ${String(lockStaleMs)}`,
+      )
+    }
+    if (typeof onWarning !== 'function') throw new ConfigError('onWarning', 'must be a function')
+    const interval = validatePruneInterval(pruneIntervalMs)
+    this.directory = resolve(directory)
+    this.clock = clock
+    this.warning = onWarning
+    this.lockPolicy = { staleMs: lockStaleMs, onBreak: (message) => this.warn(message) }
+    this.stopPruning = schedulePrune(
+      () => this.prune(),
+      interval,
+      (error) => this.warn(`scheduled prune failed: ${messageOf(error)}`),
+    )
+  }
+
+  get(key: string): Promise<SessionRecord | null> {
+    return this.run('get', async () => (KEY.test(key) ? this.live(await this.read(key)) : null))
+  }
+
+  create(record: SessionRecord): Promise<boolean> {
+    const copy = ownCopy(record)
+    return this.run('create', async () => {
+      if (!KEY.test(copy.key)) return false
+      if (this.holds(await this.read(copy.key))) return false
+      return this.locked(copy.key, async (lock) => {
+        const current = await this.read(copy.key)
+        if (this.holds(current)) return false
+        if (copy.userId !== null) await this.addMarker(copy.userId, copy.key)
+        await this.write(copy, false, lock)
+        const previousUser = current && current !== UNREADABLE ? current.record.userId : null
+        if (previousUser !== null && previousUser !== copy.userId)
+          await this.removeMarker(previousUser, copy.key)
+        return true
+      })
+    })
+  }
+
+  update(record: SessionRecord, expectedVersion: number): Promise<boolean> {
+    const copy = ownCopy(record)
+    return this.run('update', async () => {
+      if (!KEY.test(copy.key)) return false
+      if (this.live(await this.read(copy.key))?.version !== expectedVersion) return false
+      return this.locked(copy.key, async (lock) => {
+        const current = this.live(await this.read(copy.key))
+        if (current?.version !== expectedVersion) return false
+        if (copy.userId !== null && copy.userId !== current.userId)
+          await this.addMarker(copy.userId, copy.key)
+        await this.write(copy, false, lock)
+        if (current.userId !== null && current.userId !== copy.userId) {
+          await this.removeMarker(current.userId, copy.key)
+        }
+        return true
+      })
+    })
+  }
+
+  touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
+    return this.run('touch', async () => {
+      if (!KEY.test(key) || !this.live(await this.read(key))) return
+      await this.locked(key, async (lock) => {
+        const current = this.live(await this.read(key))
+        if (current) await this.write(ownCopy({ ...current, lastSeenAt, idleExpiresAt }), false, lock)
+      })
+    })
+  }
+
+  destroy(key: string): Promise<void> {
+    return this.run('destroy', async () => {
+      if (!KEY.test(key) || !this.live(await this.read(key))) return
+      await this.locked(key, (lock) => this.tombstone(key, lock))
+    })
+  }
+
+  /**
+   * Reads the user's markers and the records they name. A marker whose record is gone, expired,
+   * destroyed or now another user's is skipped, and removed under the key's lock.
+   */
+  listByUser(userId: string): Promise<SessionRecord[]> {
+    return this.run('listByUser', async () => {
+      const out: SessionRecord[] = []
+      const stale: string[] = []
+      for (const keys of batches(await this.markers(userId))) {
+        const records = await Promise.all(keys.map(async (key) => this.live(await this.read(key))))
+        records.forEach((record, i) => {
+          if (record?.userId === userId) out.push(record)
+          else stale.push(keys[i] as string)
+        })
+      }
+      for (const key of stale) await this.dropStaleMarker(userId, key)
+      return out
+    })
+  }
+
+  destroyByUser(userId: string, exceptKey?: string): Promise<number> {
+    return this.run('destroyByUser', async () => {
+      let count = 0
+      const keys = (await this.markers(userId)).filter((key) => key !== exceptKey)
+      for (const batch of batches(keys, 16)) {
+        const done = await Promise.all(
+          batch.map((key) => this.locked(key, (lock) => this.tombstone(key, lock, userId))),
+        )
+        count += done.filter(Boolean).length
+      }
+      return count
+    })
+  }
+
+  /**
+   * Removes expired records and tombstones (with their user markers), unreadable session files, and
+   * temp files and half-built locks older than an hour. Walks the folder a batch of files at a time,
+   * yielding to the event loop between batches; a key whose lock is held is left for the next prune.
+   */
+  prune(): Promise<number> {
+    return this.run('prune', async () => {
+      let removed = 0
+      for await (const [dir, names] of this.walk()) {
+        const results = await Promise.all(names.map((name) => this.pruneEntry(dir, name)))
+        removed += results.filter(Boolean).length
+      }
+      return removed
+    })
+  }
+
+  count(): Promise<number> {
+    return this.run('count', async () => {
+      let count = 0
+      for await (const [, names] of this.walk()) {
+        const records = await Promise.all(
+          names.filter(isKey).map(async (key) => this.live(await this.read(key))),
+        )
+        count += records.filter(Boolean).length
+      }
+      return count
+    })
+  }
+
+  /** Every live record, a folder at a time, in no particular order. Writes meanwhile are fine. */
+  async *list(): AsyncIterable<SessionRecord> {
+    try {
+      this.assertOpen('list')
+      for await (const [, names] of this.walk()) {
+        this.assertOpen('list')
+        const records = await Promise.all(
+          names.filter(isKey).map(async (key) => this.live(await this.read(key))),
+        )
+        for (const record of records) if (record) yield record
+      }
+    } catch (error) {
+      throw toStoreError(NAME, 'list', error)
+    }
+  }
+
+  /** Stops the prune timer and waits for operations in flight. Later calls reject with `StoreError`. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true
+    this.stopPruning()
+    await Promise.all(this.inFlight)
+  }
+
+  /** Runs one operation: rejects at once when closed, turns every failure into a `StoreError`. */
+  private run<T>(operation: string, body: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(closedError(operation))
+    const pending = body().catch((error: unknown) => {
+      throw toStoreError(NAME, operation, error)
+    })
+    const settled = pending.then(
+      () => {},
+      () => {},
+    )
+    this.inFlight.add(settled)
+    settled.then(() => this.inFlight.delete(settled))
+    return pending
+  }
+
+  private assertOpen(operation: string): void {
+    if (this.closed) throw closedError(operation)
+  }
+
+  /** The record if it is live and not a tombstone. */
+  private live(read: Read): SessionRecord | null {
+    return read && read !== UNREADABLE && !read.tombstone && this.clock.now() < read.expiresAt
+      ? read.record
+      : null
+  }
+
+  /** True if a live record or a live tombstone holds the key. */
+  private holds(read: Read): boolean {
+    return read !== null && read !== UNREADABLE && this.clock.now() < read.expiresAt
+  }
+
+  private shard(key: string): string {
+    return join(this.directory, SESSIONS, key[0] as string, key[1] as string)
+  }
+
+  private userFolder(userId: string): string {
+    const hash = createHash('sha256').update(userId, 'utf8').digest('base64url')
+    return join(this.directory, USERS, hash[0] as string, hash[1] as string, hash)
+  }
+
+  /** The session file of `key` (a valid key), or `null` when there is none, or `UNREADABLE`. */
+  private async read(key: string): Promise<Read> {
+    const path = join(this.shard(key), key)
+    let text: string
+    try {
+      text = await readFile(path, 'utf8')
+    } catch (error) {
+      const code = errorCode(error)
+      if (code === 'EISDIR') return this.unreadable(path, 'it is a folder')
+      if (code !== 'ENOENT') throw error
+      await this.ensureFolder()
+      return null
+    }
+    const parsed = parse(text, key)
+    if (typeof parsed === 'string') return this.unreadable(path, parsed)
+    if (this.reported.size > 0) this.reported.delete(path)
+    return parsed
+  }
+
+  private unreadable(path: string, why: string): typeof UNREADABLE {
+    if (!this.reported.has(path)) {
+      if (this.reported.size >= MAX_REPORTED) this.reported.clear()
+      this.reported.add(path)
+      this.warn(`${NAME}: ignoring ${path}: ${why}; it reads as missing`)
+    }
+    return UNREADABLE
+  }
+
+  private warn(message: string): void {
+    try {
+      this.warning(message)
+    } catch {
+      // A failing warning hook must not fail the request that had something to report.
+    }
+  }
+
+  /** Checks the folder is there (creating it, 0700, when only it is missing): a missing file then means "no record". */
+  private async ensureFolder(): Promise<void> {
+    try {
+      if ((await stat(this.directory)).isDirectory()) return
+      throw Object.assign(new Error(`ENOTDIR: ${this.directory} is not a folder`), { code: 'ENOTDIR' })
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error
+    }
+    try {
+      await mkdir(this.directory, { mode: 0o700 })
+    } catch (error) {
+      if (errorCode(error) !== 'EEXIST') throw error
+    }
+  }
+
+  /** Creates `segments` below the folder, one level at a time (never above it), syncing each new entry. */
+  private async makeFolders(...segments: string[]): Promise<void> {
+    await this.ensureFolder()
+    let path = this.directory
+    for (const segment of segments) {
+      const parent = path
+      path = join(path, segment)
+      try {
+        await mkdir(path, { mode: 0o700 })
+      } catch (error) {
+        if (errorCode(error) === 'EEXIST') continue
+        throw error
+      }
+      await syncFolder(parent)
+    }
+  }
+
+  /**
+   * Runs `write` holding the key: first in this process's queue for it, then its lock, which holds
+   * across processes. Rejects when the lock cannot be had.
+   */
+  private locked<T>(key: string, write: (lock: HeldLock) => Promise<T>): Promise<T> {
+    return this.queued(key, async () => {
+      const lock = (await this.lock(key, true)) as HeldLock
+      try {
+        return await write(lock)
+      } finally {
+        await lock.release()
+      }
+    })
+  }
+
+  /** Like {@link locked}, but resolves `undefined` at once when another writer holds the key. */
+  private async lockedIfFree<T>(key: string, write: (lock: HeldLock) => Promise<T>): Promise<T | undefined> {
+    if (this.queues.has(key)) return undefined
+    return this.queued(key, async () => {
+      const lock = await this.lock(key, false)
+      if (!lock) return undefined
+      try {
+        return await write(lock)
+      } finally {
+        await lock.release()
+      }
+    })
+  }
+
+  private async queued<T>(key: string, body: () => Promise<T>): Promise<T> {
+    const previous = this.queues.get(key)
+    let done = (): void => {}
+    const mine = new Promise<void>((resolve) => {
+      done = resolve
+    })
+    const tail = previous ? previous.then(() => mine) : mine
+    this.queues.set(key, tail)
+    try {
+      await previous
+      return await body()
+    } finally {
+      done()
+      if (this.queues.get(key) === tail) this.queues.delete(key)
+    }
+  }
+
+  private async lock(key: string, wait: boolean): Promise<HeldLock | null> {
+    const path = join(this.shard(key), `${key}${LOCK_SUFFIX}`)
+    try {
+      return await takeLock(path, this.lockPolicy, wait)
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error
+      await this.makeFolders(SESSIONS, key[0] as string, key[1] as string)
+      return takeLock(path, this.lockPolicy, wait)
+    }
+  }
+
+  /**
+   * Replaces the session file atomically: temp file in the same folder, fsync, rename, fsync of the
+   * folder. The caller holds the key's lock; it is checked once more just before the rename.
+   */
+  private async write(record: SessionRecord, tombstone: boolean, lock: HeldLock): Promise<void> {
+    const dir = this.shard(record.key)
+    const temp = join(dir, `${record.key}.${randomBytes(16).toString('base64url')}.tmp`)
+    let renamed = false
+    try {
+      const handle = await open(temp, 'wx', 0o600)
+      try {
+        await handle.writeFile(serialize(record, tombstone), 'utf8')
+        await handle.datasync()
+      } finally {
+        await handle.close()
+      }
+      if (!(await lock.stillHeld())) throw new Error(`the lock of ${record.key} was broken while held`)
+      await rename(temp, join(dir, record.key))
+      renamed = true
+    } finally {
+      if (!renamed) await unlink(temp).catch(() => {})
+    }
+    // The write has happened (readers see it): a failing folder sync is reported, not thrown.
+    await syncFolder(dir).catch((error: unknown) =>
+      this.warn(`${NAME}: could not fsync ${dir} after a write: ${messageOf(error)}`),
+    )
+  }
+
+  /** Turns the live record under `key` (of `userId`, when given) into a tombstone; true if it did. */
+  private async tombstone(key: string, lock: HeldLock, userId?: string): Promise<boolean> {
+    const current = this.live(await this.read(key))
+    if (!current || (userId !== undefined && current.userId !== userId)) {
+      if (userId !== undefined) await this.removeMarker(userId, key)
+      return false
+    }
+    await this.write({ ...current, userId: null, payload: '' }, true, lock)
+    if (current.userId !== null) await this.removeMarker(current.userId, key)
+    return true
+  }
+
+  /** The keys `userId` has markers for. */
+  private async markers(userId: string): Promise<string[]> {
+    if (typeof userId !== 'string') return []
+    try {
+      return (await readdir(this.userFolder(userId))).filter(isKey)
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error
+      await this.ensureFolder()
+      return []
+    }
+  }
+
+  /** Writes the marker (durably) before the record that needs it, so the index never misses a live record. */
+  private async addMarker(userId: string, key: string): Promise<void> {
+    const folder = this.userFolder(userId)
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await writeFile(join(folder, key), '', { mode: 0o600 })
+        break
+      } catch (error) {
+        // A concurrent cleanup may remove the folder once it is empty: make it again.
+        if (errorCode(error) !== 'ENOENT' || attempt === 3) throw error
+        const hash = folder.slice(-43)
+        await this.makeFolders(USERS, hash[0] as string, hash[1] as string, hash)
+      }
+    }
+    await syncFolder(folder)
+  }
+
+  /** Removes a marker, and its folder once empty. Best effort: a marker left behind is filtered and cleaned later. */
+  private async removeMarker(userId: string, key: string): Promise<void> {
+    const folder = this.userFolder(userId)
+    try {
+      await unlink(join(folder, key))
+      await removeIfEmpty(folder)
+    } catch {
+      // Left for listByUser or the next write of the key.
+    }
+  }
+
+  /** Removes a marker that named no live record of the user, after checking again under the key's lock. */
+  private async dropStaleMarker(userId: string, key: string): Promise<void> {
+    try {
+      await this.lockedIfFree(key, async () => {
+        if (this.live(await this.read(key))?.userId !== userId) await this.removeMarker(userId, key)
+      })
+    } catch {
+      // Best effort: the marker stays filtered out and is tried again on the next listing.
+    }
+  }
+
+  /** One entry of a shard folder, for prune; true if it removed a record or tombstone. */
+  private async pruneEntry(dir: string, name: string): Promise<boolean> {
+    if (isKey(name)) {
+      const found = await this.read(name)
+      if (found === null || this.holds(found)) return false
+      const removed = await this.lockedIfFree(name, async () => {
+        const current = await this.read(name)
+        if (current === null || this.holds(current)) return false
+        if (current === UNREADABLE) {
+          // A folder named like a key is not ours to remove: it stays, reported and ignored.
+          await unlink(join(dir, name)).catch(() => {})
+          return false
+        }
+        await unlink(join(dir, name))
+        if (current.record.userId !== null) await this.removeMarker(current.record.userId, name)
+        return true
+      })
+      return removed === true
+    }
+    if (name.endsWith(LOCK_SUFFIX)) await removeIfEmpty(join(dir, name))
+    else if (LEFTOVER.test(name)) {
+      const path = join(dir, name)
+      const info = await stat(path).catch(() => null)
+      if (info && Date.now() - info.mtimeMs > LEFTOVER_AGE_MS)
+        await rm(path, { recursive: true, force: true })
+    }
+    return false
+  }
+
+  /** Every shard folder's entries, a batch at a time; the event loop gets a turn after each batch. */
+  private async *walk(): AsyncGenerator<[dir: string, names: string[]]> {
+    const root = join(this.directory, SESSIONS)
+    for (const first of await this.subfolders(root)) {
+      for (const second of await this.subfolders(join(root, first))) {
+        const dir = join(root, first, second)
+        let names: string[]
+        try {
+          names = await readdir(dir)
+        } catch (error) {
+          if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') continue
+          throw error
+        }
+        for (const batch of batches(names)) {
+          yield [dir, batch]
+          await yieldToEventLoop()
+        }
+      }
+    }
+  }
+
+  /** The shard folder names in `dir`; none when `dir` is missing (nothing written yet). */
+  private async subfolders(dir: string): Promise<string[]> {
+    try {
+      return (await readdir(dir)).filter((name) => SHARD.test(name))
+    } catch (error) {
+      const code = errorCode(error)
+      if (code === 'ENOTDIR' && dir !== join(this.directory, SESSIONS)) return []
+      if (code !== 'ENOENT') throw error
+      await this.ensureFolder()
+      return []
+    }
+  }
+}
+
+function isKey(name: string): boolean {
+  return KEY.test(name)
+}
+
+function batches<T>(items: readonly T[], size = BATCH): T[][] {
+  const out: T[][] = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+function closedError(operation: string): StoreError {
+  return new StoreError(NAME, operation, new Error('the store is closed'))
+}
+
+async function syncFolder(dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try {
+    await handle.sync()
+  } catch (error) {
+    // Some file systems cannot fsync a folder; there is nothing more to do there.
+    if (errorCode(error) !== 'EINVAL' && errorCode(error) !== 'ENOTSUP') throw error
+  } finally {
+    await handle.close()
+  }
+}
+
+/** A copy of the record's own fields, checked, so that what is written is what a read accepts. */
+function ownCopy(record: SessionRecord): SessionRecord {
+  const copy: SessionRecord = {
+    key: record?.key,
+    version: record?.version,
+    userId: record?.userId ?? null,
+    createdAt: record?.createdAt,
+    lastSeenAt: record?.lastSeenAt,
+    idleExpiresAt: record?.idleExpiresAt,
+    absoluteExpiresAt: record?.absoluteExpiresAt,
+    payload: record?.payload,
+  }
+  return copy
+}
+
+function serialize(record: SessionRecord, tombstone: boolean): string {
+  const { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload } = record
+  const fields = { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt }
+  const why = invalid({ latchkey: FORMAT, ...fields, tombstone, payload }, key)
+  if (why) throw new TypeError(`the record cannot be stored: ${why}`)
+  return `${JSON.stringify({ latchkey: FORMAT, ...fields, tombstone, payload })}\n`
+}
+
+/** The session file's content as a record, or why it is not one. */
+function parse(text: string, key: string): Stored | string {
+  if (text === '') return 'the file is empty'
+  let data: unknown
+  try {
+    data = JSON.parse(text)
+  } catch {
+    return 'not JSON (torn or foreign)'
+  }
+  const why = invalid(data, key)
+  if (why) return why
+  const { version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload, tombstone } =
+    data as SessionRecord & { tombstone: boolean }
+  const record = { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload }
+  return { record, tombstone, expiresAt: Math.min(idleExpiresAt, absoluteExpiresAt) }
+}
+
+/** Why `data` is not a session file's content for `key`, or `null` when it is. */
+function invalid(data: unknown, key: string): string | null {
+  if (typeof data !== 'object' || data === null) return 'not a latchkey session file'
+  const fields = data as Record<string, unknown>
+  if (fields.latchkey !== FORMAT) return 'not a latchkey session file (format 1)'
+  if (fields.key !== key) return 'its key is not its file name'
+  if (!Number.isSafeInteger(fields.version)) return 'version is not an integer'
+  for (const time of ['createdAt', 'lastSeenAt', 'idleExpiresAt', 'absoluteExpiresAt']) {
+    if (!Number.isFinite(fields[time])) return `${time} is not a number`
+  }
+  if (fields.userId !== null && typeof fields.userId !== 'string') return 'userId is not a string or null'
+  if (typeof fields.payload !== 'string') return 'payload is not a string'
+  if (typeof fields.tombstone !== 'boolean') return 'tombstone is not a boolean'
+  return null
+}
