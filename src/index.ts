@@ -35,6 +35,7 @@ export type {
   SessionRecord,
   SessionStore,
   StoreOptions,
+  SyncSessionStore,
   UserIndexedStore,
 } from './core/store.js'
 export {
@@ -44,6 +45,7 @@ export {
   isListableStore,
   isMigratableStore,
   isPrunableStore,
+  isSyncStore,
   isUserIndexedStore,
 } from './core/store.js'
 export type { MemoryStoreOptions } from './stores/memory/index.js'

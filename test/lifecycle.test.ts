@@ -439,7 +439,7 @@ describe('touch under parallel reads', () => {
     const counting = new Proxy(store, {
       get(target, property, receiver) {
         const member = Reflect.get(target, property, receiver)
-        if (property !== 'touch' || typeof member !== 'function') return member
+        if ((property !== 'touch' && property !== 'touchSync') || typeof member !== 'function') return member
         return (...args: unknown[]) => {
           touches++
           return member.apply(target, args)

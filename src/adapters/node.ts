@@ -252,6 +252,10 @@ function foldHeaders(res: ServerResponse, headers: object): void {
  * before responding answers 500 and its session changes are not saved. A handler that throws after
  * its response started gets the commit and its output finished, then an unfinished response is
  * aborted (socket destroyed); one it had already ended is left alone. `onError` hears of it once.
+ *
+ * With a store that answers synchronously (MemoryStore, SqliteStore) the common request is loaded,
+ * handled and committed without waiting on a promise; anything unusual takes the asynchronous path.
+ * The returned promise settles when the adapter is done with the request.
  */
 export function withSessions<T extends SessionData, Req extends IncomingMessage = IncomingMessage>(
   manager: SessionManager<T>,
@@ -259,27 +263,17 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
   options: NodeAdapterOptions = {},
 ): (req: Req, res: ServerResponse) => Promise<void> {
   const onError = options.onError ?? ((error: unknown) => console.error('latchkey:', error))
-  return async (req, res) => {
-    let session: Session<T>
-    try {
-      session = await manager.load({ cookie: req.headers.cookie, userAgent: req.headers['user-agent'] })
-    } catch (error) {
-      onError(error)
-      sendFailure(res, error)
-      return
-    }
-    const fail = (error: unknown): void => {
-      onError(error)
-      sendFailure(res, error)
-    }
+  const fail = (res: ServerResponse, error: unknown): void => {
+    onError(error)
+    sendFailure(res, error)
+  }
+  const serve = (req: Req, res: ServerResponse, session: Session<T>): Promise<void> => {
     const held = holdUntilCommitted(
       res,
-      () => manager.commitIfQuiet(session) ?? manager.commit(session),
-      fail,
+      () => manager.commitSync(session) ?? manager.commit(session),
+      (error) => fail(res, error),
     )
-    try {
-      await handler(req, res, session)
-    } catch (error) {
+    const failed = async (error: unknown): Promise<void> => {
       onError(error)
       if (held.phase === 'waiting') {
         // Nothing has left yet: drop the request's session changes and answer 500.
@@ -291,5 +285,39 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
       await held.settled
       if (!res.writableEnded && !res.destroyed) sendFailure(res, error)
     }
+    let outcome: unknown
+    try {
+      outcome = handler(req, res, session)
+    } catch (error) {
+      return failed(error)
+    }
+    return isThenable(outcome) ? Promise.resolve(outcome).then(noop, failed) : DONE
   }
+  return (req, res) => {
+    const facts = { cookie: req.headers.cookie, userAgent: req.headers['user-agent'] }
+    let session: Session<T> | null
+    try {
+      session = manager.loadSync(facts)
+    } catch (error) {
+      fail(res, error)
+      return DONE
+    }
+    if (session !== null) return serve(req, res, session)
+    return manager.load(facts).then(
+      (loaded) => serve(req, res, loaded),
+      (error: unknown) => fail(res, error),
+    )
+  }
+}
+
+const DONE: Promise<void> = Promise.resolve()
+
+function noop(): void {}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  )
 }

@@ -1,6 +1,6 @@
 import { toStoreError } from './errors.js'
-import type { SessionRecord, SessionStore, UserIndexedStore } from './store.js'
-import { isClosableStore, isUserIndexedStore } from './store.js'
+import type { SessionRecord, SessionStore, SyncSessionStore, UserIndexedStore } from './store.js'
+import { isClosableStore, isSyncStore, isUserIndexedStore } from './store.js'
 
 /**
  * The store as the manager uses it: any rejection (or synchronous throw) of a store call, whatever
@@ -13,12 +13,15 @@ export class GuardedStore implements SessionStore {
   readonly name: string
   /** The store's user index, when it has one. */
   readonly indexed: boolean
+  /** The store's synchronous methods, guarded the same way, when it has them; else `null`. */
+  readonly sync: SyncSessionStore | null
 
   constructor(readonly inner: SessionStore) {
     this.name = (inner.constructor as { name?: unknown } | undefined)?.name
       ? String(inner.constructor.name)
       : 'store'
     this.indexed = isUserIndexedStore(inner)
+    this.sync = isSyncStore(inner) ? new GuardedSyncStore(inner, this.name) : null
   }
 
   get(key: string): Promise<SessionRecord | null> {
@@ -61,6 +64,46 @@ export class GuardedStore implements SessionStore {
       })
     } catch (error) {
       return Promise.reject(toStoreError(this.name, operation, error))
+    }
+  }
+}
+
+/** The synchronous methods of a store, each throwing a `StoreError` for whatever the store throws. */
+class GuardedSyncStore implements SyncSessionStore {
+  constructor(
+    private readonly inner: SyncSessionStore,
+    private readonly name: string,
+  ) {}
+
+  getSync(key: string): SessionRecord | null {
+    try {
+      return this.inner.getSync(key)
+    } catch (error) {
+      throw toStoreError(this.name, 'get', error)
+    }
+  }
+
+  createSync(record: SessionRecord): boolean {
+    try {
+      return this.inner.createSync(record)
+    } catch (error) {
+      throw toStoreError(this.name, 'create', error)
+    }
+  }
+
+  updateSync(record: SessionRecord, expectedVersion: number): boolean {
+    try {
+      return this.inner.updateSync(record, expectedVersion)
+    } catch (error) {
+      throw toStoreError(this.name, 'update', error)
+    }
+  }
+
+  touchSync(key: string, lastSeenAt: number, idleExpiresAt: number): void {
+    try {
+      this.inner.touchSync(key, lastSeenAt, idleExpiresAt)
+    } catch (error) {
+      throw toStoreError(this.name, 'touch', error)
     }
   }
 }

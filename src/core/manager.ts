@@ -217,6 +217,35 @@ export class SessionManager<T extends SessionData = SessionData> {
   }
 
   /**
+   * {@link load}, answered synchronously when the store can answer synchronously and the cookie names
+   * a live session or none (the common request); `null` when {@link load} must run instead (an expired
+   * session to end, a renewed ID to follow, an asynchronous store). Throws `StoreError` when the store fails.
+   */
+  loadSync(facts: RequestFacts): Session<T> | null {
+    const sync = this.store.sync
+    if (sync === null) return null
+    const reading: CookieReading = readSessionCookie(facts.cookie, this.options.cookie.name)
+    if (reading.id === null) {
+      if (reading.rejected) this.emit('rejected', null, null, 'malformed')
+      return this.fresh(reading.rejected, facts)
+    }
+    const id = reading.id
+    const key = this.opened.get(id)?.key ?? storeKeyOf(id)
+    const record = sync.getSync(key)
+    if (!record || record.payload === ENDED_PAYLOAD) {
+      this.emit('rejected', key, null, 'unknown')
+      return this.fresh(true, facts)
+    }
+    if (this.isExpired(record, this.options.clock.now())) return null
+    const loaded = this.openRecord(record, id)
+    if (!loaded) {
+      this.emit('rejected', key, record.userId, 'tampered')
+      return this.fresh(true, facts)
+    }
+    return loaded.meta.next === undefined ? this.restore(id, loaded, false, facts) : null
+  }
+
+  /**
    * Saves what the request did to the session and returns the headers to send. Call it once, before
    * the response's headers leave. Rejects with `StoreError` (store down) or `ConflictError`.
    */
@@ -255,6 +284,44 @@ export class SessionManager<T extends SessionData = SessionData> {
     const state = session[STATE]
     const record = state.record
     if (record === null || state.destroyed !== null || !this.isQuiet(state, record, now)) return null
+    return state.reissueCookie ? this.issued(state, now) : PRIVATE
+  }
+
+  /**
+   * {@link commit}, done synchronously when it can be: nothing to write, or a store that answers
+   * synchronously, no other commit on the session in flight in this process, and a plain write, touch
+   * or new session whose compare-and-set succeeds at once. `null` when {@link commit} must run instead
+   * (a rotation, a logout, a renewal due, a conflict); nothing has been written then. Throws
+   * `StoreError` when the store fails.
+   */
+  commitSync(session: Session<T>): CommitResult | null {
+    const now = this.options.clock.now()
+    const quiet = this.commitIfQuiet(session, now)
+    if (quiet !== null) return quiet
+    const sync = this.store.sync
+    const state = session[STATE]
+    if (sync === null || state.destroyed !== null || state.loggedOut || state.rotation !== 'none') return null
+    const record = state.record
+    if (record === null) {
+      if (state.data.size === 0 && state.userId === null) return state.clearCookie ? this.cleared : NOTHING
+      this.prepareMeta(state, now)
+      const created = this.newRecord(state, now, null)
+      if (!sync.createSync(created)) return null
+      this.settle(state, created)
+      this.emit('created', created.key, state.userId)
+      return this.issued(state, now)
+    }
+    if (this.queues.has(record.key) || now - state.meta.iat >= this.options.renewalIntervalMs) return null
+    if (hasChanges(state)) {
+      const next = this.nextVersion(state, record, now)
+      if (!sync.updateSync(next, record.version)) return null
+      this.settle(state, next)
+    } else {
+      const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, record.absoluteExpiresAt)
+      sync.touchSync(record.key, now, idleExpiresAt)
+      state.record = { ...record, lastSeenAt: now, idleExpiresAt }
+      keepRecent(this.touched, record.key, now)
+    }
     return state.reissueCookie ? this.issued(state, now) : PRIVATE
   }
 
@@ -658,22 +725,10 @@ export class SessionManager<T extends SessionData = SessionData> {
     rotate: boolean,
     previous: SessionRecord | null,
   ): Promise<SessionRecord> {
-    const { idleTimeoutMs, absoluteTimeoutMs } = this.options
-    const absoluteExpiresAt = previous?.absoluteExpiresAt ?? now + absoluteTimeoutMs
     this.prepareMeta(state, now)
     for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
       if (rotate || attempt > 0) state.id = generateId()
-      const key = storeKeyOf(state.id)
-      const record: SessionRecord = {
-        key,
-        version: 1,
-        userId: state.userId,
-        createdAt: previous?.createdAt ?? now,
-        lastSeenAt: now,
-        idleExpiresAt: Math.min(now + idleTimeoutMs, absoluteExpiresAt),
-        absoluteExpiresAt,
-        payload: this.seal(state, key),
-      }
+      const record = this.newRecord(state, now, previous)
       if (await this.store.create(record)) {
         state.record = record
         return record
@@ -685,21 +740,41 @@ export class SessionManager<T extends SessionData = SessionData> {
     )
   }
 
+  /** The first record of the session under `state.id`; `previous` lends its creation time and absolute deadline. */
+  private newRecord(state: SessionState, now: number, previous: SessionRecord | null): SessionRecord {
+    const absoluteExpiresAt = previous?.absoluteExpiresAt ?? now + this.options.absoluteTimeoutMs
+    const key = storeKeyOf(state.id)
+    return {
+      key,
+      version: 1,
+      userId: state.userId,
+      createdAt: previous?.createdAt ?? now,
+      lastSeenAt: now,
+      idleExpiresAt: Math.min(now + this.options.idleTimeoutMs, absoluteExpiresAt),
+      absoluteExpiresAt,
+      payload: this.seal(state, key),
+    }
+  }
+
+  /** The next version of `record` holding the state's data, seen now. */
+  private nextVersion(state: SessionState, record: SessionRecord, now: number): SessionRecord {
+    if (state.meta.csrf === '') state.meta.csrf = randomToken()
+    return {
+      ...record,
+      version: record.version + 1,
+      userId: state.userId,
+      lastSeenAt: now,
+      idleExpiresAt: Math.min(now + this.options.idleTimeoutMs, record.absoluteExpiresAt),
+      payload: this.seal(state, record.key),
+    }
+  }
+
   /** Writes the session with compare-and-set; on conflict reloads, replays this request's changes and retries. */
   private async write(state: SessionState, now: number): Promise<boolean> {
-    const { idleTimeoutMs, commitTimeoutMs } = this.options
-    const deadline = performance.now() + commitTimeoutMs
+    const deadline = performance.now() + this.options.commitTimeoutMs
     for (let attempt = 1; ; attempt++) {
       const record = state.record as SessionRecord
-      if (state.meta.csrf === '') state.meta.csrf = randomToken()
-      const next: SessionRecord = {
-        ...record,
-        version: record.version + 1,
-        userId: state.userId,
-        lastSeenAt: now,
-        idleExpiresAt: Math.min(now + idleTimeoutMs, record.absoluteExpiresAt),
-        payload: this.seal(state, record.key),
-      }
+      const next = this.nextVersion(state, record, now)
       if (await this.store.update(next, record.version)) {
         this.settle(state, next)
         return true

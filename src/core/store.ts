@@ -110,6 +110,23 @@ export interface MigratableStore {
   schemaSql(): string
 }
 
+/**
+ * A store that can also answer synchronously (MemoryStore; SqliteStore, whose driver is synchronous).
+ * The methods mean exactly what their asynchronous namesakes mean and throw a `StoreError` where those
+ * reject. The manager uses them for its fast path: a request whose session is read and written with
+ * no other commit on it in flight is loaded, committed and answered without waiting for a promise.
+ */
+export interface SyncSessionStore {
+  /** {@link SessionStore.get}, answered synchronously. */
+  getSync(key: string): SessionRecord | null
+  /** {@link SessionStore.create}, answered synchronously. */
+  createSync(record: SessionRecord): boolean
+  /** {@link SessionStore.update}, answered synchronously. */
+  updateSync(record: SessionRecord, expectedVersion: number): boolean
+  /** {@link SessionStore.touch}, answered synchronously. */
+  touchSync(key: string, lastSeenAt: number, idleExpiresAt: number): void
+}
+
 /** A store holding resources (connections, file handles, timers) that must be released. */
 export interface ClosableStore {
   /** Releases everything; afterwards the process can exit and every method rejects with `StoreError`. */
@@ -149,6 +166,11 @@ export function isListableStore(store: object): store is ListableStore {
 /** True if `store` implements {@link MigratableStore}. */
 export function isMigratableStore(store: object): store is MigratableStore {
   return hasMethods(store, ['migrate', 'schemaSql'])
+}
+
+/** True if `store` implements {@link SyncSessionStore}. */
+export function isSyncStore(store: object): store is SyncSessionStore {
+  return hasMethods(store, ['getSync', 'createSync', 'updateSync', 'touchSync'])
 }
 
 /** True if `store` implements {@link ClosableStore}. */

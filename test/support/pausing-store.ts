@@ -95,6 +95,9 @@ export function pausable<S extends object>(store: S): Pausable<S> {
 
   const wrapped = new Proxy(store, {
     get(target, property) {
+      // The synchronous methods (getSync, updateSync...) are hidden, so the manager takes the
+      // asynchronous path, whose calls a pause can hold.
+      if (typeof property === 'string' && property.endsWith('Sync')) return undefined
       const value: unknown = Reflect.get(target, property, target)
       if (typeof value !== 'function' || typeof property !== 'string' || property === 'constructor') {
         return value

@@ -8,6 +8,7 @@ import type {
   SessionRecord,
   SessionStore,
   StoreOptions,
+  SyncSessionStore,
   UserIndexedStore,
 } from '../../core/store.js'
 
@@ -47,7 +48,14 @@ let warnedInProduction = false
  * expired records and tombstones every `sweepIntervalMs`; `close()` stops it.
  */
 export class MemoryStore
-  implements SessionStore, UserIndexedStore, PrunableStore, CountableStore, ListableStore, ClosableStore
+  implements
+    SessionStore,
+    SyncSessionStore,
+    UserIndexedStore,
+    PrunableStore,
+    CountableStore,
+    ListableStore,
+    ClosableStore
 {
   private readonly clock: Clock
   private readonly maxSessions: number
@@ -86,11 +94,27 @@ export class MemoryStore
   }
 
   async get(key: string): Promise<SessionRecord | null> {
+    return this.getSync(key)
+  }
+
+  async create(record: SessionRecord): Promise<boolean> {
+    return this.createSync(record)
+  }
+
+  async update(record: SessionRecord, expectedVersion: number): Promise<boolean> {
+    return this.updateSync(record, expectedVersion)
+  }
+
+  async touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
+    this.touchSync(key, lastSeenAt, idleExpiresAt)
+  }
+
+  getSync(key: string): SessionRecord | null {
     this.assertOpen('get')
     return this.live(key)?.record ?? null
   }
 
-  async create(record: SessionRecord): Promise<boolean> {
+  createSync(record: SessionRecord): boolean {
     this.assertOpen('create')
     const now = this.clock.now()
     const existing = this.records.get(record.key)
@@ -100,7 +124,7 @@ export class MemoryStore
     return true
   }
 
-  async update(record: SessionRecord, expectedVersion: number): Promise<boolean> {
+  updateSync(record: SessionRecord, expectedVersion: number): boolean {
     this.assertOpen('update')
     const current = this.live(record.key)
     if (!current || current.record.version !== expectedVersion) return false
@@ -108,7 +132,7 @@ export class MemoryStore
     return true
   }
 
-  async touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
+  touchSync(key: string, lastSeenAt: number, idleExpiresAt: number): void {
     this.assertOpen('touch')
     const current = this.live(key)
     if (!current) return
