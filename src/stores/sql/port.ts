@@ -4,8 +4,11 @@
  * query API; errors are left as the driver threw them, for the store to wrap as `StoreError`.
  */
 
-/** A value bound to a query parameter. Every value reaches the database this way, never as SQL text. */
-export type SqlValue = string | number | null
+/**
+ * A value bound to a query parameter. Every value reaches the database this way, never as SQL text.
+ * Bytes are for payloads where a text column cannot hold every string (PostgreSQL text refuses NUL).
+ */
+export type SqlValue = string | number | null | Uint8Array
 
 /** One result row, by column name. Drivers may return numbers as strings (PostgreSQL `BIGINT`). */
 export type SqlRow = Readonly<Record<string, unknown>>

@@ -1,47 +1,17 @@
 /**
  * The SQL of every SQL store, written once. A {@link SqlDialect} fills in what differs between
- * databases (placeholders, quoting, upsert, `LEAST`, column types) and {@link SessionQueries} runs
- * the store contract over any driver that implements the {@link SqlPort}.
+ * databases (placeholders, quoting, create-if-absent, `LEAST`, column types) and
+ * {@link SessionQueries} runs the store contract over any driver that implements the {@link SqlPort}.
  *
  * One row per key. `expires_at` is `min(idle_expires_at, absolute_expires_at)`, kept in step by
  * every write, so expiry checks and prune use one indexed column. A destroyed session keeps its row
  * as a tombstone (`tombstone = 1`, payload and user cleared) until `expires_at`.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { ConfigError } from '../../core/errors.js'
 import { expiresAt, type SessionRecord } from '../../core/store.js'
+import type { SqlDialect } from './dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from './port.js'
-
-/** What differs between the SQL databases latchkey supports. */
-export interface SqlDialect {
-  /** The placeholder of the `index`-th bound parameter, from 1: `?` (SQLite, MySQL) or `$1` (PostgreSQL). */
-  placeholder(index: number): string
-  /** Quotes an identifier: `"name"` (SQLite, PostgreSQL) or `` `name` `` (MySQL). */
-  quote(identifier: string): string
-  /** The smaller of two SQL expressions: `MIN(a, b)` in SQLite, `LEAST(a, b)` elsewhere. */
-  least(a: string, b: string): string
-  /**
-   * The clause after `INSERT INTO table (columns) VALUES (...)` that, on a conflict on `columns[0]`
-   * (the primary key), overwrites the existing row with the inserted values only when `condition`
-   * (over the existing row, columns qualified with the table name) holds, so that the statement
-   * changes exactly one row or none.
-   * SQLite and PostgreSQL: `ON CONFLICT (key) DO UPDATE SET c = excluded.c, ... WHERE condition`.
-   */
-  upsertWhen(columns: readonly string[], condition: string): string
-  /** Column types: the 43-char key, free text (user ID, payload) and 64-bit integers (epoch ms). */
-  readonly types: { readonly key: string; readonly text: string; readonly integer: string }
-}
-
-/** SQLite, 3.24 or later (upsert). */
-export const sqliteDialect: SqlDialect = Object.freeze({
-  placeholder: () => '?',
-  quote: (identifier: string) => `"${identifier.replaceAll('"', '""')}"`,
-  least: (a: string, b: string) => `MIN(${a}, ${b})`,
-  upsertWhen(columns: readonly string[], condition: string) {
-    const set = columns.map((column) => `${column} = excluded.${column}`).join(', ')
-    return `ON CONFLICT (${columns[0]}) DO UPDATE SET ${set} WHERE ${condition}`
-  },
-  types: Object.freeze({ key: 'TEXT', text: 'TEXT', integer: 'INTEGER' }),
-})
 
 /** The schema version this code writes and expects. Stored per table in `latchkey_schema`. */
 export const SCHEMA_VERSION = 1
@@ -49,19 +19,31 @@ export const SCHEMA_VERSION = 1
 /** The table recording each session table's schema version. */
 export const SCHEMA_TABLE = 'latchkey_schema'
 
-const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+/** Rows deleted per statement by `prune`: a backlog is removed in short transactions, not one long one. */
+export const PRUNE_BATCH_SIZE = 1000
 
-/** Returns `name` if it is a usable table name (letters, digits, `_`, at most 63), else throws `ConfigError`. */
-export function validateTableName(name: unknown, option = 'tableName'): string {
-  if (typeof name !== 'string' || !TABLE_NAME.test(name)) {
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+
+/**
+ * Returns `name` if it is a usable identifier (letters, digits, `_`, not starting with a digit, at most
+ * 63), else throws `ConfigError` naming `option`. Quotes, `;`, `--`, `.`, `/` and spaces are all refused.
+ */
+export function validateIdentifier(name: unknown, option: string): string {
+  if (typeof name !== 'string' || !IDENTIFIER.test(name)) {
     throw new ConfigError(
       option,
       `must be 1 to 63 letters, digits or underscores, not starting with a digit; got ${JSON.stringify(name)}`,
     )
   }
-  if (name.toLowerCase() === SCHEMA_TABLE)
-    throw new ConfigError(option, `${SCHEMA_TABLE} is latchkey's own table`)
   return name
+}
+
+/** Returns `name` if it is a usable table name ({@link validateIdentifier}, not latchkey's own), else throws `ConfigError`. */
+export function validateTableName(name: unknown, option = 'tableName'): string {
+  validateIdentifier(name, option)
+  if ((name as string).toLowerCase() === SCHEMA_TABLE)
+    throw new ConfigError(option, `${SCHEMA_TABLE} is latchkey's own table`)
+  return name as string
 }
 
 /** A statement with named parameters compiled to the dialect's placeholders. */
@@ -104,6 +86,7 @@ const RECORD_COLUMNS = [
 
 /** A stored row as a {@link SessionRecord}. Numbers go through `Number()` for drivers that return strings. */
 export function rowToRecord(row: SqlRow): SessionRecord {
+  const { payload } = row
   return {
     key: String(row.key),
     version: Number(row.version),
@@ -112,27 +95,23 @@ export function rowToRecord(row: SqlRow): SessionRecord {
     lastSeenAt: Number(row.last_seen_at),
     idleExpiresAt: Number(row.idle_expires_at),
     absoluteExpiresAt: Number(row.absolute_expires_at),
-    payload: String(row.payload),
+    payload:
+      payload instanceof Uint8Array
+        ? Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')
+        : String(payload),
   }
 }
 
-function recordValues(record: SessionRecord): Record<string, SqlValue> {
-  return {
-    key: record.key,
-    version: record.version,
-    userId: record.userId ?? null,
-    createdAt: record.createdAt,
-    lastSeenAt: record.lastSeenAt,
-    idleExpiresAt: record.idleExpiresAt,
-    absoluteExpiresAt: record.absoluteExpiresAt,
-    expiresAt: expiresAt(record),
-    payload: record.payload,
-  }
+/** One statement with its parameters bound. */
+export interface BoundStatement {
+  readonly sql: string
+  readonly params: readonly SqlValue[]
 }
 
 /**
- * The store contract in SQL for one table, over any {@link SqlPort}. Each method is one statement,
- * so each is atomic on its own; `list` pages by key so that no cursor stays open between pages.
+ * The store contract in SQL for one table, over any {@link SqlPort}. Each method is one statement
+ * (a MySQL create is two, see {@link SqlDialect.insertUnlessTaken}), so each is atomic on its own;
+ * `list` pages by key so that no cursor stays open between pages, and `prune` deletes in batches.
  */
 export class SessionQueries {
   /** The validated table name. */
@@ -141,41 +120,50 @@ export class SessionQueries {
   readonly migrations: readonly (readonly string[])[]
   /** Creates the schema-version table; run before reading the version. */
   readonly createSchemaTable: string
-  /** Reads this table's schema version (`:table`): a row with `version`, or none. */
-  readonly selectVersion: SqlQuery
-  /** Records the first schema version of this table (`:table`, `:version`). */
-  readonly insertVersion: SqlQuery
-  /** Raises the schema version of this table (`:table`, `:version`). */
-  readonly updateVersion: SqlQuery
+
+  private readonly dialect: SqlDialect
+  /** Reads this table's schema version: a row with `version`, or none (version 0). */
+  readonly selectVersion: BoundStatement
 
   private readonly versionRowSql: string
+  private readonly insertVersion: SqlQuery
+  private readonly updateVersion: SqlQuery
+  private readonly createSteps: readonly SqlQuery[]
   private readonly q: Record<
-    | 'get'
-    | 'create'
-    | 'update'
-    | 'touch'
-    | 'destroy'
-    | 'listByUser'
-    | 'destroyByUser'
-    | 'prune'
-    | 'count'
-    | 'listPage',
+    'get' | 'update' | 'touch' | 'destroy' | 'listByUser' | 'destroyByUser' | 'prune' | 'count' | 'listPage',
     SqlQuery
   >
 
-  constructor(dialect: SqlDialect, tableName: string) {
+  /**
+   * The queries for `tableName` (validated here: a bad name throws `ConfigError`), in `schema` when
+   * given (PostgreSQL; validated as `schema`). The version table lives beside the sessions table.
+   */
+  constructor(dialect: SqlDialect, tableName: string, schema?: string) {
+    this.dialect = dialect
     this.tableName = validateTableName(tableName)
     const c = (column: string) => dialect.quote(column)
-    const t = dialect.quote(this.tableName)
-    const s = dialect.quote(SCHEMA_TABLE)
+    const qualified = (name: string) =>
+      schema === undefined ? c(name) : `${c(validateIdentifier(schema, 'schema'))}.${c(name)}`
+    const t = qualified(this.tableName)
+    const s = qualified(SCHEMA_TABLE)
     const { types } = dialect
+    const indexes = ['expires_at', 'user_id'].map((column) => {
+      const name = `${this.tableName}_${column}`
+      if (name.length > dialect.maxIdentifierLength) {
+        const longest = dialect.maxIdentifierLength - column.length - 1
+        throw new ConfigError('tableName', `must be at most ${longest} characters on this database`)
+      }
+      return { name: c(name), column: c(column) }
+    })
     const select = RECORD_COLUMNS.map(c).join(', ')
     const live = `${c('tombstone')} = 0 AND ${c('expires_at')} > :now`
+    const sameUser = dialect.equals(c('user_id'), ':userId')
     const writeColumns = [...RECORD_COLUMNS, 'expires_at', 'tombstone'].map(c)
     const sql = (template: string) => compile(dialect, template)
 
     this.createSchemaTable = `CREATE TABLE IF NOT EXISTS ${s} (${c('table_name')} ${types.key} NOT NULL PRIMARY KEY, ${c('version')} ${types.integer} NOT NULL)`
-    this.selectVersion = sql(`SELECT ${c('version')} FROM ${s} WHERE ${c('table_name')} = :table`)
+    const selectVersion = sql(`SELECT ${c('version')} FROM ${s} WHERE ${c('table_name')} = :table`)
+    this.selectVersion = { sql: selectVersion.sql, params: bind(selectVersion, { table: this.tableName }) }
     const insertVersion = `INSERT INTO ${s} (${c('table_name')}, ${c('version')}) VALUES (:table, :version)`
     this.insertVersion = sql(insertVersion)
     this.updateVersion = sql(`UPDATE ${s} SET ${c('version')} = :version WHERE ${c('table_name')} = :table`)
@@ -184,33 +172,46 @@ export class SessionQueries {
       .replace(':table', `'${this.tableName}'`)
       .replace(':version', `${SCHEMA_VERSION}`)
     this.migrations = [
-      [
-        `CREATE TABLE IF NOT EXISTS ${t} (
-  ${c('key')} ${types.key} NOT NULL PRIMARY KEY,
-  ${c('version')} ${types.integer} NOT NULL,
-  ${c('user_id')} ${types.text},
-  ${c('created_at')} ${types.integer} NOT NULL,
-  ${c('last_seen_at')} ${types.integer} NOT NULL,
-  ${c('idle_expires_at')} ${types.integer} NOT NULL,
-  ${c('absolute_expires_at')} ${types.integer} NOT NULL,
-  ${c('expires_at')} ${types.integer} NOT NULL,
-  ${c('payload')} ${types.text} NOT NULL,
-  ${c('tombstone')} ${types.integer} NOT NULL DEFAULT 0
-)`,
-        `CREATE INDEX IF NOT EXISTS ${c(`${this.tableName}_expires_at`)} ON ${t} (${c('expires_at')})`,
-        `CREATE INDEX IF NOT EXISTS ${c(`${this.tableName}_user_id`)} ON ${t} (${c('user_id')})`,
-      ],
+      dialect.createTable(
+        t,
+        [
+          `${c('key')} ${types.key} NOT NULL PRIMARY KEY`,
+          `${c('version')} ${types.integer} NOT NULL`,
+          `${c('user_id')} ${types.userId}`,
+          `${c('created_at')} ${types.integer} NOT NULL`,
+          `${c('last_seen_at')} ${types.integer} NOT NULL`,
+          `${c('idle_expires_at')} ${types.integer} NOT NULL`,
+          `${c('absolute_expires_at')} ${types.integer} NOT NULL`,
+          `${c('expires_at')} ${types.integer} NOT NULL`,
+          `${c('payload')} ${types.payload} NOT NULL`,
+          `${c('tombstone')} ${types.integer} NOT NULL DEFAULT 0`,
+        ],
+        indexes,
+      ),
     ]
 
+    // Insert-only, except over a row (record or tombstone) whose expiry has passed.
+    this.createSteps = dialect
+      .insertUnlessTaken(
+        t,
+        writeColumns,
+        [
+          ':key',
+          ':version',
+          ':userId',
+          ':createdAt',
+          ':lastSeenAt',
+          ':idleExpiresAt',
+          ':absoluteExpiresAt',
+          ':payload',
+          ':expiresAt',
+          '0',
+        ],
+        `${t}.${c('expires_at')} <= :now`,
+      )
+      .map(sql)
     this.q = {
       get: sql(`SELECT ${select} FROM ${t} WHERE ${c('key')} = :key AND ${live}`),
-      // Insert-only, except over a row (record or tombstone) whose expiry has passed.
-      create: sql(
-        `INSERT INTO ${t} (${writeColumns.join(', ')}) VALUES (:key, :version, :userId, :createdAt, :lastSeenAt, :idleExpiresAt, :absoluteExpiresAt, :payload, :expiresAt, 0) ${dialect.upsertWhen(
-          writeColumns,
-          `${t}.${c('expires_at')} <= :now`,
-        )}`,
-      ),
       update: sql(
         `UPDATE ${t} SET ${c('version')} = :version, ${c('user_id')} = :userId, ${c('created_at')} = :createdAt, ${c('last_seen_at')} = :lastSeenAt, ${c('idle_expires_at')} = :idleExpiresAt, ${c('absolute_expires_at')} = :absoluteExpiresAt, ${c('expires_at')} = :expiresAt, ${c('payload')} = :payload WHERE ${c('key')} = :key AND ${c('version')} = :expectedVersion AND ${live}`,
       ),
@@ -221,12 +222,12 @@ export class SessionQueries {
       destroy: sql(
         `UPDATE ${t} SET ${c('tombstone')} = 1, ${c('payload')} = '', ${c('user_id')} = NULL WHERE ${c('key')} = :key AND ${live}`,
       ),
-      listByUser: sql(`SELECT ${select} FROM ${t} WHERE ${c('user_id')} = :userId AND ${live}`),
+      listByUser: sql(`SELECT ${select} FROM ${t} WHERE ${sameUser} AND ${live}`),
       // Keys are never empty, so an `exceptKey` of '' excepts nothing.
       destroyByUser: sql(
-        `UPDATE ${t} SET ${c('tombstone')} = 1, ${c('payload')} = '', ${c('user_id')} = NULL WHERE ${c('user_id')} = :userId AND ${c('key')} <> :exceptKey AND ${live}`,
+        `UPDATE ${t} SET ${c('tombstone')} = 1, ${c('payload')} = '', ${c('user_id')} = NULL WHERE ${sameUser} AND ${c('key')} <> :exceptKey AND ${live}`,
       ),
-      prune: sql(`DELETE FROM ${t} WHERE ${c('expires_at')} <= :now`),
+      prune: sql(dialect.deleteSome(t, c('key'), `${c('expires_at')} <= :now`, c('expires_at'), ':limit')),
       count: sql(`SELECT COUNT(*) AS ${c('n')} FROM ${t} WHERE ${live}`),
       listPage: sql(
         `SELECT ${select} FROM ${t} WHERE ${c('key')} > :after AND ${live} ORDER BY ${c('key')} LIMIT :limit`,
@@ -239,25 +240,68 @@ export class SessionQueries {
     return `${[this.createSchemaTable, ...this.migrations.flat(), this.versionRowSql].join(';\n\n')};\n`
   }
 
+  /** This table's schema version as recorded in the version table: 0 when it has none. */
+  async version(port: SqlPort): Promise<number> {
+    const row = await port.one(this.selectVersion.sql, this.selectVersion.params)
+    return row ? Number(row.version) : 0
+  }
+
+  /**
+   * What brings this table from schema version `current` to {@link SCHEMA_VERSION}: the migrations,
+   * then the version row. Throws when `current` is newer than this code knows.
+   */
+  upgrade(current: number): BoundStatement[] {
+    if (current > SCHEMA_VERSION) {
+      throw new Error(
+        `table ${this.tableName} has schema version ${current}; this latchkey knows up to ${SCHEMA_VERSION}`,
+      )
+    }
+    if (current === SCHEMA_VERSION) return []
+    const steps: BoundStatement[] = this.migrations
+      .slice(current)
+      .flat()
+      .map((sql) => ({ sql, params: [] }))
+    const write = current === 0 ? this.insertVersion : this.updateVersion
+    steps.push({ sql: write.sql, params: bind(write, { table: this.tableName, version: SCHEMA_VERSION }) })
+    return steps
+  }
+
+  /**
+   * Creates or upgrades the schema over `port`. Not atomic by itself: the store runs it on one
+   * connection holding the database's lock (a transaction, an advisory lock), so concurrent runs queue.
+   */
+  async migrate(port: SqlPort): Promise<void> {
+    await port.run(this.createSchemaTable, [])
+    for (const { sql, params } of this.upgrade(await this.version(port))) await port.run(sql, params)
+  }
+
   async get(port: SqlPort, key: string, now: number): Promise<SessionRecord | null> {
+    if (!this.storable(key)) return null
     const row = await port.one(this.q.get.sql, bind(this.q.get, { key, now }))
     return row ? rowToRecord(row) : null
   }
 
   async create(port: SqlPort, record: SessionRecord, now: number): Promise<boolean> {
-    return (await port.run(this.q.create.sql, bind(this.q.create, { ...recordValues(record), now }))) === 1
+    if (!this.storable(record.key)) return false
+    const values = { ...this.recordValues(record), now }
+    let changed = 0
+    for (const step of this.createSteps) changed = await port.run(step.sql, bind(step, values))
+    return changed === 1
   }
 
   async update(port: SqlPort, record: SessionRecord, expectedVersion: number, now: number): Promise<boolean> {
-    const values = { ...recordValues(record), expectedVersion, now }
+    if (!this.storable(record.key)) return false
+    const values = { ...this.recordValues(record), expectedVersion, now }
     return (await port.run(this.q.update.sql, bind(this.q.update, values))) === 1
   }
 
   async touch(port: SqlPort, key: string, lastSeenAt: number, idleExpiresAt: number, now: number) {
+    if (!this.storable(key)) return
     await port.run(this.q.touch.sql, bind(this.q.touch, { key, lastSeenAt, idleExpiresAt, now }))
   }
 
   async destroy(port: SqlPort, key: string, now: number): Promise<void> {
+    if (!this.storable(key)) return
     await port.run(this.q.destroy.sql, bind(this.q.destroy, { key, now }))
   }
 
@@ -266,12 +310,24 @@ export class SessionQueries {
   }
 
   async destroyByUser(port: SqlPort, userId: string, exceptKey: string | undefined, now: number) {
-    const values = { userId, exceptKey: exceptKey ?? '', now }
+    // No stored key equals an unstorable one: excepting it excepts nothing.
+    const except = exceptKey !== undefined && this.storable(exceptKey) ? exceptKey : ''
+    const values = { userId, exceptKey: except, now }
     return port.run(this.q.destroyByUser.sql, bind(this.q.destroyByUser, values))
   }
 
+  /**
+   * Deletes every row expired at `now`, {@link PRUNE_BATCH_SIZE} per statement, letting the event loop
+   * run between statements; resolves how many.
+   */
   async prune(port: SqlPort, now: number): Promise<number> {
-    return port.run(this.q.prune.sql, bind(this.q.prune, { now }))
+    let total = 0
+    for (;;) {
+      const deleted = await port.run(this.q.prune.sql, bind(this.q.prune, { now, limit: PRUNE_BATCH_SIZE }))
+      total += deleted
+      if (deleted < PRUNE_BATCH_SIZE) return total
+      await nextTurn()
+    }
   }
 
   async count(port: SqlPort, now: number): Promise<number> {
@@ -284,5 +340,23 @@ export class SessionQueries {
     return (await port.all(this.q.listPage.sql, bind(this.q.listPage, { after, limit, now }))).map(
       rowToRecord,
     )
+  }
+
+  private storable(key: string): boolean {
+    return this.dialect.keyPattern?.test(key) ?? true
+  }
+
+  private recordValues(record: SessionRecord): Record<string, SqlValue> {
+    return {
+      key: record.key,
+      version: record.version,
+      userId: record.userId ?? null,
+      createdAt: record.createdAt,
+      lastSeenAt: record.lastSeenAt,
+      idleExpiresAt: record.idleExpiresAt,
+      absoluteExpiresAt: record.absoluteExpiresAt,
+      expiresAt: expiresAt(record),
+      payload: this.dialect.payload(record.payload),
+    }
   }
 }
