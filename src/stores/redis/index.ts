@@ -1,0 +1,8 @@
+/** `latchkey/stores/redis`: sessions in Redis or Redis Cluster, through node-redis 5. */
+export {
+  type RedisClientLike,
+  type RedisClusterLike,
+  type RedisCommandOptions,
+  RedisStore,
+  type RedisStoreOptions,
+} from './redis-store.js'

@@ -1,0 +1,668 @@
+import { createClient } from 'redis'
+import { type Clock, systemClock } from '../../core/clock.js'
+import { ConfigError, toStoreError } from '../../core/errors.js'
+import type {
+  ClosableStore,
+  CountableStore,
+  ListableStore,
+  PrunableStore,
+  SessionRecord,
+  SessionStore,
+  StoreOptions,
+  UserIndexedStore,
+} from '../../core/store.js'
+import {
+  CREATE,
+  DESTROY,
+  INDEX_ADD,
+  INDEX_LIST,
+  INDEX_REMOVE,
+  type LuaScript,
+  PRUNE,
+  TOUCH,
+  UPDATE,
+} from './scripts.js'
+
+/** Per-command options the store passes to node-redis: a signal it aborts at the operation's deadline. */
+export interface RedisCommandOptions {
+  abortSignal?: AbortSignal
+}
+
+/**
+ * The part of a node-redis 5 client (`createClient()`) the store uses. A `RedisClientType` fits as is;
+ * so does anything else with these members.
+ */
+export interface RedisClientLike {
+  /** Sends one raw command; resolves the reply. */
+  sendCommand(args: string[], options?: RedisCommandOptions): Promise<unknown>
+}
+
+/**
+ * The part of a node-redis 5 cluster (`createCluster()`) the store uses. A `RedisClusterType` fits as
+ * is. Commands are routed by their key; `SCAN` runs on every master through {@link nodeClient}.
+ */
+export interface RedisClusterLike {
+  /** Sends one raw command to the node serving `firstKey`; follows `MOVED` and `ASK`. */
+  sendCommand(
+    firstKey: string | undefined,
+    isReadonly: boolean | undefined,
+    args: string[],
+    options?: RedisCommandOptions,
+  ): Promise<unknown>
+  /** The master nodes, as last discovered. */
+  readonly masters: readonly unknown[]
+  /** The client connected to one of {@link masters}. */
+  nodeClient(node: unknown): RedisClientLike | Promise<RedisClientLike>
+}
+
+/** Options of {@link RedisStore}. Give exactly one of `client` and `url`. */
+export interface RedisStoreOptions extends StoreOptions {
+  /**
+   * A connected node-redis client or cluster that you own: the store never connects, reconnects or
+   * closes it, and `close()` leaves it open. Give it an `error` listener (node-redis requires one).
+   */
+  client?: RedisClientLike | RedisClusterLike
+  /**
+   * `redis://[[user]:password@]host[:port][/db]` or `rediss://…` (TLS). The store then creates,
+   * connects and closes its own client: offline queue off (a command while disconnected fails at
+   * once), reconnecting by itself with a backoff of 50 ms doubling up to 1 s.
+   */
+  url?: string
+  /**
+   * Start of every key the store writes. 1 to 64 characters of letters, digits, `_`, `-`, `.` and
+   * `:`, without `--` or `..`. Default `'latchkey:'`.
+   */
+  prefix?: string
+  /**
+   * How long one operation may take, in ms, waiting for a connection attempt in progress included;
+   * past it the operation rejects with `StoreError` and its unsent commands are dropped. Default 2000.
+   */
+  commandTimeoutMs?: number
+  /**
+   * How far the clocks of the app servers sharing the store may disagree, in ms. Redis keeps each
+   * record, tombstone and index entry this long past its deadline before freeing it, and user-index
+   * cleanup waits this long, so no server sees a record vanish early. Default 60 000.
+   */
+  clockSkewMs?: number
+  /**
+   * Connection errors of the client the store owns (with `url`), as node-redis reports them: every
+   * failed reconnection attempt. Requests see them as `StoreError`s anyway. Default: ignored.
+   */
+  onError?: (error: Error) => void
+}
+
+/** Store keys as the core makes them: SHA-256, base64url, 43 characters. */
+const STORE_KEY = /^[A-Za-z0-9_-]{43}$/
+/** Letters, digits, `_`, `-`, `.`, `:`; no glob, quote, brace, space, `;`, `/` or control character. */
+const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
+const MAX_TIMER_MS = 2_147_483_647
+/** Keys asked for per `SCAN` round. */
+const SCAN_COUNT = '1000'
+/** The hash fields of a record, in the order {@link RedisStore.get} reads them. */
+const FIELDS = ['v', 'u', 'c', 'l', 'i', 'a', 'p', 't'] as const
+
+/** Sends one raw command (routed by `key` on a cluster) within the command timeout. */
+type Send = (key: string | undefined, readonly: boolean, args: string[]) => Promise<unknown>
+
+/** A client with the events and state the store watches when it owns it. */
+type OwnedClient = ReturnType<typeof createClient>
+
+/**
+ * Sessions in Redis (or Redis Cluster), through node-redis 5: the store for several app servers that
+ * share sessions. Every method is one script or command per key, atomic on the server.
+ *
+ * Key layout, for the default prefix `latchkey:`:
+ * - `latchkey:s:{<store key>}`: one hash per session (fields in `scripts.ts`), with a TTL.
+ * - `latchkey:u:{<user id>}`: one sorted set per user: store keys scored by an upper bound of their
+ *   record's absolute deadline, with a TTL.
+ *
+ * The braces are hash tags: a session's slot is its store key's, a user's index slot its user ID's.
+ * Every script names exactly one key, so every script runs on one slot, on a single server or a
+ * cluster alike; nothing ever needs two keys in one slot.
+ *
+ * **Expiry** is decided by the store's clock: every script compares the record's deadlines with the
+ * `now` the store passes in, so a record is gone the moment `now >= min(idleExpiresAt,
+ * absoluteExpiresAt)` whatever Redis's TTL says. The TTL (`PEXPIRE`, the time left by the store's clock
+ * plus `clockSkewMs`) only lets Redis free the memory; a tombstone keeps the record's TTL.
+ *
+ * **The user index across slots** holds one rule: *for every live record of user U with absolute
+ * deadline A, U's sorted set has the record's key with a score of at least A.* It holds because
+ * - a write that makes a record visible under U (create with a user; update to another user or a later
+ *   absolute deadline) first adds the key to U's set with `ZADD GT` score A, then runs its script; the
+ *   update script refuses (and the store adds first, then retries) when the stored record does not
+ *   already cover it: same user and stored absolute deadline at least A;
+ * - a member is removed only when it cannot be live: its score is at or below `now - clockSkewMs`
+ *   (then A passed for every server's clock), or it points at a tombstone or a record expired
+ *   `clockSkewMs` ago, and its score is at most that record's A (a record created later on the same
+ *   key, which would have to reuse a 256-bit key, gets a later A and a higher score, and stays).
+ *
+ * So the set may hold stale members (a failed create, a record moved to another user, one destroyed
+ * by a process that died before cleaning up), which `listByUser` and `destroyByUser` filter out by
+ * reading each record, and which age out by score; it never misses a live record.
+ *
+ * **Failures**: every operation settles within `commandTimeoutMs`, rejecting with a `StoreError` naming
+ * the store and the operation, with node-redis's error as `cause`. At the deadline its commands not yet
+ * sent are dropped (never run later); a command already sent may still have run, as with any network
+ * database. A client the store owns has no offline queue (commands fail at once while disconnected)
+ * and reconnects by itself, so the store recovers as soon as Redis is back.
+ */
+export class RedisStore
+  implements SessionStore, UserIndexedStore, PrunableStore, CountableStore, ListableStore, ClosableStore
+{
+  private readonly clock: Clock
+  private readonly prefix: string
+  private readonly commandTimeoutMs: number
+  private readonly clockSkewMs: number
+  private readonly client: RedisClientLike | RedisClusterLike
+  private readonly cluster: RedisClusterLike | undefined
+  /** The client the store created from `url`, which it connects and closes. */
+  private readonly owned: OwnedClient | undefined
+  /** Settles when the owned client's connection attempt in progress succeeds or fails. */
+  private attempt: Promise<void> | undefined
+  private closed = false
+
+  constructor(options: RedisStoreOptions) {
+    const {
+      client,
+      url,
+      clock = systemClock,
+      prefix = 'latchkey:',
+      commandTimeoutMs = 2000,
+      clockSkewMs = 60_000,
+      onError,
+    } = options ?? {}
+    if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
+    if (
+      typeof prefix !== 'string' ||
+      !PREFIX.test(prefix) ||
+      prefix.includes('--') ||
+      prefix.includes('..')
+    ) {
+      throw new ConfigError(
+        'prefix',
+        `must be 1 to 64 letters, digits, '_', '-', '.' or ':', without '--' or '..', got ${JSON.stringify(prefix)}`,
+      )
+    }
+    if (!Number.isInteger(commandTimeoutMs) || commandTimeoutMs < 1 || commandTimeoutMs > MAX_TIMER_MS) {
+      throw new ConfigError(
+        'commandTimeoutMs',
+        `must be an integer from 1 to ${MAX_TIMER_MS} ms, got ${String(commandTimeoutMs)}`,
+      )
+    }
+    if (!Number.isInteger(clockSkewMs) || clockSkewMs < 0 || clockSkewMs > MAX_TIMER_MS) {
+      throw new ConfigError(
+        'clockSkewMs',
+        `must be an integer from 0 to ${MAX_TIMER_MS} ms, got ${String(clockSkewMs)}`,
+      )
+    }
+    if (onError !== undefined && typeof onError !== 'function') {
+      throw new ConfigError('onError', 'must be a function')
+    }
+    if ((client === undefined) === (url === undefined)) {
+      throw new ConfigError('client', 'give exactly one of client (a node-redis client or cluster) and url')
+    }
+    this.clock = clock
+    this.prefix = prefix
+    this.commandTimeoutMs = commandTimeoutMs
+    this.clockSkewMs = clockSkewMs
+    if (client !== undefined) {
+      if (typeof (client as { sendCommand?: unknown })?.sendCommand !== 'function') {
+        throw new ConfigError('client', 'must be a node-redis client or cluster (no sendCommand method)')
+      }
+      this.client = client
+      this.cluster = isCluster(client) ? client : undefined
+      return
+    }
+    if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
+      throw new ConfigError('url', 'must be a redis:// or rediss:// URL')
+    }
+    let owned: OwnedClient
+    try {
+      owned = createClient({
+        url,
+        disableOfflineQueue: true,
+        socket: {
+          connectTimeout: commandTimeoutMs,
+          reconnectStrategy: (retries: number) =>
+            Math.min(50 * 2 ** retries, 1000) + Math.floor(Math.random() * 50),
+        },
+      })
+    } catch (error) {
+      throw new ConfigError('url', `is not a usable Redis URL (${(error as Error).message})`)
+    }
+    this.owned = owned
+    this.client = owned
+    owned.on('error', (error: Error) => {
+      this.attemptDone()
+      onError?.(error)
+    })
+    owned.on('ready', () => this.attemptDone())
+    owned.on('reconnecting', () => this.attemptStarted())
+    this.attemptStarted()
+    owned.connect().catch(() => {
+      // Reported through 'error'; node-redis keeps reconnecting until close().
+    })
+  }
+
+  get(key: string): Promise<SessionRecord | null> {
+    return this.run('get', async (send, now) => {
+      if (!STORE_KEY.test(key)) return null
+      return this.read(send, key, now)
+    })
+  }
+
+  create(record: SessionRecord): Promise<boolean> {
+    return this.run('create', async (send, now) => {
+      const key = this.recordKey(record.key)
+      if (record.userId !== null) await this.indexAdd(send, record.userId, record, now)
+      return (await this.eval(send, CREATE, key, [...this.times(now), ...recordArgs(record)])) === 1
+    })
+  }
+
+  update(record: SessionRecord, expectedVersion: number): Promise<boolean> {
+    return this.run('update', async (send, now) => {
+      const key = this.recordKey(record.key)
+      const args = (indexed: string) => [
+        ...this.times(now),
+        String(expectedVersion),
+        indexed,
+        ...recordArgs(record),
+      ]
+      const reply = await this.eval(send, UPDATE, key, args('0'))
+      if (reply !== -1) return reply === 1
+      // The record would appear under a user whose index may not cover it: index first, then write.
+      await this.indexAdd(send, record.userId as string, record, now)
+      return (await this.eval(send, UPDATE, key, args('1'))) === 1
+    })
+  }
+
+  touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
+    return this.run('touch', async (send, now) => {
+      if (!STORE_KEY.test(key)) return
+      await this.eval(send, TOUCH, this.sessionKey(key), [
+        ...this.times(now),
+        String(lastSeenAt),
+        String(idleExpiresAt),
+      ])
+    })
+  }
+
+  destroy(key: string): Promise<void> {
+    return this.run('destroy', async (send, now) => {
+      if (!STORE_KEY.test(key)) return
+      const reply = await this.eval(send, DESTROY, this.sessionKey(key), [String(now), '0', ''])
+      const [absolute, userId] = Array.isArray(reply) ? reply.map(text) : []
+      if (userId) await this.indexRemove(send, userId, [[key, absolute ?? '0']])
+    })
+  }
+
+  listByUser(userId: string): Promise<SessionRecord[]> {
+    return this.run('listByUser', async (send, now) => {
+      const members = await this.indexList(send, userId, now)
+      const records = await Promise.all(members.map(({ key }) => this.readRaw(send, key)))
+      const live: SessionRecord[] = []
+      const dead: [string, string][] = []
+      records.forEach((fields, n) => {
+        const { key } = members[n] as IndexMember
+        const record = fields && toRecord(key, fields, now)
+        if (record) {
+          if (record.userId === userId) live.push(record)
+        } else if (fields && this.isGone(fields, now)) {
+          dead.push([key, fields[5] as string])
+        }
+      })
+      if (dead.length > 0) await this.indexRemove(send, userId, dead)
+      return live
+    })
+  }
+
+  destroyByUser(userId: string, exceptKey?: string): Promise<number> {
+    return this.run('destroyByUser', async (send, now) => {
+      const members = (await this.indexList(send, userId, now)).filter(({ key }) => key !== exceptKey)
+      const replies = await Promise.all(
+        members.map(({ key }) => this.eval(send, DESTROY, this.sessionKey(key), [String(now), '1', userId])),
+      )
+      const destroyed: [string, string][] = []
+      replies.forEach((reply, n) => {
+        if (Array.isArray(reply)) destroyed.push([(members[n] as IndexMember).key, text(reply[0]) ?? '0'])
+      })
+      if (destroyed.length > 0) await this.indexRemove(send, userId, destroyed)
+      return destroyed.length
+    })
+  }
+
+  /**
+   * Deletes every record and tombstone whose expiry has passed by the store's clock (Redis would free
+   * them itself `clockSkewMs` later), and drops user-index members that aged out; resolves how many
+   * records it deleted. It walks every key of the prefix with `SCAN` (on every master of a cluster),
+   * so it costs a pass over the keyspace: Redis needs no scheduled prune, this is for tools and tests.
+   */
+  prune(): Promise<number> {
+    return this.run('prune', async (send, now) => {
+      let removed = 0
+      for (const node of await this.nodes()) {
+        for await (const keys of this.scan(node, this.sessionPattern(), 'hash')) {
+          const replies = await Promise.all(keys.map((key) => this.eval(send, PRUNE, key, [String(now)])))
+          removed += replies.filter((reply) => reply === 1).length
+        }
+        for await (const keys of this.scan(node, `${this.prefix}u:{*}`, 'zset')) {
+          const cutoff = String(now - this.clockSkewMs)
+          await Promise.all(keys.map((key) => send(key, false, ['ZREMRANGEBYSCORE', key, '-inf', cutoff])))
+        }
+      }
+      return removed
+    })
+  }
+
+  /** Counts live records with `SCAN` over the prefix (every master of a cluster): one pass over the keyspace. */
+  count(): Promise<number> {
+    return this.run('count', async (send, now) => {
+      let live = 0
+      for (const node of await this.nodes()) {
+        const seen = new Set<string>()
+        for await (const keys of this.scan(node, this.sessionPattern(), 'hash')) {
+          const fresh = keys.filter((key) => !seen.has(key) && seen.add(key))
+          const states = await Promise.all(
+            fresh.map(async (key) => texts(await send(key, true, ['HMGET', key, 'i', 'a', 't']))),
+          )
+          for (const [i, a, t] of states) if (!t && isLive(i, a, now)) live++
+        }
+      }
+      return live
+    })
+  }
+
+  /**
+   * Every live record, found with `SCAN` over the prefix (every master of a cluster) and read a batch
+   * at a time. Records written during the walk may or may not be seen; none is seen twice.
+   */
+  async *list(): AsyncIterable<SessionRecord> {
+    const nodes = await this.run('list', async () => this.nodes())
+    for (const node of nodes) {
+      const seen = new Set<string>()
+      const pages = this.scan(node, this.sessionPattern(), 'hash')
+      for (;;) {
+        const page = await this.run('list', async (send, now) => {
+          const next = await pages.next()
+          if (next.done) return undefined
+          const fresh = next.value.filter((key) => !seen.has(key) && seen.add(key))
+          const records = await Promise.all(
+            fresh.map(async (key) => {
+              const fields = await this.readRaw(send, key.slice(this.prefix.length + 3, -1))
+              return fields && toRecord(key.slice(this.prefix.length + 3, -1), fields, now)
+            }),
+          )
+          return records.filter((record): record is SessionRecord => record !== null)
+        })
+        if (page === undefined) break
+        yield* page
+      }
+    }
+  }
+
+  /**
+   * Closes the client the store created from `url` (waiting up to `commandTimeoutMs` for replies in
+   * flight); a client you passed stays open. Later calls reject with `StoreError`. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    const owned = this.owned
+    if (!owned) return
+    let timer: NodeJS.Timeout | undefined
+    try {
+      if (!owned.isReady) {
+        owned.destroy()
+        return
+      }
+      const graceful = owned.close().then(() => true)
+      const late = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), this.commandTimeoutMs)
+      })
+      if (!(await Promise.race([graceful, late]))) owned.destroy()
+    } catch (error) {
+      // Already closed underneath (by node-redis itself); nothing is left to release.
+      if (owned.isOpen) throw toStoreError('RedisStore', 'close', error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /**
+   * Runs one operation: the closed check, the wait for a connection attempt in progress (at most
+   * `commandTimeoutMs`), and the operation itself; any failure becomes a `StoreError`.
+   */
+  private async run<T>(operation: string, body: (send: Send, now: number) => Promise<T>): Promise<T> {
+    try {
+      if (this.closed) throw new Error('the store is closed')
+      const attempt = this.attempt
+      if (attempt) await this.withDeadline(() => attempt)
+      return await body(this.send, this.clock.now())
+    } catch (error) {
+      throw toStoreError('RedisStore', operation, error)
+    }
+  }
+
+  /**
+   * Runs `call` with a deadline of `commandTimeoutMs`: at the deadline it rejects, and the signal it
+   * was handed aborts, so that node-redis drops the command if it has not been sent yet.
+   */
+  private async withDeadline<T>(call: (options: RedisCommandOptions) => Promise<T>): Promise<T> {
+    const controller = new AbortController()
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        controller.abort()
+        reject(new Error(`no answer from Redis within ${this.commandTimeoutMs} ms`))
+      }, this.commandTimeoutMs)
+    })
+    const pending = call({ abortSignal: controller.signal })
+    try {
+      return await Promise.race([pending, deadline])
+    } finally {
+      clearTimeout(timer)
+      pending.catch(() => {})
+    }
+  }
+
+  /** One command, to the node serving `key` on a cluster, within `commandTimeoutMs`. */
+  private readonly send: Send = (key, readonly, args) => {
+    const { cluster } = this
+    if (cluster) return this.withDeadline((options) => cluster.sendCommand(key, readonly, args, options))
+    const client = this.client as RedisClientLike
+    return this.withDeadline((options) => client.sendCommand(args, options))
+  }
+
+  private attemptStarted(): void {
+    if (this.attempt) return
+    this.attempt = new Promise<void>((resolve) => {
+      this.attemptDone = () => {
+        this.attempt = undefined
+        this.attemptDone = () => {}
+        resolve()
+      }
+    })
+  }
+
+  private attemptDone: () => void = () => {}
+
+  /** `EVALSHA`, falling back to `EVAL` (which caches the script again) when the server lost it. */
+  private async eval(send: Send, script: LuaScript, key: string, args: string[]): Promise<unknown> {
+    try {
+      return await send(key, false, ['EVALSHA', script.sha, '1', key, ...args])
+    } catch (error) {
+      if (!String((error as { message?: unknown })?.message).startsWith('NOSCRIPT')) throw error
+      return send(key, false, ['EVAL', script.source, '1', key, ...args])
+    }
+  }
+
+  private times(now: number): [string, string] {
+    return [String(now), String(this.clockSkewMs)]
+  }
+
+  private sessionKey(key: string): string {
+    return `${this.prefix}s:{${key}}`
+  }
+
+  private userKey(userId: string): string {
+    return `${this.prefix}u:{${encodeUserId(userId)}}`
+  }
+
+  /** The session key of a record about to be written; a malformed store key is refused. */
+  private recordKey(key: string): string {
+    if (typeof key !== 'string' || !STORE_KEY.test(key)) {
+      throw new Error('a store key must be 43 characters of base64url')
+    }
+    return this.sessionKey(key)
+  }
+
+  /** `SCAN` pattern of exactly the session keys of this prefix (not those of a longer prefix). */
+  private sessionPattern(): string {
+    return `${this.prefix}s:{${'?'.repeat(43)}}`
+  }
+
+  private async read(send: Send, key: string, now: number): Promise<SessionRecord | null> {
+    const fields = await this.readRaw(send, key)
+    return fields && toRecord(key, fields, now)
+  }
+
+  /** The record's {@link FIELDS}, or `null` when there is no hash under the key. */
+  private async readRaw(send: Send, key: string): Promise<(string | null)[] | null> {
+    const sessionKey = this.sessionKey(key)
+    const fields = texts(await send(sessionKey, true, ['HMGET', sessionKey, ...FIELDS]))
+    return fields.every((field) => field === null) ? null : fields
+  }
+
+  /** A tombstone, or a record expired for every clock within the skew: its index member may go. */
+  private isGone(fields: (string | null)[], now: number): boolean {
+    const [, , , , i, a, , t] = fields
+    if (!isFiniteNumber(a)) return false
+    return t === '1' || !isLive(i, a, now - this.clockSkewMs)
+  }
+
+  private async indexAdd(send: Send, userId: string, record: SessionRecord, now: number): Promise<void> {
+    const key = this.userKey(userId)
+    await this.eval(send, INDEX_ADD, key, [...this.times(now), String(record.absoluteExpiresAt), record.key])
+  }
+
+  private async indexList(send: Send, userId: string, now: number): Promise<IndexMember[]> {
+    const key = this.userKey(userId)
+    const flat = texts(await this.eval(send, INDEX_LIST, key, [String(now - this.clockSkewMs), String(now)]))
+    const members: IndexMember[] = []
+    for (let n = 0; n + 1 < flat.length; n += 2) {
+      const member = flat[n]
+      if (member && STORE_KEY.test(member)) members.push({ key: member, score: flat[n + 1] ?? '0' })
+    }
+    return members
+  }
+
+  /** Removes `[store key, bound]` members whose score is at most their bound; failures are left for later. */
+  private async indexRemove(send: Send, userId: string, members: [string, string][]): Promise<void> {
+    try {
+      await this.eval(send, INDEX_REMOVE, this.userKey(userId), members.flat())
+    } catch {
+      // Housekeeping only: a member left behind is filtered by every read and ages out by its score.
+    }
+  }
+
+  /** The nodes to `SCAN`: the client itself, or every master of the cluster. */
+  private async nodes(): Promise<RedisClientLike[]> {
+    const { cluster } = this
+    if (!cluster) return [this.client as RedisClientLike]
+    const masters = [...cluster.masters]
+    if (masters.length === 0) throw new Error('the cluster knows no master (not connected, or closed)')
+    return Promise.all(masters.map((master) => cluster.nodeClient(master)))
+  }
+
+  /** Pages of keys matching `pattern` on one node; a key may come twice (SCAN's own guarantee). */
+  private async *scan(node: RedisClientLike, pattern: string, type: string): AsyncGenerator<string[]> {
+    let cursor = '0'
+    do {
+      const args = ['SCAN', cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT, 'TYPE', type]
+      const answer = array(await this.withDeadline((options) => node.sendCommand(args, options)))
+      cursor = text(answer[0]) ?? '0'
+      const keys = texts(answer[1]).filter((key) => key !== null)
+      if (keys.length > 0) yield keys
+    } while (cursor !== '0')
+  }
+}
+
+interface IndexMember {
+  key: string
+  score: string
+}
+
+/**
+ * A user ID as it appears in its index key: UTF-8 bytes, letters, digits and `_ . @ -` as they are,
+ * every other byte as `%XX`. One to one, ASCII, and never a brace, so the hash tag stays the user's.
+ */
+function encodeUserId(userId: string): string {
+  let out = ''
+  for (const byte of Buffer.from(userId, 'utf8')) {
+    const char = String.fromCharCode(byte)
+    out += /[A-Za-z0-9_.@-]/.test(char) ? char : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
+  }
+  return out
+}
+
+function isCluster(client: RedisClientLike | RedisClusterLike): client is RedisClusterLike {
+  const candidate = client as Partial<RedisClusterLike>
+  return typeof candidate.nodeClient === 'function' && 'masters' in candidate
+}
+
+/** The script arguments of a record after `now, skew`: v, c, l, i, a, p, hasUser, userId. */
+function recordArgs(record: SessionRecord): string[] {
+  return [
+    String(record.version),
+    String(record.createdAt),
+    String(record.lastSeenAt),
+    String(record.idleExpiresAt),
+    String(record.absoluteExpiresAt),
+    record.payload,
+    record.userId === null ? '0' : '1',
+    record.userId ?? '',
+  ]
+}
+
+/** A reply as text: strings as they are, buffers decoded as UTF-8, anything else `null`. */
+function text(value: unknown): string | null {
+  if (typeof value === 'string') return value
+  if (typeof value === 'number') return String(value)
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('utf8')
+  return null
+}
+
+/** An array reply, or `[]`. */
+function array(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : []
+}
+
+/** An array reply as text, whatever the client's type mapping. */
+function texts(value: unknown): (string | null)[] {
+  return array(value).map(text)
+}
+
+function isFiniteNumber(value: string | null | undefined): value is string {
+  return value !== null && value !== undefined && value !== '' && Number.isFinite(Number(value))
+}
+
+function isLive(i: string | null | undefined, a: string | null | undefined, now: number): boolean {
+  return isFiniteNumber(i) && isFiniteNumber(a) && now < Math.min(Number(i), Number(a))
+}
+
+/** The live record in `fields` ({@link FIELDS} order), or `null` (tombstone, expired, not a record). */
+function toRecord(key: string, fields: (string | null)[], now: number): SessionRecord | null {
+  const [v, u, c, l, i, a, p, t] = fields
+  if (t || !isLive(i, a, now) || !isFiniteNumber(v) || !isFiniteNumber(c) || !isFiniteNumber(l)) return null
+  if (typeof p !== 'string') return null
+  return {
+    key,
+    version: Number(v),
+    userId: u ?? null,
+    createdAt: Number(c),
+    lastSeenAt: Number(l),
+    idleExpiresAt: Number(i),
+    absoluteExpiresAt: Number(a),
+    payload: p,
+  }
+}
