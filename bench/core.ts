@@ -90,6 +90,10 @@ async function fixture(path: Path, kind: StoreKind): Promise<Fixture> {
     session.set('v', 'hello')
     return cookieOf((await manager.commit(session)).setCookie)
   }
+  // As the node adapter does: the synchronous path when the store and the request allow it.
+  const load = (cookie?: string) => manager.loadSync({ cookie }) ?? manager.load({ cookie })
+  const commit = (session: Awaited<ReturnType<typeof load>>) =>
+    manager.commitSync(session) ?? manager.commit(session)
   const cookies: string[] = []
   for (let i = 0; i < SESSIONS; i++) cookies.push(await seed())
   const close = async () => {
@@ -101,27 +105,27 @@ async function fixture(path: Path, kind: StoreKind): Promise<Fixture> {
     case 'R':
       return {
         run: async (i) => {
-          const session = await manager.load({ cookie: at(i) })
+          const session = await load(at(i))
           if (session.get('v') !== 'hello') throw new Error('R: lost the session')
-          await manager.commit(session)
+          await commit(session)
         },
         close,
       }
     case 'W':
       return {
         run: async (i) => {
-          const session = await manager.load({ cookie: at(i) })
+          const session = await load(at(i))
           session.update('n', (n = 0) => n + 1)
-          await manager.commit(session)
+          await commit(session)
         },
         close,
       }
     case 'N':
       return {
         run: async () => {
-          const session = await manager.load({})
+          const session = await load()
           session.set('v', 'x')
-          await manager.commit(session)
+          await commit(session)
         },
         close,
       }
@@ -130,8 +134,8 @@ async function fixture(path: Path, kind: StoreKind): Promise<Fixture> {
         // Each session comes round again after a full touch interval, so every read touches.
         run: async (i) => {
           clock.advance(Math.ceil(TOUCH_INTERVAL_MS / SESSIONS))
-          const session = await manager.load({ cookie: at(i) })
-          await manager.commit(session)
+          const session = await load(at(i))
+          await commit(session)
         },
         close,
       }
@@ -143,9 +147,9 @@ async function fixture(path: Path, kind: StoreKind): Promise<Fixture> {
           for (let i = 0; i < ops; i++) anonymous.push(await seed())
         },
         run: async (i) => {
-          const session = await manager.load({ cookie: anonymous[i] })
+          const session = await load(anonymous[i])
           session.login(`user-${i % 100}`)
-          await manager.commit(session)
+          await commit(session)
         },
         close,
       }

@@ -187,3 +187,37 @@ describe('the synchronous fast path', () => {
     }
   })
 })
+
+describe('parsed contents reused between requests', () => {
+  test('requests get their own copies: one request changing its data never shows in another', async () => {
+    const { manager } = setup()
+    const cookie = await stored(manager, { n: 1, v: 'a' })
+    const first = await manager.load({ cookie })
+    const second = await manager.load({ cookie })
+    first.set('n', 2)
+    expect(second.get('n')).toBe(1)
+    // An object value is parsed afresh for each request: mutating it in place (not saved) shows nowhere else.
+    const withObject = await manager.load({ cookie })
+    withObject.set('v', { list: [1] } as never)
+    await manager.commit(withObject)
+    const a = await manager.load({ cookie })
+    const b = await manager.load({ cookie })
+    ;(a.get('v') as unknown as { list: number[] }).list.push(2)
+    expect(b.get('v')).toEqual({ list: [1] })
+    expect((await manager.load({ cookie })).get('v')).toEqual({ list: [1] })
+  })
+
+  test('values read back as JSON gives them, whether or not the contents were reused', async () => {
+    const { manager, another } = setup()
+    const cookie = await stored(manager, { n: 0 })
+    const writer = await manager.load({ cookie })
+    writer.set('n', Number.NaN)
+    writer.set('v', -0 as never)
+    await manager.commit(writer)
+    // This manager remembers what it wrote; the other one opens the payload from the store.
+    for (const reader of [await manager.load({ cookie }), await another().load({ cookie })]) {
+      expect(reader.get('n')).toBeNull()
+      expect(Object.is(reader.get('v'), 0)).toBe(true)
+    }
+  })
+})

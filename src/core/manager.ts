@@ -46,7 +46,8 @@ import { GuardedStore } from './guarded-store.js'
 import { generateId, storeKeyOf } from './id.js'
 import type { ResolvedOptions, SessionManagerOptions } from './options.js'
 import { resolveOptions } from './options.js'
-import { ENDED_PAYLOAD, parsePayload, serializePayload } from './payload.js'
+import type { MetaJson, SharedContents } from './payload.js'
+import { ENDED_PAYLOAD, metaJson, parsePayload, serializePayload, shareable, unshare } from './payload.js'
 import type { SessionData, SessionMeta, SessionState } from './session.js'
 import { applyChange, MAX_USER_ID_LENGTH, Session, STATE } from './session.js'
 import type { SessionRecord } from './store.js'
@@ -89,6 +90,19 @@ interface Loaded {
   readonly data: Map<string, unknown>
   readonly meta: SessionMeta
   readonly stale: boolean
+}
+
+/** What a process remembers of a session's payload, by ID: see {@link SessionManager.openRecord}. */
+interface Opened {
+  readonly key: string
+  /** The sealed payload this entry describes; any other payload under the key is opened afresh. */
+  readonly payload: string
+  readonly plaintext: string
+  readonly stale: boolean
+  /** The parsed contents, when they can be handed to every request as copies. */
+  shared: SharedContents | null | undefined
+  /** The metadata's JSON, for the next write. */
+  meta: MetaJson | undefined
 }
 
 /** How {@link SessionManager.end} proceeds when the record it ends has moved on. */
@@ -161,10 +175,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   private readonly store: GuardedStore
   private readonly cleared: CommitResult
   private readonly queues = new Map<string, Promise<unknown>>()
-  private readonly opened = new Map<
-    string,
-    { key: string; payload: string; plaintext: string; stale: boolean }
-  >()
+  private readonly opened = new Map<string, Opened>()
   /** When this process last touched each recently touched store key. */
   private readonly touched = new Map<string, number>()
 
@@ -528,34 +539,56 @@ export class SessionManager<T extends SessionData = SessionData> {
 
   /**
    * Opens a record's payload; `null` when it is ended or does not open (tampered, unknown key). With
-   * the session's `id`, the plaintext is remembered, so the next request on the session skips the
-   * decryption when the stored payload is still the same string. The store stays the authority: every
-   * request still reads the record, and only an identical payload is served from here. The plaintext
-   * is parsed afresh each time, so no request can see another's in-place changes.
+   * the session's `id`, what it opened to is remembered, so the next request on the session skips the
+   * decryption while the stored payload is still the same string. The store stays the authority: every
+   * request still reads the record, and only an identical payload is served from here. No request can
+   * see another's in-place changes: the plaintext is parsed afresh for each request, except when every
+   * value is an immutable scalar (string, finite number, boolean, null), where each request gets its
+   * own copy of the parsed contents.
    */
   private openRecord(record: SessionRecord, id: string | null): Loaded | null {
     if (record.payload === ENDED_PAYLOAD) return null
     const cached = id === null ? undefined : this.opened.get(id)
-    const hit = cached !== undefined && cached.payload === record.payload && cached.key === record.key
-    const opened = hit ? cached : this.keyring.open(record.payload, record.key)
+    if (cached !== undefined && cached.payload === record.payload && cached.key === record.key) {
+      if (cached.shared) return { record, ...unshare(cached.shared), stale: cached.stale }
+      const contents = parsePayload(cached.plaintext)
+      if (!contents) return null
+      if (cached.shared === undefined) cached.shared = shareable(contents.data, contents.meta)
+      return { record, data: contents.data, meta: contents.meta, stale: cached.stale }
+    }
+    const opened = this.keyring.open(record.payload, record.key)
     const contents = opened && parsePayload(opened.plaintext)
     if (!opened || !contents) {
       if (id !== null) this.opened.delete(id)
       return null
     }
-    if (id !== null && !hit) this.remember(id, record.key, record.payload, opened.plaintext, opened.stale)
+    if (id !== null) {
+      keepRecent(this.opened, id, {
+        key: record.key,
+        payload: record.payload,
+        plaintext: opened.plaintext,
+        stale: opened.stale,
+        shared: undefined,
+        meta: undefined,
+      })
+    }
     return { record, data: contents.data, meta: contents.meta, stale: opened.stale }
   }
 
-  private remember(id: string, key: string, payload: string, plaintext: string, stale: boolean): void {
-    keepRecent(this.opened, id, { key, payload, plaintext, stale })
-  }
-
-  /** Seals the session's data for `key`, remembering the plaintext for the next read. */
+  /** Seals the session's data for `key`, remembering what it holds for the next request. */
   private seal(state: SessionState, key: string): string {
-    const plaintext = serializePayload(state.data, state.meta)
+    const previous = this.opened.get(state.id)
+    const meta = metaJson(state.meta, previous?.key === key ? previous.meta : undefined)
+    const plaintext = serializePayload(state.data, meta)
     const payload = this.keyring.seal(plaintext, key)
-    this.remember(state.id, key, payload, plaintext, false)
+    keepRecent(this.opened, state.id, {
+      key,
+      payload,
+      plaintext,
+      stale: false,
+      shared: shareable(state.data, state.meta),
+      meta,
+    })
     return payload
   }
 

@@ -37,7 +37,65 @@ export function parsePayload(text: string): PayloadContents | null {
   return { data: new Map(Object.entries(d)), meta: meta as SessionMeta }
 }
 
-/** The plaintext of a payload: `{"d": data, "m": meta}`. */
-export function serializePayload(data: ReadonlyMap<string, unknown>, meta: SessionMeta): string {
-  return JSON.stringify({ d: Object.fromEntries(data), m: meta })
+/**
+ * A payload's contents kept for reuse, when reusing them cannot leak one request's changes into
+ * another's: every value is a string, a finite number, a boolean or `null` (immutable, and unchanged by
+ * a JSON round trip). Each request gets its own copies: `new Map(entries)` and `{ ...meta }`.
+ */
+export interface SharedContents {
+  readonly entries: readonly (readonly [string, unknown])[]
+  readonly meta: Readonly<SessionMeta>
+}
+
+/** A value that survives JSON unchanged and cannot be changed in place. */
+function isPlainScalar(value: unknown): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true
+    case 'number':
+      return Number.isFinite(value) && !Object.is(value, -0)
+    default:
+      return value === null
+  }
+}
+
+/** The contents as {@link SharedContents}, or `null` when a value is an object (or would not round-trip). */
+export function shareable(data: ReadonlyMap<string, unknown>, meta: SessionMeta): SharedContents | null {
+  for (const value of data.values()) if (!isPlainScalar(value)) return null
+  return { entries: [...data], meta: { ...meta } }
+}
+
+/** Copies of shared contents for one request. */
+export function unshare(shared: SharedContents): PayloadContents {
+  return { data: new Map(shared.entries), meta: { ...shared.meta } }
+}
+
+/** Metadata as last serialized, and its JSON: it rarely changes between one write of a session and the next. */
+export interface MetaJson {
+  readonly meta: Readonly<SessionMeta>
+  readonly json: string
+}
+
+function sameMeta(a: Readonly<SessionMeta>, b: Readonly<SessionMeta>): boolean {
+  return (
+    a.csrf === b.csrf &&
+    a.iat === b.iat &&
+    a.lid === b.lid &&
+    a.ua === b.ua &&
+    a.next === b.next &&
+    a.retired === b.retired
+  )
+}
+
+/** The JSON of `meta`, reusing `last` when every field is unchanged. */
+export function metaJson(meta: SessionMeta, last: MetaJson | undefined): MetaJson {
+  if (last !== undefined && sameMeta(last.meta, meta)) return last
+  return { meta: { ...meta }, json: JSON.stringify(meta) }
+}
+
+/** The plaintext of a payload: `{"d": data, "m": meta}`, with the metadata already as JSON. */
+export function serializePayload(data: ReadonlyMap<string, unknown>, meta: MetaJson | SessionMeta): string {
+  const json = 'json' in meta ? meta.json : JSON.stringify(meta)
+  return `{"d":${JSON.stringify(Object.fromEntries(data))},"m":${json}}`
 }
