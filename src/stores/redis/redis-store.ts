@@ -74,8 +74,9 @@ export interface RedisStoreOptions extends StoreOptions {
    */
   prefix?: string
   /**
-   * How long one operation may take, in ms, waiting for a connection attempt in progress included;
-   * past it the operation rejects with `StoreError` and its unsent commands are dropped. Default 2000.
+   * How long the store waits for each reply from Redis, and for a connection attempt of its own client
+   * in progress, in ms. Past it the operation rejects with `StoreError` and node-redis drops the
+   * command if it was not sent yet (so it never runs later). Default 2000.
    */
   commandTimeoutMs?: number
   /**
@@ -101,8 +102,11 @@ const SCAN_COUNT = '1000'
 /** The hash fields of a record, in the order {@link RedisStore.get} reads them. */
 const FIELDS = ['v', 'u', 'c', 'l', 'i', 'a', 'p', 't'] as const
 
-/** Sends one raw command (routed by `key` on a cluster) within the command timeout. */
-type Send = (key: string | undefined, readonly: boolean, args: string[]) => Promise<unknown>
+/**
+ * Sends one raw command within the command timeout; on a cluster, to the master serving `key` (never
+ * `readonly`: a replica may lag behind a logout).
+ */
+type Send = (key: string, args: string[]) => Promise<unknown>
 
 /** A client with the events and state the store watches when it owns it. */
 type OwnedClient = ReturnType<typeof createClient>
@@ -254,7 +258,7 @@ export class RedisStore
   create(record: SessionRecord): Promise<boolean> {
     return this.run('create', async (send, now) => {
       const key = this.recordKey(record.key)
-      if (record.userId !== null) await this.indexAdd(send, record.userId, record, now)
+      if (record.userId != null) await this.indexAdd(send, record.userId, record, now)
       return (await this.eval(send, CREATE, key, [...this.times(now), ...recordArgs(record)])) === 1
     })
   }
@@ -292,7 +296,7 @@ export class RedisStore
       if (!STORE_KEY.test(key)) return
       const reply = await this.eval(send, DESTROY, this.sessionKey(key), [String(now), '0', ''])
       const [absolute, userId] = Array.isArray(reply) ? reply.map(text) : []
-      if (userId) await this.indexRemove(send, userId, [[key, absolute ?? '0']])
+      if (typeof userId === 'string') await this.indexRemove(send, userId, [[key, absolute ?? '0']])
     })
   }
 
@@ -347,7 +351,7 @@ export class RedisStore
         }
         for await (const keys of this.scan(node, `${this.prefix}u:{*}`, 'zset')) {
           const cutoff = String(now - this.clockSkewMs)
-          await Promise.all(keys.map((key) => send(key, false, ['ZREMRANGEBYSCORE', key, '-inf', cutoff])))
+          await Promise.all(keys.map((key) => send(key, ['ZREMRANGEBYSCORE', key, '-inf', cutoff])))
         }
       }
       return removed
@@ -363,7 +367,7 @@ export class RedisStore
         for await (const keys of this.scan(node, this.sessionPattern(), 'hash')) {
           const fresh = keys.filter((key) => !seen.has(key) && seen.add(key))
           const states = await Promise.all(
-            fresh.map(async (key) => texts(await send(key, true, ['HMGET', key, 'i', 'a', 't']))),
+            fresh.map(async (key) => texts(await send(key, ['HMGET', key, 'i', 'a', 't']))),
           )
           for (const [i, a, t] of states) if (!t && isLive(i, a, now)) live++
         }
@@ -466,9 +470,9 @@ export class RedisStore
   }
 
   /** One command, to the node serving `key` on a cluster, within `commandTimeoutMs`. */
-  private readonly send: Send = (key, readonly, args) => {
+  private readonly send: Send = (key, args) => {
     const { cluster } = this
-    if (cluster) return this.withDeadline((options) => cluster.sendCommand(key, readonly, args, options))
+    if (cluster) return this.withDeadline((options) => cluster.sendCommand(key, false, args, options))
     const client = this.client as RedisClientLike
     return this.withDeadline((options) => client.sendCommand(args, options))
   }
@@ -489,10 +493,10 @@ export class RedisStore
   /** `EVALSHA`, falling back to `EVAL` (which caches the script again) when the server lost it. */
   private async eval(send: Send, script: LuaScript, key: string, args: string[]): Promise<unknown> {
     try {
-      return await send(key, false, ['EVALSHA', script.sha, '1', key, ...args])
+      return await send(key, ['EVALSHA', script.sha, '1', key, ...args])
     } catch (error) {
       if (!String((error as { message?: unknown })?.message).startsWith('NOSCRIPT')) throw error
-      return send(key, false, ['EVAL', script.source, '1', key, ...args])
+      return send(key, ['EVAL', script.source, '1', key, ...args])
     }
   }
 
@@ -529,7 +533,7 @@ export class RedisStore
   /** The record's {@link FIELDS}, or `null` when there is no hash under the key. */
   private async readRaw(send: Send, key: string): Promise<(string | null)[] | null> {
     const sessionKey = this.sessionKey(key)
-    const fields = texts(await send(sessionKey, true, ['HMGET', sessionKey, ...FIELDS]))
+    const fields = texts(await send(sessionKey, ['HMGET', sessionKey, ...FIELDS]))
     return fields.every((field) => field === null) ? null : fields
   }
 
@@ -619,7 +623,7 @@ function recordArgs(record: SessionRecord): string[] {
     String(record.idleExpiresAt),
     String(record.absoluteExpiresAt),
     record.payload,
-    record.userId === null ? '0' : '1',
+    record.userId == null ? '0' : '1',
     record.userId ?? '',
   ]
 }
