@@ -1,0 +1,108 @@
+import mysql, { type Pool, type PoolOptions, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise'
+import { ConfigError } from '../../core/errors.js'
+import { mysqlDialect } from '../sql/dialects.js'
+import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
+import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'
+
+/** Options of {@link MySqlStore}: a `pool`, or a `uri` and/or `poolOptions` for a pool of its own. */
+export interface MySqlStoreOptions extends SqlStoreOptions {
+  /**
+   * A mysql2 promise pool you own (`mysql2/promise`'s `createPool`, or `pool.promise()`): the store
+   * runs its queries on it and never ends it. Its connections must use a utf8mb4 charset (mysql2's default).
+   */
+  pool?: Pool
+  /** A `mysql://user:password@host:port/database` URI (also `mariadb://`): the store opens its own pool and ends it at `close()`. */
+  uri?: string
+  /** mysql2 pool options (host, user, database, connectionLimit, ssl, ...) for the store's own pool, with or without `uri`. */
+  poolOptions?: PoolOptions
+}
+
+/** How long a migration waits for another process's migration to finish, in seconds. */
+const MIGRATION_LOCK_TIMEOUT_S = 60
+
+/** The named lock migrations hold, one per database (lock names are server-wide, at most 64 characters). */
+const MIGRATION_LOCK = "CONCAT('latchkey_schema.', LEFT(DATABASE(), 48))"
+
+/** Anything that runs a prepared statement: the pool, or one connection taken from it. */
+type Executor = Pick<Pool, 'execute'>
+
+function portOf(db: Executor): SqlPort {
+  // Server-side prepared statements: values never pass through mysql2's escaping, whatever the sql_mode.
+  const execute = <T extends ResultSetHeader | RowDataPacket[]>(sql: string, values: readonly SqlValue[]) =>
+    db.execute<T>({ sql, rowsAsArray: false }, [...values])
+  return {
+    run: async (sql, params) => (await execute<ResultSetHeader>(sql, params))[0].affectedRows,
+    one: async (sql, params) => (await execute<RowDataPacket[]>(sql, params))[0][0] as SqlRow | undefined,
+    all: async (sql, params) => (await execute<RowDataPacket[]>(sql, params))[0] as SqlRow[],
+  }
+}
+
+/**
+ * Sessions in MySQL 8 or MariaDB 10.11+ (InnoDB) through `mysql2` 3, for several app servers sharing
+ * one database. Update is one compare-and-set `UPDATE ... WHERE version = ?`; create deletes the key's
+ * row if it has expired, then `INSERT IGNORE`s, so of two racing creates exactly one inserts (mysql2
+ * counts found rows, so `ON DUPLICATE KEY UPDATE` could not tell an insert from a row left alone). Keys
+ * are `ascii_bin`, user IDs and payloads utf8mb4 and compared exactly. The table is created on first use
+ * under a named lock (`GET_LOCK`); `migrate()` does it on demand and `schemaSql()` prints it. Expired
+ * rows read as missing at once and are deleted every `pruneIntervalMs`, in batches. A failing server
+ * gives `StoreError`, and the pool reconnects by itself when it is back.
+ */
+export class MySqlStore extends SqlStore {
+  private readonly pool: Pool
+  private readonly ownsPool: boolean
+  private readonly poolPort: SqlPort
+
+  constructor(options: MySqlStoreOptions) {
+    const { pool, uri, poolOptions } = options ?? {}
+    if ((pool === undefined) === (uri === undefined && poolOptions === undefined)) {
+      throw new ConfigError('pool', 'give either a mysql2 pool (pool) or a uri and/or poolOptions, not both')
+    }
+    if (
+      pool !== undefined &&
+      (typeof pool?.execute !== 'function' || typeof pool.getConnection !== 'function')
+    ) {
+      throw new ConfigError('pool', 'must be a mysql2/promise Pool')
+    }
+    if (uri !== undefined && (typeof uri !== 'string' || !/^(mysql|mariadb):\/\//.test(uri))) {
+      throw new ConfigError('uri', 'must be a mysql:// or mariadb:// URI')
+    }
+    if (poolOptions !== undefined && (typeof poolOptions !== 'object' || poolOptions === null)) {
+      throw new ConfigError('poolOptions', 'must be mysql2 pool options')
+    }
+    super('MySqlStore', mysqlDialect, options)
+    this.ownsPool = pool === undefined
+    // mysql2 reads only mysql:// URIs; mariadb:// names the same server.
+    this.pool = pool ?? mysql.createPool({ ...poolOptions, uri: uri?.replace(/^mariadb:/, 'mysql:') })
+    this.poolPort = portOf(this.pool)
+  }
+
+  protected async open(): Promise<SqlPort> {
+    await this.ensureSchema(this.poolPort)
+    return this.poolPort
+  }
+
+  /** On one connection holding the named lock. DDL commits at once here, so every statement is idempotent. */
+  protected async migrateSchema(): Promise<void> {
+    const connection = await this.pool.getConnection()
+    try {
+      const [rows] = await connection.query<RowDataPacket[]>(
+        `SELECT GET_LOCK(${MIGRATION_LOCK}, ?) AS locked`,
+        [MIGRATION_LOCK_TIMEOUT_S],
+      )
+      if (rows[0]?.locked !== 1) {
+        throw new Error(`another migration held the lock for ${MIGRATION_LOCK_TIMEOUT_S} s`)
+      }
+      await this.queries.migrate(portOf(connection))
+      await connection.query(`DO RELEASE_LOCK(${MIGRATION_LOCK})`)
+      connection.release()
+    } catch (error) {
+      // Ending the session frees its named lock.
+      connection.destroy()
+      throw error
+    }
+  }
+
+  protected async release(): Promise<void> {
+    if (this.ownsPool) await this.pool.end()
+  }
+}

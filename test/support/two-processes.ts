@@ -1,0 +1,114 @@
+/**
+ * The tests every shared store must pass with two app servers on it: a manager in this process and
+ * one in a child process (remote.ts), over the same backing store. Register them inside a store's
+ * suite:
+ *
+ *     defineTwoProcessTests(() => {
+ *       const tableName = freshTable()
+ *       return {
+ *         local: (clock) => new PostgresStore({ connectionString, tableName, clock }),
+ *         remote: { module: 'src/stores/postgres/index.ts', exportName: 'PostgresStore', options: { connectionString, tableName } },
+ *       }
+ *     })
+ */
+import { afterEach, expect, test } from 'vitest'
+import { ManualClock } from '../../src/core/clock.js'
+import { generateKey } from '../../src/core/crypto.js'
+import type { SessionManager } from '../../src/core/manager.js'
+import type { SessionStore } from '../../src/core/store.js'
+import { createSessionManager } from '../../src/index.js'
+import type { AppData } from './app.js'
+import type { RemoteManager, RemoteStoreSpec } from './remote.js'
+import { cookieHeader, startRemoteManager } from './remote.js'
+
+/** One shared store, as this process opens it and as the child opens it (JSON options, no clock). */
+export interface SharedStore {
+  local(clock: ManualClock): SessionStore
+  remote: RemoteStoreSpec
+}
+
+interface Pair {
+  local: SessionManager<AppData>
+  remote: RemoteManager
+}
+
+/** Registers the two-process tests; `shared` is called once per test and must name a fresh, empty store. */
+export function defineTwoProcessTests(shared: () => SharedStore): void {
+  const cleanups: (() => Promise<unknown>)[] = []
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+  })
+
+  async function pair(): Promise<Pair> {
+    const { local: open, remote: spec } = shared()
+    const keys = [generateKey()]
+    const clock = new ManualClock()
+    const local = createSessionManager<AppData>({
+      cookie: { secure: false },
+      store: open(clock),
+      keys,
+      clock,
+    })
+    cleanups.push(() => local.close())
+    const remote = await startRemoteManager({
+      path: '',
+      store: spec,
+      keys,
+      time: clock.now(),
+      dataKeys: ['n'],
+    })
+    cleanups.push(() => remote.close())
+    return { local, remote }
+  }
+
+  test('a session created in one process is read in the other, both ways', async () => {
+    const { local, remote } = await pair()
+    const here = await local.load({})
+    here.set('n', 7)
+    const cookie = cookieHeader((await local.commit(here)).setCookie)
+    expect(await remote.load(cookie)).toMatchObject({ isNew: false, data: { n: 7 } })
+
+    const { ref } = await remote.load(undefined)
+    await remote.act(ref, { kind: 'set', key: 'n', value: 8 })
+    const theirs = cookieHeader((await remote.commit(ref)).setCookie)
+    expect(theirs).toMatch(/^sid=[\w-]{43}$/)
+    const there = await local.load({ cookie: theirs })
+    expect([there.isNew, there.get('n')]).toEqual([false, 8])
+  })
+
+  test('a logout in one process holds in the other', async () => {
+    const { local, remote } = await pair()
+    const { ref } = await remote.load(undefined)
+    await remote.act(ref, { kind: 'set', key: 'n', value: 1 })
+    await remote.act(ref, { kind: 'login', userId: 'alice' })
+    const cookie = cookieHeader((await remote.commit(ref)).setCookie)
+    const leaving = await local.load({ cookie })
+    expect(leaving.userId).toBe('alice')
+    leaving.logout()
+    await local.commit(leaving)
+    expect(await remote.load(cookie)).toMatchObject({ isNew: true, userId: null, data: {} })
+    expect(await remote.listUserSessions('alice')).toEqual([])
+    expect((await local.load({ cookie })).isNew).toBe(true)
+  })
+
+  test('100 concurrent increments, half in each process, end at exactly 100', async () => {
+    const { local, remote } = await pair()
+    const start = await local.load({})
+    start.set('n', 0)
+    const cookie = cookieHeader((await local.commit(start)).setCookie)
+    const here = async () => {
+      const session = await local.load({ cookie })
+      session.update('n', (n = 0) => n + 1)
+      return local.commit(session)
+    }
+    const there = async () => {
+      const { ref } = await remote.load(cookie)
+      await remote.act(ref, { kind: 'inc', key: 'n' })
+      return remote.commit(ref)
+    }
+    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => (i % 2 ? here() : there())))
+    expect(results.every((result) => result.setCookie === null)).toBe(true)
+    expect((await local.load({ cookie })).get('n')).toBe(100)
+    expect((await remote.load(cookie)).data).toEqual({ n: 100 })
+  })
+}
