@@ -117,6 +117,52 @@ async function signIn(served: Served): Promise<Client> {
   return client
 }
 
+describe('writeHead with a header object and nothing set before (one merged object for node)', () => {
+  test.each([
+    ['a login (new cookie)', '/login', true],
+    ['a read (private, no cookie)', '/read', false],
+  ] as const)(
+    '%s: every header of the handler arrives, ours win where they must',
+    async (_, path, setsCookie) => {
+      const served = await start((req, res, session) => {
+        if (req.url === '/login') session.login('alice')
+        res.writeHead(200, 'Fine', {
+          'set-cookie': ['theme=dark'],
+          'CACHE-CONTROL': 'public, max-age=600',
+          vary: 'Accept-Encoding',
+          'X-Tag': 'kept',
+          'content-type': 'text/plain',
+        })
+        res.end(String(session.userId))
+      })
+      const client = await signIn(served)
+      const response = await client.request(path)
+      expect(response.status).toBe(200)
+      expect(response.statusText).toBe('Fine')
+      const cookies = response.headers.getSetCookie().map((cookie) => cookie.split('=')[0])
+      expect(cookies).toEqual(setsCookie ? ['theme', 'sid'] : ['theme'])
+      expect(response.headers.get('cache-control')).toBe('no-store')
+      expect(response.headers.get('vary')).toBe('Accept-Encoding, Cookie')
+      expect(response.headers.get('x-tag')).toBe('kept')
+      expect(response.headers.get('content-type')).toBe('text/plain')
+      expect(await response.text()).toBe('alice')
+      await settled(served)
+      expect(served.errors).toEqual([])
+    },
+  )
+
+  test('a Vary of * or one that names Cookie already is left as it is', async () => {
+    const served = await start((req, res, session) => {
+      if (req.url === '/login') session.login('bob')
+      res.writeHead(200, { Vary: req.url === '/star' ? '*' : 'cookie, Accept' })
+      res.end('ok')
+    })
+    const client = await signIn(served)
+    expect((await client.request('/star')).headers.get('vary')).toBe('*')
+    expect((await client.request('/named')).headers.get('vary')).toBe('cookie, Accept')
+  })
+})
+
 describe('writeHead with a raw header array', () => {
   const array = [
     'Set-Cookie',

@@ -37,11 +37,58 @@ export function applyCommitHeaders(res: ServerResponse, result: CommitResult): v
   if (result.private) {
     res.setHeader('Cache-Control', 'no-store')
     const vary = res.getHeader('vary')
-    const values = vary === undefined ? '' : String(vary)
-    if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(values))
-      res.setHeader('Vary', values ? `${values}, Cookie` : 'Cookie')
+    const merged = varyCookie(vary)
+    if (merged !== vary) res.setHeader('Vary', merged)
   }
   if (result.clearSiteData !== undefined) res.setHeader('Clear-Site-Data', result.clearSiteData)
+}
+
+/** A `Vary` value that includes `Cookie` (the same value when it already does, or is `*`). */
+function varyCookie(vary: number | string | string[] | undefined): number | string | string[] {
+  const values = vary === undefined ? '' : String(vary)
+  if (vary !== undefined && /(^|,)\s*(cookie|\*)\s*(,|$)/i.test(values)) return vary
+  return values ? `${values}, Cookie` : 'Cookie'
+}
+
+/** Lower-cased names of the headers a commit sets, by length, to skip lower-casing every other name. */
+const COMMIT_HEADER_LENGTHS = new Set([4, 10, 13, 15])
+
+/**
+ * The handler's writeHead headers with the commit's folded in, as {@link applyCommitHeaders} would
+ * leave them: the session cookie after the handler's cookies, `Cache-Control: no-store` in place of
+ * the handler's, `Cookie` added to its `Vary`. Header names are compared without regard to case.
+ */
+function mergeCommitHeaders(headers: OutgoingHttpHeaders, result: CommitResult): OutgoingHttpHeaders {
+  const merged: OutgoingHttpHeaders = {}
+  const cookies: string[] = []
+  let vary: number | string | string[] | undefined
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined) continue
+    const lower = COMMIT_HEADER_LENGTHS.has(name.length) ? name.toLowerCase() : ''
+    if (lower === 'set-cookie' && result.setCookie !== null) {
+      if (Array.isArray(value)) cookies.push(...value)
+      else cookies.push(String(value))
+    } else if (lower === 'vary' && result.private) {
+      vary = value
+    } else if (lower === 'cache-control' && result.private) {
+      // Replaced below.
+    } else if (lower === 'clear-site-data' && result.clearSiteData !== undefined) {
+      // Replaced below.
+    } else {
+      merged[name] = value
+    }
+  }
+  if (result.setCookie !== null) {
+    cookies.push(result.setCookie)
+    merged['Set-Cookie'] = cookies
+  }
+  if (result.private) {
+    merged['Cache-Control'] = 'no-store'
+    merged.Vary = varyCookie(vary)
+  }
+  if (result.clearSiteData !== undefined) merged['Clear-Site-Data'] = result.clearSiteData
+  return merged
 }
 
 /**
@@ -216,6 +263,17 @@ function replayWriteHead(
   const [status, second, third] = args
   const withMessage = typeof second === 'string'
   const headers = withMessage ? third : second
+  if (
+    headers &&
+    typeof headers === 'object' &&
+    !Array.isArray(headers) &&
+    res.getHeaderNames().length === 0
+  ) {
+    // Nothing set on the response before: node takes one merged object as it is, header by header.
+    const merged = mergeCommitHeaders(headers as OutgoingHttpHeaders, result)
+    writeHead(withMessage ? [status, second, merged] : [status, merged])
+    return
+  }
   if (headers && typeof headers === 'object' && (!Array.isArray(headers) || headers.length % 2 === 0)) {
     // Fold the handler's headers in first, as node's writeHead would, so ours are added to them
     // (Set-Cookie, Vary) or replace them (Cache-Control) rather than being overwritten by them.
