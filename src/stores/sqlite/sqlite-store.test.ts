@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from 'vitest'
 import { ConfigError, StoreError } from '../../core/errors.js'
 import { defineStoreConformance, makeRecord } from '../../testing/conformance.js'
 import { ManualClock } from '../../testing/index.js'
-import { SqliteStore } from './index.js'
+import { SqliteStore, type SqliteStoreOptions } from './index.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'latchkey-sqlite-'))
 let files = 0
@@ -149,8 +149,11 @@ describe('SqliteStore', () => {
     ['path', { path: '' }],
     ['busyTimeoutMs', { path: ':memory:', busyTimeoutMs: -1 }],
     ['busyTimeoutMs', { path: ':memory:', busyTimeoutMs: 1.5 }],
+    ['pruneIntervalMs', { path: ':memory:', pruneIntervalMs: -1 }],
+    ['pruneIntervalMs', { path: ':memory:', pruneIntervalMs: 2 ** 31 }],
+    ['onWarning', { path: ':memory:', onWarning: 'console' }],
   ])('refuses a bad %s with a ConfigError', (option, options) => {
-    expect(() => new SqliteStore(options)).toThrow(expect.objectContaining({ option }))
+    expect(() => new SqliteStore(options as SqliteStoreOptions)).toThrow(expect.objectContaining({ option }))
   })
 
   test('a missing directory fails with StoreError, then the store works once it exists', async () => {
@@ -214,6 +217,37 @@ describe('SqliteStore', () => {
       await a.close()
       await b.close()
     }
+  })
+
+  test('prune deletes a large backlog in batches, letting the event loop run between them', async () => {
+    const path = freshPath()
+    const clock = new ManualClock()
+    const store = new SqliteStore({ path, clock })
+    await store.migrate()
+    const db = inspect(path)
+    const now = clock.now()
+    db.prepare(
+      `WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < 2500)
+       INSERT INTO latchkey_sessions (key, version, created_at, last_seen_at, idle_expires_at, absolute_expires_at, expires_at, payload)
+       SELECT 'k' || n, 1, @now, @now, @now + 1, @now + 1, @now + 1, '' FROM i`,
+    ).run({ now })
+    db.close()
+    const live = makeRecord(clock)
+    await store.create(live)
+    clock.advance(1)
+    // better-sqlite3 is synchronous: without a yield between batches nothing else would run until the end.
+    let turns = 0
+    let pruning = true
+    const tick = () => {
+      turns++
+      if (pruning) setImmediate(tick)
+    }
+    setImmediate(tick)
+    expect(await store.prune()).toBe(2500)
+    pruning = false
+    expect(turns).toBeGreaterThanOrEqual(2)
+    expect(await store.get(live.key)).toEqual(live)
+    await store.close()
   })
 
   test('list pages through more records than fit in one page', async () => {
