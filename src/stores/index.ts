@@ -1,0 +1,202 @@
+/**
+ * `openStore(url)`: any bundled store from one URL, for configuration files and the CLI. Only the
+ * driver of the scheme used is imported.
+ *
+ * | URL | store |
+ * | --- | --- |
+ * | `memory:` | MemoryStore |
+ * | `file:./var/sessions`, `file:///srv/sessions` | FileStore |
+ * | `sqlite:./var/sessions.db`, `sqlite:///srv/sessions.db`, `sqlite::memory:` | SqliteStore |
+ * | `postgres://…`, `postgresql://…` | PostgresStore |
+ * | `mysql://…`, `mariadb://…` | MySqlStore |
+ * | `redis://…`, `rediss://…` | RedisStore |
+ * | `redis+cluster://host:port,host:port` | RedisStore on a Redis Cluster |
+ */
+import { isAbsolute } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ConfigError, StoreError } from '../core/errors.js'
+import type { SessionStore, StoreOptions } from '../core/store.js'
+import { isClosableStore } from '../core/store.js'
+
+/** Options of {@link openStore}: the clock, and options passed on to the store the URL names. */
+export interface OpenStoreOptions extends StoreOptions {
+  /**
+   * Check that the store answers before resolving (one lookup of a key that does not exist; SQL stores
+   * create their schema then). Default `true`; `false` opens lazily, and the first request finds out.
+   */
+  check?: boolean
+  /** Further options for the store's constructor (`tableName`, `prefix`, `pruneIntervalMs`, ...). */
+  storeOptions?: Record<string, unknown>
+}
+
+/** The schemes {@link openStore} knows, for messages. */
+export const STORE_SCHEMES = Object.freeze([
+  'memory:',
+  'file:',
+  'sqlite:',
+  'postgres:',
+  'postgresql:',
+  'mysql:',
+  'mariadb:',
+  'redis:',
+  'rediss:',
+  'redis+cluster:',
+])
+
+/** `url` with any password replaced by `***`, for messages and logs. */
+export function maskStoreUrl(url: string): string {
+  return url.replace(/^([a-z+]+:\/\/[^:/@]*):[^@/]*@/i, '$1:***@')
+}
+
+/** The npm package each scheme's store needs. */
+const DRIVERS: Record<string, string> = {
+  sqlite: 'better-sqlite3',
+  postgres: 'pg',
+  postgresql: 'pg',
+  mysql: 'mysql2',
+  mariadb: 'mysql2',
+  redis: 'redis',
+  rediss: 'redis',
+  'redis+cluster': 'redis',
+}
+
+/**
+ * Opens the store `url` names. Rejects with `ConfigError` for an unknown scheme, a malformed URL or a
+ * missing driver package (naming it and the install command), and, unless `check: false`, with
+ * `StoreError` when the store does not answer. Every message shows the URL with its password masked.
+ */
+export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<SessionStore> {
+  if (typeof url !== 'string') throw new ConfigError('store', 'must be a store URL string')
+  const masked = maskStoreUrl(url)
+  const scheme = /^([a-z][a-z0-9+]*):/i.exec(url)?.[1]?.toLowerCase()
+  if (scheme === undefined || !STORE_SCHEMES.includes(`${scheme}:`)) {
+    throw new ConfigError('store', `unknown store URL ${masked}: use one of ${STORE_SCHEMES.join(' ')}`)
+  }
+  const { check = true, storeOptions = {}, ...common } = options
+  const base = { ...storeOptions, ...common }
+  const store = await build(scheme, url, masked, base)
+  if (check) {
+    try {
+      await store.get('A'.repeat(43))
+    } catch (error) {
+      if (isClosableStore(store)) await store.close().catch(() => {})
+      const name = error instanceof StoreError ? error.store : 'store'
+      throw new StoreError(
+        name,
+        'open',
+        new Error(`${masked} does not answer: ${describe(error)}`, { cause: error }),
+      )
+    }
+  }
+  return store
+}
+
+function describe(error: unknown): string {
+  if (error instanceof StoreError && error.cause instanceof Error) return error.cause.message
+  return error instanceof Error ? error.message : String(error)
+}
+
+/** Imports a store module, turning a missing driver into a `ConfigError` that says what to install. */
+async function load<M>(scheme: string, masked: string, importer: () => Promise<M>): Promise<M> {
+  try {
+    return await importer()
+  } catch (error) {
+    const driver = DRIVERS[scheme]
+    if (driver && isModuleNotFound(error)) {
+      throw new ConfigError('store', `${masked} needs the ${driver} package: npm install ${driver}`)
+    }
+    throw error
+  }
+}
+
+/** A module that could not be found, as node reports it (also when wrapped as another error's cause). */
+function isModuleNotFound(error: unknown): boolean {
+  for (let e = error, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') return true
+  }
+  return false
+}
+
+/** A path from a `file:` or `sqlite:` URL: `file:///abs`, `file:./rel`, `file:rel`. */
+function pathOf(url: string, scheme: string, masked: string): string {
+  const rest = url.slice(scheme.length + 1)
+  if (rest.startsWith('//')) {
+    const path = fileURLToPath(`file:${rest}`)
+    if (!isAbsolute(path)) throw new ConfigError('store', `${masked}: expected an absolute path after //`)
+    return path
+  }
+  if (rest === '') throw new ConfigError('store', `${masked}: a path is missing`)
+  return decodeURIComponent(rest)
+}
+
+async function build(
+  scheme: string,
+  url: string,
+  masked: string,
+  options: Record<string, unknown>,
+): Promise<SessionStore> {
+  switch (scheme) {
+    case 'memory': {
+      const { MemoryStore } = await import('./memory/index.js')
+      return new MemoryStore(options)
+    }
+    case 'file': {
+      const { FileStore } = await import('./file/index.js')
+      return new FileStore({ ...options, directory: pathOf(url, scheme, masked) })
+    }
+    case 'sqlite': {
+      const path = url.slice('sqlite:'.length) === ':memory:' ? ':memory:' : pathOf(url, scheme, masked)
+      const { SqliteStore } = await load(scheme, masked, () => import('./sqlite/index.js'))
+      return new SqliteStore({ ...options, path })
+    }
+    case 'postgres':
+    case 'postgresql': {
+      const { PostgresStore } = await load(scheme, masked, () => import('./postgres/index.js'))
+      return new PostgresStore({ ...options, connectionString: url })
+    }
+    case 'mysql':
+    case 'mariadb': {
+      const { MySqlStore } = await load(scheme, masked, () => import('./mysql/index.js'))
+      return new MySqlStore({ ...options, uri: url })
+    }
+    case 'redis':
+    case 'rediss': {
+      const { RedisStore } = await load(scheme, masked, () => import('./redis/index.js'))
+      return new RedisStore({ ...options, url })
+    }
+    default:
+      return openCluster(url, masked, options)
+  }
+}
+
+/** `redis+cluster://host:port,host:port`: a cluster client the returned store owns and closes. */
+async function openCluster(
+  url: string,
+  masked: string,
+  options: Record<string, unknown>,
+): Promise<SessionStore> {
+  const nodes = url.slice('redis+cluster://'.length).split(',')
+  if (nodes.length === 0 || nodes.some((node) => !/^[^\s/,]+:\d+$/.test(node.replace(/^[^@]*@/, '')))) {
+    throw new ConfigError('store', `${masked}: expected redis+cluster://host:port,host:port`)
+  }
+  const [{ createCluster }, { RedisStore }] = await load('redis+cluster', masked, () =>
+    Promise.all([import('redis'), import('./redis/index.js')]),
+  )
+  const cluster = createCluster({ rootNodes: nodes.map((node) => ({ url: `redis://${node}` })) })
+  cluster.on('error', () => {
+    // Reported to requests as StoreErrors; node-redis insists on a listener.
+  })
+  try {
+    await cluster.connect()
+  } catch (error) {
+    throw new StoreError('RedisStore', 'open', new Error(`${masked} does not answer`, { cause: error }))
+  }
+  const store = new RedisStore({ ...options, client: cluster })
+  const close = store.close.bind(store)
+  store.close = async () => {
+    await close()
+    await cluster.close()
+  }
+  return store
+}
