@@ -113,12 +113,13 @@ type OwnedClient = ReturnType<typeof createClient>
 
 /**
  * Sessions in Redis (or Redis Cluster), through node-redis 5: the store for several app servers that
- * share sessions. Every method is one script or command per key, atomic on the server.
+ * share sessions. Every write is a Lua script on one key, atomic on the server.
  *
  * Key layout, for the default prefix `latchkey:`:
  * - `latchkey:s:{<store key>}`: one hash per session (fields in `scripts.ts`), with a TTL.
  * - `latchkey:u:{<user id>}`: one sorted set per user: store keys scored by an upper bound of their
- *   record's absolute deadline, with a TTL.
+ *   record's absolute deadline, with a TTL. The user ID is written as its UTF-8 bytes, those outside
+ *   `[A-Za-z0-9_.@-]` as `%XX`, so it never adds a brace to the key.
  *
  * The braces are hash tags: a session's slot is its store key's, a user's index slot its user ID's.
  * Every script names exactly one key, so every script runs on one slot, on a single server or a
@@ -144,10 +145,10 @@ type OwnedClient = ReturnType<typeof createClient>
  * by a process that died before cleaning up), which `listByUser` and `destroyByUser` filter out by
  * reading each record, and which age out by score; it never misses a live record.
  *
- * **Failures**: every operation settles within `commandTimeoutMs`, rejecting with a `StoreError` naming
- * the store and the operation, with node-redis's error as `cause`. At the deadline its commands not yet
- * sent are dropped (never run later); a command already sent may still have run, as with any network
- * database. A client the store owns has no offline queue (commands fail at once while disconnected)
+ * **Failures**: every failure rejects with a `StoreError` naming the store and the operation, with
+ * node-redis's error as `cause`; no reply waits longer than `commandTimeoutMs`. At that deadline a
+ * command not yet sent is dropped (never run later); one already sent may still have run, as with any
+ * network database. A client the store owns has no offline queue (commands fail at once while disconnected)
  * and reconnects by itself, so the store recovers as soon as Redis is back.
  */
 export class RedisStore
@@ -238,7 +239,11 @@ export class RedisStore
     this.client = owned
     owned.on('error', (error: Error) => {
       this.attemptDone()
-      onError?.(error)
+      try {
+        onError?.(error)
+      } catch {
+        // A throwing hook must not become an uncaught exception in node-redis's event emitter.
+      }
     })
     owned.on('ready', () => this.attemptDone())
     owned.on('reconnecting', () => this.attemptStarted())
@@ -391,9 +396,10 @@ export class RedisStore
           if (next.done) return undefined
           const fresh = next.value.filter((key) => !seen.has(key) && seen.add(key))
           const records = await Promise.all(
-            fresh.map(async (key) => {
-              const fields = await this.readRaw(send, key.slice(this.prefix.length + 3, -1))
-              return fields && toRecord(key.slice(this.prefix.length + 3, -1), fields, now)
+            fresh.map((sessionKey) => {
+              // `<prefix>s:{<store key>}`: the store key sits between the braces.
+              const key = sessionKey.slice(this.prefix.length + 3, -1)
+              return this.read(send, key, now)
             }),
           )
           return records.filter((record): record is SessionRecord => record !== null)
