@@ -195,15 +195,19 @@ describe('FileStore on disk', () => {
   })
 
   test('no path outside the folder, whatever the key or user ID', async () => {
-    const outside = join(root, `outside-${++folders}`)
-    mkdirSync(outside)
-    const { store, clock, directory } = open({ directory: join(outside, 'sessions') })
+    // Every traversal below climbs at most to `sandbox`: a store that got this wrong writes there, where
+    // the check sees it, and never into the system.
+    const sandbox = join(root, `sandbox-${++folders}`)
+    mkdirSync(join(sandbox, 'a', 'b'), { recursive: true })
+    const { store, clock, directory } = open({ directory: join(sandbox, 'a', 'b', 'sessions') })
     const planted = makeRecord(clock, { userId: 'bob' })
     expect(await store.create(planted)).toBe(true)
-    const before = tree(outside)
+    const before = tree(sandbox)
     const keys = [
-      '../../../../../../etc/passwd',
+      '../../../../canary',
+      '../../canary',
       `../${planted.key}`,
+      `../../../..${'/x'.repeat(19)}`,
       `${planted.key.slice(0, 40)}/..`,
       `./${planted.key.slice(2)}`,
       `..${planted.key.slice(2)}`,
@@ -229,16 +233,17 @@ describe('FileStore on disk', () => {
       await store.destroy(key)
       expect(await store.destroyByUser('nobody', key)).toBe(0)
     }
-    for (const userId of ['../../../etc', '/etc/passwd', 'a\0b', '..', 'x'.repeat(10_240), '']) {
+    for (const userId of ['../../../../canary', '/canary', 'a\0b', '..', 'x'.repeat(10_240), '']) {
       expect(await store.listByUser(userId)).toEqual([])
       expect(await store.destroyByUser(userId)).toBe(0)
     }
-    expect(tree(outside)).toEqual(before)
+    expect(tree(sandbox)).toEqual(before)
+    expect(existsSync(join(root, 'canary'))).toBe(false)
     // A user ID of any shape is only ever a hash on disk.
-    const odd = makeRecord(clock, { userId: '../../../outside\0/x' })
+    const odd = makeRecord(clock, { userId: '../../../../canary\0/x' })
     expect(await store.create(odd)).toBe(true)
-    expect((await store.listByUser('../../../outside\0/x')).map((r) => r.key)).toEqual([odd.key])
-    expect(readdirSync(outside)).toEqual(['sessions'])
+    expect((await store.listByUser('../../../../canary\0/x')).map((r) => r.key)).toEqual([odd.key])
+    expect(tree(sandbox).filter((path) => !path.startsWith('a/b/sessions'))).toEqual(['a', 'a/b'])
     expect(await store.get(planted.key)).toEqual(planted)
   })
 })

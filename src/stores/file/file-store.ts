@@ -136,13 +136,13 @@ export class FileStore
   }
 
   get(key: string): Promise<SessionRecord | null> {
-    return this.run('get', async () => (KEY.test(key) ? this.live(await this.read(key)) : null))
+    return this.run('get', async () => (isKey(key) ? this.live(await this.read(key)) : null))
   }
 
   create(record: SessionRecord): Promise<boolean> {
     const copy = ownCopy(record)
     return this.run('create', async () => {
-      if (!KEY.test(copy.key)) return false
+      if (!isKey(copy.key)) return false
       if (this.holds(await this.read(copy.key))) return false
       return this.locked(copy.key, async (lock) => {
         const current = await this.read(copy.key)
@@ -160,7 +160,7 @@ export class FileStore
   update(record: SessionRecord, expectedVersion: number): Promise<boolean> {
     const copy = ownCopy(record)
     return this.run('update', async () => {
-      if (!KEY.test(copy.key)) return false
+      if (!isKey(copy.key)) return false
       if (this.live(await this.read(copy.key))?.version !== expectedVersion) return false
       return this.locked(copy.key, async (lock) => {
         const current = this.live(await this.read(copy.key))
@@ -178,7 +178,7 @@ export class FileStore
 
   touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
     return this.run('touch', async () => {
-      if (!KEY.test(key) || !this.live(await this.read(key))) return
+      if (!isKey(key) || !this.live(await this.read(key))) return
       await this.locked(key, async (lock) => {
         const current = this.live(await this.read(key))
         if (current) await this.write(ownCopy({ ...current, lastSeenAt, idleExpiresAt }), false, lock)
@@ -188,7 +188,7 @@ export class FileStore
 
   destroy(key: string): Promise<void> {
     return this.run('destroy', async () => {
-      if (!KEY.test(key) || !this.live(await this.read(key))) return
+      if (!isKey(key) || !this.live(await this.read(key))) return
       await this.locked(key, (lock) => this.tombstone(key, lock))
     })
   }
@@ -310,7 +310,9 @@ export class FileStore
     return read !== null && read !== UNREADABLE && this.clock.now() < read.expiresAt
   }
 
+  /** The folder of `key`'s file. The one place a key becomes a path: anything but a store key is refused. */
   private shard(key: string): string {
+    if (!isKey(key)) throw new Error('refusing to turn a value that is not a store key into a path')
     return join(this.directory, SESSIONS, key[0] as string, key[1] as string)
   }
 
@@ -599,8 +601,8 @@ export class FileStore
   }
 }
 
-function isKey(name: string): boolean {
-  return KEY.test(name)
+function isKey(name: unknown): name is string {
+  return typeof name === 'string' && KEY.test(name)
 }
 
 function batches<T>(items: readonly T[], size = BATCH): T[][] {
