@@ -149,6 +149,22 @@ describe('FileStore options', () => {
   })
 })
 
+describe('FileStore close', () => {
+  test('close waits for the writes in flight, then every call rejects', async () => {
+    const { store, clock, directory } = open()
+    const records = Array.from({ length: 20 }, () => makeRecord(clock))
+    const creating = Promise.all(records.map((record) => store.create(record)))
+    await store.close()
+    // Already on disk when close resolves, before the callers have even looked at their results.
+    expect(tree(join(directory, 'sessions')).filter((path) => path.split('/').length === 3)).toHaveLength(20)
+    expect(await creating).toEqual(records.map(() => true))
+    expect(leftovers(directory)).toEqual([])
+    await expect(store.get(records[0]?.key as string)).rejects.toMatchObject({ operation: 'get' })
+    const reopened = open({ directory })
+    expect(await reopened.store.count()).toBe(20)
+  })
+})
+
 describe('FileStore on disk', () => {
   test('one 0600 file per session, named by its key, in 0700 folders two levels deep; users by hash', async () => {
     const { store, clock, directory } = open()
@@ -798,6 +814,19 @@ describe('FileStore prune', () => {
     const markers = tree(join(directory, 'users')).filter((path) => path.split('/').length === 4)
     expect(markers.map((path) => path.split('/')[3])).toEqual([live.key])
     expect(await store.get(live.key)).toEqual(live)
+  })
+
+  test('a key whose lock is held (a write in flight elsewhere) is left for the next prune', async () => {
+    const { store, clock, directory } = open()
+    const record = makeRecord(clock, { idleExpiresAt: clock.now() + MINUTE })
+    expect(await store.create(record)).toBe(true)
+    clock.advance(MINUTE)
+    const entry = plantLock(directory, record.key, process.ppid, 0, thisMachine())
+    expect(await store.prune()).toBe(0)
+    expect(existsSync(fileOf(directory, record.key))).toBe(true)
+    rmSync(entry, { recursive: true })
+    expect(await store.prune()).toBe(1)
+    expect(existsSync(fileOf(directory, record.key))).toBe(false)
   })
 
   test('listByUser filters and cleans stale markers; a marker is never dropped while its key is being written', async () => {
