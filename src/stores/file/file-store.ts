@@ -601,7 +601,7 @@ export class FileStore
   }
 }
 
-function isKey(name: unknown): name is string {
+function isKey(name: unknown): boolean {
   return typeof name === 'string' && KEY.test(name)
 }
 
