@@ -321,6 +321,38 @@ describeWithService(status, 'MySqlStore', () => {
       }
     })
 
+    test('list() pages through more rows than fit in one page, in key order', async () => {
+      const clock = new ManualClock()
+      const tableName = freshTable()
+      const store = open({ clock, tableName })
+      try {
+        await store.migrate()
+        const now = clock.now()
+        const later = now + 60_000
+        const values = Array.from({ length: 1234 }, (_, i) => [
+          `k${String(i).padStart(5, '0')}`,
+          1,
+          now,
+          now,
+          later,
+          later,
+          later,
+          'x',
+        ])
+        await admin.query(
+          `INSERT INTO \`${tableName}\` (\`key\`, version, created_at, last_seen_at, idle_expires_at, absolute_expires_at, expires_at, payload) VALUES ?`,
+          [values],
+        )
+        const keys: string[] = []
+        for await (const record of store.list()) keys.push(record.key)
+        expect(keys).toHaveLength(1234)
+        expect(keys).toEqual([...keys].sort())
+        expect(new Set(keys).size).toBe(1234)
+      } finally {
+        await store.close()
+      }
+    })
+
     test('scheduled pruning deletes expired rows; its failures go to onWarning', async () => {
       const proxy = await startTcpProxy(serverPort)
       proxies.push(proxy)
@@ -364,6 +396,28 @@ describeWithService(status, 'MySqlStore', () => {
   })
 
   describe('faults', () => {
+    test('bad credentials reject every operation with a StoreError carrying the server error', async () => {
+      const url = new URL(URI)
+      url.password = 'not-the-password'
+      const clock = new ManualClock()
+      const store = open({ clock, uri: url.href })
+      try {
+        const failure = {
+          code: 'ERR_LATCHKEY_STORE',
+          store: 'MySqlStore',
+          cause: expect.objectContaining({ code: 'ER_ACCESS_DENIED_ERROR' }),
+        }
+        await expect(store.get(makeRecord(clock).key)).rejects.toMatchObject({ ...failure, operation: 'get' })
+        await expect(store.create(makeRecord(clock))).rejects.toMatchObject({
+          ...failure,
+          operation: 'create',
+        })
+        await expect(store.migrate()).rejects.toMatchObject({ ...failure, operation: 'migrate' })
+      } finally {
+        await store.close()
+      }
+    })
+
     test('connections killed under requests: 503s, the process stays up, service resumes, nothing acknowledged is lost', async () => {
       const pool = mysql.createPool({ uri: URI })
       const threads = new Set<number>()

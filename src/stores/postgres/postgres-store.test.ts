@@ -274,6 +274,28 @@ describeWithService(status, 'PostgresStore', () => {
       }
     })
 
+    test('list() pages through more rows than fit in one page, in key order', async () => {
+      const clock = new ManualClock()
+      const tableName = freshTable()
+      const store = open({ clock, tableName })
+      try {
+        await store.migrate()
+        const later = clock.now() + 60_000
+        await admin.query(
+          `INSERT INTO "${tableName}" (key, version, created_at, last_seen_at, idle_expires_at, absolute_expires_at, expires_at, payload)
+           SELECT 'k' || lpad(i::text, 5, '0'), 1, $1::bigint, $1::bigint, $2::bigint, $2::bigint, $2::bigint, 'x'::bytea FROM generate_series(1, 1234) AS i`,
+          [clock.now(), later],
+        )
+        const keys: string[] = []
+        for await (const record of store.list()) keys.push(record.key)
+        expect(keys).toHaveLength(1234)
+        expect(keys).toEqual([...keys].sort())
+        expect(new Set(keys).size).toBe(1234)
+      } finally {
+        await store.close()
+      }
+    })
+
     test('scheduled pruning deletes expired rows; its failures go to onWarning', async () => {
       const proxy = await startTcpProxy(Number(new URL(URL_).port || 5432))
       proxies.push(proxy)
@@ -320,6 +342,28 @@ describeWithService(status, 'PostgresStore', () => {
   })
 
   describe('faults', () => {
+    test('bad credentials reject every operation with a StoreError carrying the server error', async () => {
+      const url = new URL(URL_)
+      url.username = `latchkey_nobody_${run}`
+      const clock = new ManualClock()
+      const store = open({ clock, connectionString: url.href })
+      try {
+        const failure = {
+          code: 'ERR_LATCHKEY_STORE',
+          store: 'PostgresStore',
+          cause: expect.objectContaining({ code: '28000' }),
+        }
+        await expect(store.get(makeRecord(clock).key)).rejects.toMatchObject({ ...failure, operation: 'get' })
+        await expect(store.create(makeRecord(clock))).rejects.toMatchObject({
+          ...failure,
+          operation: 'create',
+        })
+        await expect(store.migrate()).rejects.toMatchObject({ ...failure, operation: 'migrate' })
+      } finally {
+        await store.close()
+      }
+    })
+
     /** Backends of `applicationName` waiting for a lock. */
     async function waiting(applicationName: string): Promise<number> {
       const rows = await admin.query(
