@@ -17,6 +17,7 @@ import {
   isListableStore,
   isMigratableStore,
   isPrunableStore,
+  isSyncStore,
   isUserIndexedStore,
   type SessionRecord,
   type SessionStore,
@@ -797,9 +798,67 @@ export const storeScenarios: Record<string, StoreScenario> = {
       for (const [operation, call] of everyMethod(store, clock, record)) {
         await assertRejectsWithStoreError(operation, call, 'with the backend down')
       }
+      if (isSyncStore(store)) {
+        const synchronous: [string, () => unknown][] = [
+          ['get', () => store.getSync(record.key)],
+          ['create', () => store.createSync(record)],
+          ['update', () => store.updateSync(nextVersion(record, clock), record.version)],
+          ['touch', () => store.touchSync(record.key, clock.now(), clock.now() + IDLE_MS)],
+        ]
+        for (const [operation, call] of synchronous) {
+          assert.throws(
+            call,
+            (error: unknown) =>
+              (error as { code?: unknown }).code === 'ERR_LATCHKEY_STORE' &&
+              (error as { operation?: unknown }).operation === operation,
+            `${operation}Sync must throw a StoreError (code ERR_LATCHKEY_STORE, operation '${operation}') with the backend down`,
+          )
+        }
+      }
     } finally {
       await dispose(options, store)
     }
+  },
+
+  async 'synchronous methods keep the same contract'(options) {
+    await withStores(options, async ({ store, clock }) => {
+      if (!isSyncStore(store)) return
+      const record = makeRecord(clock, { userId: 'alice', payload: nastyPayload() })
+      assert.equal(store.createSync(record), true, 'createSync on a free key')
+      assert.equal(store.createSync({ ...record, payload: 'other' }), false, 'createSync never overwrites')
+      assert.deepStrictEqual({ ...store.getSync(record.key) }, record, 'getSync round trip')
+      assert.deepStrictEqual({ ...(await store.get(record.key)) }, record, 'get sees what createSync wrote')
+      const v2 = nextVersion(record, clock)
+      assert.equal(store.updateSync(v2, 1), true, 'updateSync from the current version')
+      assert.equal(store.updateSync(nextVersion(record, clock), 1), false, 'updateSync is compare-and-set')
+      assert.deepStrictEqual({ ...(await store.get(record.key)) }, v2)
+      clock.advance(MINUTE)
+      store.touchSync(record.key, clock.now(), clock.now() + IDLE_MS)
+      const touched = store.getSync(record.key)
+      assert.equal(touched?.payload, v2.payload, 'touchSync leaves the payload')
+      assert.equal(touched?.version, 2, 'touchSync leaves the version')
+      assert.equal(touched?.idleExpiresAt, clock.now() + IDLE_MS, 'touchSync moves the idle deadline')
+      await store.destroy(record.key)
+      assert.equal(store.getSync(record.key), null, 'getSync of a tombstone')
+      assert.equal(store.updateSync(nextVersion(v2, clock), 2), false, 'updateSync of a tombstone')
+      assert.equal(
+        store.createSync(makeRecord(clock, { key: record.key })),
+        false,
+        'createSync over a tombstone',
+      )
+      store.touchSync(record.key, clock.now(), clock.now() + IDLE_MS)
+      assert.equal(await store.get(record.key), null, 'touchSync does not revive a tombstone')
+      const expiring = makeRecord(clock)
+      assert.equal(store.createSync(expiring), true)
+      clock.advance(IDLE_MS)
+      assert.equal(store.getSync(expiring.key), null, 'getSync of an expired record')
+      assert.equal(
+        store.updateSync(nextVersion(expiring, clock), 1),
+        false,
+        'updateSync of an expired record',
+      )
+      assert.equal(store.getSync('../../etc/passwd'), null, 'getSync of a key the core never makes')
+    })
   },
 
   async [RECOVERS](options) {

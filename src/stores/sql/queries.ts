@@ -84,6 +84,11 @@ const RECORD_COLUMNS = [
   'payload',
 ] as const
 
+/** The record a row holds, or `null` for no row. */
+export function recordOf(row: SqlRow | undefined): SessionRecord | null {
+  return row ? rowToRecord(row) : null
+}
+
 /** A stored row as a {@link SessionRecord}. Numbers go through `Number()` for drivers that return strings. */
 export function rowToRecord(row: SqlRow): SessionRecord {
   const { payload } = row
@@ -275,29 +280,51 @@ export class SessionQueries {
     for (const { sql, params } of this.upgrade(await this.version(port))) await port.run(sql, params)
   }
 
-  async get(port: SqlPort, key: string, now: number): Promise<SessionRecord | null> {
+  /** The statement {@link get} runs, or `null` when no record can be stored under `key`. */
+  getStatement(key: string, now: number): BoundStatement | null {
+    return this.storable(key) ? { sql: this.q.get.sql, params: bind(this.q.get, { key, now }) } : null
+  }
+
+  /** The statements {@link create} runs in order (the last one inserts), or `null` for an unstorable key. */
+  createStatements(record: SessionRecord, now: number): BoundStatement[] | null {
+    if (!this.storable(record.key)) return null
+    const values = { ...this.recordValues(record), now }
+    return this.createSteps.map((step) => ({ sql: step.sql, params: bind(step, values) }))
+  }
+
+  /** The statement {@link update} runs (it changes one row or none), or `null` for an unstorable key. */
+  updateStatement(record: SessionRecord, expectedVersion: number, now: number): BoundStatement | null {
+    if (!this.storable(record.key)) return null
+    const values = { ...this.recordValues(record), expectedVersion, now }
+    return { sql: this.q.update.sql, params: bind(this.q.update, values) }
+  }
+
+  /** The statement {@link touch} runs, or `null` for an unstorable key. */
+  touchStatement(key: string, lastSeenAt: number, idleExpiresAt: number, now: number): BoundStatement | null {
     if (!this.storable(key)) return null
-    const row = await port.one(this.q.get.sql, bind(this.q.get, { key, now }))
-    return row ? rowToRecord(row) : null
+    return { sql: this.q.touch.sql, params: bind(this.q.touch, { key, lastSeenAt, idleExpiresAt, now }) }
+  }
+
+  async get(port: SqlPort, key: string, now: number): Promise<SessionRecord | null> {
+    const statement = this.getStatement(key, now)
+    return statement ? recordOf(await port.one(statement.sql, statement.params)) : null
   }
 
   async create(port: SqlPort, record: SessionRecord, now: number): Promise<boolean> {
-    if (!this.storable(record.key)) return false
-    const values = { ...this.recordValues(record), now }
     let changed = 0
-    for (const step of this.createSteps) changed = await port.run(step.sql, bind(step, values))
+    for (const { sql, params } of this.createStatements(record, now) ?? [])
+      changed = await port.run(sql, params)
     return changed === 1
   }
 
   async update(port: SqlPort, record: SessionRecord, expectedVersion: number, now: number): Promise<boolean> {
-    if (!this.storable(record.key)) return false
-    const values = { ...this.recordValues(record), expectedVersion, now }
-    return (await port.run(this.q.update.sql, bind(this.q.update, values))) === 1
+    const statement = this.updateStatement(record, expectedVersion, now)
+    return statement !== null && (await port.run(statement.sql, statement.params)) === 1
   }
 
   async touch(port: SqlPort, key: string, lastSeenAt: number, idleExpiresAt: number, now: number) {
-    if (!this.storable(key)) return
-    await port.run(this.q.touch.sql, bind(this.q.touch, { key, lastSeenAt, idleExpiresAt, now }))
+    const statement = this.touchStatement(key, lastSeenAt, idleExpiresAt, now)
+    if (statement) await port.run(statement.sql, statement.params)
   }
 
   async destroy(port: SqlPort, key: string, now: number): Promise<void> {

@@ -197,6 +197,33 @@ export abstract class SqlStore
     }
   }
 
+  /**
+   * {@link use} for a store whose driver answers synchronously (SQLite): opens the database on first
+   * use with `open`, which must not return a promise, and throws where `use` rejects.
+   */
+  protected useSync<T>(operation: string, run: (now: number) => T): T {
+    try {
+      if (this.closed) throw new Error('the store is closed')
+      if (this.port === undefined) this.attach(this.open() as SqlPort)
+      return run(this.clock.now())
+    } catch (error) {
+      throw toStoreError(this.storeName, operation, error)
+    }
+  }
+
+  /** Makes `port` the one every operation uses, and starts the prune schedule (once). */
+  private attach(port: SqlPort): SqlPort {
+    if (this.closed) throw new Error('the store is closed')
+    if (this.port !== undefined) return this.port
+    this.port = port
+    this.stopPruning = schedulePrune(
+      () => this.prune(),
+      this.pruneIntervalMs,
+      (error) => this.warn(error),
+    )
+    return port
+  }
+
   /** Runs one operation on the open database, turning every failure into a `StoreError`. */
   private async use<T>(operation: string, run: (port: SqlPort, now: number) => Promise<T>): Promise<T> {
     try {
@@ -211,16 +238,7 @@ export abstract class SqlStore
   /** One open at a time; a failed open is forgotten, so the next operation tries again. */
   private connect(): Promise<SqlPort> {
     this.opening ??= (async () => this.open())().then(
-      (port) => {
-        if (this.closed) throw new Error('the store is closed')
-        this.port = port
-        this.stopPruning = schedulePrune(
-          () => this.prune(),
-          this.pruneIntervalMs,
-          (error) => this.warn(error),
-        )
-        return port
-      },
+      (port) => this.attach(port),
       (error: unknown) => {
         this.opening = undefined
         throw error

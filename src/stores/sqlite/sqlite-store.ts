@@ -1,8 +1,10 @@
 import { closeSync, openSync } from 'node:fs'
 import Database from 'better-sqlite3'
 import { ConfigError } from '../../core/errors.js'
+import type { SessionRecord, SyncSessionStore } from '../../core/store.js'
 import { sqliteDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
+import { recordOf } from '../sql/queries.js'
 import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'
 
 /** Options of {@link SqliteStore}. */
@@ -28,9 +30,10 @@ const MAX_TIMEOUT_MS = 2_147_483_647
  * same on demand). If opening fails, that operation rejects with `StoreError` and the next one tries
  * again, so the store recovers once the file becomes reachable. Expired rows are deleted every
  * `pruneIntervalMs`. better-sqlite3 is synchronous: a statement waiting for a lock held by another
- * process blocks this process for up to `busyTimeoutMs`.
+ * process blocks this process for up to `busyTimeoutMs`. The store also answers synchronously
+ * (`getSync`, `updateSync`...), which the manager uses to commit a plain request without a promise.
  */
-export class SqliteStore extends SqlStore {
+export class SqliteStore extends SqlStore implements SyncSessionStore {
   private readonly path: string
   private readonly busyTimeoutMs: number
   private readonly statements = new Map<string, Database.Statement<SqlValue[], SqlRow>>()
@@ -56,6 +59,37 @@ export class SqliteStore extends SqlStore {
       one: async (sql, params) => this.statement(sql).get(...params),
       all: async (sql, params) => this.statement(sql).all(...params),
     }
+  }
+
+  getSync(key: string): SessionRecord | null {
+    return this.useSync('get', (now) => {
+      const statement = this.queries.getStatement(key, now)
+      return statement ? recordOf(this.statement(statement.sql).get(...statement.params)) : null
+    })
+  }
+
+  createSync(record: SessionRecord): boolean {
+    return this.useSync('create', (now) => {
+      let changed = 0
+      for (const { sql, params } of this.queries.createStatements(record, now) ?? []) {
+        changed = this.statement(sql).run(...params).changes
+      }
+      return changed === 1
+    })
+  }
+
+  updateSync(record: SessionRecord, expectedVersion: number): boolean {
+    return this.useSync('update', (now) => {
+      const statement = this.queries.updateStatement(record, expectedVersion, now)
+      return statement !== null && this.statement(statement.sql).run(...statement.params).changes === 1
+    })
+  }
+
+  touchSync(key: string, lastSeenAt: number, idleExpiresAt: number): void {
+    this.useSync('touch', (now) => {
+      const statement = this.queries.touchStatement(key, lastSeenAt, idleExpiresAt, now)
+      if (statement) this.statement(statement.sql).run(...statement.params)
+    })
   }
 
   protected open(): SqlPort {
