@@ -12,6 +12,24 @@ import { maskStoreUrl, openStore } from './index.js'
 const dir = mkdtempSync(join(tmpdir(), 'latchkey-open-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
+/** Drops a test table and its schema-version row. */
+async function dropTable(url: string, table: string): Promise<void> {
+  if (url.startsWith('postgres')) {
+    const { default: pg } = await import('pg')
+    const client = new pg.Client({ connectionString: url })
+    await client.connect()
+    await client.query(`DROP TABLE IF EXISTS "${table}"`)
+    await client.query('DELETE FROM latchkey_schema WHERE table_name = $1', [table])
+    await client.end()
+  } else {
+    const { default: mysql } = await import('mysql2/promise')
+    const connection = await mysql.createConnection(url)
+    await connection.query(`DROP TABLE IF EXISTS \`${table}\``)
+    await connection.query('DELETE FROM latchkey_schema WHERE table_name = ?', [table])
+    await connection.end()
+  }
+}
+
 async function roundTrip(store: SessionStore): Promise<void> {
   const clock = new ManualClock()
   const record = makeRecord({ now: () => Date.now() })
@@ -45,8 +63,12 @@ describe('openStore', () => {
     [SERVICE_URLS.redis, 'RedisStore'],
   ])('%s opens a working %s (when the server answers)', async (url, name) => {
     let store: SessionStore
+    // Its own table or prefix, removed afterwards, so nothing is left in the shared test servers.
+    const table = `open_test_${Math.random().toString(36).slice(2, 10)}`
     try {
-      store = await openStore(url, { storeOptions: name === 'RedisStore' ? { prefix: 'open-test:' } : {} })
+      store = await openStore(url, {
+        storeOptions: name === 'RedisStore' ? { prefix: `${table}:` } : { tableName: table },
+      })
     } catch (error) {
       if (process.env.CI === 'true') throw error
       console.warn(`skipped: openStore(${maskStoreUrl(url)}): ${String(error)}`)
@@ -54,6 +76,7 @@ describe('openStore', () => {
     }
     expect(store.constructor.name).toBe(name)
     await roundTrip(store)
+    if (name !== 'RedisStore') await dropTable(url, table)
   })
 
   test('an unknown scheme or a malformed URL is a ConfigError naming the known schemes', async () => {

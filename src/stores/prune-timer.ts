@@ -36,7 +36,11 @@ export function schedulePrune(
     const delay = Math.min(MAX_TIMER_MS, Math.round(intervalMs * (0.75 + Math.random() / 2)))
     timer = setTimeout(() => {
       prune().then(next, (error: unknown) => {
-        onError(error)
+        try {
+          onError(error)
+        } catch {
+          // A failing hook must not stop the schedule, nor become an unhandled rejection.
+        }
         next()
       })
     }, delay)
