@@ -1,5 +1,7 @@
-import mysql, { type Pool, type PoolOptions, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise'
+import type mysql from 'mysql2/promise'
+import type { Pool, PoolOptions, ResultSetHeader, RowDataPacket } from 'mysql2/promise'
 import { ConfigError } from '../../core/errors.js'
+import { requireDriver } from '../driver.js'
 import { mysqlDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
 import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'
@@ -72,7 +74,12 @@ export class MySqlStore extends SqlStore {
     super('MySqlStore', mysqlDialect, options)
     this.ownsPool = pool === undefined
     // mysql2 reads only mysql:// URIs; mariadb:// names the same server.
-    this.pool = pool ?? mysql.createPool({ ...poolOptions, uri: uri?.replace(/^mariadb:/, 'mysql:') })
+    this.pool =
+      pool ??
+      requireDriver<typeof mysql>('mysql2/promise', 'MySqlStore').createPool({
+        ...poolOptions,
+        uri: uri?.replace(/^mariadb:/, 'mysql:'),
+      })
     this.poolPort = portOf(this.pool)
   }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
-import pg from 'pg'
+import type pg from 'pg'
 import { ConfigError, StoreError } from '../../core/errors.js'
+import { requireDriver } from '../driver.js'
 import { postgresDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow } from '../sql/port.js'
 import { SCHEMA_TABLE } from '../sql/queries.js'
@@ -67,7 +68,12 @@ export class PostgresStore extends SqlStore {
     }
     super('PostgresStore', postgresDialect, options, schema)
     this.ownsPool = pool === undefined
-    this.pool = pool ?? new pg.Pool({ connectionString, connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
+    this.pool =
+      pool ??
+      new (requireDriver<typeof pg>('pg', 'PostgresStore').Pool)({
+        connectionString,
+        connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      })
     if (this.ownsPool) {
       this.pool.on('error', (error) => this.warn(new StoreError('PostgresStore', 'idle connection', error)))
     }

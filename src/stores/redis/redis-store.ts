@@ -1,4 +1,4 @@
-import { createClient } from 'redis'
+import type { createClient } from 'redis'
 import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError, toStoreError } from '../../core/errors.js'
 import type {
@@ -11,6 +11,7 @@ import type {
   StoreOptions,
   UserIndexedStore,
 } from '../../core/store.js'
+import { requireDriver } from '../driver.js'
 import {
   CREATE,
   DESTROY,
@@ -221,6 +222,7 @@ export class RedisStore
     if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
       throw new ConfigError('url', 'must be a redis:// or rediss:// URL')
     }
+    const { createClient } = requireDriver<typeof import('redis')>('redis', 'RedisStore')
     let owned: OwnedClient
     try {
       owned = createClient({

@@ -1,7 +1,8 @@
 import { closeSync, openSync } from 'node:fs'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
 import { ConfigError } from '../../core/errors.js'
 import type { SessionRecord, SyncSessionStore } from '../../core/store.js'
+import { requireDriver } from '../driver.js'
 import { sqliteDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
 import { recordOf } from '../sql/queries.js'
@@ -39,6 +40,8 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
   private readonly statements = new Map<string, Database.Statement<SqlValue[], SqlRow>>()
   private readonly sqlPort: SqlPort
   private db: Database.Database | undefined
+  /** better-sqlite3, loaded at construction: a missing package is a ConfigError there, not at first use. */
+  private readonly driver: typeof Database
 
   constructor(options: SqliteStoreOptions) {
     const { path, busyTimeoutMs = 5000 } = options ?? {}
@@ -52,6 +55,7 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
       )
     }
     super('SqliteStore', sqliteDialect, options)
+    this.driver = requireDriver<typeof Database>('better-sqlite3', 'SqliteStore')
     this.path = path
     this.busyTimeoutMs = busyTimeoutMs
     this.sqlPort = {
@@ -114,7 +118,7 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
     if (this.db) return this.db
     const inMemory = this.path === ':memory:'
     if (!inMemory) createPrivateFile(this.path)
-    const db = new Database(this.path, { timeout: this.busyTimeoutMs })
+    const db = new this.driver(this.path, { timeout: this.busyTimeoutMs })
     try {
       db.pragma('journal_mode = WAL')
       db.pragma('secure_delete = ON')
