@@ -6,6 +6,7 @@
 export type { Clock } from './core/clock.js'
 export { ManualClock, systemClock } from './core/clock.js'
 export { generateKey } from './core/crypto.js'
+export type { CsrfReason } from './core/errors.js'
 export {
   ConfigError,
   ConflictError,
@@ -20,6 +21,7 @@ export { createSessionManager, SessionManager } from './core/manager.js'
 export type {
   ClearSiteDataType,
   CookieOptions,
+  CsrfCookieOptions,
   ResolvedOptions,
   SessionManagerOptions,
 } from './core/options.js'
@@ -48,5 +50,23 @@ export {
   isSyncStore,
   isUserIndexedStore,
 } from './core/store.js'
+export type {
+  CsrfGuard,
+  CsrfOptions,
+  CsrfRequest,
+  FormKind,
+  ResolvedCsrfOptions,
+} from './csrf/index.js'
+export {
+  CSRF_FIELD,
+  CSRF_HEADER,
+  createCsrfGuard,
+  DEFAULT_MAX_BODY_BYTES,
+  formKind,
+  isCsrfError,
+  parseFormFields,
+  readLimited,
+  resolveCsrfOptions,
+} from './csrf/index.js'
 export type { MemoryStoreOptions } from './stores/memory/index.js'
 export { MemoryStore } from './stores/memory/index.js'

@@ -1,5 +1,6 @@
 import { parseCookie, stringifySetCookie } from 'cookie'
 import { isWellFormedId } from './id.js'
+import type { CsrfCookieSettings } from './options.js'
 
 /** The resolved cookie settings the core writes with. */
 export interface SessionCookieSettings {
@@ -12,9 +13,9 @@ export interface SessionCookieSettings {
   readonly persistent: boolean
 }
 
-/** What the Cookie header said about the session. */
+/** What the Cookie header said about the session (or another cookie of latchkey's). */
 export interface CookieReading {
-  /** A well-formed ID, or null. Still to be looked up: well-formed is not the same as issued. */
+  /** A well-formed ID (or value), or null. Still to be looked up: well-formed is not the same as issued. */
   readonly id: string | null
   /** True when a session cookie was sent that cannot be used (malformed, or more than one). */
   readonly rejected: boolean
@@ -29,12 +30,24 @@ const REJECTED: CookieReading = Object.freeze({ id: null, rejected: true })
  * latchkey could have issued. Never throws.
  */
 export function readSessionCookie(header: string | undefined, name: string): CookieReading {
+  return readCookie(header, name, isWellFormedId)
+}
+
+/**
+ * Reads the cookie `name` from a Cookie header: its value when it is there once and `wellFormed`
+ * accepts it; rejected when it is there but malformed or more than once. Never throws.
+ */
+export function readCookie(
+  header: string | undefined,
+  name: string,
+  wellFormed: (value: string) => boolean,
+): CookieReading {
   if (typeof header !== 'string' || header.length === 0 || !header.includes(name)) return NONE
   const value = parseCookie(header, { decode: identity })[name]
   if (value === undefined) return NONE
   // Only a header naming the cookie more than once needs the pair-by-pair count.
   const single = header.indexOf(name) === header.lastIndexOf(name)
-  if (!isWellFormedId(value) || (!single && countCookies(header, name) !== 1)) return REJECTED
+  if (!wellFormed(value) || (!single && countCookies(header, name) !== 1)) return REJECTED
   return { id: value, rejected: false }
 }
 
@@ -88,6 +101,30 @@ export function serializeClearingCookie(settings: SessionCookieSettings): string
     sameSite: settings.sameSite,
     path: settings.path,
     domain: settings.domain,
+    maxAge: 0,
+    expires: new Date(0),
+  })
+}
+
+/** The Set-Cookie value that hands the sealed CSRF pre-session secret to the browser. */
+export function serializeCsrfCookie(settings: CsrfCookieSettings, value: string): string {
+  return stringifySetCookie(settings.name, value, {
+    httpOnly: true,
+    secure: settings.secure,
+    sameSite: settings.sameSite,
+    path: '/',
+    maxAge: Math.floor(settings.maxAgeMs / 1000),
+    encode: identity,
+  })
+}
+
+/** The Set-Cookie value that removes the CSRF pre-session cookie. */
+export function serializeClearingCsrfCookie(settings: CsrfCookieSettings): string {
+  return stringifySetCookie(settings.name, '', {
+    httpOnly: true,
+    secure: settings.secure,
+    sameSite: settings.sameSite,
+    path: '/',
     maxAge: 0,
     expires: new Date(0),
   })

@@ -18,7 +18,21 @@ interface KeyEntry {
   readonly seal: Buffer
   readonly handle: Buffer
   readonly digest: Buffer
+  /** Seals the CSRF pre-session cookie. */
+  readonly csrfCookie: Buffer
+  /** Derives the value a CSRF token masks from a session's CSRF secret. */
+  readonly csrfToken: Buffer
 }
+
+/** Bytes of the value a CSRF token carries, and of its one-time pad. */
+const CSRF_TOKEN_BYTES = 32
+/**
+ * A CSRF token: 64 bytes in canonical base64url, 86 characters. The last character carries two bits
+ * of the 64th byte and four zero bits, so only `A`, `Q`, `g` and `w` can end it.
+ */
+const CSRF_TOKEN = /^[A-Za-z0-9_-]{85}[AQgw]$/
+/** The length of a CSRF token, in characters. */
+export const CSRF_TOKEN_LENGTH = 86
 
 const POOL_BYTES = 4096
 let pool = Buffer.alloc(0)
@@ -54,6 +68,8 @@ function deriveEntry(master: Buffer): KeyEntry {
     seal: subkey(master, 'seal'),
     handle: subkey(master, 'handle'),
     digest: subkey(master, 'digest'),
+    csrfCookie: subkey(master, 'csrf-cookie'),
+    csrfToken: subkey(master, 'csrf-token'),
   }
 }
 
@@ -110,6 +126,55 @@ export class Keyring {
     return this.openWith('handle', sealed, associated)?.plaintext ?? null
   }
 
+  /** Seals the CSRF pre-session cookie's contents, bound to `associated` (the cookie's name). */
+  sealCsrfCookie(plaintext: string, associated: string): string {
+    return this.sealWith(this.current, 'csrfCookie', plaintext, associated)
+  }
+
+  /** Opens what {@link sealCsrfCookie} produced; `null` for anything forged, garbled or sealed by a removed key. */
+  openCsrfCookie(sealed: string, associated: string): string | null {
+    return this.openWith('csrfCookie', sealed, associated)?.plaintext ?? null
+  }
+
+  /**
+   * A CSRF token for `secret` (a session's CSRF secret): a fresh random pad and the pad XOR an HMAC of
+   * the secret under the first key's token subkey, base64url. Every call gives another string (so a
+   * page compressed with a secret of the attacker's choosing leaks nothing, BREACH), all of them
+   * valid; the secret itself never appears in a page, and no token can be made without the keys.
+   */
+  csrfToken(secret: string): string {
+    const mac = createHmac('sha256', this.current.csrfToken).update(secret).digest()
+    const token = Buffer.allocUnsafe(2 * CSRF_TOKEN_BYTES)
+    secureRandomBytes(CSRF_TOKEN_BYTES).copy(token)
+    for (let i = 0; i < CSRF_TOKEN_BYTES; i++) {
+      token[CSRF_TOKEN_BYTES + i] = (token[i] as number) ^ (mac[i] as number)
+    }
+    return token.toString('base64url')
+  }
+
+  /**
+   * Whether `token` was made by {@link csrfToken} for `secret` with any key of the ring. Anything that
+   * is not exactly a token's format (length, alphabet, canonical last character) is refused before any
+   * comparison; the comparison itself is constant-time. Never throws.
+   */
+  verifyCsrfToken(secret: string, token: unknown): boolean {
+    if (typeof token !== 'string' || token.length !== CSRF_TOKEN_LENGTH || !CSRF_TOKEN.test(token))
+      return false
+    if (typeof secret !== 'string' || secret === '') return false
+    const bytes = Buffer.from(token, 'base64url')
+    const unmasked = Buffer.allocUnsafe(CSRF_TOKEN_BYTES)
+    for (let i = 0; i < CSRF_TOKEN_BYTES; i++) {
+      unmasked[i] = (bytes[i] as number) ^ (bytes[CSRF_TOKEN_BYTES + i] as number)
+    }
+    let valid = false
+    for (const entry of this.entries) {
+      const mac = createHmac('sha256', entry.csrfToken).update(secret).digest()
+      // No early exit: every key is tried, whichever matches.
+      valid = timingSafeEqual(mac, unmasked) || valid
+    }
+    return valid
+  }
+
   /** A short keyed hash of a secret, for logs and events: stable, but useless to an attacker. */
   digest(secret: string): string {
     return createHmac('sha256', this.current.digest).update(secret).digest('base64url').slice(0, 12)
@@ -117,7 +182,7 @@ export class Keyring {
 
   private sealWith(
     entry: KeyEntry,
-    purpose: 'seal' | 'handle',
+    purpose: 'seal' | 'handle' | 'csrfCookie',
     plaintext: string,
     associated: string,
   ): string {
@@ -128,7 +193,11 @@ export class Keyring {
     return `${entry.id}.${body.toString('base64url')}`
   }
 
-  private openWith(purpose: 'seal' | 'handle', sealed: string, associated: string): Opened | null {
+  private openWith(
+    purpose: 'seal' | 'handle' | 'csrfCookie',
+    sealed: string,
+    associated: string,
+  ): Opened | null {
     if (typeof sealed !== 'string' || sealed.charCodeAt(KEY_ID_LENGTH) !== 46 /* . */) return null
     const entry = this.byId.get(sealed.slice(0, KEY_ID_LENGTH))
     if (!entry) return null

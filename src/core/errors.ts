@@ -40,14 +40,33 @@ export class StoreError extends SessionError {
   }
 }
 
-/** A request failed the CSRF check. Adapters answer 403; applications may catch it to render a page. */
-export class CsrfError extends SessionError {
-  /** Why the check failed, e.g. `cross-site`, `origin-mismatch`, `token-missing`, `token-invalid`. */
-  readonly reason: string
+/**
+ * Why a request failed the CSRF check:
+ * - `cross-site`: `Sec-Fetch-Site` says the request came from another site, or from another origin
+ *   of this site that is not trusted;
+ * - `origin-mismatch`: without fetch metadata, `Origin` (or, over HTTPS, `Referer`) names an origin
+ *   that is neither the app's nor trusted, or is `null`;
+ * - `missing-token`: no token in the `x-csrf-token` header or the `_csrf` form field;
+ * - `bad-token`: a token that is malformed, or not made for this session (or this browser's
+ *   pre-session secret);
+ * - `body-too-large`: the token had to be read from a form body larger than `maxBodyBytes` (413).
+ */
+export type CsrfReason = 'cross-site' | 'origin-mismatch' | 'missing-token' | 'bad-token' | 'body-too-large'
 
-  constructor(reason: string, message = `CSRF check failed: ${reason}`) {
+/**
+ * A request failed the CSRF check. Adapters answer `status` (403, or 413 for `body-too-large`);
+ * applications may catch it to render a page. Its message never holds a token or a secret.
+ */
+export class CsrfError extends SessionError {
+  /** Why the check failed; see {@link CsrfReason}. */
+  readonly reason: CsrfReason
+  /** The HTTP status to answer: 413 for `body-too-large`, 403 otherwise. */
+  readonly status: 403 | 413
+
+  constructor(reason: CsrfReason, message = `CSRF check failed: ${reason}`) {
     super('ERR_LATCHKEY_CSRF', message)
     this.reason = reason
+    this.status = reason === 'body-too-large' ? 413 : 403
   }
 }
 

@@ -38,7 +38,14 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { CookieReading } from './cookie.js'
-import { readSessionCookie, serializeClearingCookie, serializeSessionCookie } from './cookie.js'
+import {
+  readCookie,
+  readSessionCookie,
+  serializeClearingCookie,
+  serializeClearingCsrfCookie,
+  serializeCsrfCookie,
+  serializeSessionCookie,
+} from './cookie.js'
 import { Keyring, randomToken } from './crypto.js'
 import { ConfigError, ConflictError, SessionError } from './errors.js'
 import type { SessionEvent } from './events.js'
@@ -48,7 +55,7 @@ import type { ResolvedOptions, SessionManagerOptions } from './options.js'
 import { resolveOptions } from './options.js'
 import type { MetaJson, SharedContents } from './payload.js'
 import { ENDED_PAYLOAD, metaJson, parsePayload, serializePayload, shareable, unshare } from './payload.js'
-import type { SessionData, SessionMeta, SessionState } from './session.js'
+import type { CsrfCookieState, SessionData, SessionMeta, SessionState } from './session.js'
 import { applyChange, MAX_USER_ID_LENGTH, Session, STATE } from './session.js'
 import type { SessionRecord } from './store.js'
 import { expiresAt } from './store.js'
@@ -69,6 +76,12 @@ export interface CommitResult {
   readonly private: boolean
   /** A `Clear-Site-Data` value to send (a logout, with `clearSiteDataOnLogout` set), or absent. */
   readonly clearSiteData?: string
+  /**
+   * One more `Set-Cookie` value to append: the CSRF pre-session cookie, issued (a session not stored
+   * made a token) or cleared (the session is stored now, or the cookie was unusable). Absent when
+   * there is nothing to send; `private` is then true whenever the response holds a CSRF token.
+   */
+  readonly csrfCookie?: string
 }
 
 /** One entry of {@link SessionManager.listUserSessions}. */
@@ -130,6 +143,8 @@ interface EndOptions {
   readonly successor?: { readonly id: string; readonly lid: string } | undefined
 }
 
+const NO_CSRF = Object.freeze({ csrf: '', cookie: 'none' as CsrfCookieState })
+const CLEAR_CSRF = Object.freeze({ csrf: '', cookie: 'clear' as CsrfCookieState })
 const NOTHING: CommitResult = Object.freeze({ setCookie: null, private: false })
 const PRIVATE: CommitResult = Object.freeze({ setCookie: null, private: true })
 const MAX_USER_AGENT = 256
@@ -143,6 +158,19 @@ const MAX_HOPS = 8
  * at most 6 bytes; the lineage, brackets, quotes, nonce, tag, base64url and key id add the rest.
  */
 const MAX_HANDLE_LENGTH = 9 + Math.ceil(((12 + 16 + 6 * MAX_USER_ID_LENGTH + 64) * 4) / 3)
+/** A sealed CSRF pre-session cookie: key id, dot, base64url (nonce, `<expiry>:<secret>`, tag). */
+const SEALED_CSRF_COOKIE = /^[A-Za-z0-9_-]{8}\.[A-Za-z0-9_-]{40,400}$/
+/** The plaintext of a CSRF pre-session cookie: when it expires (epoch ms), and the secret. */
+const CSRF_COOKIE_CONTENTS = /^(\d{1,16}):([A-Za-z0-9_-]{43})$/
+
+function isSealedCsrfCookie(value: string): boolean {
+  return SEALED_CSRF_COOKIE.test(value)
+}
+
+function anyValue(): boolean {
+  return true
+}
+
 /** Sessions a process keeps small facts about (decrypted payloads, last touch): enough for those active at once. */
 const RECENT_SESSIONS = 4096
 
@@ -174,6 +202,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   /** The store; every failure of it, whatever it rejects with, surfaces as a `StoreError`. */
   private readonly store: GuardedStore
   private readonly cleared: CommitResult
+  private readonly clearedCsrfCookie: string
   private readonly queues = new Map<string, Promise<unknown>>()
   private readonly opened = new Map<string, Opened>()
   /** When this process last touched each recently touched store key. */
@@ -186,6 +215,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     this.keyring = new Keyring(this.options.keys)
     this.store = new GuardedStore(this.options.store)
     this.cleared = Object.freeze({ setCookie: serializeClearingCookie(this.options.cookie), private: true })
+    this.clearedCsrfCookie = serializeClearingCsrfCookie(this.options.csrfCookie)
     this.onEvent = options.onEvent
   }
 
@@ -280,10 +310,17 @@ export class SessionManager<T extends SessionData = SessionData> {
     if (state.record === null) {
       const result = await this.commitNew(state, now)
       const clearSiteData = this.options.clearSiteData
-      return state.loggedOut && clearSiteData !== null ? { ...result, clearSiteData } : result
+      return this.withCsrfCookie(
+        state,
+        state.loggedOut && clearSiteData !== null ? { ...result, clearSiteData } : result,
+        now,
+      )
     }
-    return (
-      this.commitIfQuiet(session, now) ?? this.serial(state.record.key, () => this.commitStored(state, now))
+    const key = state.record.key
+    return this.withCsrfCookie(
+      state,
+      this.quiet(state, now) ?? (await this.serial(key, () => this.commitStored(state, now))),
+      now,
     )
   }
 
@@ -293,6 +330,12 @@ export class SessionManager<T extends SessionData = SessionData> {
    */
   commitIfQuiet(session: Session<T>, now = this.options.clock.now()): CommitResult | null {
     const state = session[STATE]
+    const result = this.quiet(state, now)
+    return result === null ? null : this.withCsrfCookie(state, result, now)
+  }
+
+  /** {@link commitIfQuiet} without the CSRF pre-session cookie. */
+  private quiet(state: SessionState, now: number): CommitResult | null {
     const record = state.record
     if (record === null || state.destroyed !== null || !this.isQuiet(state, record, now)) return null
     return state.reissueCookie ? this.issued(state, now) : PRIVATE
@@ -307,10 +350,15 @@ export class SessionManager<T extends SessionData = SessionData> {
    */
   commitSync(session: Session<T>): CommitResult | null {
     const now = this.options.clock.now()
-    const quiet = this.commitIfQuiet(session, now)
+    const state = session[STATE]
+    const result = this.commitSyncWithoutCsrf(state, now)
+    return result === null ? null : this.withCsrfCookie(state, result, now)
+  }
+
+  private commitSyncWithoutCsrf(state: SessionState, now: number): CommitResult | null {
+    const quiet = this.quiet(state, now)
     if (quiet !== null) return quiet
     const sync = this.store.sync
-    const state = session[STATE]
     if (sync === null || state.destroyed !== null || state.loggedOut || state.rotation !== 'none') return null
     const record = state.record
     if (record === null) {
@@ -334,6 +382,67 @@ export class SessionManager<T extends SessionData = SessionData> {
       keepRecent(this.touched, record.key, now)
     }
     return state.reissueCookie ? this.issued(state, now) : PRIVATE
+  }
+
+  /**
+   * The result with the CSRF pre-session cookie the response must carry, if any: a session stored now
+   * has its own secret, so a cookie the browser sent is cleared; a session not stored that made a token
+   * has its secret sealed into the cookie when it was created in this request or the cookie is aging;
+   * an unusable cookie is cleared. A response that holds a token is private either way.
+   */
+  private withCsrfCookie(state: SessionState, result: CommitResult, now: number): CommitResult {
+    const carried = state.csrfCookie
+    const used = state.csrfUsed
+    if (carried === 'none' && !used) return result
+    state.csrfCookie = 'none'
+    state.csrfUsed = false
+    let csrfCookie: string | undefined
+    if (state.record !== null) {
+      if (carried !== 'none') csrfCookie = this.clearedCsrfCookie
+    } else if (used && state.meta.csrf !== '' && (state.csrfMinted || carried === 'aging')) {
+      const settings = this.options.csrfCookie
+      const sealed = this.keyring.sealCsrfCookie(
+        `${now + settings.maxAgeMs}:${state.meta.csrf}`,
+        settings.name,
+      )
+      csrfCookie = serializeCsrfCookie(settings, sealed)
+    } else if (carried === 'clear') {
+      csrfCookie = this.clearedCsrfCookie
+    }
+    state.csrfMinted = false
+    if (csrfCookie !== undefined) return { ...result, private: true, csrfCookie }
+    return result.private || !used ? result : { ...result, private: true }
+  }
+
+  /**
+   * Whether `token` is a CSRF token of this session: made by `csrfToken()` from its current CSRF secret
+   * (for a session not stored, the secret of the pre-session cookie it came with), with any key of the
+   * ring. Format-checked first, compared in constant time; never throws. The CSRF guard calls it.
+   */
+  verifyCsrfToken(session: Session<T>, token: string): boolean {
+    return this.keyring.verifyCsrfToken(session[STATE].meta.csrf, token)
+  }
+
+  /**
+   * The CSRF secret a session not stored starts with: the one sealed in the pre-session cookie the
+   * browser sent, if it opens and has not expired.
+   */
+  private preSession(facts: RequestFacts): { csrf: string; cookie: CsrfCookieState } {
+    const settings = this.options.csrfCookie
+    const reading = readCookie(facts.cookie, settings.name, isSealedCsrfCookie)
+    if (reading.id === null) return reading.rejected ? CLEAR_CSRF : NO_CSRF
+    const text = this.keyring.openCsrfCookie(reading.id, settings.name)
+    const match = text === null ? null : CSRF_COOKIE_CONTENTS.exec(text)
+    if (!match) return CLEAR_CSRF
+    const left = Number(match[1]) - this.options.clock.now()
+    if (left <= 0) return CLEAR_CSRF
+    return { csrf: match[2] as string, cookie: left < settings.maxAgeMs / 2 ? 'aging' : 'valid' }
+  }
+
+  /** Whether the request brought a CSRF pre-session cookie, usable or not. */
+  private carriesCsrfCookie(facts: RequestFacts): boolean {
+    const reading = readCookie(facts.cookie, this.options.csrfCookie.name, anyValue)
+    return reading.id !== null || reading.rejected
   }
 
   /** Nothing to write: no change, no rotation, no touch or renewal due. The common read-only request. */
@@ -471,11 +580,12 @@ export class SessionManager<T extends SessionData = SessionData> {
   }
 
   private fresh(clearCookie: boolean, facts: RequestFacts): Session<T> {
+    const pre = this.preSession(facts)
     return new Session<T>({
       id: generateId(),
       record: null,
       data: new Map(),
-      meta: { csrf: '', iat: 0, lid: '' },
+      meta: { csrf: pre.csrf, iat: 0, lid: '' },
       userId: null,
       changes: [],
       rotation: 'none',
@@ -487,6 +597,10 @@ export class SessionManager<T extends SessionData = SessionData> {
       reseal: false,
       userChanged: false,
       userAgent: facts.userAgent,
+      keyring: this.keyring,
+      csrfCookie: pre.cookie,
+      csrfUsed: false,
+      csrfMinted: false,
     })
   }
 
@@ -507,6 +621,11 @@ export class SessionManager<T extends SessionData = SessionData> {
       reseal: loaded.stale,
       userChanged: false,
       userAgent: facts.userAgent,
+      keyring: this.keyring,
+      // A stored session has its own secret: a pre-session cookie the browser still sends is cleared.
+      csrfCookie: this.carriesCsrfCookie(facts) ? 'clear' : 'none',
+      csrfUsed: false,
+      csrfMinted: false,
     })
   }
 

@@ -25,6 +25,19 @@ export interface CookieOptions {
   persistent?: boolean
 }
 
+/**
+ * The CSRF pre-session cookie: it carries the CSRF secret of a visitor who has no stored session yet
+ * (the login form), sealed, so that the forms shown before sign-in are protected without storing a
+ * session for every visitor. HttpOnly, `Path=/`, no Domain, `Secure` and `SameSite` as the session
+ * cookie's. Sent only when `csrfToken()` is called on a session that is not stored.
+ */
+export interface CsrfCookieOptions {
+  /** Cookie name. Default `__Host-csrf`, or `csrf` when `cookie.secure` is false. */
+  name?: string
+  /** How long a pre-session secret lasts (and the cookie's `Max-Age`). Default 7 200 000 ms (2 h). */
+  maxAgeMs?: number
+}
+
 /** Options of {@link createSessionManager}. Times are milliseconds. */
 export interface SessionManagerOptions {
   /** Where sessions are kept: `MemoryStore`, `SqliteStore`, or any {@link SessionStore}. Required. */
@@ -61,6 +74,8 @@ export interface SessionManagerOptions {
    * (no header).
    */
   clearSiteDataOnLogout?: readonly ClearSiteDataType[]
+  /** The CSRF pre-session cookie; see {@link CsrfCookieOptions}. */
+  csrfCookie?: CsrfCookieOptions
 }
 
 /** A directive of the `Clear-Site-Data` response header. */
@@ -79,7 +94,18 @@ export const DEFAULTS = Object.freeze({
   renewalIntervalMs: 3_600_000,
   renewalGraceMs: 10_000,
   commitTimeoutMs: 10_000,
+  csrfCookieName: '__Host-csrf',
+  insecureCsrfCookieName: 'csrf',
+  csrfCookieMaxAgeMs: 7_200_000,
 })
+
+/** The resolved settings of the CSRF pre-session cookie. */
+export interface CsrfCookieSettings {
+  readonly name: string
+  readonly secure: boolean
+  readonly sameSite: 'lax' | 'strict' | 'none'
+  readonly maxAgeMs: number
+}
 
 /** Options after defaults and validation. */
 export interface ResolvedOptions {
@@ -95,6 +121,8 @@ export interface ResolvedOptions {
   readonly clock: Clock
   /** The `Clear-Site-Data` header value for logout responses, or `null`. */
   readonly clearSiteData: string | null
+  /** The CSRF pre-session cookie. */
+  readonly csrfCookie: CsrfCookieSettings
 }
 
 // RFC 6265 token for names; attribute values may not hold separators, spaces or controls either.
@@ -185,6 +213,30 @@ function resolveCookie(cookie: CookieOptions): SessionCookieSettings {
   return Object.freeze({ name, secure, sameSite, httpOnly: true as const, path, domain, persistent })
 }
 
+function resolveCsrfCookie(options: CsrfCookieOptions, session: SessionCookieSettings): CsrfCookieSettings {
+  if (!options || typeof options !== 'object') throw new ConfigError('csrfCookie', 'must be an object')
+  const secure = session.secure
+  const name = options.name ?? (secure ? DEFAULTS.csrfCookieName : DEFAULTS.insecureCsrfCookieName)
+  if (typeof name !== 'string' || !COOKIE_NAME.test(name)) {
+    throw new ConfigError(
+      'csrfCookie.name',
+      `must be a cookie token (no ; = spaces or control characters), got ${JSON.stringify(name)}`,
+    )
+  }
+  if (name === session.name) throw new ConfigError('csrfCookie.name', 'must differ from cookie.name')
+  if ((name.startsWith('__Host-') || name.startsWith('__Secure-')) && !secure) {
+    throw new ConfigError('csrfCookie.name', 'the __Host- and __Secure- prefixes require cookie.secure')
+  }
+  const maxAgeMs = options.maxAgeMs ?? DEFAULTS.csrfCookieMaxAgeMs
+  if (typeof maxAgeMs !== 'number' || !Number.isSafeInteger(maxAgeMs) || maxAgeMs < 1000) {
+    throw new ConfigError(
+      'csrfCookie.maxAgeMs',
+      `must be an integer number of milliseconds, at least 1000, got ${String(maxAgeMs)}`,
+    )
+  }
+  return Object.freeze({ name, secure, sameSite: session.sameSite, maxAgeMs })
+}
+
 /** Applies defaults and validates. Throws {@link ConfigError} naming the first bad option. */
 export function resolveOptions(
   options: SessionManagerOptions,
@@ -218,11 +270,14 @@ export function resolveOptions(
   if (!Array.isArray(clearSiteData) || clearSiteData.some((type) => !CLEAR_SITE_DATA_TYPES.includes(type))) {
     throw new ConfigError('clearSiteDataOnLogout', `must list some of ${CLEAR_SITE_DATA_TYPES.join(', ')}`)
   }
+  const keys = resolveKeys(options.keys, env)
+  const cookie = resolveCookie(options.cookie ?? {})
   return Object.freeze({
     clearSiteData: clearSiteData.length > 0 ? clearSiteData.map((type) => `"${type}"`).join(', ') : null,
     store,
-    keys: resolveKeys(options.keys, env),
-    cookie: resolveCookie(options.cookie ?? {}),
+    keys,
+    cookie,
+    csrfCookie: resolveCsrfCookie(options.csrfCookie ?? {}, cookie),
     idleTimeoutMs,
     absoluteTimeoutMs,
     renewalIntervalMs,

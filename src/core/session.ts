@@ -1,3 +1,5 @@
+import type { Keyring } from './crypto.js'
+import { randomToken } from './crypto.js'
 import { SessionError } from './errors.js'
 import { generateId } from './id.js'
 import type { SessionRecord } from './store.js'
@@ -43,6 +45,13 @@ export interface SessionMeta {
   retired?: true
 }
 
+/**
+ * The CSRF pre-session cookie as the request brought it: `none`; `valid` (its secret is the session's
+ * `meta.csrf`); `aging` (valid, past half its life: re-issued if the response makes a token); `clear`
+ * (malformed, expired, sent twice, or no longer wanted: cleared unless a new one is issued).
+ */
+export type CsrfCookieState = 'none' | 'valid' | 'aging' | 'clear'
+
 /** How the ID must change at commit. */
 export type Rotation = 'none' | 'kill-old' | 'renew'
 
@@ -70,6 +79,14 @@ export interface SessionState {
   userChanged: boolean
   /** User agent of this request, kept in the payload at creation and login (trimmed). */
   userAgent: string | undefined
+  /** The manager's keyring, which makes CSRF tokens. */
+  readonly keyring: Keyring
+  /** The CSRF pre-session cookie the request brought, and what the commit must do about it. */
+  csrfCookie: CsrfCookieState
+  /** `csrfToken()` was called: the response holds a token, so it is private. */
+  csrfUsed: boolean
+  /** `csrfToken()` created the CSRF secret in this request (a session not stored keeps it in the cookie). */
+  csrfMinted: boolean
 }
 
 /** Key of the internal state on a session object. Deliberately not exported from the package. */
@@ -163,6 +180,23 @@ export class Session<T extends SessionData = SessionData> {
     if (state.record) state.rotation = 'kill-old'
   }
 
+  /**
+   * A CSRF token for a form field (`_csrf`) or the `x-csrf-token` header. Every call gives another
+   * string (freshly masked, so two renders differ), all valid until the session's CSRF secret changes:
+   * at `login()`, `logout()` or `destroy()`. A session that is not stored (the login form) keeps its
+   * secret in a short-lived sealed cookie instead of the store; the session adopts it if it is stored
+   * later. Responses that make a token are sent `Cache-Control: no-store`.
+   */
+  csrfToken(): string {
+    const state = this[STATE]
+    if (state.meta.csrf === '') {
+      state.meta.csrf = randomToken()
+      state.csrfMinted = true
+    }
+    state.csrfUsed = true
+    return state.keyring.csrfToken(state.meta.csrf)
+  }
+
   /** Signs out: the record is destroyed server-side and the cookie cleared. */
   logout(): void {
     this.destroy()
@@ -192,6 +226,9 @@ export class Session<T extends SessionData = SessionData> {
     state.clearCookie = true
     state.reissueCookie = false
     state.meta = { csrf: '', iat: 0, lid: '' }
+    // A pre-session secret the browser holds dies with the session too.
+    if (state.csrfCookie !== 'none') state.csrfCookie = 'clear'
+    state.csrfMinted = false
   }
 
   private record(change: Change): void {

@@ -1,0 +1,323 @@
+/**
+ * CSRF protection: the check every adapter runs before the application sees an unsafe request.
+ *
+ * Two layers, both required:
+ * 1. Where the request comes from. `Sec-Fetch-Site` first: `same-origin` and `none` pass; any other
+ *    value (`same-site`, `cross-site`) passes only with an `Origin` in `trustedOrigins`. Without it,
+ *    `Origin` must equal the app's own origin or a trusted one, exactly (scheme, host, port; `null`
+ *    fails). Without `Origin`, over HTTPS, `Referer` must name such an origin. A request with none of
+ *    these headers (a non-browser client) is decided by the token alone.
+ * 2. The token: `session.csrfToken()`, sent back in the `x-csrf-token` header or the `_csrf` field of
+ *    a urlencoded or multipart form (never the query string), bound to the session's CSRF secret, or,
+ *    before there is a stored session, to the secret of the sealed pre-session cookie.
+ *
+ * Unsafe means anything but GET, HEAD and OPTIONS, and a safe request that a framework would route as
+ * another method (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, or a `_method`
+ * query parameter) is checked too. The Content-Type never decides whether a request is checked.
+ */
+import { ConfigError, CsrfError } from '../core/errors.js'
+import type { SessionManager } from '../core/manager.js'
+import type { Session, SessionData } from '../core/session.js'
+import { lastForwarded, normalizeOrigin, originOf, refererOrigin } from './origin.js'
+
+export type { FormKind } from './form.js'
+export { formKind, parseFormFields, readLimited } from './form.js'
+
+/** The header a token is read from (lower-case). */
+export const CSRF_HEADER = 'x-csrf-token'
+/** The form field a token is read from. */
+export const CSRF_FIELD = '_csrf'
+/** The default of {@link CsrfOptions.maxBodyBytes}: 1 MiB. */
+export const DEFAULT_MAX_BODY_BYTES = 1_048_576
+
+/**
+ * What the check needs from a request. Each adapter builds one from its framework's request; the
+ * check reads nothing else.
+ */
+export interface CsrfRequest {
+  /** The method as received (`POST`). */
+  readonly method: string
+  /** The request target as received: path and query (`/login?next=%2F`). */
+  readonly url: string
+  /** A request header by its lower-case name; repeated headers joined with `, `. */
+  header(name: string): string | undefined
+  /** The request arrived over TLS (or a proxy the framework trusts says so). */
+  readonly secure: boolean
+  /** The `Host` header (for HTTP/2, `:authority`). */
+  readonly host: string | undefined
+  /**
+   * The string fields of the body when it is a form (urlencoded or multipart, by essence,
+   * case-insensitively: see {@link formKind}), read once and left usable by the application; `null`
+   * for any other body. May reject with a `CsrfError` `body-too-large` past `maxBodyBytes`.
+   * Called only when the token is not in the header.
+   */
+  form(): Promise<Readonly<Record<string, string>> | null>
+}
+
+/** Options of the CSRF check (`csrf` of every adapter). */
+export interface CsrfOptions {
+  /**
+   * The app's own origin, exactly as browsers send it in `Origin`: `https://app.example`. Default:
+   * taken from each request, the `Host` header with the scheme the request arrived with (see
+   * `trustProxy`). Set it when the app runs behind a proxy that does not forward the host.
+   */
+  origin?: string
+  /**
+   * Other origins allowed to send unsafe requests, each `scheme://host[:port]`, compared exactly (no
+   * wildcards). They pass whatever `Sec-Fetch-Site` says (`same-site` or `cross-site`): listing an
+   * origin is the app's own decision, and it must work the same in browsers with and without fetch
+   * metadata. They still need a token. Default none.
+   */
+  trustedOrigins?: readonly string[]
+  /**
+   * One reverse proxy in front of the app sets `X-Forwarded-Proto` and `X-Forwarded-Host`: the own
+   * origin is taken from their last values (the ones that proxy wrote) instead of the connection and
+   * `Host`. Never set it when clients can reach the app without passing the proxy. Ignored when
+   * `origin` is set. Default `false`.
+   */
+  trustProxy?: boolean
+  /**
+   * Requests that skip the check altogether (webhooks, which authenticate by signature): a predicate,
+   * or a list of paths, each exact (`/hooks/stripe`) or a prefix ending in `/*` (`/hooks/*`). Paths are
+   * compared with the request's path as received; one holding `%`, `\` or a `.`/`..` segment is
+   * never exempt. Default none.
+   */
+  exempt?: readonly string[] | ((request: CsrfRequest) => boolean)
+  /**
+   * The largest form body read to find the `_csrf` field, in bytes; a larger one is refused with a
+   * `CsrfError` `body-too-large` (status 413) without being buffered. Send big uploads with the token
+   * in the `x-csrf-token` header: then the body is not read at all. Default 1 048 576 (1 MiB).
+   */
+  maxBodyBytes?: number
+}
+
+/** {@link CsrfOptions} after defaults and validation. */
+export interface ResolvedCsrfOptions {
+  readonly origin: string | null
+  readonly trustedOrigins: ReadonlySet<string>
+  readonly trustProxy: boolean
+  readonly exempt: ((request: CsrfRequest) => boolean) | null
+  readonly maxBodyBytes: number
+}
+
+/** The CSRF check, built once per app by {@link createCsrfGuard}. */
+export interface CsrfGuard<T extends SessionData = SessionData> {
+  /** The options in force, or `null` when the check is off (`csrf: false`). */
+  readonly options: ResolvedCsrfOptions | null
+  /**
+   * Whether `request` must be checked: an unsafe method or a tunnel to one, not exempt, the check on.
+   * Synchronous and cheap: adapters may skip {@link check} when it is `false`.
+   */
+  applies(request: CsrfRequest): boolean
+  /**
+   * Checks `request` against `session` (loaded for it). Resolves when it passes or is not checked;
+   * rejects with a `CsrfError` (its `status` is the answer: 403, or 413 for `body-too-large`), or with
+   * whatever `request.form()` rejects with.
+   */
+  check(session: Session<T>, request: CsrfRequest): Promise<void>
+}
+
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+const OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const
+/** A query that may hold `_method` (literally or percent-encoded). */
+const MAY_OVERRIDE = /_|%5f/i
+/** A path that routers may read differently from its bytes: never matched against an exempt prefix. */
+const AMBIGUOUS_PATH = /%|\\|\/\.\.?(?:\/|$)/
+
+function isSafe(method: string): boolean {
+  return SAFE_METHODS.has(method) || SAFE_METHODS.has(method.trim().toUpperCase())
+}
+
+/**
+ * Whether a request with a safe method is routed as an unsafe one by a method-override tunnel: a
+ * header, or a `_method` query parameter. Unsafe methods need no look: they are checked anyway, so a
+ * tunnel is always checked as the stronger of its two methods.
+ */
+function tunnelled(request: CsrfRequest): boolean {
+  for (const name of OVERRIDE_HEADERS) {
+    const value = request.header(name)
+    if (value !== undefined && !isSafe(value)) return true
+  }
+  const url = request.url
+  const query = url.indexOf('?')
+  if (query === -1 || !MAY_OVERRIDE.test(url.slice(query + 1))) return false
+  for (const value of new URLSearchParams(url.slice(query + 1)).getAll('_method')) {
+    if (!isSafe(value)) return true
+  }
+  return false
+}
+
+function pathOf(url: string): string {
+  const end = url.search(/[?#]/)
+  return end === -1 ? url : url.slice(0, end)
+}
+
+function exemptPaths(paths: readonly string[]): (request: CsrfRequest) => boolean {
+  const exact = new Set<string>()
+  const prefixes: string[] = []
+  paths.forEach((path, index) => {
+    if (typeof path !== 'string' || !path.startsWith('/') || AMBIGUOUS_PATH.test(path)) {
+      throw new ConfigError(
+        `csrf.exempt[${index}]`,
+        `must be a path starting with /, got ${JSON.stringify(path)}`,
+      )
+    }
+    if (path.endsWith('/*')) prefixes.push(path.slice(0, -1))
+    else exact.add(path)
+  })
+  return (request) => {
+    const path = pathOf(request.url)
+    if (exact.has(path)) return true
+    if (prefixes.length === 0 || AMBIGUOUS_PATH.test(path)) return false
+    return prefixes.some((prefix) => path.startsWith(prefix) && path.length > prefix.length)
+  }
+}
+
+/** Applies defaults and validates. Throws `ConfigError` naming the first bad option (`csrf.origin`...). */
+export function resolveCsrfOptions(options: CsrfOptions = {}): ResolvedCsrfOptions {
+  if (!options || typeof options !== 'object') throw new ConfigError('csrf', 'must be an object or false')
+  const origin = options.origin === undefined ? null : normalizeOrigin(options.origin, 'csrf.origin')
+  const list = options.trustedOrigins ?? []
+  if (!Array.isArray(list)) throw new ConfigError('csrf.trustedOrigins', 'must be an array of origins')
+  const trustedOrigins = new Set(list.map((entry, i) => normalizeOrigin(entry, `csrf.trustedOrigins[${i}]`)))
+  const trustProxy = options.trustProxy ?? false
+  if (typeof trustProxy !== 'boolean') throw new ConfigError('csrf.trustProxy', 'must be a boolean')
+  const exempt = options.exempt
+  let predicate: ((request: CsrfRequest) => boolean) | null = null
+  if (typeof exempt === 'function') predicate = exempt
+  else if (Array.isArray(exempt)) predicate = exempt.length > 0 ? exemptPaths(exempt) : null
+  else if (exempt !== undefined) {
+    throw new ConfigError('csrf.exempt', 'must be a list of paths or a function of the request')
+  }
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  if (typeof maxBodyBytes !== 'number' || !Number.isSafeInteger(maxBodyBytes) || maxBodyBytes <= 0) {
+    throw new ConfigError(
+      'csrf.maxBodyBytes',
+      `must be a positive integer number of bytes, got ${String(maxBodyBytes)}`,
+    )
+  }
+  return Object.freeze({ origin, trustedOrigins, trustProxy, exempt: predicate, maxBodyBytes })
+}
+
+/**
+ * The app's own origin for `request`: the configured one; else, behind a trusted proxy, the one its
+ * forwarding headers name; else the `Host` header with the scheme of the connection. Taking `Host` is
+ * safe for this check: a browser always sends the host it is talking to, so a forged page cannot make
+ * it claim the app's host while sending its own origin, and a request that names another host in both
+ * `Host` and `Origin` (DNS rebinding) carries none of the app's cookies. `null` when `Host` is unusable.
+ */
+function ownOrigin(options: ResolvedCsrfOptions, request: CsrfRequest): string | null {
+  if (options.origin !== null) return options.origin
+  let secure = request.secure
+  let host = request.host
+  if (options.trustProxy) {
+    const proto = lastForwarded(request.header('x-forwarded-proto'))?.toLowerCase()
+    if (proto === 'https' || proto === 'http') secure = proto === 'https'
+    host = lastForwarded(request.header('x-forwarded-host')) ?? host
+  }
+  return originOf(secure ? 'https' : 'http', host)
+}
+
+function isHttps(options: ResolvedCsrfOptions, request: CsrfRequest): boolean {
+  if (options.origin !== null) return options.origin.startsWith('https:')
+  if (options.trustProxy) {
+    const proto = lastForwarded(request.header('x-forwarded-proto'))?.toLowerCase()
+    if (proto === 'https' || proto === 'http') return proto === 'https'
+  }
+  return request.secure
+}
+
+const CROSS_SITE_MESSAGE =
+  'CSRF check failed: cross-site (Sec-Fetch-Site says the request came from another site or origin, and its Origin is not trusted)'
+const ORIGIN_MESSAGE =
+  "CSRF check failed: origin-mismatch (Origin or Referer is neither this app's origin nor trusted; behind a proxy, set csrf.origin or csrf.trustProxy)"
+const MISSING_MESSAGE = 'CSRF check failed: missing-token (no x-csrf-token header and no _csrf form field)'
+const BAD_MESSAGE = 'CSRF check failed: bad-token (the token is malformed or was not made for this session)'
+
+/** Layer 1: throws a `CsrfError` unless the request may come from where it says it comes from. */
+function checkSource(options: ResolvedCsrfOptions, request: CsrfRequest): void {
+  const site = request.header('sec-fetch-site')
+  const origin = request.header('origin')
+  if (site !== undefined) {
+    if (site === 'same-origin' || site === 'none') return
+    if (origin !== undefined && options.trustedOrigins.has(origin)) return
+    throw new CsrfError('cross-site', CROSS_SITE_MESSAGE)
+  }
+  if (origin !== undefined) {
+    // `null` (a sandboxed frame, a data: URL, a redirect across origins) is never an origin of ours.
+    if (origin !== 'null' && (options.trustedOrigins.has(origin) || origin === ownOrigin(options, request)))
+      return
+    throw new CsrfError('origin-mismatch', ORIGIN_MESSAGE)
+  }
+  if (!isHttps(options, request)) return
+  const referer = request.header('referer')
+  if (referer === undefined) return
+  const from = refererOrigin(referer)
+  if (from !== null && (options.trustedOrigins.has(from) || from === ownOrigin(options, request))) return
+  throw new CsrfError('origin-mismatch', ORIGIN_MESSAGE)
+}
+
+/** The token the request carries: the header's, else the form field's. */
+async function tokenOf(request: CsrfRequest): Promise<string | undefined> {
+  const header = request.header(CSRF_HEADER)
+  if (header !== undefined) return header
+  const form = await request.form()
+  if (form === null) return undefined
+  // A framework's parser may hand a repeated field over as an array: its first value counts.
+  const value: unknown = Object.hasOwn(form, CSRF_FIELD) ? form[CSRF_FIELD] : undefined
+  const first: unknown = Array.isArray(value) ? value[0] : value
+  return typeof first === 'string' ? first : first === undefined ? undefined : ''
+}
+
+class Guard<T extends SessionData> implements CsrfGuard<T> {
+  constructor(
+    private readonly manager: SessionManager<T>,
+    readonly options: ResolvedCsrfOptions,
+  ) {}
+
+  applies(request: CsrfRequest): boolean {
+    if (isSafe(request.method) && !tunnelled(request)) return false
+    return this.options.exempt === null || !this.options.exempt(request)
+  }
+
+  async check(session: Session<T>, request: CsrfRequest): Promise<void> {
+    if (!this.applies(request)) return
+    checkSource(this.options, request)
+    const token = await tokenOf(request)
+    if (token === undefined || token === '') throw new CsrfError('missing-token', MISSING_MESSAGE)
+    if (!this.manager.verifyCsrfToken(session, token)) throw new CsrfError('bad-token', BAD_MESSAGE)
+  }
+}
+
+const OFF: CsrfGuard<never> = Object.freeze({
+  options: null,
+  applies: () => false,
+  check: () => Promise.resolve(),
+})
+
+/**
+ * The CSRF check for `manager`'s sessions, with `options`; `false` turns it off (every request
+ * passes). Throws `ConfigError` for bad options. Adapters build one and call
+ * `check(session, request)` before the application runs.
+ */
+export function createCsrfGuard<T extends SessionData = SessionData>(
+  manager: SessionManager<T>,
+  options: CsrfOptions | false = {},
+): CsrfGuard<T> {
+  if (options === false) return OFF as CsrfGuard<T>
+  return new Guard(manager, resolveCsrfOptions(options))
+}
+
+/** True for a `CsrfError`, also one from another installed copy of latchkey (decided by its `code`). */
+export function isCsrfError(error: unknown): error is CsrfError {
+  if (error instanceof CsrfError) return true
+  try {
+    return (
+      typeof error === 'object' &&
+      error !== null &&
+      (error as { code?: unknown }).code === 'ERR_LATCHKEY_CSRF'
+    )
+  } catch {
+    return false
+  }
+}
