@@ -1,0 +1,337 @@
+/** What each `latchkey` command does, once its arguments are parsed. */
+import { generateKey, Keyring } from '../core/crypto.js'
+import { createSessionManager, type SessionManager, type UserSessionInfo } from '../core/manager.js'
+import { ENDED_PAYLOAD, parsePayload } from '../core/payload.js'
+import {
+  isCountableStore,
+  isListableStore,
+  isMigratableStore,
+  isPrunableStore,
+  isUserIndexedStore,
+  type SessionStore,
+} from '../core/store.js'
+import {
+  CliError,
+  EXIT,
+  type Output,
+  readKeys,
+  type StoreCommandOptions,
+  unsupported,
+  withStore,
+} from './context.js'
+import { progress } from './progress.js'
+import { emptyReport, rekey } from './rekey.js'
+
+/**
+ * The manager the CLI works through, for handles, listing and revoking exactly as the application
+ * does. Its timeouts are set out of the way: which records are live is decided by the deadlines the
+ * application stored in them, not by this process's defaults.
+ */
+function managerFor(store: SessionStore, keys: string[]): SessionManager {
+  const FOREVER = 100 * 365 * 24 * 3_600_000
+  return createSessionManager({ store, keys, idleTimeoutMs: FOREVER, absoluteTimeoutMs: FOREVER })
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString()
+}
+
+/** `latchkey keygen` */
+export function keygen(out: Output): number {
+  const key = generateKey()
+  out.result({ key }, key)
+  return EXIT.ok
+}
+
+/** `latchkey schema`: the DDL, without connecting. */
+export async function schema(options: StoreCommandOptions, out: Output): Promise<number> {
+  return withStore(options, false, async (store) => {
+    if (!isMigratableStore(store)) throw unsupported(store, 'print a schema: it has none (nothing to create)')
+    const sql = store.schemaSql()
+    out.result({ store: options.store, sql }, sql.trimEnd())
+    return EXIT.ok
+  })
+}
+
+/** `latchkey migrate` */
+export async function migrate(options: StoreCommandOptions, out: Output): Promise<number> {
+  return withStore(options, false, async (store) => {
+    if (!isMigratableStore(store)) throw unsupported(store, 'migrate: it has no schema (nothing to do)')
+    await store.migrate()
+    out.result({ store: options.store, migrated: true }, `${options.store}: the schema is up to date`)
+    return EXIT.ok
+  })
+}
+
+/** `latchkey count` */
+export async function count(options: StoreCommandOptions, out: Output): Promise<number> {
+  return withStore(options, true, async (store) => {
+    if (!isCountableStore(store)) throw unsupported(store, 'count its sessions')
+    const sessions = await store.count()
+    out.result({ count: sessions }, String(sessions))
+    return EXIT.ok
+  })
+}
+
+/** `latchkey prune` */
+export async function prune(options: StoreCommandOptions, out: Output): Promise<number> {
+  return withStore(options, true, async (store) => {
+    if (!isPrunableStore(store)) throw unsupported(store, 'prune (it removes expired records by itself)')
+    const bar = progress(out, 'pruning expired records', undefined, options.progress !== false)
+    let removed: number
+    try {
+      removed = await store.prune()
+    } finally {
+      bar.stop()
+    }
+    out.result({ removed }, `removed ${removed} expired records and tombstones`)
+    return EXIT.ok
+  })
+}
+
+interface ListedSession extends Omit<UserSessionInfo, 'current' | 'createdAt' | 'lastSeenAt'> {
+  user: string
+  createdAt: string
+  lastSeenAt: string
+}
+
+function listed(user: string, info: UserSessionInfo): ListedSession {
+  return {
+    handle: info.handle,
+    user,
+    createdAt: iso(info.createdAt),
+    lastSeenAt: iso(info.lastSeenAt),
+    userAgent: info.userAgent,
+  }
+}
+
+/** The sessions as a table: user, created, last seen, device, handle (last: it is long). */
+function table(sessions: readonly ListedSession[]): string {
+  const rows = [
+    ['USER', 'CREATED', 'LAST SEEN', 'DEVICE', 'HANDLE'],
+    ...sessions.map((s) => [
+      s.user,
+      s.createdAt,
+      s.lastSeenAt,
+      (s.userAgent ?? '-').replace(/\s+/g, ' ').slice(0, 40),
+      s.handle,
+    ]),
+  ]
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)))
+  return rows
+    .map((row) =>
+      row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  '),
+    )
+    .join('\n')
+}
+
+/** `latchkey list [--user ID]` */
+export async function list(options: StoreCommandOptions & { user?: string }, out: Output): Promise<number> {
+  const keys = readKeys(options, out)
+  return withStore(options, true, async (store) => {
+    if (!isUserIndexedStore(store)) throw unsupported(store, 'list sessions by user (it has no user index)')
+    const manager = managerFor(store, keys)
+    const sessions: ListedSession[] = []
+    if (options.user !== undefined) {
+      for (const info of await manager.listUserSessions(options.user))
+        sessions.push(listed(options.user, info))
+      out.result({ sessions }, sessions.length === 0 ? '' : table(sessions))
+      out.note(`${sessions.length} sessions of ${options.user}`)
+      return EXIT.ok
+    }
+    if (!isListableStore(store)) throw unsupported(store, 'list all its sessions (try --user ID)')
+    const keyring = new Keyring(manager.options.keys)
+    const users = new Set<string>()
+    let anonymous = 0
+    let unopenable = 0
+    for await (const record of store.list()) {
+      if (record.payload === ENDED_PAYLOAD) continue
+      if (record.userId !== null) {
+        users.add(record.userId)
+        continue
+      }
+      const opened = keyring.open(record.payload, record.key)
+      const contents = opened && parsePayload(opened.plaintext)
+      if (!contents) unopenable++
+      else if (contents.meta.next === undefined) anonymous++
+    }
+    for (const user of [...users].sort()) {
+      for (const info of await manager.listUserSessions(user)) sessions.push(listed(user, info))
+    }
+    out.result({ sessions, anonymous }, sessions.length === 0 ? '' : table(sessions))
+    out.note(
+      `${sessions.length} signed-in sessions of ${users.size} users; ${anonymous} anonymous sessions (no handle)`,
+    )
+    if (unopenable > 0) {
+      out.note(
+        `latchkey: warning: ${unopenable} anonymous records open with none of the keys given (pass every key the application uses)`,
+        true,
+      )
+    }
+    return EXIT.ok
+  })
+}
+
+/** `latchkey revoke (--handle H | --user ID | --all)` */
+export async function revoke(
+  options: StoreCommandOptions & { handle?: string; user?: string; all?: boolean },
+  out: Output,
+): Promise<number> {
+  const chosen = [options.handle !== undefined, options.user !== undefined, options.all === true]
+  if (chosen.filter(Boolean).length !== 1) {
+    throw new CliError(
+      EXIT.usage,
+      'ERR_LATCHKEY_USAGE',
+      'give exactly one of --handle H, --user ID and --all',
+    )
+  }
+  const keys = readKeys(options, out)
+  return withStore(options, true, async (store) => {
+    if (!isUserIndexedStore(store)) throw unsupported(store, 'revoke sessions (it has no user index)')
+    const manager = managerFor(store, keys)
+    if (options.handle !== undefined) {
+      if (!(await manager.revoke(options.handle))) {
+        throw new CliError(
+          EXIT.failure,
+          'ERR_LATCHKEY_NOT_FOUND',
+          'nothing revoked: the handle names no live session (already ended, mistyped, or made with other keys)',
+        )
+      }
+      out.result({ revoked: 1 }, 'revoked 1 session')
+      return EXIT.ok
+    }
+    if (options.user !== undefined) {
+      const revoked = await manager.revokeUserSessions(options.user)
+      out.result({ revoked }, `revoked ${revoked} sessions of ${options.user}`)
+      return EXIT.ok
+    }
+    if (!isListableStore(store)) throw unsupported(store, 'list its sessions to revoke them all')
+    const total = isCountableStore(store) ? await store.count() : undefined
+    const bar = progress(out, 'revoking', total, options.progress !== false)
+    const users = new Set<string>()
+    let revoked = 0
+    let anonymous = 0
+    let failed = 0
+    let failure: unknown
+    try {
+      for await (const record of store.list()) {
+        if (out.io.signal.aborted) break
+        bar.increment()
+        if (record.userId === null) {
+          if (record.payload === ENDED_PAYLOAD) continue
+          await store.destroy(record.key)
+          anonymous++
+        } else if (!users.has(record.userId)) {
+          users.add(record.userId)
+          try {
+            revoked += await manager.revokeUserSessions(record.userId)
+          } catch (error) {
+            // A lasting write conflict on one user's session: go on with the others, and say so.
+            if ((error as { code?: unknown }).code !== 'ERR_LATCHKEY_CONFLICT') throw error
+            failed++
+          }
+        }
+      }
+    } catch (error) {
+      failure = error
+    } finally {
+      bar.stop()
+    }
+    const done = { revoked, users: users.size, anonymous, failedUsers: failed }
+    if (failure !== undefined) {
+      out.note(`revoked ${revoked} sessions before the failure; run the command again to carry on`, true)
+      throw Object.assign(failure as object, { partial: done })
+    }
+    if (out.io.signal.aborted) {
+      throw Object.assign(
+        new CliError(
+          EXIT.interrupted,
+          'ERR_LATCHKEY_INTERRUPTED',
+          `interrupted after revoking ${revoked} sessions; run the command again to carry on`,
+        ),
+        { partial: done },
+      )
+    }
+    if (failed > 0) {
+      throw Object.assign(
+        new CliError(
+          EXIT.partial,
+          'ERR_LATCHKEY_PARTIAL',
+          `revoked ${revoked} sessions, but the sessions of ${failed} users kept conflicting with the application's writes: run the command again`,
+        ),
+        { partial: done },
+      )
+    }
+    out.result(
+      done,
+      `revoked ${revoked} sessions of ${users.size} users, and ended ${anonymous} anonymous records`,
+    )
+    return EXIT.ok
+  })
+}
+
+/** `latchkey rekey` */
+export async function rekeyCommand(
+  options: StoreCommandOptions & { concurrency?: number },
+  out: Output,
+): Promise<number> {
+  const keys = readKeys(options, out)
+  return withStore(options, true, async (store) => {
+    if (!isListableStore(store)) throw unsupported(store, 'list its sessions to re-seal them')
+    // Validates the keys exactly as the application does.
+    const keyring = new Keyring(managerFor(store, keys).options.keys)
+    if (keys.length === 1) {
+      out.note('only one key given: records sealed with other keys cannot be opened, nor re-sealed')
+    }
+    const total = isCountableStore(store) ? await store.count() : undefined
+    const bar = progress(out, 'rekeying', total, options.progress !== false)
+    const report = emptyReport()
+    try {
+      await rekey(store, keyring, report, {
+        signal: out.io.signal,
+        onRecord: () => bar.increment(),
+        ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+      })
+    } catch (error) {
+      bar.stop()
+      out.note(
+        `re-sealed ${report.resealed} records before the failure; run the command again to carry on`,
+        true,
+      )
+      throw Object.assign(error as object, { partial: report })
+    }
+    bar.stop()
+    const summary = `re-sealed ${report.resealed}, already current ${report.current}, skipped ${report.skipped} (ended or gone), conflicts retried ${report.conflicts}`
+    if (out.io.signal.aborted) {
+      throw Object.assign(
+        new CliError(
+          EXIT.interrupted,
+          'ERR_LATCHKEY_INTERRUPTED',
+          `interrupted: ${summary}; run again to carry on`,
+        ),
+        { partial: report },
+      )
+    }
+    const problems: string[] = []
+    if (report.unopenable > 0) {
+      problems.push(
+        `${report.unopenable} records open with none of the keys given (sealed with a key not passed, or damaged): they were left as they are`,
+      )
+    }
+    if (report.busy > 0) {
+      problems.push(
+        `${report.busy} records kept conflicting with the application's writes: run the command again`,
+      )
+    }
+    if (problems.length > 0) {
+      throw Object.assign(
+        new CliError(EXIT.partial, 'ERR_LATCHKEY_PARTIAL', `${summary}; but ${problems.join('; ')}`),
+        {
+          partial: report,
+        },
+      )
+    }
+    out.result({ ...report }, summary)
+    return EXIT.ok
+  })
+}
