@@ -28,9 +28,15 @@ interface Page {
   readonly setCookies: string[]
 }
 
-/** A browser, as far as the demo can tell: one cookie jar holding the `sid` cookie, redirects not followed. */
+/**
+ * A browser, as far as the demo can tell: one cookie jar holding the `sid` cookie, redirects not
+ * followed. Its forms carry the CSRF token of the last page it was shown, as a real browser's would;
+ * when the session changed since (sign-in), it loads the home page first for a fresh one.
+ */
 class Browser {
   cookie: string | null = null
+  /** The `_csrf` value of the last page, while it is still the session's. */
+  token: string | null = null
 
   constructor(readonly userAgent = 'demo-test') {}
 
@@ -39,10 +45,11 @@ class Browser {
   }
 
   async post(path: string, form: Record<string, string> = {}): Promise<Page> {
+    if (this.token === null) await this.get()
     return this.send(path, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams(form).toString(),
+      body: new URLSearchParams({ _csrf: this.token ?? '', ...form }).toString(),
     })
   }
 
@@ -57,10 +64,13 @@ class Browser {
       const [name, value = ''] = pair.split('=')
       if (name !== 'sid') continue
       this.cookie = isExpired(header) ? null : value
+      this.token = null
     }
+    const body = await response.text()
+    this.token = /name="_csrf" value="([^"]+)"/.exec(body)?.[1] ?? this.token
     return {
       status: response.status,
-      body: await response.text(),
+      body,
       location: response.headers.get('location'),
       setCookies,
     }
@@ -229,10 +239,27 @@ describe('demo app', () => {
     expect(big.status).toBe(413)
     const json = await browser.send('/login', {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', 'x-csrf-token': browser.token ?? '' },
       body: '{"name":"x"}',
     })
     expect(json.status).toBe(415)
+  })
+
+  test('every form carries a CSRF token, different on each form, and a post without one is refused', async () => {
+    const browser = new Browser()
+    await signIn(browser, 'Tokens')
+    const page = await browser.get()
+    const tokens = [...page.body.matchAll(/name="_csrf" value="([^"]+)"/g)].map((match) => match[1])
+    expect(tokens).toHaveLength(3)
+    expect(new Set(tokens).size).toBe(3)
+    const refused = await browser.send('/logout', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: '',
+    })
+    expect(refused.status).toBe(403)
+    expect(refused.body).toContain('reload the page')
+    expect((await browser.get()).body).toContain('Signed in as <strong>Tokens</strong>')
   })
 
   test('cross-site form posts are refused; actions want POST; unknown pages are 404', async () => {

@@ -6,9 +6,9 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { withSessions } from '../../src/adapters/node.js'
-import type { Session, SessionManager, UserSessionInfo } from '../../src/index.js'
-import { createSessionManager, isMigratableStore, isPrunableStore } from '../../src/index.js'
+import { readBody, withSessions } from '../../src/adapters/node.js'
+import type { CsrfError, Session, SessionManager, UserSessionInfo } from '../../src/index.js'
+import { createSessionManager, isCsrfError, isMigratableStore, isPrunableStore } from '../../src/index.js'
 import { SqliteStore } from '../../src/stores/sqlite/index.js'
 
 /** What the demo keeps in a session. */
@@ -111,42 +111,44 @@ function sendError(res: ServerResponse, error: HttpError): void {
   )
 }
 
-/** Reads an `application/x-www-form-urlencoded` body of at most {@link MAX_BODY_BYTES}. */
+/**
+ * Reads an `application/x-www-form-urlencoded` body of at most {@link MAX_BODY_BYTES}. The CSRF check
+ * has usually read it already (to find the `_csrf` field): `readBody` hands over those bytes.
+ */
 async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
   if (type !== 'application/x-www-form-urlencoded') throw new HttpError(415, 'Expected a form submission.')
-  const declared = Number(req.headers['content-length'])
-  if (declared > MAX_BODY_BYTES) throw new HttpError(413, 'Request body too large.')
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length
-    if (size > MAX_BODY_BYTES) throw new HttpError(413, 'Request body too large.')
-    chunks.push(chunk)
+  try {
+    return new URLSearchParams((await readBody(req, { maxBytes: MAX_BODY_BYTES })).toString('utf8'))
+  } catch (error) {
+    if (isCsrfError(error) && error.reason === 'body-too-large') {
+      throw new HttpError(413, 'Request body too large.')
+    }
+    throw error
   }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
 }
 
-/**
- * A light cross-site request check for the forms: browsers send `Sec-Fetch-Site` (or at least `Origin`)
- * on a POST, and a foreign site's form shows up as `cross-site` or a foreign origin. Together with the
- * SameSite=Lax cookie this stops cross-site form posts; latchkey's CSRF tokens (DESIGN.md §6) will
- * replace it once they exist.
- */
-function isCrossSite(req: IncomingMessage): boolean {
-  const site = req.headers['sec-fetch-site']
-  if (site !== undefined) return site !== 'same-origin' && site !== 'none'
-  const origin = req.headers.origin
-  return origin !== undefined && origin !== `http://${req.headers.host}`
+/** A hidden form field holding a fresh CSRF token (each form gets its own, masked afresh). */
+function csrfField(session: Session<DemoData>): string {
+  return `<input type="hidden" name="_csrf" value="${escapeHtml(session.csrfToken())}">`
 }
 
-function renderSessions(sessions: readonly UserSessionInfo[]): string {
+/** A request that failed latchkey's CSRF check: an HTML error page instead of the plain default. */
+function sendCsrfError(error: CsrfError, res: ServerResponse): void {
+  const message =
+    error.status === 413
+      ? 'Request body too large.'
+      : 'This form has expired or was sent from another site. Go back, reload the page and try again.'
+  sendError(res, new HttpError(error.status, message))
+}
+
+function renderSessions(sessions: readonly UserSessionInfo[], session: Session<DemoData>): string {
   const rows = sessions.map(
     (info) => `<tr data-session="${info.current ? 'current' : 'other'}">
   <td>${formatTime(info.createdAt)}</td>
   <td>${formatTime(info.lastSeenAt)}</td>
   <td>${escapeHtml(info.userAgent ?? 'unknown')}${info.current ? ' <strong>(this session)</strong>' : ''}</td>
-  <td><form class="inline" method="post" action="/revoke"><input type="hidden" name="handle" value="${escapeHtml(info.handle)}"><button>Revoke</button></form></td>
+  <td><form class="inline" method="post" action="/revoke">${csrfField(session)}<input type="hidden" name="handle" value="${escapeHtml(info.handle)}"><button>Revoke</button></form></td>
 </tr>`,
   )
   return `<table>
@@ -170,6 +172,7 @@ async function home(manager: SessionManager<DemoData>, res: ServerResponse, sess
   if (userId === null) {
     parts.push(`<h2>Sign in</h2>
 <form method="post" action="/login">
+  ${csrfField(session)}
   <label>Name <input name="name" required maxlength="${MAX_NAME_LENGTH}" autocomplete="username"></label>
   <button>Sign in</button>
 </form>
@@ -179,10 +182,10 @@ async function home(manager: SessionManager<DemoData>, res: ServerResponse, sess
     parts.push(
       `<p>Signed in as <strong>${escapeHtml(userId)}</strong>.</p>`,
       `<h2>Your active sessions (${sessions.length})</h2>`,
-      renderSessions(sessions),
+      renderSessions(sessions, session),
       `<p>
-<form class="inline" method="post" action="/logout-others"><button>Sign out everywhere else</button></form>
-<form class="inline" method="post" action="/logout"><button>Sign out</button></form>
+<form class="inline" method="post" action="/logout-others">${csrfField(session)}<button>Sign out everywhere else</button></form>
+<form class="inline" method="post" action="/logout">${csrfField(session)}<button>Sign out</button></form>
 </p>`,
     )
   }
@@ -204,7 +207,6 @@ async function route(
     res.setHeader('Allow', 'POST')
     throw new HttpError(405, 'Use the forms on the home page.')
   }
-  if (isCrossSite(req)) throw new HttpError(403, 'Cross-site form submissions are refused.')
   const form = await readForm(req)
   const userId = session.userId
   switch (path) {
@@ -249,14 +251,23 @@ export async function createDemoServer(options: DemoServerOptions): Promise<Demo
     // Anything reachable from elsewhere must run behind HTTPS and keep the default (secure: true).
     cookie: { secure: false },
   })
-  const handler = withSessions(manager, async (req, res, session) => {
-    try {
-      await route(manager, req, res, session)
-    } catch (error) {
-      if (!(error instanceof HttpError)) throw error
-      sendError(res, error)
-    }
-  })
+  // Every POST passes latchkey's CSRF check before `route` sees it: where it came from (Sec-Fetch-Site,
+  // Origin) and the token of the form's `_csrf` field.
+  const handler = withSessions(
+    manager,
+    async (req, res, session) => {
+      try {
+        await route(manager, req, res, session)
+      } catch (error) {
+        if (!(error instanceof HttpError)) throw error
+        sendError(res, error)
+      }
+    },
+    {
+      csrf: { maxBodyBytes: MAX_BODY_BYTES },
+      onCsrfError: (error, _req, res) => sendCsrfError(error, res),
+    },
+  )
   const server = createServer((req, res) => {
     void handler(req, res)
   })

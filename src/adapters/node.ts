@@ -7,9 +7,20 @@
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { STATUS_CODES } from 'node:http'
+import type { TLSSocket } from 'node:tls'
+import type { CsrfError } from '../core/errors.js'
 import { isUnavailableError } from '../core/errors.js'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
+import type { CsrfGuard, CsrfOptions, CsrfRequest } from '../csrf/index.js'
+import {
+  createCsrfGuard,
+  DEFAULT_MAX_BODY_BYTES,
+  formKind,
+  isCsrfError,
+  parseFormFields,
+  readLimited,
+} from '../csrf/index.js'
 
 /** A node:http handler that also receives the session. */
 export type SessionHandler<T extends SessionData, Req extends IncomingMessage = IncomingMessage> = (
@@ -19,9 +30,93 @@ export type SessionHandler<T extends SessionData, Req extends IncomingMessage = 
 ) => unknown
 
 /** Options of {@link withSessions}. */
-export interface NodeAdapterOptions {
+export interface NodeAdapterOptions<
+  T extends SessionData = SessionData,
+  Req extends IncomingMessage = IncomingMessage,
+> {
   /** Called with errors the adapter answered itself (store down: 503, handler threw: 500). Default `console.error`. */
   onError?: (error: unknown) => void
+  /**
+   * The CSRF check, run before the handler on every unsafe request (see `CsrfOptions`); on by
+   * default. `false` turns it off for the whole app; to let one route through, use `exempt`.
+   */
+  csrf?: CsrfOptions | false
+  /**
+   * Answers a request that failed the CSRF check, instead of the handler: `error.status` is 403 (413
+   * for `body-too-large`), `error.reason` says why, and `session` can make a new token to show the form
+   * again. The session is committed as for the handler. Default: a short plain-text page with that status.
+   */
+  onCsrfError?: (error: CsrfError, req: Req, res: ServerResponse, session: Session<T>) => unknown
+}
+
+/** Bodies the CSRF check read, by request: {@link readBody} hands them to the handler. */
+const bodies = new WeakMap<IncomingMessage, Promise<Buffer>>()
+
+/**
+ * The request's body: the bytes the CSRF check already read from the stream (it reads a form body
+ * when the token is not in the header), or, when it did not, read now, at most `maxBytes` (default
+ * 1 MiB; past it, rejects with a `CsrfError` `body-too-large`, status 413). Call it instead of reading
+ * `req` yourself: after the check, the stream may be used up. Parse a form with
+ * `new URLSearchParams(body.toString())` or `parseFormFields(body, req.headers['content-type'])`.
+ */
+export function readBody(req: IncomingMessage, options: { maxBytes?: number } = {}): Promise<Buffer> {
+  let body = bodies.get(req)
+  if (body === undefined) {
+    body = readLimited(req, options.maxBytes ?? DEFAULT_MAX_BODY_BYTES, req.headers['content-length'])
+    bodies.set(req, body)
+  }
+  return body
+}
+
+/** A node request as the CSRF check sees it. */
+class NodeCsrfRequest implements CsrfRequest {
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly maxBodyBytes: number,
+  ) {}
+
+  get method(): string {
+    return this.req.method ?? 'GET'
+  }
+
+  get url(): string {
+    return this.req.url ?? '/'
+  }
+
+  get secure(): boolean {
+    return (this.req.socket as TLSSocket).encrypted === true
+  }
+
+  get host(): string | undefined {
+    return this.req.headers.host ?? this.req.headers[':authority']?.toString()
+  }
+
+  header(name: string): string | undefined {
+    const value = this.req.headers[name]
+    return Array.isArray(value) ? value.join(', ') : value
+  }
+
+  async form(): Promise<Readonly<Record<string, string>> | null> {
+    const type = this.req.headers['content-type']
+    if (formKind(type) === null) return null
+    return parseFormFields(await readBody(this.req, { maxBytes: this.maxBodyBytes }), type)
+  }
+}
+
+/** The default answer to a failed CSRF check: its status, a short plain-text reason, nothing cached. */
+function sendCsrfFailure(error: CsrfError, _req: IncomingMessage, res: ServerResponse): void {
+  const tooLarge = error.status === 413
+  res.writeHead(error.status, STATUS_CODES[error.status], {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Cache-Control': 'no-store',
+    // The rest of an oversized body is left unread: the connection cannot carry another request.
+    ...(tooLarge ? { Connection: 'close' } : {}),
+  })
+  res.end(
+    tooLarge
+      ? 'Payload too large: the form is bigger than this site accepts.\n'
+      : `Forbidden: this request was refused as a possible cross-site request forgery (${error.reason}). Reload the page and try again.\n`,
+  )
 }
 
 /** A held output call: index into writeHead, write, end, flushHeaders, and its arguments. */
@@ -29,10 +124,12 @@ type Held = readonly [number, unknown[]]
 
 /** Puts a commit's headers on a node response (or an Express one, which is the same object). */
 export function applyCommitHeaders(res: ServerResponse, result: CommitResult): void {
-  if (result.setCookie !== null) {
+  if (result.setCookie !== null || result.csrfCookie !== undefined) {
     const existing = res.getHeader('set-cookie')
-    const cookies = existing === undefined ? [] : Array.isArray(existing) ? existing : [String(existing)]
-    res.setHeader('Set-Cookie', [...cookies, result.setCookie])
+    const cookies = existing === undefined ? [] : Array.isArray(existing) ? [...existing] : [String(existing)]
+    if (result.setCookie !== null) cookies.push(result.setCookie)
+    if (result.csrfCookie !== undefined) cookies.push(result.csrfCookie)
+    res.setHeader('Set-Cookie', cookies)
   }
   if (result.private) {
     res.setHeader('Cache-Control', 'no-store')
@@ -61,12 +158,13 @@ const COMMIT_HEADER_LENGTHS = new Set([4, 10, 13, 15])
 function mergeCommitHeaders(headers: OutgoingHttpHeaders, result: CommitResult): OutgoingHttpHeaders {
   const merged: OutgoingHttpHeaders = {}
   const cookies: string[] = []
+  const setsCookies = result.setCookie !== null || result.csrfCookie !== undefined
   let vary: number | string | string[] | undefined
   for (const name in headers) {
     const value = headers[name]
     if (value === undefined) continue
     const lower = COMMIT_HEADER_LENGTHS.has(name.length) ? name.toLowerCase() : ''
-    if (lower === 'set-cookie' && result.setCookie !== null) {
+    if (lower === 'set-cookie' && setsCookies) {
       if (Array.isArray(value)) cookies.push(...value)
       else cookies.push(String(value))
     } else if (lower === 'vary' && result.private) {
@@ -79,8 +177,9 @@ function mergeCommitHeaders(headers: OutgoingHttpHeaders, result: CommitResult):
       merged[name] = value
     }
   }
-  if (result.setCookie !== null) {
-    cookies.push(result.setCookie)
+  if (setsCookies) {
+    if (result.setCookie !== null) cookies.push(result.setCookie)
+    if (result.csrfCookie !== undefined) cookies.push(result.csrfCookie)
     merged['Set-Cookie'] = cookies
   }
   if (result.private) {
@@ -318,9 +417,25 @@ function foldHeaders(res: ServerResponse, headers: object): void {
 export function withSessions<T extends SessionData, Req extends IncomingMessage = IncomingMessage>(
   manager: SessionManager<T>,
   handler: SessionHandler<T, Req>,
-  options: NodeAdapterOptions = {},
+  options: NodeAdapterOptions<T, Req> = {},
 ): (req: Req, res: ServerResponse) => Promise<void> {
   const onError = options.onError ?? ((error: unknown) => console.error('latchkey:', error))
+  const guard: CsrfGuard<T> = createCsrfGuard(manager, options.csrf ?? {})
+  const maxBodyBytes = guard.options?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  const onCsrfError = options.onCsrfError ?? sendCsrfFailure
+  /** The handler, after the CSRF check when the request needs one (synchronously when it does not). */
+  const run = (req: Req, res: ServerResponse, session: Session<T>): unknown => {
+    if (guard.options === null) return handler(req, res, session)
+    const request = new NodeCsrfRequest(req, maxBodyBytes)
+    if (!guard.applies(request)) return handler(req, res, session)
+    return guard.check(session, request).then(
+      () => handler(req, res, session),
+      (error: unknown) => {
+        if (!isCsrfError(error)) throw error
+        return onCsrfError(error, req, res, session)
+      },
+    )
+  }
   const fail = (res: ServerResponse, error: unknown): void => {
     onError(error)
     sendFailure(res, error)
@@ -345,7 +460,7 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
     }
     let outcome: unknown
     try {
-      outcome = handler(req, res, session)
+      outcome = run(req, res, session)
     } catch (error) {
       return failed(error)
     }
