@@ -270,3 +270,49 @@ describe('SqliteStore', () => {
     await store.close()
   })
 })
+
+describe('SqliteStore durability', () => {
+  test("with synchronous 'normal' (the default), every acknowledged write survives the process being killed", async () => {
+    const { fork } = await import('node:child_process')
+    const { createRequire } = await import('node:module')
+    const { pathToFileURL, fileURLToPath } = await import('node:url')
+    const path = freshPath()
+    const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
+    const writer = fileURLToPath(new URL('../../../test/support/sqlite-writer.ts', import.meta.url))
+    const child = fork(writer, [path, 'normal'], { execArgv: ['--import', tsx], stdio: 'ignore' })
+    const acknowledged: string[] = []
+    await new Promise<void>((resolve, reject) => {
+      child.on('error', reject)
+      child.on('exit', () => resolve())
+      child.on('message', (key) => {
+        acknowledged.push(String(key))
+        // Killed mid-stream, between one acknowledged write and the next.
+        if (acknowledged.length === 300) child.kill('SIGKILL')
+      })
+    })
+    expect(acknowledged.length).toBeGreaterThanOrEqual(300)
+    const store = new SqliteStore({ path, pruneIntervalMs: 0 })
+    try {
+      const missing: string[] = []
+      for (const key of acknowledged) if ((await store.get(key)) === null) missing.push(key)
+      expect(missing).toEqual([])
+    } finally {
+      await store.close()
+    }
+  }, 60_000)
+
+  test("synchronous is 'normal' unless 'full' is asked for; anything else is a ConfigError", async () => {
+    for (const [synchronous, expected] of [
+      [undefined, 1],
+      ['full', 2],
+    ] as const) {
+      const path = freshPath()
+      const store = new SqliteStore({ path, synchronous, pruneIntervalMs: 0 })
+      await store.count()
+      const db = (store as unknown as { db: Database.Database }).db
+      expect(db.pragma('synchronous', { simple: true })).toBe(expected)
+      await store.close()
+    }
+    expect(() => new SqliteStore({ path: freshPath(), synchronous: 'off' as never })).toThrow(ConfigError)
+  })
+})
