@@ -1,0 +1,153 @@
+/**
+ * latchkey for Express 4 and 5: `app.use(sessions(manager))`, then `req.session` in every later handler.
+ *
+ * An Express response is a node response, so the session is committed the way `withSessions` does
+ * it: the first `writeHead`/`write`/`end`/`flushHeaders` is held until the commit is done, whatever
+ * sends it (`res.send`, `res.redirect`, a piped stream, `HEAD`). Errors go to `next(err)` for the app's
+ * error handler, with `status`/`statusCode`/`headers` set (503 for a store that is down), so Express's
+ * own handler answers them right. Only APIs common to Express 4 and 5 are used.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Request, RequestHandler } from 'express'
+import type { SessionManager } from '../core/manager.js'
+import type { Session, SessionData } from '../core/session.js'
+import type { CsrfOptions } from '../csrf/index.js'
+import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
+import { encrypted, NodeCsrfRequest } from './csrf-request.js'
+import { holdUntilCommitted, sendFailure } from './node.js'
+import { asHttpError, DISCARDED } from './shared.js'
+
+/** Options of the Express {@link sessions} middleware. */
+export interface ExpressSessionsOptions {
+  /**
+   * The CSRF check, run before the next handler on every unsafe request (see `CsrfOptions`); on by
+   * default. A failure goes to `next(err)` as a `CsrfError` with `status` 403 (413 for a form body
+   * past `maxBodyBytes`), for the app's error handler to render. `false` turns it off for the whole
+   * app; to let a route through (a webhook), list it in `exempt` or mount it before this middleware.
+   */
+  csrf?: CsrfOptions | false
+  /**
+   * Called with the errors the middleware answers itself: a commit that fails once the handler has
+   * started its response (503, or the connection dropped if the response had gone). Errors before
+   * the handler runs go to `next(err)` instead. Default `console.error`.
+   */
+  onError?: (error: unknown) => void
+}
+
+/**
+ * An Express request that went through {@link sessions}: `(req as SessionRequest<Data>).session`.
+ * Express's handler types take a plain `Request`, so this is a cast, not a parameter annotation.
+ */
+export type SessionRequest<T extends SessionData = SessionData> = Request & { session: Session<T> }
+
+/** The middleware, and a typed way to reach the session of a request it served. */
+export interface ExpressSessions<T extends SessionData = SessionData> extends RequestHandler {
+  /**
+   * The session of `req`, typed by the manager's data: `auth.session(req).get('cart')`. Throws a
+   * `TypeError` when the middleware did not run for this request (mounted after the route).
+   */
+  session(req: IncomingMessage): Session<T>
+}
+
+type ExpressRequest = IncomingMessage & { originalUrl?: string; secure?: boolean; body?: unknown }
+type WithSession<T extends SessionData> = ExpressRequest & { session?: Session<T> }
+
+/** An Express request for the CSRF check: `secure` by Express's `trust proxy`, the body as a parser left it. */
+class ExpressCsrfRequest extends NodeCsrfRequest {
+  get url(): string {
+    const req = this.req as ExpressRequest
+    return req.originalUrl ?? req.url ?? '/'
+  }
+
+  get secure(): boolean {
+    return (this.req as ExpressRequest).secure ?? encrypted(this.req)
+  }
+
+  protected parsedBody(): unknown {
+    return (this.req as ExpressRequest).body
+  }
+}
+
+/**
+ * The session middleware for Express: loads the session, sets `req.session`, and commits it before
+ * the response leaves, after the CSRF check of an unsafe request. A store that fails before the
+ * handler runs gives `next(err)` with a 503 `StoreError`; one that fails at commit gives a 503 answered here (the handler's response is
+ * dropped, nothing of it has left). A handler error reaches the app's error handler and is not seen
+ * here: a response with a 5xx status saves none of the request's session changes, as `withSessions`
+ * does for a handler that throws.
+ */
+export function sessions<T extends SessionData>(
+  manager: SessionManager<T>,
+  options: ExpressSessionsOptions = {},
+): ExpressSessions<T> {
+  const onError = options.onError ?? ((error: unknown) => console.error('latchkey:', error))
+  const guard = createCsrfGuard(manager, options.csrf ?? {})
+  const maxBodyBytes = guard.options?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+
+  const serve = (
+    req: WithSession<T>,
+    res: ServerResponse,
+    next: (error?: unknown) => void,
+    session: Session<T>,
+  ) => {
+    req.session = session
+    const held = holdUntilCommitted(
+      res,
+      () => (res.statusCode >= 500 ? DISCARDED : (manager.commitSync(session) ?? manager.commit(session))),
+      (error) => {
+        onError(error)
+        sendFailure(res, error)
+      },
+    )
+    // Output held while the commit runs has, to the app, been sent: Express's final handler (and any
+    // error handler that checks) must not start a second response behind it.
+    Object.defineProperty(res, 'headersSent', {
+      configurable: true,
+      get(this: ServerResponse & { _header?: unknown }) {
+        return held.phase === 'committing' || Boolean(this._header)
+      },
+    })
+    if (guard.options === null) {
+      next()
+      return
+    }
+    const request = new ExpressCsrfRequest(req, maxBodyBytes)
+    if (!guard.applies(request)) {
+      next()
+      return
+    }
+    guard.check(session, request).then(
+      () => next(),
+      (error: unknown) => next(asHttpError(error)),
+    )
+  }
+
+  const middleware = (req: WithSession<T>, res: ServerResponse, next: (error?: unknown) => void): void => {
+    const facts = { cookie: req.headers.cookie, userAgent: req.headers['user-agent'] }
+    let session: Session<T> | null
+    try {
+      session = manager.loadSync(facts)
+    } catch (error) {
+      next(asHttpError(error))
+      return
+    }
+    if (session !== null) {
+      serve(req, res, next, session)
+      return
+    }
+    manager.load(facts).then(
+      (loaded) => serve(req, res, next, loaded),
+      (error: unknown) => next(asHttpError(error)),
+    )
+  }
+
+  return Object.assign(middleware as unknown as RequestHandler, {
+    session(req: IncomingMessage): Session<T> {
+      const session = (req as WithSession<T>).session
+      if (session === undefined || session === null) {
+        throw new TypeError('latchkey: no session on this request: mount sessions(manager) before this route')
+      }
+      return session
+    },
+  })
+}

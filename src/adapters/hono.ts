@@ -1,0 +1,150 @@
+/**
+ * latchkey for Hono 4 on @hono/node-server: `app.use(sessions(manager))`, then `c.get('session')`.
+ *
+ * The middleware works on Web-standard Request and Response objects: the session is committed after
+ * `await next()`, and its headers put on the response before it is returned, whatever it is (a
+ * redirect, a stream, `HEAD`). The core's crypto is node:crypto, so this runs on Node (and on Bun or
+ * Deno where their node:crypto does). Errors are thrown into Hono's error handling (`app.onError`),
+ * keeping their class; Hono's default handler answers them with their status (503 for a store down).
+ */
+import type { Context, MiddlewareHandler } from 'hono'
+import type { CommitResult, SessionManager } from '../core/manager.js'
+import type { Session, SessionData } from '../core/session.js'
+import type { CsrfOptions, CsrfRequest } from '../csrf/index.js'
+import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, formKind, parseFormFields } from '../csrf/index.js'
+import { readWebBody } from './body.js'
+import { asHttpError, commitCookies, commitHeaders, DISCARDED } from './shared.js'
+
+/** Hono's context variables with the session: `new Hono<SessionEnv<Data>>()`, or chain `.use(sessions(manager))`. */
+export type SessionEnv<T extends SessionData = SessionData> = {
+  Variables: { session: Session<T> }
+}
+
+/** Options of the Hono {@link sessions} middleware. */
+export interface HonoSessionsOptions {
+  /**
+   * The CSRF check, run before the handler on every unsafe request (see `CsrfOptions`); on by
+   * default. A failure is thrown as a `CsrfError` (`status` 403, or 413 for a form body past
+   * `maxBodyBytes`) to `app.onError`. `false` turns it off for the whole app; a route skips it by a
+   * path in `exempt`, or by being registered before this middleware.
+   */
+  csrf?: CsrfOptions | false
+}
+
+/**
+ * A Hono request for the CSRF check. A form body it reads is kept in Hono's body cache, so
+ * `c.req.parseBody()`, `formData()`, `text()` and `arrayBuffer()` still work; `c.req.raw`'s own body
+ * is used up then.
+ */
+class HonoCsrfRequest implements CsrfRequest {
+  constructor(
+    private readonly c: Context,
+    private readonly maxBodyBytes: number,
+  ) {}
+
+  get method(): string {
+    return this.c.req.method
+  }
+
+  get url(): string {
+    const url = this.c.req.url
+    const path = url.indexOf('/', url.indexOf('//') + 2)
+    return path === -1 ? '/' : url.slice(path)
+  }
+
+  /** The scheme @hono/node-server took from the connection (it never reads `X-Forwarded-Proto`). */
+  get secure(): boolean {
+    return this.c.req.url.startsWith('https:')
+  }
+
+  get host(): string | undefined {
+    return this.c.req.raw.headers.get('host') ?? undefined
+  }
+
+  header(name: string): string | undefined {
+    return this.c.req.raw.headers.get(name) ?? undefined
+  }
+
+  async form(): Promise<Readonly<Record<string, string>> | null> {
+    const req = this.c.req
+    const type = req.raw.headers.get('content-type') ?? undefined
+    if (formKind(type) === null) return null
+    const cache = req.bodyCache as { arrayBuffer?: unknown }
+    let body: Uint8Array
+    if (Object.keys(cache).length > 0) {
+      // Read by the app before (a middleware parsed it): Hono's cache has it.
+      body = new Uint8Array(await req.arrayBuffer())
+    } else if (req.raw.bodyUsed) {
+      // Read past Hono's cache: nothing is left to find a token in.
+      return {}
+    } else {
+      body = await readWebBody(req.raw.body, this.maxBodyBytes, req.raw.headers.get('content-length'))
+      const buffer = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)
+      cache.arrayBuffer = Promise.resolve(buffer)
+    }
+    return parseFormFields(body, type)
+  }
+}
+
+/**
+ * The session middleware for Hono: sets the `session` variable and commits the session after the
+ * handler, before the response is returned; an unsafe request is checked for CSRF first. A store that fails throws a 503 `StoreError`; a handler
+ * that throws (Hono records it in `c.error`) saves none of the request's session changes.
+ */
+export function sessions<T extends SessionData>(
+  manager: SessionManager<T>,
+  options: HonoSessionsOptions = {},
+): MiddlewareHandler<SessionEnv<T>> {
+  const guard = createCsrfGuard(manager, options.csrf ?? {})
+  const maxBodyBytes = guard.options?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  return async (c, next) => {
+    const headers = c.req.raw.headers
+    const facts = {
+      cookie: headers.get('cookie') ?? undefined,
+      userAgent: headers.get('user-agent') ?? undefined,
+    }
+    let session: Session<T>
+    try {
+      session = manager.loadSync(facts) ?? (await manager.load(facts))
+    } catch (error) {
+      throw asHttpError(error)
+    }
+    c.set('session', session)
+    if (guard.options !== null) {
+      const request = new HonoCsrfRequest(c, maxBodyBytes)
+      if (guard.applies(request)) {
+        try {
+          await guard.check(session, request)
+        } catch (error) {
+          throw asHttpError(error)
+        }
+      }
+    }
+    await next()
+    if (c.error !== undefined) {
+      applyCommit(c, DISCARDED)
+      return
+    }
+    let result: CommitResult
+    try {
+      result = manager.commitSync(session) ?? (await manager.commit(session))
+    } catch (error) {
+      throw asHttpError(error)
+    }
+    applyCommit(c, result)
+  }
+}
+
+function applyCommit(c: Context, result: CommitResult): void {
+  const apply = (headers: Headers) => {
+    for (const cookie of commitCookies(result)) headers.append('Set-Cookie', cookie)
+    for (const [name, value] of commitHeaders(result, headers.get('vary'))) headers.set(name, value)
+  }
+  try {
+    apply(c.res.headers)
+  } catch {
+    // A response with immutable headers (one from fetch()): copy it, as Hono's c.header() does.
+    c.res = new Response(c.res.body, c.res)
+    apply(c.res.headers)
+  }
+}

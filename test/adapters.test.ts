@@ -1,0 +1,294 @@
+/**
+ * The adapter conformance suite (latchkey/testing) against the five front doors: node:http
+ * (`withSessions`), Express, Fastify, Hono on @hono/node-server, and Koa. Each front door is a tiny
+ * app of its framework that mounts the adapter, hands requests to the suite's routes, sends their
+ * replies in the framework's way, and catches errors the framework's way.
+ */
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { Readable } from 'node:stream'
+import formbody from '@fastify/formbody'
+import { serve as honoServe } from '@hono/node-server'
+import { bodyParser } from '@koa/bodyparser'
+import express from 'express'
+import Fastify, { type FastifyReply } from 'fastify'
+import { type Context, Hono } from 'hono'
+import Koa from 'koa'
+import { describe, test } from 'vitest'
+import { sessions as expressSessions } from '../src/adapters/express.js'
+import latchkey from '../src/adapters/fastify.js'
+import { sessions as honoSessions } from '../src/adapters/hono.js'
+import { sessions as koaSessions } from '../src/adapters/koa.js'
+import { readBody, withSessions } from '../src/adapters/node.js'
+import type { Session } from '../src/core/session.js'
+import { parseFormFields } from '../src/csrf/index.js'
+import type {
+  AdapterConformanceOptions,
+  ConformanceData,
+  ConformanceReply,
+  ServedConformanceApp,
+} from '../src/testing/adapter-conformance.js'
+import { defineAdapterConformance } from '../src/testing/adapter-conformance.js'
+
+type Json = Extract<ConformanceReply, { kind: 'json' }>
+
+/** Serves a node server on a loopback port; close() drops open connections. */
+async function listen(server: Server): Promise<ServedConformanceApp> {
+  if (!server.listening) await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+/** A multipart body read from a stream the CSRF check may have read before (it must be whole again). */
+async function streamedForm(req: Readable, type: string | undefined): Promise<Record<string, string>> {
+  const chunks: Buffer[] = []
+  for await (const chunk of req) chunks.push(chunk as Buffer)
+  return { ...(await parseFormFields(Buffer.concat(chunks), type)) }
+}
+
+function isMultipart(type: string | undefined): boolean {
+  return type?.toLowerCase().startsWith('multipart/') ?? false
+}
+
+const node: AdapterConformanceOptions = {
+  name: 'node:http',
+  serve: (app) => {
+    const send = (req: IncomingMessage, res: ServerResponse, reply: Json) => {
+      for (const [name, value] of Object.entries(reply.headers ?? {})) res.setHeader(name, value)
+      if (reply.cookies) res.setHeader('Set-Cookie', [...reply.cookies])
+      res.statusCode = reply.status
+      res.setHeader('Content-Type', 'application/json')
+      res.end(req.method === 'HEAD' ? undefined : JSON.stringify(reply.body))
+    }
+    const handler = withSessions(
+      app.manager,
+      async (req, res, session) => {
+        const reply = await app.handle({
+          method: req.method ?? 'GET',
+          url: req.url ?? '/',
+          session,
+          form: async () => ({
+            ...(await parseFormFields(await readBody(req), req.headers['content-type'])),
+          }),
+        })
+        if (reply.kind === 'throw') throw reply.error
+        if (reply.kind === 'redirect') {
+          res.writeHead(303, { Location: reply.location }).end()
+        } else if (reply.kind === 'stream') {
+          res.writeHead(200, { 'Content-Type': 'text/plain' })
+          for await (const chunk of reply.body()) res.write(chunk)
+          res.end()
+        } else {
+          send(req, res, reply)
+        }
+      },
+      {
+        ...app.adapterOptions,
+        ...(app.catchesCsrf && {
+          onCsrfError: (error, req, res) => {
+            const reply = app.csrfReply(error)
+            if (reply?.kind !== 'json') throw error
+            send(req, res, reply)
+          },
+        }),
+      },
+    )
+    return listen(createServer(handler))
+  },
+}
+
+const expressDoor: AdapterConformanceOptions = {
+  name: 'Express',
+  serve: (app) => {
+    const send = (res: express.Response, reply: Json) => {
+      res.set(reply.headers ?? {})
+      for (const cookie of reply.cookies ?? []) res.append('Set-Cookie', cookie)
+      res.status(reply.status).json(reply.body)
+    }
+    const server = express()
+    server.set('env', 'test')
+    server.use(expressSessions(app.manager, app.adapterOptions))
+    server.use(express.urlencoded({ extended: false }))
+    server.use(async (req, res) => {
+      const reply = await app.handle({
+        method: req.method,
+        url: req.originalUrl,
+        session: (req as unknown as { session: Session<ConformanceData> }).session,
+        form: () =>
+          isMultipart(req.headers['content-type'])
+            ? streamedForm(req, req.headers['content-type'])
+            : ((req.body as Record<string, string> | undefined) ?? {}),
+      })
+      if (reply.kind === 'throw') throw reply.error
+      if (reply.kind === 'redirect') return res.redirect(303, reply.location)
+      if (reply.kind === 'stream') {
+        res.type('text/plain')
+        for await (const chunk of reply.body()) res.write(chunk)
+        return res.end()
+      }
+      send(res, reply)
+    })
+    server.use((error: unknown, _req: express.Request, res: express.Response, next: express.NextFunction) => {
+      app.onError(error)
+      const reply = app.csrfReply(error)
+      if (reply?.kind === 'json') send(res, reply)
+      else next(error)
+    })
+    return listen(createServer(server))
+  },
+}
+
+const fastifyDoor: AdapterConformanceOptions = {
+  name: 'Fastify',
+  serve: async (app) => {
+    const send = (reply: FastifyReply, result: Json) => {
+      reply.headers(result.headers ?? {})
+      for (const cookie of result.cookies ?? []) reply.header('set-cookie', cookie)
+      return reply.code(result.status).send(result.body)
+    }
+    const server = Fastify()
+    await server.register(formbody)
+    // As @fastify/multipart does: the body is left in the stream, for the handler to read.
+    server.addContentTypeParser('multipart/form-data', (_request, _payload, done) => done(null))
+    await server.register(latchkey, { manager: app.manager, ...app.adapterOptions })
+    server.addHook('onError', (_request, _reply, error, done) => {
+      app.onError(error)
+      done()
+    })
+    server.setErrorHandler((error, _request, reply) => {
+      const result = app.csrfReply(error)
+      if (result?.kind === 'json') return send(reply, result)
+      reply.send(error)
+    })
+    server.all('/*', async (request, reply) => {
+      const type = request.headers['content-type']
+      const result = await app.handle({
+        method: request.method,
+        url: request.url,
+        session: request.session as Session<ConformanceData>,
+        form: () =>
+          isMultipart(type)
+            ? streamedForm(request.raw, type)
+            : ((request.body as Record<string, string> | undefined) ?? {}),
+      })
+      if (result.kind === 'throw') throw result.error
+      if (result.kind === 'redirect') return reply.redirect(result.location, 303)
+      if (result.kind === 'stream') return reply.type('text/plain').send(Readable.from(result.body()))
+      return send(reply, result)
+    })
+    await server.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = server.server.address() as AddressInfo
+    return { url: `http://127.0.0.1:${port}`, close: () => server.close() }
+  },
+}
+
+const honoDoor: AdapterConformanceOptions = {
+  name: 'Hono',
+  serve: async (app) => {
+    const send = (c: Context, reply: Json) => {
+      for (const [name, value] of Object.entries(reply.headers ?? {})) c.header(name, value)
+      for (const cookie of reply.cookies ?? []) c.header('Set-Cookie', cookie, { append: true })
+      return c.json(reply.body, reply.status as 200)
+    }
+    const server = new Hono().use(honoSessions(app.manager, app.adapterOptions))
+    server.onError((error, c) => {
+      app.onError(error)
+      const reply = app.csrfReply(error)
+      if (reply?.kind === 'json') return send(c, reply)
+      if ('getResponse' in error) return (error as { getResponse(): Response }).getResponse()
+      return c.text('Internal Server Error', 500)
+    })
+    server.all('*', async (c) => {
+      const url = new URL(c.req.url)
+      const reply = await app.handle({
+        method: c.req.method,
+        url: url.pathname + url.search,
+        session: c.get('session'),
+        form: async () => (await c.req.parseBody()) as Record<string, string>,
+      })
+      if (reply.kind === 'throw') throw reply.error
+      if (reply.kind === 'redirect') return c.redirect(reply.location, 303)
+      if (reply.kind === 'stream') {
+        const chunks = reply.body()[Symbol.asyncIterator]()
+        const encoder = new TextEncoder()
+        const body = new ReadableStream<Uint8Array>({
+          async pull(controller) {
+            const next = await chunks.next()
+            if (next.done) controller.close()
+            else controller.enqueue(encoder.encode(next.value))
+          },
+        })
+        return c.body(body, 200, { 'Content-Type': 'text/plain' })
+      }
+      return send(c, reply)
+    })
+    const httpServer = await new Promise<Server>((resolve) => {
+      const started = honoServe({ fetch: server.fetch, port: 0, hostname: '127.0.0.1' }, () =>
+        resolve(started as Server),
+      )
+    })
+    return listen(httpServer)
+  },
+}
+
+const koaDoor: AdapterConformanceOptions = {
+  name: 'Koa',
+  serve: (app) => {
+    const send = (ctx: Koa.Context, reply: Json) => {
+      ctx.set(reply.headers ?? {})
+      for (const cookie of reply.cookies ?? []) ctx.append('Set-Cookie', cookie)
+      ctx.status = reply.status
+      ctx.body = reply.body
+    }
+    const server = new Koa()
+    server.on('error', (error: unknown) => app.onError(error))
+    server
+      .use(async (ctx, next) => {
+        // The app's error middleware: CsrfErrors rendered, anything else left to Koa.
+        try {
+          await next()
+        } catch (error) {
+          const reply = app.csrfReply(error)
+          if (reply?.kind !== 'json') throw error
+          app.onError(error)
+          send(ctx, reply)
+        }
+      })
+      .use(koaSessions(app.manager, app.adapterOptions))
+      .use(bodyParser())
+      .use(async (ctx) => {
+        const type = ctx.get('content-type')
+        const reply = await app.handle({
+          method: ctx.method,
+          url: ctx.url,
+          session: ctx.session as Session<ConformanceData>,
+          form: () =>
+            isMultipart(type)
+              ? streamedForm(ctx.req, type)
+              : ((ctx.request.body as Record<string, string> | undefined) ?? {}),
+        })
+        if (reply.kind === 'throw') throw reply.error
+        if (reply.kind === 'redirect') {
+          ctx.status = 303
+          ctx.redirect(reply.location)
+        } else if (reply.kind === 'stream') {
+          ctx.type = 'text/plain'
+          ctx.body = Readable.from(reply.body())
+        } else {
+          send(ctx, reply)
+        }
+      })
+    return listen(createServer(server.callback()))
+  },
+}
+
+const runner = { describe, test }
+for (const door of [node, expressDoor, fastifyDoor, honoDoor, koaDoor]) defineAdapterConformance(runner, door)
