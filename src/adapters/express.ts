@@ -37,8 +37,11 @@ export interface ExpressSessionsOptions {
 /**
  * An Express request that went through {@link sessions}: `(req as SessionRequest<Data>).session`.
  * Express's handler types take a plain `Request`, so this is a cast, not a parameter annotation.
+ * Its `session` replaces any other library's (express-session types `req.session` globally).
  */
-export type SessionRequest<T extends SessionData = SessionData> = Request & { session: Session<T> }
+export type SessionRequest<T extends SessionData = SessionData> = Omit<Request, 'session'> & {
+  session: Session<T>
+}
 
 /** The middleware, and a typed way to reach the session of a request it served. */
 export interface ExpressSessions<T extends SessionData = SessionData> extends RequestHandler {
