@@ -109,8 +109,6 @@ function sendCsrfFailure(error: CsrfError, _req: IncomingMessage, res: ServerRes
   res.writeHead(error.status, STATUS_CODES[error.status], {
     'Content-Type': 'text/plain; charset=utf-8',
     'Cache-Control': 'no-store',
-    // The rest of an oversized body is left unread: the connection cannot carry another request.
-    ...(tooLarge ? { Connection: 'close' } : {}),
   })
   res.end(
     tooLarge
@@ -432,6 +430,8 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
       () => handler(req, res, session),
       (error: unknown) => {
         if (!isCsrfError(error)) throw error
+        // The rest of an oversized body is left unread: the connection cannot carry another request.
+        if (error.status === 413) res.setHeader('Connection', 'close')
         return onCsrfError(error, req, res, session)
       },
     )
