@@ -29,6 +29,15 @@ async function app(req: IncomingMessage, res: ServerResponse, session: Session<D
   switch (url.pathname) {
     case '/form':
       return send(200, { token: session.csrfToken(), stored: !session.isNew })
+    case '/form-stream': {
+      // Headers set one by one and the body streamed: the commit's headers join them (applyCommitHeaders).
+      const token = session.csrfToken()
+      res.setHeader('content-type', 'application/json')
+      res.setHeader('set-cookie', 'theme=dark; Path=/')
+      res.write('{"token":')
+      res.end(`${JSON.stringify(token)}}`)
+      return
+    }
     case '/tokens':
       return send(200, { a: session.csrfToken(), b: session.csrfToken() })
     case '/store':
@@ -739,6 +748,19 @@ describe('the login form, before any session', () => {
       headers: { ...SAME_ORIGIN, 'x-csrf-token': token },
     })
     expect(replay.body.reason).toBe('bad-token')
+  })
+
+  test("the pre-session cookie joins the handler's own cookies, however it writes its response", async () => {
+    const s = await start()
+    const browser = s.browser()
+    const answer = await browser.send('/form-stream')
+    expect(answer.setCookies.map((raw) => raw.split('=')[0])).toEqual(['theme', 'csrf'])
+    expect(answer.headers.get('cache-control')).toBe('no-store')
+    const post = await browser.send('/login', {
+      method: 'POST',
+      headers: { ...SAME_ORIGIN, 'x-csrf-token': answer.body.token as string },
+    })
+    expect(post.status).toBe(200)
   })
 
   test('a pre-session token stays valid when the session is stored later (the session adopts the secret)', async () => {
