@@ -15,7 +15,7 @@
  *
  * Each (store, size) gets a new table, key prefix or folder with a random suffix, filled straight
  * through the engine in the format the store writes (SQLite: INSERTs of 500 rows in one transaction per
- * 10 000; PostgreSQL, MariaDB: INSERTs of 1 000 rows, 4 at a time; Redis: pipelined HSET and PEXPIRE;
+ * 2 000; PostgreSQL, MariaDB: INSERTs of 1 000 rows, 4 at a time; Redis: pipelined HSET and PEXPIRE;
  * FileStore: 64 file writes at a time; MemoryStore: `createSync`), settled (SQLite: WAL checkpoint;
  * PostgreSQL: VACUUM ANALYZE; MariaDB: ANALYZE TABLE), checked by reading records back through the store,
  * measured, then removed (tables dropped with their latchkey_schema row, keys deleted, folders removed),
@@ -35,6 +35,10 @@
  * ticks (the longest the event loop was held, at least about 1 ms). Aim: at most 50 ms.
  *
  * Results: progress on stderr, markdown tables on stdout, and bench/results/stores.json.
+ *
+ * The script runs it as `node --import tsx` (one process), not with the `tsx` command, whose parent
+ * process passes Ctrl-C on and kills the bench outright unless it answers within some 60 ms, which a
+ * busy process on a loaded machine does not: the tables, keys and folders would then stay behind.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
@@ -242,6 +246,10 @@ function disposer(kind: StoreKind, close: () => Promise<unknown>, remove: () => 
 
 const suffix = () => randomBytes(6).toString('hex')
 
+/** Removes a folder the bench made, trying again while writes still in flight land in it. */
+const removeFolder = (path: string) =>
+  rm(path, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 })
+
 async function open(kind: StoreKind, clock?: Clock): Promise<Bench> {
   switch (kind) {
     case 'memory':
@@ -266,9 +274,13 @@ function openMemory(clock?: Clock): Bench {
     store,
     sync: store,
     insert: async (records) => {
-      for (const record of records)
-        if (!store.createSync(record)) throw new Error('MemoryStore refused a fill')
-      await yieldToEventLoop()
+      for (const batch of chunks(records, 1000)) {
+        stopHere()
+        for (const record of batch) {
+          if (!store.createSync(record)) throw new Error('MemoryStore refused a fill')
+        }
+        await yieldToEventLoop()
+      }
     },
     engineGet: undefined,
     dispose: disposer(
@@ -285,7 +297,7 @@ async function openSqlite(clock?: Clock): Promise<Bench> {
   const Database = (await import('better-sqlite3')).default
   const dir = mkdtempSync(join(tmpdir(), `latchkey-bench-sqlite-`))
   const path = join(dir, 'sessions.db')
-  const removeDir = () => rm(dir, { recursive: true, force: true })
+  const removeDir = () => removeFolder(dir)
   const store = new SqliteStore({ path, clock, pruneIntervalMs: 0 })
   let db: import('better-sqlite3').Database | undefined
   const dispose = disposer(
@@ -321,9 +333,13 @@ async function openSqlite(clock?: Clock): Promise<Bench> {
     kind: 'sqlite',
     store,
     sync: store,
+    // A transaction per 2 000 rows: the event loop gets a turn every few milliseconds (Ctrl-C).
     insert: async (records) => {
-      fill(records)
-      await yieldToEventLoop()
+      for (const batch of chunks(records, 2000)) {
+        stopHere()
+        fill(batch)
+        await yieldToEventLoop()
+      }
     },
     // The fill's WAL written back into the database file, as a checkpoint would have done by now.
     settle: async () => {
@@ -341,7 +357,7 @@ async function openFile(clock?: Clock): Promise<Bench> {
   const dispose = disposer(
     'file',
     () => store.close(),
-    () => rm(directory, { recursive: true, force: true }),
+    () => removeFolder(directory),
   )
   const base64url = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
   let shards: Promise<unknown> | undefined
@@ -369,6 +385,7 @@ async function openFile(clock?: Clock): Promise<Bench> {
       await shards
       // 64 writes in flight; no fsync (the store syncs each write it makes, a bulk load need not).
       for (const batch of chunks(records, 64)) {
+        stopHere()
         await Promise.all(
           batch.map((record) => writeFile(pathOf(record.key), content(record), { mode: 0o600 })),
         )
@@ -415,6 +432,7 @@ async function openPostgres(clock?: Clock): Promise<Bench> {
     sync: undefined,
     insert: async (records) => {
       for (const group of chunks(chunks(records, ROWS), 4)) {
+        stopHere()
         await Promise.all(
           group.map((batch) =>
             admin.query(
@@ -464,6 +482,7 @@ async function openMysql(clock?: Clock): Promise<Bench> {
     insert: async (records) => {
       // Four multi-row INSERTs of 1 000 at a time (mysql2 expands `VALUES ?` from nested arrays).
       for (const group of chunks(chunks(records, 1000), 4)) {
+        stopHere()
         await Promise.all(
           group.map((batch) =>
             admin.query(`INSERT INTO \`${tableName}\` (${columns}) VALUES ?`, [
@@ -597,16 +616,18 @@ interface Filled {
 
 /** Stores `n` sessions with idle timeout `idleMs` (deadlines by `now`), 10 000 at a time; checks a few. */
 async function fill(bench: Bench, n: number, now: number, idleMs: number): Promise<Filled> {
-  const keys = newKeys(n)
+  const keys: string[] = []
   const started = performance.now()
   let reported = started
+  // 10 000 at a time, so that the event loop is never held for long (Ctrl-C is handled at once).
   for (let from = 0; from < n; from += 10_000) {
-    const records = keys.slice(from, from + 10_000).map((key, j) => storedRecord(key, from + j, now, idleMs))
-    await bench.insert(records)
-    if (stopping) throw new Error('stopped')
+    const batch = newKeys(Math.min(10_000, n - from))
+    keys.push(...batch)
+    await bench.insert(batch.map((key, j) => storedRecord(key, from + j, now, idleMs)))
+    stopHere()
     if (performance.now() - reported > 10_000) {
       reported = performance.now()
-      progress(`${bench.kind}: ${count(from + records.length)} of ${count(n)} stored`)
+      progress(`${bench.kind}: ${count(keys.length)} of ${count(n)} stored`)
     }
   }
   await bench.settle?.()
@@ -637,13 +658,13 @@ async function rate(op: Op, inFlight: number, seconds: number): Promise<number> 
   let busy = 0
   const end = performance.now() + seconds * 1000
   if (inFlight === 0) {
-    // Slices of about 20 ms, the event loop getting a turn between them (Ctrl-C, timers).
+    // Slices of about 10 ms, the event loop getting a turn between them (Ctrl-C, timers).
     while (performance.now() < end && !stopping) {
       const start = performance.now()
       do {
         for (let k = 0; k < 32; k++) op(0)
         done += 32
-      } while (performance.now() - start < 20)
+      } while (performance.now() - start < 10)
       busy += performance.now() - start
       await yieldToEventLoop()
     }
@@ -743,7 +764,7 @@ async function measureSize(kind: StoreKind, sessions: number): Promise<Cell> {
       if (!op) continue
       await rate(op, inFlight, settings.warmupSeconds)
       perSecond[operation] = await rate(op, inFlight, settings.seconds)
-      if (stopping) throw new Error('stopped')
+      stopHere()
     }
     const cell = {
       store: kind,
@@ -894,15 +915,34 @@ function report(cells: Cell[], prunes: PruneResult[], skipped: string[]): void {
 // Run
 
 let stopping = false
+let stoppedAt = 0
+
+/** Throws once Ctrl-C was pressed: a fill or a measurement stops where it is. */
+function stopHere(): void {
+  if (stopping) throw new Error('stopped')
+}
+
+/** Disposes of every bench not yet disposed, saying what could not be removed. */
+async function disposeAll(): Promise<void> {
+  const results = await Promise.allSettled([...pending].map((dispose) => dispose()))
+  for (const result of results) {
+    if (result.status === 'rejected')
+      console.error(`could not remove what the bench made: ${messageOf(result.reason)}`)
+  }
+}
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
+    // tsx passes on the Ctrl-C the process already had from the terminal: a second one within a
+    // second is that copy.
     if (stopping) {
+      if (performance.now() - stoppedAt < 1000) return
       console.error(`${signal} again: leaving at once; bench tables, keys or folders may be left behind`)
       process.exit(130)
     }
     stopping = true
+    stoppedAt = performance.now()
     console.error(`\n${signal}: removing what the bench made, then stopping (again to leave at once)`)
-    void Promise.allSettled([...pending].map((dispose) => dispose())).then(() => process.exit(130))
+    void disposeAll().then(() => process.exit(130))
   })
 }
 
@@ -938,7 +978,7 @@ try {
     process.exitCode = 1
   }
 } finally {
-  await Promise.allSettled([...pending].map((dispose) => dispose()))
+  await disposeAll()
 }
 if (stopping) await new Promise(() => {}) // the signal handler exits once everything is removed
 
