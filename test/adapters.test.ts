@@ -1,11 +1,13 @@
 /**
  * The adapter conformance suite (latchkey/testing) against the five front doors: node:http
- * (`withSessions`), Express, Fastify, Hono on @hono/node-server, and Koa. Each front door is a tiny
+ * (`withSessions`), Express (5, and 4 as the npm alias `express4`), Fastify, Hono on
+ * @hono/node-server, and Koa. Each front door is a tiny
  * app of its framework that mounts the adapter, hands requests to the suite's routes, sends their
  * replies in the framework's way, and catches errors the framework's way.
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer } from 'node:http'
+import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import formbody from '@fastify/formbody'
@@ -105,45 +107,54 @@ const node: AdapterConformanceOptions = {
   },
 }
 
-const expressDoor: AdapterConformanceOptions = {
-  name: 'Express',
-  serve: (app) => {
-    const send = (res: express.Response, reply: Json) => {
-      res.set(reply.headers ?? {})
-      for (const cookie of reply.cookies ?? []) res.append('Set-Cookie', cookie)
-      res.status(reply.status).json(reply.body)
-    }
-    const server = express()
-    server.set('env', 'test')
-    server.use(expressSessions(app.manager, app.adapterOptions))
-    server.use(express.urlencoded({ extended: false }))
-    server.use(async (req, res) => {
-      const reply = await app.handle({
-        method: req.method,
-        url: req.originalUrl,
-        session: (req as unknown as { session: Session<ConformanceData> }).session,
-        form: () =>
-          isMultipart(req.headers['content-type'])
-            ? streamedForm(req, req.headers['content-type'])
-            : ((req.body as Record<string, string> | undefined) ?? {}),
-      })
-      if (reply.kind === 'throw') throw reply.error
-      if (reply.kind === 'redirect') return res.redirect(303, reply.location)
-      if (reply.kind === 'stream') {
-        res.type('text/plain')
-        for await (const chunk of reply.body()) res.write(chunk)
-        return res.end()
+/** The Express front door, on Express 5 or 4 (the same app: only APIs common to both). */
+function expressDoor(name: string, createApp: typeof express): AdapterConformanceOptions {
+  return {
+    name,
+    serve: (app) => {
+      const send = (res: express.Response, reply: Json) => {
+        res.set(reply.headers ?? {})
+        for (const cookie of reply.cookies ?? []) res.append('Set-Cookie', cookie)
+        res.status(reply.status).json(reply.body)
       }
-      send(res, reply)
-    })
-    server.use((error: unknown, _req: express.Request, res: express.Response, next: express.NextFunction) => {
-      app.onError(error)
-      const reply = app.csrfReply(error)
-      if (reply?.kind === 'json') send(res, reply)
-      else next(error)
-    })
-    return listen(createServer(server))
-  },
+      const handle = async (req: express.Request, res: express.Response) => {
+        const reply = await app.handle({
+          method: req.method,
+          url: req.originalUrl,
+          session: (req as unknown as { session: Session<ConformanceData> }).session,
+          form: () =>
+            isMultipart(req.headers['content-type'])
+              ? streamedForm(req, req.headers['content-type'])
+              : ((req.body as Record<string, string> | undefined) ?? {}),
+        })
+        if (reply.kind === 'throw') throw reply.error
+        if (reply.kind === 'redirect') return res.redirect(303, reply.location)
+        if (reply.kind === 'stream') {
+          res.type('text/plain')
+          for await (const chunk of reply.body()) res.write(chunk)
+          return res.end()
+        }
+        send(res, reply)
+      }
+      const server = createApp()
+      server.set('env', 'test')
+      server.use(expressSessions(app.manager, app.adapterOptions))
+      server.use(createApp.urlencoded({ extended: false }))
+      // Express 4 does not catch a rejected promise: hand it to next() (Express 5 would do the same).
+      server.use((req, res, next) => {
+        handle(req, res).catch(next)
+      })
+      server.use(
+        (error: unknown, _req: express.Request, res: express.Response, next: express.NextFunction) => {
+          app.onError(error)
+          const reply = app.csrfReply(error)
+          if (reply?.kind === 'json') send(res, reply)
+          else next(error)
+        },
+      )
+      return listen(createServer(server))
+    },
+  }
 }
 
 const fastifyDoor: AdapterConformanceOptions = {
@@ -291,4 +302,13 @@ const koaDoor: AdapterConformanceOptions = {
 }
 
 const runner = { describe, test }
-for (const door of [node, expressDoor, fastifyDoor, honoDoor, koaDoor]) defineAdapterConformance(runner, door)
+const express4 = createRequire(import.meta.url)('express4') as typeof express
+const doors = [
+  node,
+  expressDoor('Express', express),
+  expressDoor('Express 4', express4),
+  fastifyDoor,
+  honoDoor,
+  koaDoor,
+]
+for (const door of doors) defineAdapterConformance(runner, door)
