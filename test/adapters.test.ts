@@ -17,14 +17,15 @@ import express from 'express'
 import Fastify, { type FastifyReply } from 'fastify'
 import { type Context, Hono } from 'hono'
 import Koa from 'koa'
-import { describe, test } from 'vitest'
+import { describe, expect, test } from 'vitest'
 import { sessions as expressSessions } from '../src/adapters/express.js'
 import latchkey from '../src/adapters/fastify.js'
 import { sessions as honoSessions } from '../src/adapters/hono.js'
 import { sessions as koaSessions } from '../src/adapters/koa.js'
 import { readBody, withSessions } from '../src/adapters/node.js'
 import type { Session } from '../src/core/session.js'
-import { parseFormFields } from '../src/csrf/index.js'
+import { isCsrfError, parseFormFields } from '../src/csrf/index.js'
+import { createSessionManager, generateKey, MemoryStore } from '../src/index.js'
 import type {
   AdapterConformanceOptions,
   ConformanceData,
@@ -312,3 +313,60 @@ const doors = [
   koaDoor,
 ]
 for (const door of doors) defineAdapterConformance(runner, door)
+
+describe('Express and Fastify commit the error page of a failed CSRF check', () => {
+  /** A fresh visitor posts without a token, gets one on the 403 page, and posts again with it. */
+  async function retryWithTheErrorPageToken(url: string): Promise<number[]> {
+    const first = await fetch(`${url}/login`, { method: 'POST' })
+    const { token } = (await first.json()) as { token: string }
+    const cookie = first.headers
+      .getSetCookie()
+      .map((raw) => raw.split(';')[0])
+      .join('; ')
+    const second = await fetch(`${url}/login`, { method: 'POST', headers: { cookie, 'x-csrf-token': token } })
+    return [first.status, second.status]
+  }
+
+  const manager = () =>
+    createSessionManager({ store: new MemoryStore(), keys: [generateKey()], cookie: { secure: false } })
+
+  test('Express: the error handler renders a new token, and it works', async () => {
+    const auth = expressSessions(manager())
+    const app = express()
+    app.use(auth)
+    app.post('/login', (req, res) => {
+      auth.session(req).login('alice')
+      res.json({ ok: true })
+    })
+    app.use((error: unknown, req: express.Request, res: express.Response, next: express.NextFunction) => {
+      if (isCsrfError(error)) res.status(error.status).json({ token: auth.session(req).csrfToken() })
+      else next(error)
+    })
+    const served = await listen(createServer(app))
+    try {
+      expect(await retryWithTheErrorPageToken(served.url)).toEqual([403, 200])
+    } finally {
+      await served.close()
+    }
+  })
+
+  test('Fastify: the error handler renders a new token, and it works', async () => {
+    const app = Fastify()
+    await app.register(latchkey, { manager: manager() })
+    app.setErrorHandler((error, request, reply) => {
+      if (isCsrfError(error)) return reply.code(error.status).send({ token: request.session.csrfToken() })
+      return reply.send(error)
+    })
+    app.post('/login', async (request) => {
+      request.session.login('alice')
+      return { ok: true }
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    try {
+      const { port } = app.server.address() as AddressInfo
+      expect(await retryWithTheErrorPageToken(`http://127.0.0.1:${port}`)).toEqual([403, 200])
+    } finally {
+      await app.close()
+    }
+  })
+})
