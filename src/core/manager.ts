@@ -203,6 +203,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   private readonly store: GuardedStore
   private readonly cleared: CommitResult
   private readonly clearedCsrfCookie: string
+  private readonly makeCsrfToken: (secret: string) => string
   private readonly queues = new Map<string, Promise<unknown>>()
   private readonly opened = new Map<string, Opened>()
   /** When this process last touched each recently touched store key. */
@@ -216,6 +217,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     this.store = new GuardedStore(this.options.store)
     this.cleared = Object.freeze({ setCookie: serializeClearingCookie(this.options.cookie), private: true })
     this.clearedCsrfCookie = serializeClearingCsrfCookie(this.options.csrfCookie)
+    this.makeCsrfToken = (secret) => this.keyring.csrfToken(secret)
     this.onEvent = options.onEvent
   }
 
@@ -597,7 +599,7 @@ export class SessionManager<T extends SessionData = SessionData> {
       reseal: false,
       userChanged: false,
       userAgent: facts.userAgent,
-      keyring: this.keyring,
+      makeCsrfToken: this.makeCsrfToken,
       csrfCookie: pre.cookie,
       csrfUsed: false,
       csrfMinted: false,
@@ -621,7 +623,7 @@ export class SessionManager<T extends SessionData = SessionData> {
       reseal: loaded.stale,
       userChanged: false,
       userAgent: facts.userAgent,
-      keyring: this.keyring,
+      makeCsrfToken: this.makeCsrfToken,
       // A stored session has its own secret: a pre-session cookie the browser still sends is cleared.
       csrfCookie: this.carriesCsrfCookie(facts) ? 'clear' : 'none',
       csrfUsed: false,

@@ -1,4 +1,3 @@
-import type { Keyring } from './crypto.js'
 import { randomToken } from './crypto.js'
 import { SessionError } from './errors.js'
 import { generateId } from './id.js'
@@ -79,8 +78,8 @@ export interface SessionState {
   userChanged: boolean
   /** User agent of this request, kept in the payload at creation and login (trimmed). */
   userAgent: string | undefined
-  /** The manager's keyring, which makes CSRF tokens. */
-  readonly keyring: Keyring
+  /** Makes a CSRF token from a secret (the manager's keyring, kept out of sight of logs and inspectors). */
+  readonly makeCsrfToken: (secret: string) => string
   /** The CSRF pre-session cookie the request brought, and what the commit must do about it. */
   csrfCookie: CsrfCookieState
   /** `csrfToken()` was called: the response holds a token, so it is private. */
@@ -185,7 +184,8 @@ export class Session<T extends SessionData = SessionData> {
    * string (freshly masked, so two renders differ), all valid until the session's CSRF secret changes:
    * at `login()`, `logout()` or `destroy()`. A session that is not stored (the login form) keeps its
    * secret in a short-lived sealed cookie instead of the store; the session adopts it if it is stored
-   * later. Responses that make a token are sent `Cache-Control: no-store`.
+   * later. Responses that make a token are sent `Cache-Control: no-store`. Make the token before the
+   * response starts: a visitor's pre-session cookie leaves with the headers.
    */
   csrfToken(): string {
     const state = this[STATE]
@@ -194,7 +194,7 @@ export class Session<T extends SessionData = SessionData> {
       state.csrfMinted = true
     }
     state.csrfUsed = true
-    return state.keyring.csrfToken(state.meta.csrf)
+    return state.makeCsrfToken(state.meta.csrf)
   }
 
   /** Signs out: the record is destroyed server-side and the cookie cleared. */
