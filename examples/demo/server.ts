@@ -1,7 +1,8 @@
 /**
- * `npm start`: the latchkey demo on http://127.0.0.1:3000 (`PORT` overrides), sessions in
- * var/demo-sessions.db. Keys come from `LATCHKEY_KEYS`; without it, a development key is generated
- * once into var/demo-keys and reused.
+ * `npm start`: the latchkey demo (Express 5, see app.ts) on http://127.0.0.1:3000 (`PORT` overrides),
+ * sessions in var/demo-sessions.db (var/ is created if missing). Keys come from `LATCHKEY_KEYS`
+ * (comma- or space-separated, newest first); without it, a development key is generated once into
+ * var/demo-keys and reused.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
