@@ -8,6 +8,7 @@
  * own handler answers them right. Only APIs common to Express 4 and 5 are used.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { OutgoingMessage } from 'node:http'
 import type { Request, RequestHandler } from 'express'
 import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
@@ -51,6 +52,11 @@ export interface ExpressSessions<T extends SessionData = SessionData> extends Re
    */
   session(req: IncomingMessage): Session<T>
 }
+
+/** node's own `headersSent` getter, which the held response's own property defers to. */
+const nodeHeadersSent = Object.getOwnPropertyDescriptor(OutgoingMessage.prototype, 'headersSent')?.get as (
+  this: ServerResponse,
+) => boolean
 
 type ExpressRequest = IncomingMessage & { originalUrl?: string; secure?: boolean; body?: unknown }
 type WithSession<T extends SessionData> = ExpressRequest & { session?: Session<T> }
@@ -106,8 +112,8 @@ export function sessions<T extends SessionData>(
     // error handler that checks) must not start a second response behind it.
     Object.defineProperty(res, 'headersSent', {
       configurable: true,
-      get(this: ServerResponse & { _header?: unknown }) {
-        return held.phase === 'committing' || Boolean(this._header)
+      get(this: ServerResponse) {
+        return held.phase === 'committing' || nodeHeadersSent.call(this)
       },
     })
     if (guard.options === null) {

@@ -51,7 +51,7 @@ const UNAVAILABLE_MESSAGE =
  * `instanceof CsrfError`. Fields the error already has are kept; any other error is returned as it is.
  */
 export function asHttpError<E>(error: E): E {
-  if (typeof error !== 'object' || error === null) return error
+  if (typeof error !== 'object' || error === null || !Object.isExtensible(error)) return error
   const code = (error as { code?: unknown }).code
   let status: number
   let headers: Record<string, string>
