@@ -1,3 +1,4 @@
+import { setImmediate } from 'node:timers/promises'
 /** What each `latchkey` command does, once its arguments are parsed. */
 import { generateKey, Keyring } from '../core/crypto.js'
 import { createSessionManager, type SessionManager, type UserSessionInfo } from '../core/manager.js'
@@ -214,7 +215,9 @@ export async function revoke(
     let failed = 0
     let failure: unknown
     try {
+      let seen = 0
       for await (const record of store.list()) {
+        if (++seen % 64 === 0) await setImmediate()
         if (out.io.signal.aborted) break
         bar.increment()
         if (record.userId === null) {

@@ -15,7 +15,7 @@
  * after many attempts. The work is resumable: stop it at any point (or let it fail) and run it again:
  * what is done is done, and done records are only read and skipped.
  */
-import { setTimeout as sleep } from 'node:timers/promises'
+import { setImmediate, setTimeout as sleep } from 'node:timers/promises'
 import type { Keyring } from '../core/crypto.js'
 import { ENDED_PAYLOAD } from '../core/payload.js'
 import type { ListableStore, SessionRecord, SessionStore } from '../core/store.js'
@@ -44,6 +44,9 @@ export interface RekeyOptions {
   /** Called once per record seen. */
   onRecord?: () => void
 }
+
+/** Records between two turns of the event loop. */
+const YIELD_EVERY = 64
 
 /** Attempts per record before it is counted as busy. */
 const MAX_ATTEMPTS = 50
@@ -77,7 +80,10 @@ export async function rekey(
     }
   }
   try {
+    let seen = 0
     for await (const record of store.list()) {
+      // A synchronous store (SQLite) never leaves the microtask queue: give signals and the progress bar a turn.
+      if (++seen % YIELD_EVERY === 0) await setImmediate()
       if (options.signal?.aborted || failure !== undefined) break
       const task: Promise<void> = one(record).finally(() => inFlight.delete(task))
       inFlight.add(task)
