@@ -65,7 +65,6 @@ export {
   formKind,
   isCsrfError,
   parseFormFields,
-  readLimited,
   resolveCsrfOptions,
 } from './csrf/index.js'
 export type { MemoryStoreOptions } from './stores/memory/index.js'

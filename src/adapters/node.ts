@@ -19,8 +19,8 @@ import {
   formKind,
   isCsrfError,
   parseFormFields,
-  readLimited,
 } from '../csrf/index.js'
+import { peekBody } from './body.js'
 
 /** A node:http handler that also receives the session. */
 export type SessionHandler<T extends SessionData, Req extends IncomingMessage = IncomingMessage> = (
@@ -49,23 +49,15 @@ export interface NodeAdapterOptions<
   onCsrfError?: (error: CsrfError, req: Req, res: ServerResponse, session: Session<T>) => unknown
 }
 
-/** Bodies the CSRF check read, by request: {@link readBody} hands them to the handler. */
-const bodies = new WeakMap<IncomingMessage, Promise<Buffer>>()
-
 /**
- * The request's body: the bytes the CSRF check already read from the stream (it reads a form body
- * when the token is not in the header), or, when it did not, read now, at most `maxBytes` (default
- * 1 MiB; past it, rejects with a `CsrfError` `body-too-large`, status 413). Call it instead of reading
- * `req` yourself: after the check, the stream may be used up. Parse a form with
+ * The request's body, at most `maxBytes` (default 1 MiB; past it, rejects with a `CsrfError`
+ * `body-too-large`, status 413): the bytes the CSRF check already read (it reads a form body when the
+ * token is not in the header), or read now. Either way the bytes are put back into `req`, so reading
+ * the stream yourself (or with busboy, formidable...) works as well. Parse a form with
  * `new URLSearchParams(body.toString())` or `parseFormFields(body, req.headers['content-type'])`.
  */
 export function readBody(req: IncomingMessage, options: { maxBytes?: number } = {}): Promise<Buffer> {
-  let body = bodies.get(req)
-  if (body === undefined) {
-    body = readLimited(req, options.maxBytes ?? DEFAULT_MAX_BODY_BYTES, req.headers['content-length'])
-    bodies.set(req, body)
-  }
-  return body
+  return peekBody(req, options.maxBytes ?? DEFAULT_MAX_BODY_BYTES)
 }
 
 /** A node request as the CSRF check sees it. */

@@ -1,10 +1,8 @@
 /**
  * Form bodies for the CSRF check: which content types are forms (by essence, case-insensitively),
- * reading a body with a size limit, and its string fields. Parsing is node's own (`URLSearchParams`,
- * and the Fetch API's multipart parser): nothing hand-written.
+ * and their string fields. Parsing is node's own (`URLSearchParams`, and the Fetch API's multipart
+ * parser): nothing hand-written.
  */
-import type { Readable } from 'node:stream'
-import { CsrfError } from '../core/errors.js'
 
 /** The two kinds of body an HTML form sends that the `_csrf` field is read from. */
 export type FormKind = 'urlencoded' | 'multipart'
@@ -50,60 +48,4 @@ export async function parseFormFields(
     if (typeof value === 'string' && !(name in fields)) fields[name] = value
   }
   return fields
-}
-
-/**
- * Reads a request body of at most `maxBytes`, refusing a larger one with a `CsrfError`
- * `body-too-large` (status 413) as soon as its declared length or the bytes received pass the limit:
- * what was read is dropped and the rest is left unread (answer, then close the connection).
- * Rejects with the stream's error if it fails or is aborted.
- */
-export function readLimited(
-  stream: Readable,
-  maxBytes: number,
-  declaredLength?: string | undefined,
-): Promise<Buffer> {
-  if (declaredLength !== undefined && Number(declaredLength) > maxBytes) {
-    return Promise.reject(new CsrfError('body-too-large'))
-  }
-  // Already read by someone else: nothing is left to find a token in.
-  if (stream.readableEnded || stream.destroyed) return Promise.resolve(Buffer.alloc(0))
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const done = () => {
-      stream.off('data', onData)
-      stream.off('end', onEnd)
-      stream.off('error', onError)
-      stream.off('close', onClose)
-    }
-    const onData = (chunk: Buffer | string) => {
-      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
-      size += bytes.length
-      if (size > maxBytes) {
-        done()
-        stream.pause()
-        chunks.length = 0
-        reject(new CsrfError('body-too-large'))
-        return
-      }
-      chunks.push(bytes)
-    }
-    const onEnd = () => {
-      done()
-      resolve(Buffer.concat(chunks, size))
-    }
-    const onError = (error: unknown) => {
-      done()
-      reject(error)
-    }
-    const onClose = () => {
-      done()
-      reject(new Error('the request was aborted before its body was read'))
-    }
-    stream.on('data', onData)
-    stream.on('end', onEnd)
-    stream.on('error', onError)
-    stream.on('close', onClose)
-  })
 }

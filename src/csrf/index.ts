@@ -21,7 +21,7 @@ import type { Session, SessionData } from '../core/session.js'
 import { lastForwarded, normalizeOrigin, originOf, refererOrigin } from './origin.js'
 
 export type { FormKind } from './form.js'
-export { formKind, parseFormFields, readLimited } from './form.js'
+export { formKind, parseFormFields } from './form.js'
 
 /** The header a token is read from (lower-case). */
 export const CSRF_HEADER = 'x-csrf-token'
