@@ -184,6 +184,21 @@ describe.each([
     expect(manager.verifyCsrfToken(visitor, afterLogout)).toBe(true)
   })
 
+  test('regenerate() keeps the secret: tokens made before it still pass', async () => {
+    const { manager, commit } = setup()
+    const session = await manager.load({})
+    session.set('k', 1)
+    const created = await commit(session)
+    const loaded = await manager.load({ cookie: cookieOf(created.setCookie) })
+    const token = loaded.csrfToken()
+    loaded.regenerate()
+    const rotated = await commit(loaded)
+    expect(rotated.setCookie).not.toBe(created.setCookie)
+    expect(manager.verifyCsrfToken(await manager.load({ cookie: cookieOf(rotated.setCookie) }), token)).toBe(
+      true,
+    )
+  })
+
   test('login straight from the pre-session form: a new secret, the cookie cleared', async () => {
     const { manager, commit } = setup()
     const form = await manager.load({})
