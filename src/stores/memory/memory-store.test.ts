@@ -134,3 +134,26 @@ describe('MemoryStore', () => {
     expect(build).toThrow(expect.objectContaining({ option }))
   })
 })
+
+describe('MemoryStore prune', () => {
+  test('removes a large backlog in steps, letting the event loop run between them', async () => {
+    const clock = new ManualClock()
+    const store = new MemoryStore({ clock, sweepIntervalMs: 0 })
+    for (let i = 0; i < 12_000; i++) store.createSync(makeRecord(clock))
+    const live = makeRecord(clock, { idleExpiresAt: clock.now() + 10 * 3_600_000 })
+    store.createSync(live)
+    clock.advance(31 * 60_000)
+    let turned = false
+    const pruning = store.prune().then((removed) => ({ removed, turned }))
+    setImmediate(() => {
+      turned = true
+    })
+    const { removed, turned: turnedBeforeDone } = await pruning
+    expect(removed).toBe(12_000)
+    // Another task ran while the prune was under way: it did not hold the event loop to the end.
+    expect(turnedBeforeDone).toBe(true)
+    expect(await store.count()).toBe(1)
+    expect(store.getSync(live.key)).not.toBeNull()
+    await store.close()
+  })
+})

@@ -33,6 +33,9 @@ interface Deadline {
   readonly expiresAt: number
 }
 
+/** Records one step of `prune()` removes before letting the event loop run (a few ms of work). */
+const PRUNE_BATCH = 5_000
+
 /** The largest delay `setInterval` honours; larger values silently become 1 ms. */
 const MAX_TIMER_MS = 2_147_483_647
 
@@ -163,9 +166,17 @@ export class MemoryStore
     return count
   }
 
+  /** Removes what expired, {@link PRUNE_BATCH} records at a time with the event loop free in between. */
   async prune(): Promise<number> {
     this.assertOpen('prune')
-    return this.removeExpired(this.clock.now())
+    const now = this.clock.now()
+    let total = 0
+    for (;;) {
+      const removed = this.removeExpired(now, PRUNE_BATCH)
+      total += removed
+      if (removed < PRUNE_BATCH || this.closed) return total
+      await new Promise<void>((resolve) => setImmediate(resolve))
+    }
   }
 
   async count(): Promise<number> {
@@ -241,9 +252,13 @@ export class MemoryStore
   }
 
   /** Removes every record and tombstone whose expiry has passed; returns how many. */
-  private removeExpired(now: number): number {
+  private removeExpired(now: number, most = Number.POSITIVE_INFINITY): number {
     let removed = 0
-    for (let top = this.deadlines[0]; top && top.expiresAt <= now; top = this.deadlines[0]) {
+    for (
+      let top = this.deadlines[0];
+      top && top.expiresAt <= now && removed < most;
+      top = this.deadlines[0]
+    ) {
       this.popDeadline()
       const entry = this.records.get(top.key)
       if (entry && entry.expiresAt === top.expiresAt) {

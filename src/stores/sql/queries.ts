@@ -344,15 +344,15 @@ export class SessionQueries {
   }
 
   /**
-   * Deletes every row expired at `now`, {@link PRUNE_BATCH_SIZE} per statement, letting the event loop
-   * run between statements; resolves how many.
+   * Deletes every row expired at `now`, `batchSize` ({@link PRUNE_BATCH_SIZE} by default) per
+   * statement, letting the event loop run between statements; resolves how many.
    */
-  async prune(port: SqlPort, now: number): Promise<number> {
+  async prune(port: SqlPort, now: number, batchSize = PRUNE_BATCH_SIZE): Promise<number> {
     let total = 0
     for (;;) {
-      const deleted = await port.run(this.q.prune.sql, bind(this.q.prune, { now, limit: PRUNE_BATCH_SIZE }))
+      const deleted = await port.run(this.q.prune.sql, bind(this.q.prune, { now, limit: batchSize }))
       total += deleted
-      if (deleted < PRUNE_BATCH_SIZE) return total
+      if (deleted < batchSize) return total
       await nextTurn()
     }
   }

@@ -20,7 +20,7 @@ import type {
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
 import type { SqlDialect } from './dialects.js'
 import type { SqlPort } from './port.js'
-import { SCHEMA_VERSION, SessionQueries } from './queries.js'
+import { PRUNE_BATCH_SIZE, SCHEMA_VERSION, SessionQueries } from './queries.js'
 
 /** Options every SQL store accepts. */
 export interface SqlStoreOptions extends StoreOptions {
@@ -122,7 +122,7 @@ export abstract class SqlStore
 
   /** Deletes what expired, a batch of rows per statement, so a large backlog never holds a long lock. */
   prune(): Promise<number> {
-    return this.use('prune', (port, now) => this.queries.prune(port, now))
+    return this.use('prune', (port, now) => this.queries.prune(port, now, this.pruneBatchSize))
   }
 
   count(): Promise<number> {
@@ -181,6 +181,14 @@ export abstract class SqlStore
   protected async ensureSchema(port: SqlPort): Promise<void> {
     const current = await this.queries.version(port).catch(() => 0)
     if (current !== SCHEMA_VERSION) await this.migrateSchema()
+  }
+
+  /**
+   * Rows one prune statement deletes. A store whose driver blocks the event loop while a statement
+   * runs (SQLite) keeps it small, so no single statement stalls the process for long.
+   */
+  protected get pruneBatchSize(): number {
+    return PRUNE_BATCH_SIZE
   }
 
   /** True once `close()` was called. */

@@ -109,6 +109,11 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
     })
   }
 
+  /** better-sqlite3 runs each statement on the event loop: 200 rows (a few ms) per prune statement. */
+  protected override get pruneBatchSize(): number {
+    return 200
+  }
+
   protected open(): SqlPort {
     this.connection()
     return this.sqlPort
