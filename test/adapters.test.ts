@@ -370,3 +370,37 @@ describe('Express and Fastify commit the error page of a failed CSRF check', () 
     }
   })
 })
+
+test('Fastify: the plugin serves the scope it is registered in and its children, not its siblings', async () => {
+  const app = Fastify()
+  const store = new MemoryStore()
+  await app.register(async (scope) => {
+    await scope.register(latchkey, {
+      manager: createSessionManager({ store, keys: [generateKey()], cookie: { secure: false } }),
+    })
+    scope.get('/inside', async (request) => {
+      request.session.set('seen', true)
+      return { session: request.session !== null }
+    })
+    await scope.register(async (child) => {
+      child.get('/child', async (request) => ({ session: request.session !== null }))
+    })
+  })
+  app.get('/outside', async (request) => ({
+    session: request.session !== undefined && request.session !== null,
+  }))
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  try {
+    const { port } = app.server.address() as AddressInfo
+    const get = async (path: string) => {
+      const response = await fetch(`http://127.0.0.1:${port}${path}`)
+      return { body: await response.json(), cookies: response.headers.getSetCookie().length }
+    }
+    expect(await get('/inside')).toEqual({ body: { session: true }, cookies: 1 })
+    expect(await get('/child')).toEqual({ body: { session: true }, cookies: 0 })
+    expect(await get('/outside')).toEqual({ body: { session: false }, cookies: 0 })
+    expect(await store.count()).toBe(1)
+  } finally {
+    await app.close()
+  }
+})

@@ -972,6 +972,31 @@ export const adapterScenarios: Record<string, AdapterScenario> = {
     })
   },
 
+  async 'CSRF: over HTTPS (here a configured https origin), without Origin the Referer is compared'(options) {
+    const app = 'https://app.example'
+    await withScene(options, { csrf: { ...CSRF, origin: app } }, async (scene) => {
+      const client = await signedInWithToken(scene)
+      const token = await tokenFor(client)
+      const cases: [Record<string, string>, string | null][] = [
+        [{ origin: app }, null],
+        [{ referer: `${app}/account?tab=1` }, null],
+        [{ referer: `${TRUSTED}/page` }, null],
+        [{ referer: 'https://evil.example/app.example' }, 'origin-mismatch'],
+        [{ referer: `${app}.evil.example/` }, 'origin-mismatch'],
+        [{ origin: scene.origin }, 'origin-mismatch'],
+        [{}, null],
+      ]
+      for (const [headers, reason] of cases) {
+        const what = JSON.stringify(headers)
+        const response = await client.post('/set?key=k&value=1', {
+          headers: { ...headers, 'x-csrf-token': token },
+        })
+        if (reason === null) assert.equal(response.status, 200, `${what} passes`)
+        else await assertRefused(scene, response, reason, what)
+      }
+    })
+  },
+
   async 'CSRF: a token of another session, a malformed token, or one in the query string is refused'(
     options,
   ) {
