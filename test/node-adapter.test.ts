@@ -490,3 +490,36 @@ describe('every store failure is a 503, whatever the store rejects with', () => 
     expect(served.errors[0]).toMatchObject({ store: 'MemoryStore', cause })
   })
 })
+
+describe('a commit that fails synchronously', () => {
+  test('the 503 goes out and the handler’s later output is dropped, not thrown as write-after-end', async () => {
+    const armed = { on: false }
+    const failing = (store: MemoryStore): SessionStore =>
+      new Proxy(store, {
+        get(target, property) {
+          const member = Reflect.get(target, property, target)
+          if (property === 'updateSync' && armed.on) {
+            return () => {
+              throw new Error('disk I/O error')
+            }
+          }
+          return typeof member === 'function' && property !== 'constructor' ? member.bind(target) : member
+        },
+      })
+    const served = await start((_req, res, session) => {
+      session.set('n', 1)
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      res.write('part one')
+      res.end('part two')
+    }, failing)
+    const client = served.client()
+    expect((await client.request('/')).status).toBe(200)
+    armed.on = true
+    const response = await client.request('/')
+    expect(response.status).toBe(503)
+    expect(await response.text()).toMatch(/^Service unavailable/)
+    await settled(served)
+    expect(served.errors).toHaveLength(1)
+    expect(served.errors[0]).toMatchObject({ code: 'ERR_LATCHKEY_STORE', operation: 'update' })
+  })
+})

@@ -210,8 +210,11 @@ export function sendFailure(res: ServerResponse, error: unknown): void {
 
 /** Control over a response whose output is held until the session is committed. */
 export interface HeldResponse {
-  /** `waiting` until the handler first tries to send something; `open` once output flows. */
-  phase: 'waiting' | 'committing' | 'open'
+  /**
+   * `waiting` until the handler first tries to send something; `open` once output flows; `failed`
+   * once the commit failed and the adapter answered instead (the handler's later output is dropped).
+   */
+  phase: 'waiting' | 'committing' | 'open' | 'failed'
   /**
    * Settles (never rejects) once an asynchronous commit is over and the held output replayed or
    * failed; `undefined` while waiting, or when the commit answered synchronously.
@@ -225,7 +228,7 @@ interface HoldState {
   readonly onFailure: (error: unknown) => void
   readonly originals: readonly ((...args: unknown[]) => unknown)[]
   readonly held: Held[]
-  phase: 'waiting' | 'committing' | 'open'
+  phase: 'waiting' | 'committing' | 'open' | 'failed'
   settled: Promise<void> | undefined
 }
 
@@ -265,14 +268,22 @@ function finishHoldLater(state: HoldState, result: CommitResult): void {
 }
 
 function failHold(state: HoldState, error: unknown): void {
+  // Open while the failure answer goes out through the interceptors, then closed to the handler:
+  // its output after that (an end() after the writeHead whose commit failed) must not reach node,
+  // which would throw write-after-end with nobody to catch it.
   state.phase = 'open'
   state.held.length = 0
-  state.onFailure(error)
+  try {
+    state.onFailure(error)
+  } finally {
+    state.phase = 'failed'
+  }
 }
 
 function intercept(res: Holding, index: number, args: unknown[]): unknown {
   const state = res[HOLD]
   if (state.phase === 'open') return callOriginal(state, index, args)
+  if (state.phase === 'failed') return index === 1 ? false : res
   state.held.push([index, args])
   if (state.phase === 'waiting') {
     state.phase = 'committing'
