@@ -1,5 +1,6 @@
 // The built `latchkey` CLI as a child process, against SQLite, files, PostgreSQL, MariaDB and Redis:
 // every command, its exit codes, --json, --help, and passwords masked in every message.
+import { execFile, spawnSync } from 'node:child_process'
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,6 +9,7 @@ import { generateKey, Keyring } from '../src/core/crypto.js'
 import { storeKeyOf } from '../src/core/id.js'
 import type { SessionManager } from '../src/core/manager.js'
 import { isListableStore, type SessionStore } from '../src/core/store.js'
+import { openStore } from '../src/stores/index.js'
 import { builtCli, type CliResult, jsonOf, runCli } from './support/cli.js'
 import {
   appManager,
@@ -171,6 +173,47 @@ describe('latchkey CLI: arguments, help, keys, exit codes', () => {
       })
     }
   })
+})
+
+describe('latchkey CLI: progress', () => {
+  const hasScript = spawnSync('script', ['--version']).status === 0
+  test.skipIf(!hasScript)(
+    'a progress bar on a terminal (rekey, prune, revoke --all), none when not',
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'latchkey-tty-'))
+      try {
+        const url = `sqlite:${join(dir, 'sessions.db')}`
+        const key = generateKey()
+        const store = await openStore(url)
+        const app = appManager(store, [key])
+        for (let i = 0; i < 300; i++) await seedSession(app, { data: { i } })
+        await closeStore(store)
+        const keys = `${generateKey()},${key}`
+        // `script` gives the command a pseudo-terminal; its output is what a terminal would show.
+        const onTerminal = (args: string) =>
+          new Promise<string>((resolve, reject) => {
+            execFile(
+              'script',
+              ['-qec', `${JSON.stringify(process.execPath)} ${JSON.stringify(main)} ${args}`, '/dev/null'],
+              { env: { ...process.env, LATCHKEY_KEYS: keys } },
+              (error, stdout) => (error ? reject(error) : resolve(stdout)),
+            )
+          })
+        const rekey = await onTerminal(`rekey --store ${url}`)
+        expect(rekey).toMatch(/rekeying \[[#-]+\] \d+% \d+\/300/)
+        expect(rekey).toContain('re-sealed 300')
+        expect(await onTerminal(`prune --store ${url}`)).toContain('pruning expired records')
+        expect(await onTerminal(`revoke --all --store ${url}`)).toMatch(/revoking \[/)
+        // Not a terminal (a pipe): the same work, no bar.
+        const piped = await runCli(main, ['rekey', '--store', url], { env: { LATCHKEY_KEYS: keys } })
+        expect(piped.code).toBe(0)
+        expect(piped.stderr).not.toContain('rekeying')
+        expect(piped.stderr).not.toContain('\u001b[')
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    },
+  )
 })
 
 function backendSuite(backend: Backend): void {
