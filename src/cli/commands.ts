@@ -126,8 +126,11 @@ function table(sessions: readonly ListedSession[]): string {
     .join('\n')
 }
 
+/** Options of `list`. */
+export type ListOptions = StoreCommandOptions & { user?: string }
+
 /** `latchkey list [--user ID]` */
-export async function list(options: StoreCommandOptions & { user?: string }, out: Output): Promise<number> {
+export async function list(options: ListOptions, out: Output): Promise<number> {
   const keys = readKeys(options, out)
   return withStore(options, true, async (store) => {
     if (!isUserIndexedStore(store)) throw unsupported(store, 'list sessions by user (it has no user index)')
@@ -173,11 +176,11 @@ export async function list(options: StoreCommandOptions & { user?: string }, out
   })
 }
 
+/** Options of `revoke`. */
+export type RevokeOptions = StoreCommandOptions & { handle?: string; user?: string; all?: boolean }
+
 /** `latchkey revoke (--handle H | --user ID | --all)` */
-export async function revoke(
-  options: StoreCommandOptions & { handle?: string; user?: string; all?: boolean },
-  out: Output,
-): Promise<number> {
+export async function revoke(options: RevokeOptions, out: Output): Promise<number> {
   const chosen = [options.handle !== undefined, options.user !== undefined, options.all === true]
   if (chosen.filter(Boolean).length !== 1) {
     throw new CliError(
@@ -273,11 +276,11 @@ export async function revoke(
   })
 }
 
+/** Options of `rekey`. */
+export type RekeyCommandOptions = StoreCommandOptions & { concurrency?: number }
+
 /** `latchkey rekey` */
-export async function rekeyCommand(
-  options: StoreCommandOptions & { concurrency?: number },
-  out: Output,
-): Promise<number> {
+export async function rekeyCommand(options: RekeyCommandOptions, out: Output): Promise<number> {
   const keys = readKeys(options, out)
   return withStore(options, true, async (store) => {
     if (!isListableStore(store)) throw unsupported(store, 'list its sessions to re-seal them')

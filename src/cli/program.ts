@@ -2,8 +2,18 @@
 import { createRequire } from 'node:module'
 import { Command, CommanderError, Option } from 'commander'
 import { STORE_SCHEMES } from '../stores/index.js'
+import type { ListOptions, RekeyCommandOptions, RevokeOptions } from './commands.js'
 import * as commands from './commands.js'
-import { CliError, EXIT, EXIT_CODES_HELP, findSecrets, type Io, Output, redactor } from './context.js'
+import {
+  CliError,
+  EXIT,
+  EXIT_CODES_HELP,
+  findSecrets,
+  type Io,
+  Output,
+  redactor,
+  type StoreCommandOptions,
+} from './context.js'
 
 const STORE_HELP = `Store URLs (as openStore takes them; also from LATCHKEY_STORE, which keeps a password out of
 the process list):
@@ -115,12 +125,12 @@ old ones after it (LATCHKEY_KEYS=new,old), deploy, run \`latchkey rekey\`, then 
   storeCommand(
     'migrate',
     'create or upgrade the schema of a SQL store (safe to run any number of times)',
-  ).action(action((options) => commands.migrate(options as never, out)))
+  ).action(action<StoreCommandOptions>((options) => commands.migrate(options, out)))
   storeCommand('schema', 'print the DDL that migrate runs, without connecting to the database').action(
-    action((options) => commands.schema(options as never, out)),
+    action<StoreCommandOptions>((options) => commands.schema(options, out)),
   )
   storeCommand('count', 'print how many live sessions the store holds').action(
-    action((options) => commands.count(options as never, out)),
+    action<StoreCommandOptions>((options) => commands.count(options, out)),
   )
   storeCommand(
     'list',
@@ -130,7 +140,7 @@ old ones after it (LATCHKEY_KEYS=new,old), deploy, run \`latchkey rekey\`, then 
     },
   )
     .option('--user <id>', "only this user's sessions")
-    .action(action((options) => commands.list(options as never, out)))
+    .action(action<ListOptions>((options) => commands.list(options, out)))
   storeCommand('revoke', 'end sessions: one (by handle), every session of a user, or every session', {
     keys: true,
   })
@@ -138,10 +148,10 @@ old ones after it (LATCHKEY_KEYS=new,old), deploy, run \`latchkey rekey\`, then 
     .option('--user <id>', 'every session of this user')
     .option('--all', 'every session in the store (signed-in and anonymous)')
     .option('--no-progress', 'no progress bar (it is drawn only on a terminal anyway)')
-    .action(action((options) => commands.revoke(options as never, out)))
+    .action(action<RevokeOptions>((options) => commands.revoke(options, out)))
   storeCommand('prune', 'remove expired records and tombstones now')
     .option('--no-progress', 'no progress indicator')
-    .action(action((options) => commands.prune(options as never, out)))
+    .action(action<StoreCommandOptions>((options) => commands.prune(options, out)))
   storeCommand(
     'rekey',
     're-seal every session with the first key, so that older keys can be retired (resumable, safe while the application runs)',
@@ -157,7 +167,7 @@ meanwhile is never overwritten (the record is read again and retried). Interrupt
 run it again: done records are skipped.
 `,
     )
-    .action(action((options) => commands.rekeyCommand(options as never, out)))
+    .action(action<RekeyCommandOptions>((options) => commands.rekeyCommand(options, out)))
 
   try {
     await program.parseAsync(args, { from: 'user' })
