@@ -2,9 +2,7 @@
 // in this process, already deployed with the new key first) writes to them: no session is lost, no
 // acknowledged write is lost, and no record is left sealed with the old key. Then, interrupted (SIGINT)
 // and run again, it carries on where it stopped. On SQLite, files, PostgreSQL, MariaDB and Redis, one
-// after the other. SQLite always with 10 000 sessions; the other stores with 10 000 under CI=true (or
-// LATCHKEY_TEST_FULL=1) and 2 000 otherwise, which keeps a local `npm test` short (see the timings in
-// docs/cli.md).
+// after the other.
 import { setImmediate, setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, expect, test } from 'vitest'
 import { generateKey, Keyring } from '../src/core/crypto.js'
@@ -13,10 +11,9 @@ import { createSessionManager, type SessionManager } from '../src/core/manager.j
 import { isListableStore, type ListableStore, type SessionStore } from '../src/core/store.js'
 import { builtCli, jsonOf, runCli, startCli } from './support/cli.js'
 import { type Backend, backends, closeStore, seedSession } from './support/cli-backends.js'
-import { describeWithService, serversRequired } from './support/services.js'
+import { describeWithService } from './support/services.js'
 
-const FULL = 10_000
-const SESSIONS_ELSEWHERE = serversRequired || process.env.LATCHKEY_TEST_FULL === '1' ? FULL : 2_000
+const SESSIONS = 10_000
 const USERS = 100
 const WRITERS = 4
 
@@ -196,7 +193,7 @@ async function interruptAndResume(
 }
 
 function rekeySuite(backend: Backend): void {
-  const sessions = backend.name === 'SQLite' ? FULL : SESSIONS_ELSEWHERE
+  const sessions = SESSIONS
   const oldKey = generateKey()
   const newKey = generateKey()
   let store: SessionStore
