@@ -1,26 +1,33 @@
 /**
- * HTTP load benchmark: latchkey against bare node:http and express-session, on loopback, in one run.
+ * HTTP load benchmark, on loopback, in one run: for node:http and each framework latchkey has an
+ * adapter for (Express, Fastify, Hono, Koa), the framework alone, the framework with latchkey on
+ * MemoryStore and on SqliteStore, and the framework with the session middleware its users use today
+ * (the peer: see PEERS in bench/protocol.ts).
  *
  *   npm run bench                  10 s per cell after a 2 s warm-up, 50 connections
  *   npm run bench -- --quick       2 s per cell after a 1 s warm-up (smoke test)
  *
- * Environment: BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_CONNECTIONS, BENCH_SERVERS and
- * BENCH_SCENARIOS (comma-separated subsets), BENCH_PROFILE=1 (each server writes .cpuprofile files to
- * bench/results/profiles/<server>-<scenario>/; the largest is the main thread).
+ * Environment: BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_CONNECTIONS, and comma-separated subsets:
+ * BENCH_FRAMEWORKS (node,express,fastify,hono,koa), BENCH_SERVERS (bare,latchkey-memory,
+ * latchkey-sqlite,peer; `express-session` is taken for `peer`), BENCH_SCENARIOS (R,W,N).
+ * BENCH_PROFILE=1: each server writes .cpuprofile files to
+ * bench/results/profiles/<framework>-<server>-<scenario>/ (the largest is the main thread).
  *
- * Each cell (scenario x server) gets a fresh server process, checked for correct behaviour before it
- * is measured. In R and W every connection is one user with its own session, created beforehand.
- * Results: a table on stdout, a markdown table for the README, and bench/results/latest.json.
+ * Each cell (scenario x framework x server) gets a fresh server process, checked for correct
+ * behaviour before it is measured. In R and W every connection is one user with its own session,
+ * created beforehand. Results: a table on stdout, markdown tables for the README (one per framework,
+ * with ratios to the bare framework and to the peer, and the aims of issue 8), and
+ * bench/results/latest.json.
  */
 import type { ChildProcess } from 'node:child_process'
 import { execFileSync, fork } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import type { ParentMessage, ServerKind, ServerMessage } from './protocol.js'
-import { SERVER_KINDS } from './protocol.js'
+import type { Framework, ParentMessage, ServerKind, ServerMessage } from './protocol.js'
+import { FRAMEWORKS, PEERS, SERVER_KINDS } from './protocol.js'
 
 const SCENARIOS = {
   R: 'read a session',
@@ -29,11 +36,43 @@ const SCENARIOS = {
 } as const
 type Scenario = keyof typeof SCENARIOS
 
-const LABELS: Record<ServerKind, string> = {
-  bare: 'node:http (no sessions)',
-  'latchkey-memory': 'latchkey + MemoryStore',
-  'latchkey-sqlite': 'latchkey + SqliteStore',
-  'express-session': 'express-session (MemoryStore)',
+const FRAMEWORK_NAMES: Record<Framework, string> = {
+  node: 'node:http',
+  express: 'Express',
+  fastify: 'Fastify',
+  hono: 'Hono',
+  koa: 'Koa',
+}
+
+/** The npm package of each framework, for its version in the report (node:http: Node's own). */
+const FRAMEWORK_PACKAGES: Record<Framework, string | null> = {
+  node: null,
+  express: 'express',
+  fastify: 'fastify',
+  hono: 'hono',
+  koa: 'koa',
+}
+
+/** Where each peer keeps its sessions here (see bench/server.ts): in memory, each its own way. */
+const PEER_STORES: Record<Framework, string> = {
+  node: 'MemoryStore',
+  express: 'MemoryStore',
+  fastify: 'its memory store',
+  hono: 'MemoryStore',
+  koa: 'a Map as store',
+}
+
+function label(framework: Framework, server: ServerKind): string {
+  switch (server) {
+    case 'bare':
+      return `${FRAMEWORK_NAMES[framework]} (no sessions)`
+    case 'latchkey-memory':
+      return 'latchkey + MemoryStore'
+    case 'latchkey-sqlite':
+      return 'latchkey + SqliteStore'
+    case 'peer':
+      return `${PEERS[framework]} (${PEER_STORES[framework]})`
+  }
 }
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -45,6 +84,7 @@ interface Settings {
   readonly durationSeconds: number
   readonly warmupSeconds: number
   readonly connections: number
+  readonly frameworks: readonly Framework[]
   readonly servers: readonly ServerKind[]
   readonly scenarios: readonly Scenario[]
   readonly profile: boolean
@@ -52,6 +92,7 @@ interface Settings {
 
 interface Cell {
   readonly scenario: Scenario
+  readonly framework: Framework
   readonly server: ServerKind
   /** Mean of the per-second request counts. */
   readonly requestsPerSecond: number
@@ -78,10 +119,14 @@ function positiveInteger(name: string, fallback: number): number {
   return value
 }
 
-function subset<T extends string>(name: string, all: readonly T[]): readonly T[] {
+function subset<T extends string>(
+  name: string,
+  all: readonly T[],
+  aliases: Readonly<Record<string, T>> = {},
+): readonly T[] {
   const text = process.env[name]
   if (!text) return all
-  const chosen = text.split(',').map((item) => item.trim())
+  const chosen = text.split(',').map((item) => aliases[item.trim()] ?? item.trim())
   for (const item of chosen) {
     if (!all.includes(item as T))
       throw new Error(`${name}: unknown ${JSON.stringify(item)}; choose from ${all.join(', ')}`)
@@ -95,7 +140,9 @@ function readSettings(): Settings {
     durationSeconds: positiveInteger('BENCH_DURATION', quick ? 2 : 10),
     warmupSeconds: positiveInteger('BENCH_WARMUP', quick ? 1 : 2),
     connections: positiveInteger('BENCH_CONNECTIONS', 50),
-    servers: subset('BENCH_SERVERS', SERVER_KINDS),
+    frameworks: subset('BENCH_FRAMEWORKS', FRAMEWORKS),
+    // `express-session` was the peer's name when node:http was the only front door.
+    servers: subset('BENCH_SERVERS', SERVER_KINDS, { 'express-session': 'peer' }),
     scenarios: subset('BENCH_SCENARIOS', Object.keys(SCENARIOS) as Scenario[]),
     profile: process.env.BENCH_PROFILE === '1',
   }
@@ -111,24 +158,31 @@ interface RunningServer {
   stop(): Promise<void>
 }
 
-async function startServer(kind: ServerKind, scenario: Scenario, settings: Settings): Promise<RunningServer> {
+/** Which server of which framework. */
+interface Target {
+  readonly framework: Framework
+  readonly server: ServerKind
+}
+
+async function startServer(target: Target, scenario: Scenario, settings: Settings): Promise<RunningServer> {
+  const { framework, server: kind } = target
   const execArgv = ['--import', 'tsx']
   if (settings.profile) {
     // One directory per cell: the main thread and tsx's loader thread each write a profile.
-    const dir = join(RESULTS_DIR, 'profiles', `${kind}-${scenario}`)
+    const dir = join(RESULTS_DIR, 'profiles', `${framework}-${kind}-${scenario}`)
     mkdirSync(dir, { recursive: true })
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`)
   }
   const child = fork(SERVER_ENTRY, [], {
     cwd: ROOT,
     execArgv,
-    env: { ...process.env, BENCH_SERVER: kind },
+    env: { ...process.env, BENCH_FRAMEWORK: framework, BENCH_SERVER: kind },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   const cpuWaiters: ((micros: { user: number; system: number }) => void)[] = []
   const port = await new Promise<number>((resolve, reject) => {
     const onExit = (code: number | null): void =>
-      reject(new Error(`${kind} server exited with code ${code} before listening`))
+      reject(new Error(`${framework} ${kind} server exited with code ${code} before listening`))
     child.once('exit', onExit)
     child.on('message', (message: ServerMessage) => {
       if (message.type === 'cpu') {
@@ -137,7 +191,7 @@ async function startServer(kind: ServerKind, scenario: Scenario, settings: Setti
       }
       child.off('exit', onExit)
       if (message.type === 'ready') resolve(message.port)
-      else reject(new Error(`${kind} server failed to start:\n${message.message}`))
+      else reject(new Error(`${framework} ${kind} server failed to start:\n${message.message}`))
     })
   })
   const askCpu: ParentMessage = { type: 'cpu' }
@@ -168,66 +222,94 @@ async function stopServer(child: ChildProcess): Promise<void> {
 interface Answer {
   readonly status: number
   readonly body: string
-  /** The `name=value` part of the first Set-Cookie, or null. */
+  /** The `name=value` parts of every Set-Cookie, as a Cookie header (koa-session signs in a second cookie), or null. */
   readonly cookie: string | null
 }
 
 async function request(base: string, path: string, cookie?: string): Promise<Answer> {
   const response = await fetch(base + path, { headers: cookie ? { cookie } : {} })
-  const setCookie = response.headers.getSetCookie()[0]
-  return { status: response.status, body: await response.text(), cookie: setCookie?.split(';')[0] ?? null }
+  const setCookies = response.headers.getSetCookie()
+  return {
+    status: response.status,
+    body: await response.text(),
+    cookie: setCookies.length === 0 ? null : setCookies.map((line) => line.split(';')[0]).join('; '),
+  }
 }
 
 class BehaviourError extends Error {}
 
-function expect(kind: ServerKind, what: string, ok: boolean, got: unknown): void {
-  if (!ok) throw new BehaviourError(`${LABELS[kind]} misbehaves: ${what} (got ${JSON.stringify(got)})`)
+function expect(target: Target, what: string, ok: boolean, got: unknown): void {
+  if (!ok) {
+    const name = `${FRAMEWORK_NAMES[target.framework]}: ${label(target.framework, target.server)}`
+    throw new BehaviourError(`${name} misbehaves: ${what} (got ${JSON.stringify(got)})`)
+  }
 }
 
 /** Creates one session holding value='hello' and n=0; for the bare server, a look-alike cookie. */
-async function seed(kind: ServerKind, base: string): Promise<string> {
+async function seed(target: Target, base: string): Promise<string> {
   const answer = await request(base, '/seed')
-  expect(kind, '/seed answers 200', answer.status === 200, answer)
-  if (kind === 'bare') return `sid=${'x'.repeat(43)}` // same request size, nothing behind it
-  expect(kind, '/seed sets a session cookie', answer.cookie !== null, answer)
+  expect(target, '/seed answers 200', answer.status === 200, answer)
+  if (target.server === 'bare') return `sid=${'x'.repeat(43)}` // same request size, nothing behind it
+  expect(target, '/seed sets a session cookie', answer.cookie !== null, answer)
   return answer.cookie as string
 }
 
 /** R returns the stored value, W increments, N sets a cookie, and the session survives across requests. */
-async function verify(kind: ServerKind, base: string): Promise<void> {
-  const sessions = kind !== 'bare'
-  const cookie = await seed(kind, base)
+async function verify(target: Target, base: string): Promise<void> {
+  const sessions = target.server !== 'bare'
+  const cookie = await seed(target, base)
   const read = await request(base, '/r', cookie)
-  expect(kind, 'R returns the stored value', read.status === 200 && read.body === 'hello', read)
+  expect(target, 'R returns the stored value', read.status === 200 && read.body === 'hello', read)
   if (sessions) {
     const anonymous = await request(base, '/r')
-    expect(kind, 'R without a cookie finds no value', anonymous.status === 404, anonymous)
+    expect(target, 'R without a cookie finds no value', anonymous.status === 404, anonymous)
   }
   const first = await request(base, '/w', cookie)
   const second = await request(base, '/w', cookie)
-  expect(kind, 'W answers 200', first.status === 200 && second.status === 200, [first, second])
-  expect(kind, 'W increments', Number(second.body) === Number(first.body) + 1, [first.body, second.body])
+  expect(target, 'W answers 200', first.status === 200 && second.status === 200, [first, second])
+  expect(target, 'W increments', Number(second.body) === Number(first.body) + 1, [first.body, second.body])
   if (sessions) {
-    expect(kind, 'W starts from the seeded 0', first.body === '1', first.body)
+    expect(target, 'W starts from the seeded 0', first.body === '1', first.body)
     const count = await request(base, '/count', cookie)
-    expect(kind, 'W is stored in the session', count.body === '2', count.body)
+    expect(target, 'W is stored in the session', count.body === '2', count.body)
   }
   const created = await request(base, '/n')
-  expect(kind, 'N answers 200', created.status === 200, created)
+  expect(target, 'N answers 200', created.status === 200, created)
   if (sessions) {
-    expect(kind, 'N sets a session cookie', created.cookie !== null, created)
+    expect(target, 'N sets a session cookie', created.cookie !== null, created)
     const again = await request(base, '/n')
-    expect(kind, 'N gives each request its own session', again.cookie !== created.cookie, [
+    expect(target, 'N gives each request its own session', again.cookie !== created.cookie, [
       created.cookie,
       again.cookie,
     ])
   }
 }
 
-async function counterTotal(kind: ServerKind, base: string, cookies: readonly string[]): Promise<number> {
-  if (kind === 'bare') return Number((await request(base, '/count')).body)
-  let total = 0
-  for (const cookie of cookies) total += Number((await request(base, '/count', cookie)).body)
+async function counterTotal(target: Target, base: string, cookies: readonly string[]): Promise<number> {
+  if (target.server === 'bare') return Number((await request(base, '/count')).body)
+  const counts = await Promise.all(
+    cookies.map(async (cookie) => Number((await request(base, '/count', cookie)).body)),
+  )
+  return counts.reduce((sum, count) => sum + count, 0)
+}
+
+/**
+ * The counters' total once the server has applied every request it was sent: when a load run stops,
+ * requests already sent on its connections may still be in the server's buffers (on a busy machine,
+ * a good many), and are applied after the run has ended.
+ */
+async function settledCounterTotal(
+  target: Target,
+  base: string,
+  cookies: readonly string[],
+): Promise<number> {
+  let total = await counterTotal(target, base, cookies)
+  for (let attempt = 0; attempt < 50; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const again = await counterTotal(target, base, cookies)
+    if (again === total) return total
+    total = again
+  }
   return total
 }
 
@@ -257,16 +339,18 @@ function load(
   })
 }
 
-async function measure(kind: ServerKind, scenario: Scenario, settings: Settings): Promise<Cell> {
-  const server = await startServer(kind, scenario, settings)
+async function measure(target: Target, scenario: Scenario, settings: Settings): Promise<Cell> {
+  const server = await startServer(target, scenario, settings)
   try {
-    await verify(kind, server.base)
+    await verify(target, server.base)
     const cookies: string[] = []
     if (scenario !== 'N') {
-      for (let i = 0; i < settings.connections; i++) cookies.push(await seed(kind, server.base))
+      cookies.push(
+        ...(await Promise.all(Array.from({ length: settings.connections }, () => seed(target, server.base)))),
+      )
     }
     await load(server.base, scenario, cookies, settings.warmupSeconds, settings.connections)
-    const before = scenario === 'W' ? await counterTotal(kind, server.base, cookies) : 0
+    const before = scenario === 'W' ? await settledCounterTotal(target, server.base, cookies) : 0
     const cpuBefore = await server.cpuMicros()
     const result = await load(server.base, scenario, cookies, settings.durationSeconds, settings.connections)
     const cpuAfter = await server.cpuMicros()
@@ -276,7 +360,7 @@ async function measure(kind: ServerKind, scenario: Scenario, settings: Settings)
     if (result.errors > 0) problems.push(`${result.errors} errors (${result.timeouts} timeouts)`)
     let writesApplied: number | undefined
     if (scenario === 'W') {
-      writesApplied = (await counterTotal(kind, server.base, cookies)) - before
+      writesApplied = (await settledCounterTotal(target, server.base, cookies)) - before
       // Requests cut off when the run stops may still have been applied: at most one per connection.
       if (writesApplied < result['2xx']) {
         problems.push(`lost writes: ${result['2xx']} answered, ${writesApplied} kept`)
@@ -290,7 +374,8 @@ async function measure(kind: ServerKind, scenario: Scenario, settings: Settings)
     )
     return {
       scenario,
-      server: kind,
+      framework: target.framework,
+      server: target.server,
       requestsPerSecond: result.requests.average,
       latencyP50Ms: result.latency.p50,
       latencyP99Ms: result.latency.p99,
@@ -343,72 +428,137 @@ function table(
   return [line(header), rule, ...rows.map(line)].join('\n')
 }
 
+/** The versions compared, read from the installed packages. */
+function versions(): Record<string, string> {
+  const names = [
+    ...FRAMEWORKS.map((framework) => FRAMEWORK_PACKAGES[framework]).filter((name) => name !== null),
+    '@hono/node-server',
+    ...new Set(Object.values(PEERS)),
+    '@fastify/cookie',
+    'autocannon',
+  ]
+  const found: Record<string, string> = { node: process.version }
+  for (const name of names) {
+    try {
+      const manifest = JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8'))
+      found[name] = String(manifest.version)
+    } catch {
+      found[name] = 'unknown'
+    }
+  }
+  return found
+}
+
+/** The aims of issue 8, each a ratio of latchkey's req/s to another server's on the same framework. */
+const AIMS: readonly {
+  readonly framework: Framework
+  readonly scenario: Scenario
+  readonly over: 'bare' | 'peer'
+  readonly atLeast: number
+}[] = [
+  { framework: 'express', scenario: 'R', over: 'bare', atLeast: 0.85 },
+  { framework: 'fastify', scenario: 'R', over: 'bare', atLeast: 0.5 },
+  { framework: 'fastify', scenario: 'R', over: 'peer', atLeast: 2 },
+  { framework: 'fastify', scenario: 'W', over: 'peer', atLeast: 2 },
+]
+
 function report(
   cells: readonly Cell[],
   settings: Settings,
   environment: string,
 ): { markdown: string; json: object } {
-  const find = (scenario: Scenario, server: ServerKind): Cell | undefined =>
-    cells.find((cell) => cell.scenario === scenario && cell.server === server)
-  const rows = cells.map((cell) => [
-    `${cell.scenario}: ${SCENARIOS[cell.scenario]}`,
-    LABELS[cell.server],
-    formatRate(cell.requestsPerSecond),
-    `${cell.latencyP99Ms} ms`,
-    formatRatio(ratio(cell.requestsPerSecond, find(cell.scenario, 'bare')?.requestsPerSecond)),
-    formatCpu(cell),
-    cell.problems.length === 0 ? 'ok' : cell.problems.join('; '),
-  ])
-  const main = table(
-    [
-      'Scenario',
-      'Server',
-      'req/s (mean)',
-      'p99 latency',
-      '× bare',
-      'server CPU / req (user + sys)',
-      'checks',
-    ],
-    rows,
-    ['l', 'l', 'r', 'r', 'r', 'r', 'l'],
-  )
-  const versus = settings.scenarios.map((scenario) => {
-    const peer = find(scenario, 'express-session')?.requestsPerSecond
+  const installed = versions()
+  const find = (scenario: Scenario, framework: Framework, server: ServerKind): Cell | undefined =>
+    cells.find((cell) => cell.scenario === scenario && cell.framework === framework && cell.server === server)
+  const rate = (scenario: Scenario, framework: Framework, server: ServerKind): number | undefined =>
+    find(scenario, framework, server)?.requestsPerSecond
+  const toBare = (cell: Cell): number | null =>
+    ratio(cell.requestsPerSecond, rate(cell.scenario, cell.framework, 'bare'))
+  const toPeer = (cell: Cell): number | null =>
+    ratio(cell.requestsPerSecond, rate(cell.scenario, cell.framework, 'peer'))
+
+  const groups = settings.frameworks.map((framework) => {
+    const name = FRAMEWORK_NAMES[framework]
+    const pkg = FRAMEWORK_PACKAGES[framework]
+    const title =
+      `**${pkg === null ? `${name} (Node ${process.version})` : `${name} ${installed[pkg]}`}**, ` +
+      `peer: ${PEERS[framework]} ${installed[PEERS[framework]]}` +
+      (framework === 'fastify' ? ` with @fastify/cookie ${installed['@fastify/cookie']}` : '') +
+      (framework === 'hono' ? `, on @hono/node-server ${installed['@hono/node-server']}` : '')
+    const rows = cells
+      .filter((cell) => cell.framework === framework)
+      .map((cell) => [
+        `${cell.scenario}: ${SCENARIOS[cell.scenario]}`,
+        label(framework, cell.server),
+        formatRate(cell.requestsPerSecond),
+        `${cell.latencyP99Ms} ms`,
+        formatRatio(toBare(cell)),
+        formatRatio(toPeer(cell)),
+        formatCpu(cell),
+        cell.problems.length === 0 ? 'ok' : cell.problems.join('; '),
+      ])
+    return [
+      title,
+      '',
+      table(
+        [
+          'Scenario',
+          'Server',
+          'req/s (mean)',
+          'p99 latency',
+          '× bare',
+          '× peer',
+          'server CPU / req (user + sys)',
+          'checks',
+        ],
+        rows,
+        ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'l'],
+      ),
+    ].join('\n')
+  })
+
+  const aims = AIMS.filter(
+    (aim) => settings.frameworks.includes(aim.framework) && settings.scenarios.includes(aim.scenario),
+  ).map((aim) => {
+    const base = rate(aim.scenario, aim.framework, aim.over)
+    const memory = ratio(rate(aim.scenario, aim.framework, 'latchkey-memory'), base)
+    const sqlite = ratio(rate(aim.scenario, aim.framework, 'latchkey-sqlite'), base)
+    const other = aim.over === 'bare' ? `bare ${FRAMEWORK_NAMES[aim.framework]}` : PEERS[aim.framework]
     return {
-      scenario,
-      memory: ratio(find(scenario, 'latchkey-memory')?.requestsPerSecond, peer),
-      sqlite: ratio(find(scenario, 'latchkey-sqlite')?.requestsPerSecond, peer),
+      ...aim,
+      text: `${FRAMEWORK_NAMES[aim.framework]} + latchkey ${aim.scenario} ≥ ${aim.atLeast}× ${other}`,
+      memory,
+      sqlite,
+      met: memory === null ? null : memory >= aim.atLeast,
     }
   })
-  const peerTable = table(
-    ['Scenario', 'latchkey + MemoryStore ÷ express-session', 'latchkey + SqliteStore ÷ express-session'],
-    versus.map((v) => [
-      `${v.scenario}: ${SCENARIOS[v.scenario]}`,
-      formatRatio(v.memory),
-      formatRatio(v.sqlite),
+  const aimsTable = table(
+    ['Aim (issue 8)', 'latchkey + MemoryStore', 'latchkey + SqliteStore', 'met (MemoryStore)'],
+    aims.map((aim) => [
+      aim.text,
+      formatRatio(aim.memory),
+      formatRatio(aim.sqlite),
+      aim.met === null ? 'n/a' : aim.met ? 'yes' : 'no',
     ]),
-    ['l', 'r', 'r'],
+    ['l', 'r', 'r', 'l'],
   )
   const markdown = [
     `${environment}. Loopback, autocannon ${settings.connections} connections, ${settings.durationSeconds} s per cell ` +
       `after a ${settings.warmupSeconds} s warm-up, each server in its own process. R and W: every connection is ` +
-      'one user with its own session (value: a short string and a counter). Server CPU / req: CPU time of the ' +
+      'one user with its own session (value: a short string and a counter). × bare and × peer: req/s over ' +
+      'that of the same framework without sessions and with its peer. Server CPU / req: CPU time of the ' +
       'server process over the measured run, divided by the requests completed; "sys" is mostly the loopback ' +
       'writes, which cost more per request the less busy the load generator is.',
-    '',
-    main,
-    '',
-    peerTable,
+    ...groups.flatMap((group) => ['', group]),
+    ...(aims.length === 0 ? [] : ['', aimsTable]),
   ].join('\n')
   const json = {
     date: new Date().toISOString(),
     environment,
+    versions: installed,
     settings,
-    cells: cells.map((cell) => ({
-      ...cell,
-      ratioToBare: ratio(cell.requestsPerSecond, find(cell.scenario, 'bare')?.requestsPerSecond),
-    })),
-    latchkeyOverExpressSession: versus,
+    cells: cells.map((cell) => ({ ...cell, ratioToBare: toBare(cell), ratioToPeer: toPeer(cell) })),
+    aims: aims.map(({ text, ...aim }) => ({ aim: text, ...aim })),
   }
   return { markdown, json }
 }
@@ -428,24 +578,29 @@ async function main(): Promise<void> {
   const settings = readSettings()
   const cpu = cpus()
   const environment = `Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}`
-  const cellCount = settings.scenarios.length * settings.servers.length
-  const minutes = ((settings.durationSeconds + settings.warmupSeconds + 2) * cellCount) / 60
+  const cellCount = settings.scenarios.length * settings.frameworks.length * settings.servers.length
+  // Besides the load itself, each cell starts a process, checks it and seeds a session per connection.
+  const minutes = ((settings.durationSeconds + settings.warmupSeconds + 3) * cellCount) / 60
   console.log(`${environment}`)
   console.log(
     `${cellCount} cells, ${settings.connections} connections, ${settings.warmupSeconds} s warm-up + ` +
       `${settings.durationSeconds} s each (about ${minutes.toFixed(1)} min)\n`,
   )
+  const started = Date.now()
   const cells: Cell[] = []
   // Scenario by scenario, so that any drift of the machine over the run hits every server alike.
   for (const scenario of settings.scenarios) {
-    for (const server of settings.servers) {
-      const cell = await measure(server, scenario, settings)
-      cells.push(cell)
-      const status = cell.problems.length === 0 ? '' : `  PROBLEM: ${cell.problems.join('; ')}`
-      console.log(
-        `${scenario}  ${LABELS[server].padEnd(30)} ${formatRate(cell.requestsPerSecond).padStart(8)} req/s` +
-          `  p99 ${String(cell.latencyP99Ms).padStart(4)} ms  CPU/req ${formatCpu(cell)}${status}`,
-      )
+    for (const framework of settings.frameworks) {
+      for (const server of settings.servers) {
+        const cell = await measure({ framework, server }, scenario, settings)
+        cells.push(cell)
+        const status = cell.problems.length === 0 ? '' : `  PROBLEM: ${cell.problems.join('; ')}`
+        console.log(
+          `${scenario}  ${framework.padEnd(7)} ${label(framework, server).padEnd(35)} ` +
+            `${formatRate(cell.requestsPerSecond).padStart(8)} req/s` +
+            `  p99 ${String(cell.latencyP99Ms).padStart(4)} ms  CPU/req ${formatCpu(cell)}${status}`,
+        )
+      }
     }
   }
   const { markdown, json } = report(cells, settings, environment)
@@ -454,7 +609,9 @@ async function main(): Promise<void> {
   writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`)
   formatLikeTheRepository(file)
   console.log(`\n${markdown}\n`)
-  console.log(`Results written to ${relative(process.cwd(), file)}`)
+  console.log(
+    `Results written to ${relative(process.cwd(), file)} (${((Date.now() - started) / 60_000).toFixed(1)} min)`,
+  )
   const problems = cells.filter((cell) => cell.problems.length > 0)
   if (problems.length > 0) {
     console.error(`\n${problems.length} cell(s) had problems: see the checks column.`)
