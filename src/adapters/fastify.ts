@@ -8,11 +8,11 @@
  * Fastify's error handling with `statusCode` set (503 and `Retry-After` for a store that is down).
  */
 import type { FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify'
-import fp from 'fastify-plugin'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
 import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, isCsrfError } from '../csrf/index.js'
+import { requireDriver } from '../stores/driver.js'
 import { NodeCsrfRequest } from './csrf-request.js'
 import { asHttpError, commitCookies, commitHeaders, DISCARDED } from './shared.js'
 
@@ -191,6 +191,8 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
  * `session`; a store that fails answers 503 through Fastify's error handler; a handler that fails saves
  * none of its session changes.
  */
+// fastify-plugin is loaded like a store's driver: a project without it gets a ConfigError naming it.
+const fp = requireDriver<typeof import('fastify-plugin')>('fastify-plugin', 'latchkey/fastify')
 const latchkey = fp(plugin, { fastify: '5.x', name: 'latchkey' }) as FastifyPluginCallback<
   FastifySessionsOptions<SessionData>
 > &

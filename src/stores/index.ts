@@ -43,9 +43,23 @@ export const STORE_SCHEMES = Object.freeze([
   'redis+cluster:',
 ])
 
-/** `url` with any password replaced by `***`, for messages and logs. */
+/**
+ * `url` with any password replaced by `***`, for messages and logs: every host of a
+ * `redis+cluster://` list, and a password holding a raw `/` or `@` too (when unsure, more is masked).
+ */
 export function maskStoreUrl(url: string): string {
-  return url.replace(/^([a-z+]+:\/\/[^:/@]*):[^@/]*@/i, '$1:***@')
+  const start = url.indexOf('://')
+  if (start < 0) return url
+  const hosts = url
+    .slice(start + 3)
+    .split(',')
+    .map((host) => {
+      const end = host.search(/[?#]/)
+      const at = host.lastIndexOf('@', end < 0 ? host.length : end)
+      const colon = host.indexOf(':')
+      return at > 0 && colon >= 0 && colon < at ? `${host.slice(0, colon + 1)}***${host.slice(at)}` : host
+    })
+  return url.slice(0, start + 3) + hosts.join(',')
 }
 
 /** The npm package each scheme's store needs. */

@@ -109,6 +109,11 @@ describe('openStore', () => {
     expect(maskStoreUrl('redis://:secret@h:6379')).toBe('redis://:***@h:6379')
     expect(maskStoreUrl('redis://h:6379')).toBe('redis://h:6379')
     expect(maskStoreUrl('sqlite:./a.db')).toBe('sqlite:./a.db')
+    expect(maskStoreUrl('redis+cluster://:one@a:7000,u:two@b:7001,c:7002')).toBe(
+      'redis+cluster://:***@a:7000,u:***@b:7001,c:7002',
+    )
+    expect(maskStoreUrl('mysql://u:pa/ss@h/db?x=1')).toBe('mysql://u:***@h/db?x=1')
+    expect(maskStoreUrl('postgres://u@h/db?application_name=a@b')).toBe('postgres://u@h/db?application_name=a@b')
   })
 
   test('a missing driver package is a ConfigError saying what to install', async () => {
