@@ -113,7 +113,9 @@ describe('openStore', () => {
       'redis+cluster://:***@a:7000,u:***@b:7001,c:7002',
     )
     expect(maskStoreUrl('mysql://u:pa/ss@h/db?x=1')).toBe('mysql://u:***@h/db?x=1')
-    expect(maskStoreUrl('postgres://u@h/db?application_name=a@b')).toBe('postgres://u@h/db?application_name=a@b')
+    expect(maskStoreUrl('postgres://u@h/db?application_name=a@b')).toBe(
+      'postgres://u@h/db?application_name=a@b',
+    )
   })
 
   test('a missing driver package is a ConfigError saying what to install', async () => {
