@@ -22,7 +22,8 @@ export async function resolve(specifier, context, next) {
 }`
 
 const CHILD = `
-import { register } from 'node:module'
+import { createRequire, register } from 'node:module'
+import { pathToFileURL } from 'node:url'
 import { MessageChannel } from 'node:worker_threads'
 const { port1, port2 } = new MessageChannel()
 const seen = []
@@ -33,10 +34,14 @@ register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(HOOK)}), 
 })
 const FRAMEWORK = /\\/node_modules\\/((?:@hono\\/)?[^/@]+|@koa\\/[^/]+|@fastify\\/[^/]+)\\//
 const loaded = {}
+// Drivers loaded with require() (createRequire) do not pass the resolve hook: node's CommonJS cache has them.
+const cjs = createRequire(import.meta.url).cache
 for (const entry of JSON.parse(process.argv[1])) {
   seen.length = 0
+  const before = new Set(Object.keys(cjs))
   await import(new URL(entry, ${JSON.stringify(pathToFileURL(root).href)}).href)
   await new Promise((resolve) => setTimeout(resolve, 100))
+  for (const file of Object.keys(cjs)) if (!before.has(file)) seen.push(pathToFileURL(file).href)
   const packages = new Set()
   for (const url of seen) {
     const match = FRAMEWORK.exec(url)

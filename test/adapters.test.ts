@@ -33,6 +33,7 @@ import type {
   ServedConformanceApp,
 } from '../src/testing/adapter-conformance.js'
 import { defineAdapterConformance } from '../src/testing/adapter-conformance.js'
+import { type Pausable, pausable } from './support/pausing-store.js'
 
 type Json = Extract<ConformanceReply, { kind: 'json' }>
 
@@ -367,6 +368,136 @@ describe('Express and Fastify commit the error page of a failed CSRF check', () 
       expect(await retryWithTheErrorPageToken(`http://127.0.0.1:${port}`)).toEqual([403, 200])
     } finally {
       await app.close()
+    }
+  })
+})
+
+describe.each([
+  ['Express', express],
+  ['Express 4', express4],
+])('%s: the hold sits on the response prototype every app shares', (_name, createApp) => {
+  const manager = (store: MemoryStore | Pausable<MemoryStore>['store'] = new MemoryStore()) =>
+    createSessionManager({ store, keys: [generateKey()], cookie: { secure: false } })
+
+  /** Signs in through `path` and returns whether the answer carried the session and the next visit knows it. */
+  async function signIn(url: string, path: string): Promise<{ cookie: boolean; user: unknown }> {
+    const response = await fetch(`${url}${path}`, { redirect: 'manual' })
+    const cookie = response.headers.getSetCookie().map((raw) => raw.split(';')[0])
+    const me = await fetch(`${url}/me`, { headers: { cookie: cookie.join('; ') } })
+    return { cookie: cookie.length === 1, user: await me.json() }
+  }
+
+  /** An app signing in at /login and /sub/login (a mounted sub-app, which swaps the prototype again). */
+  function appWithSubApp(before?: express.RequestHandler) {
+    const auth = expressSessions(manager())
+    const app = createApp()
+    if (before) app.use(before)
+    app.use(auth)
+    const sub = createApp()
+    sub.get('/login', (req, res) => {
+      auth.session(req).login('alice')
+      res.redirect('/me')
+    })
+    app.use('/sub', sub)
+    app.get('/login', (req, res) => {
+      auth.session(req).login('bob')
+      res.redirect('/me')
+    })
+    app.get('/me', (req, res) => {
+      res.json(auth.session(req).userId)
+    })
+    return app
+  }
+
+  test('a response served by a mounted sub-app is held', async () => {
+    const served = await listen(createServer(appWithSubApp()))
+    try {
+      expect(await signIn(served.url, '/sub/login')).toEqual({ cookie: true, user: 'alice' })
+      expect(await signIn(served.url, '/login')).toEqual({ cookie: true, user: 'bob' })
+    } finally {
+      await served.close()
+    }
+  })
+
+  test('with the middleware inside a sub-app, a response the parent app sends after it is held', async () => {
+    const auth = expressSessions(manager())
+    const app = createApp()
+    const sub = createApp()
+    sub.use(auth)
+    sub.use((req, _res, next) => {
+      auth.session(req).set('visited', true)
+      next()
+    })
+    app.use('/sub', sub)
+    // Express put the parent's prototype back on the response before this runs.
+    app.get('/sub/page', (req, res) => {
+      res.json(auth.session(req).get('visited'))
+    })
+    const served = await listen(createServer(app))
+    try {
+      const response = await fetch(`${served.url}/sub/page`)
+      expect(await response.json()).toBe(true)
+      expect(response.headers.getSetCookie()).toHaveLength(1)
+    } finally {
+      await served.close()
+    }
+  })
+
+  test('a wrapper put on the response before the middleware (compression, on-headers) is held too', async () => {
+    const wrapper: express.RequestHandler = (_req, res, next) => {
+      const end = res.end
+      res.end = function (this: express.Response, ...args: unknown[]) {
+        this.setHeader('x-wrapped', '1')
+        return (end as (...a: unknown[]) => unknown).apply(this, args)
+      } as typeof res.end
+      next()
+    }
+    const served = await listen(createServer(appWithSubApp(wrapper)))
+    try {
+      expect(await signIn(served.url, '/sub/login')).toEqual({ cookie: true, user: 'alice' })
+      expect(await signIn(served.url, '/login')).toEqual({ cookie: true, user: 'bob' })
+      expect((await fetch(`${served.url}/me`)).headers.get('x-wrapped')).toBe('1')
+    } finally {
+      await served.close()
+    }
+  })
+
+  test('headersSent is true while the commit holds the output, and an app without latchkey is left alone', async () => {
+    const paused = pausable(new MemoryStore())
+    const auth = expressSessions(manager(paused.store))
+    const seen: Record<string, boolean[]> = { held: [], plain: [] }
+    const app = createApp()
+    app.use(auth)
+    app.get('/login', (req, res) => {
+      auth.session(req).login('alice')
+      seen.held?.push(res.headersSent)
+      res.send('ok')
+      seen.held?.push(res.headersSent)
+    })
+    const plain = createApp()
+    plain.get('/', (_req, res) => {
+      seen.plain?.push(res.headersSent)
+      res.send('plain')
+      seen.plain?.push(res.headersSent)
+    })
+    const served = await listen(createServer(app))
+    const other = await listen(createServer(plain))
+    try {
+      const held = paused.pause('create')
+      const login = fetch(`${served.url}/login`)
+      await held.reached
+      // The handler has sent; its output waits for the store. To Express, it has gone.
+      expect(seen.held).toEqual([false, true])
+      expect(await (await fetch(other.url)).text()).toBe('plain')
+      expect(seen.plain).toEqual([false, true])
+      held.release()
+      const response = await login
+      expect(await response.text()).toBe('ok')
+      expect(response.headers.getSetCookie()).toHaveLength(1)
+    } finally {
+      paused.releaseAll()
+      await served.close()
+      await other.close()
     }
   })
 })

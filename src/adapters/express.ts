@@ -8,7 +8,6 @@
  * own handler answers them right. Only APIs common to Express 4 and 5 are used.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { OutgoingMessage } from 'node:http'
 import type { Request, RequestHandler } from 'express'
 import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
@@ -53,11 +52,6 @@ export interface ExpressSessions<T extends SessionData = SessionData> extends Re
   session(req: IncomingMessage): Session<T>
 }
 
-/** node's own `headersSent` getter, which the held response's own property defers to. */
-const nodeHeadersSent = Object.getOwnPropertyDescriptor(OutgoingMessage.prototype, 'headersSent')?.get as (
-  this: ServerResponse,
-) => boolean
-
 type ExpressRequest = IncomingMessage & { originalUrl?: string; secure?: boolean; body?: unknown }
 type WithSession<T extends SessionData> = ExpressRequest & { session?: Session<T> }
 
@@ -100,22 +94,18 @@ export function sessions<T extends SessionData>(
     session: Session<T>,
   ) => {
     req.session = session
-    const held = holdUntilCommitted(
+    // Express swaps each response's prototype: the hold goes on that prototype (see holdUntilCommitted),
+    // and `headersSent` counts held output, so Express's final handler (and any error handler that
+    // checks) does not start a second response behind it.
+    holdUntilCommitted(
       res,
       () => (res.statusCode >= 500 ? DISCARDED : (manager.commitSync(session) ?? manager.commit(session))),
       (error) => {
         onError(error)
         sendFailure(res, error)
       },
+      true,
     )
-    // Output held while the commit runs has, to the app, been sent: Express's final handler (and any
-    // error handler that checks) must not start a second response behind it.
-    Object.defineProperty(res, 'headersSent', {
-      configurable: true,
-      get(this: ServerResponse) {
-        return held.phase === 'committing' || nodeHeadersSent.call(this)
-      },
-    })
     if (guard.options === null) {
       next()
       return
