@@ -22,3 +22,10 @@ button?.addEventListener('click', async () => {
     if (status) status.textContent = `Failed: ${error instanceof Error ? error.message : String(error)}`
   }
 })
+
+// Chromium's back/forward cache keeps even no-store pages: after "Sign out", Back would show this page,
+// signed in, without asking the server. A page restored from that cache reloads, and the server answers
+// for the browser as it is now.
+addEventListener('pageshow', (event) => {
+  if (event.persisted) location.reload()
+})
