@@ -197,6 +197,8 @@ describe('two processes on one store', () => {
 // races between two managers in one process.
 
 const MINUTE = 60_000
+/** Past a 10-minute renewal interval: the next commit of a session this old rotates its ID. */
+const RENEWAL_DUE = 11 * MINUTE
 
 /** A request in one process: it loads its session, acts on it, then commits. */
 interface Request {
@@ -339,14 +341,20 @@ function storeKeyOfCookie(cookie: string): string {
 
 const alice = (data: Record<string, unknown> = { n: 0 }) => ({ userId: 'alice', data })
 
+/** `shared(options)` with alice signed in here (her first ID, `id0`), then both clocks moved `laterMs` on. */
+async function aliceSignedInHere(laterMs = 0, options: RemoteManagerOptions = {}) {
+  const s = await shared(options)
+  const { here, there } = sides(s)
+  const id0 = await signIn(here, 'alice')
+  if (laterMs > 0) await s.setTime(s.clock.now() + laterMs)
+  return { s, here, there, id0 }
+}
+
 describe('across processes: a logout racing a renewal', () => {
   const renewal = { renewalIntervalMs: 10 * MINUTE }
 
   test('the renewal there commits first: the logout here ends the renewed ID too', async () => {
-    const s = await shared(renewal)
-    const { here, there } = sides(s)
-    const id0 = await signIn(here, 'alice')
-    await s.setTime(s.clock.now() + 11 * MINUTE)
+    const { s, here, there, id0 } = await aliceSignedInHere(RENEWAL_DUE, renewal)
     const leaver = await here.load(id0)
     const reader = await there.load(id0)
     const id1 = cookieOf(await reader.commit())
@@ -360,10 +368,7 @@ describe('across processes: a logout racing a renewal', () => {
   })
 
   test('the logout here lands between the renewal there creating its new record and retiring the old one', async () => {
-    const s = await shared(renewal)
-    const { here, there } = sides(s)
-    const id0 = await signIn(here, 'alice')
-    await s.setTime(s.clock.now() + 11 * MINUTE)
+    const { s, here, there, id0 } = await aliceSignedInHere(RENEWAL_DUE, renewal)
     const reader = await there.load(id0)
     const leaver = await here.load(id0)
     const held = await s.remote.pause('update')
@@ -381,10 +386,7 @@ describe('across processes: a logout racing a renewal', () => {
   })
 
   test('the renewal there lands while the logout here is ending the old record', async () => {
-    const s = await shared(renewal)
-    const { here, there } = sides(s)
-    const id0 = await signIn(here, 'alice')
-    await s.setTime(s.clock.now() + 11 * MINUTE)
+    const { s, here, there, id0 } = await aliceSignedInHere(RENEWAL_DUE, renewal)
     const reader = await there.load(id0)
     const leaver = await here.load(id0)
     const held = s.localStore.pause('update', { match: isEnd })
@@ -403,9 +405,7 @@ describe('across processes: a logout racing a renewal', () => {
 
 describe('across processes: a logout racing regenerate()', () => {
   test('regenerate there commits first: the regenerated ID dies with the logout here', async () => {
-    const s = await shared()
-    const { here, there } = sides(s)
-    const id0 = await signIn(here, 'alice')
+    const { s, here, there, id0 } = await aliceSignedInHere()
     const elevating = await there.load(id0)
     const leaver = await here.load(id0)
     await elevating.act({ kind: 'regenerate' }, { kind: 'set', key: 'rotated', value: 'regenerate' })
@@ -461,7 +461,7 @@ describe('across processes: the grace window is a hard limit', () => {
       const s = await shared(options)
       const { [renewerName]: renewer, [lateName]: late } = sides(s)
       const id0 = await signIn(renewer, 'alice')
-      await s.setTime(s.clock.now() + 11 * MINUTE)
+      await s.setTime(s.clock.now() + RENEWAL_DUE)
       const first = await renewer.load(id0)
       const stale = await late.load(id0)
       const renewedAt = s.clock.now()

@@ -89,14 +89,14 @@ const reasonAsJson: NonNullable<NodeAdapterOptions<Data>['onCsrfError']> = (erro
   res.end(JSON.stringify({ reason: error.reason, csrf: error instanceof CsrfError }))
 }
 
-async function start(
-  options: {
-    csrf?: CsrfOptions | false
-    manager?: Partial<SessionManagerOptions>
-    onCsrfError?: NodeAdapterOptions<Data>['onCsrfError'] | null
-    tls?: { key: Buffer; cert: Buffer }
-  } = {},
-): Promise<Started> {
+interface StartOptions {
+  csrf?: CsrfOptions | false
+  manager?: Partial<SessionManagerOptions>
+  onCsrfError?: NodeAdapterOptions<Data>['onCsrfError'] | null
+  tls?: { key: Buffer; cert: Buffer }
+}
+
+async function start(options: StartOptions = {}): Promise<Started> {
   const clock = new ManualClock()
   const store = new MemoryStore({ clock })
   const manager = createSessionManager<Data>({
@@ -121,6 +121,14 @@ async function start(
     await manager.close()
   })
   return { url, port, manager, store, clock, errors, browser: () => new Browser(url) }
+}
+
+/** `start(options)`, and a browser on it whose session is stored (its tokens are that session's). */
+async function startStored(options: StartOptions = {}): Promise<{ s: Started; browser: Browser }> {
+  const s = await start(options)
+  const browser = s.browser()
+  await browser.stored()
+  return { s, browser }
 }
 
 interface Answer {
@@ -161,6 +169,14 @@ class Browser {
     const text = await response.text()
     const body = text.startsWith('{') ? (JSON.parse(text) as Record<string, unknown>) : { text }
     return { status: response.status, body, setCookies, headers: response.headers }
+  }
+
+  /** A POST with exactly these headers, and `body` when given. */
+  post(path: string, headers: Record<string, string> = {}, body?: RequestInit['body']): Promise<Answer> {
+    return this.send(
+      path,
+      body === undefined ? { method: 'POST', headers } : { method: 'POST', headers, body },
+    )
   }
 
   /** A token from `GET /form`. */
@@ -210,9 +226,7 @@ describe('which requests are checked', () => {
   })
 
   test('method override: a GET tunnelled to another method by _method or a header is checked', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     const tunnels: { path: string; headers?: Record<string, string> }[] = [
       { path: '/act?_method=POST' },
       { path: '/act?_method=delete' },
@@ -244,15 +258,13 @@ describe('which requests are checked', () => {
   })
 
   test('a POST overridden to GET by its _method field or header is still checked as a POST', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     const form = urlencoded({ _method: 'GET' })
-    const answer = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...form.headers, 'x-http-method-override': 'GET', 'sec-fetch-site': 'cross-site' },
-      body: form.body,
-    })
+    const answer = await browser.post(
+      '/act',
+      { ...form.headers, 'x-http-method-override': 'GET', 'sec-fetch-site': 'cross-site' },
+      form.body,
+    )
     expect(answer.status).toBe(403)
     expect((await browser.send('/state')).body.acted).toBe(0)
   })
@@ -260,9 +272,7 @@ describe('which requests are checked', () => {
 
 describe('layer 1: where the request comes from', () => {
   test('Sec-Fetch-Site: same-origin and none pass; cross-site and same-site fail; same-site passes when trusted', async () => {
-    const s = await start({ csrf: { trustedOrigins: ['http://admin.localhost:4000'] } })
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored({ csrf: { trustedOrigins: ['http://admin.localhost:4000'] } })
     const cases: [Record<string, string>, number, string?][] = [
       [{ 'sec-fetch-site': 'same-origin' }, 200],
       [{ 'sec-fetch-site': 'none' }, 200],
@@ -278,10 +288,7 @@ describe('layer 1: where the request comes from', () => {
       [{ 'sec-fetch-site': 'same-origin', origin: 'https://evil.test' }, 200],
     ]
     for (const [headers, status, reason] of cases) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { ...headers, 'x-csrf-token': await browser.token() },
-      })
+      const answer = await browser.post('/act', { ...headers, 'x-csrf-token': await browser.token() })
       expect(answer.status, JSON.stringify(headers)).toBe(status)
       if (reason) expect(answer.body.reason, JSON.stringify(headers)).toBe(reason)
     }
@@ -289,31 +296,24 @@ describe('layer 1: where the request comes from', () => {
   })
 
   test('a trusted origin passes whatever Sec-Fetch-Site says, as it does without fetch metadata', async () => {
-    const s = await start({ csrf: { trustedOrigins: ['https://partner.example'] } })
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored({ csrf: { trustedOrigins: ['https://partner.example'] } })
     for (const headers of [
       { 'sec-fetch-site': 'cross-site', origin: 'https://partner.example' } as Record<string, string>,
       { origin: 'https://partner.example' },
     ]) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { ...headers, 'x-csrf-token': await browser.token() },
-      })
+      const answer = await browser.post('/act', { ...headers, 'x-csrf-token': await browser.token() })
       expect(answer.status).toBe(200)
     }
     // It still needs a token.
-    const noToken = await browser.send('/act', {
-      method: 'POST',
-      headers: { 'sec-fetch-site': 'cross-site', origin: 'https://partner.example' },
+    const noToken = await browser.post('/act', {
+      'sec-fetch-site': 'cross-site',
+      origin: 'https://partner.example',
     })
     expect(noToken.body.reason).toBe('missing-token')
   })
 
   test('without fetch metadata, Origin must equal the own origin exactly: scheme, host and port', async () => {
-    const s = await start({ csrf: { trustedOrigins: ['https://partner.example:8443'] } })
-    const browser = s.browser()
-    await browser.stored()
+    const { s, browser } = await startStored({ csrf: { trustedOrigins: ['https://partner.example:8443'] } })
     const own = `http://127.0.0.1:${s.port}`
     const failing = [
       `http://127.0.0.1:${s.port}.evil.test`,
@@ -331,47 +331,34 @@ describe('layer 1: where the request comes from', () => {
       '',
     ]
     for (const origin of failing) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { origin, 'x-csrf-token': await browser.token() },
-      })
+      const answer = await browser.post('/act', { origin, 'x-csrf-token': await browser.token() })
       expect(answer.status, origin).toBe(403)
       expect(answer.body.reason, origin).toBe('origin-mismatch')
     }
     for (const origin of [own, 'https://partner.example:8443']) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { origin, 'x-csrf-token': await browser.token() },
-      })
+      const answer = await browser.post('/act', { origin, 'x-csrf-token': await browser.token() })
       expect(answer.status, origin).toBe(200)
     }
     expect((await browser.send('/state')).body.acted).toBe(2)
   })
 
   test('a configured origin is the own origin, whatever the Host header says', async () => {
-    const s = await start({ csrf: { origin: 'http://localhost:3000' } })
-    const browser = s.browser()
-    await browser.stored()
+    const { s, browser } = await startStored({ csrf: { origin: 'http://localhost:3000' } })
     const post = async (origin: string) =>
-      browser.send('/act', { method: 'POST', headers: { origin, 'x-csrf-token': await browser.token() } })
+      browser.post('/act', { origin, 'x-csrf-token': await browser.token() })
     expect((await post('http://localhost:3000')).status).toBe(200)
     expect((await post('http://localhost:3000.evil.test')).body.reason).toBe('origin-mismatch')
     expect((await post(`http://127.0.0.1:${s.port}`)).body.reason).toBe('origin-mismatch')
   })
 
   test('the own origin comes from Host and the connection, never from X-Forwarded-* unless a proxy is trusted', async () => {
-    const plain = await start()
-    const browser = plain.browser()
-    await browser.stored()
+    const { s: plain, browser } = await startStored()
     const forged = {
       origin: 'https://evil.test',
       'x-forwarded-host': 'evil.test',
       'x-forwarded-proto': 'https',
     }
-    const refused = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...forged, 'x-csrf-token': await browser.token() },
-    })
+    const refused = await browser.post('/act', { ...forged, 'x-csrf-token': await browser.token() })
     expect(refused.body.reason).toBe('origin-mismatch')
     // The Host header a browser sends names the site it is talking to.
     const viaHost = await rawPost(plain.port, '/act', {
@@ -382,12 +369,10 @@ describe('layer 1: where the request comes from', () => {
     })
     expect(viaHost.status).toBe(200)
 
-    const proxied = await start({ csrf: { trustProxy: true } })
-    const behind = proxied.browser()
-    await behind.stored()
+    const { browser: behind } = await startStored({ csrf: { trustProxy: true } })
     const proxy = { 'x-forwarded-host': 'app.example', 'x-forwarded-proto': 'https' }
     const post = async (headers: Record<string, string>) =>
-      behind.send('/act', { method: 'POST', headers: { ...headers, 'x-csrf-token': await behind.token() } })
+      behind.post('/act', { ...headers, 'x-csrf-token': await behind.token() })
     expect((await post({ ...proxy, origin: 'https://app.example' })).status).toBe(200)
     expect((await post({ ...proxy, origin: 'http://app.example' })).body.reason).toBe('origin-mismatch')
     // The proxy's own value is the last one: a value the client put in front is not believed.
@@ -397,15 +382,10 @@ describe('layer 1: where the request comes from', () => {
   })
 
   test('without Origin over HTTPS (a trusted proxy says so), Referer must name the own origin', async () => {
-    const s = await start({ csrf: { trustProxy: true } })
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored({ csrf: { trustProxy: true } })
     const https = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'app.example' }
     const post = async (headers: Record<string, string>) =>
-      browser.send('/act', {
-        method: 'POST',
-        headers: { ...https, ...headers, 'x-csrf-token': await browser.token() },
-      })
+      browser.post('/act', { ...https, ...headers, 'x-csrf-token': await browser.token() })
     expect((await post({ referer: 'https://app.example/form?x=1' })).status).toBe(200)
     for (const referer of [
       'https://evil.test/',
@@ -449,44 +429,28 @@ describe('layer 1: where the request comes from', () => {
     expect((await send({ origin: s.url, 'x-csrf-token': await token() })).status).toBe(200)
     expect((await send({ 'x-csrf-token': await token() })).status).toBe(200)
 
-    const plain = await start()
-    const browser = plain.browser()
-    await browser.stored()
-    const answer = await browser.send('/act', {
-      method: 'POST',
-      headers: { referer: 'https://evil.test/', 'x-csrf-token': await browser.token() },
+    const { browser } = await startStored()
+    const answer = await browser.post('/act', {
+      referer: 'https://evil.test/',
+      'x-csrf-token': await browser.token(),
     })
     expect(answer.status).toBe(200)
   })
 
   test('no Sec-Fetch-Site, Origin or Referer (a non-browser client): the token alone decides', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
-    expect((await browser.send('/act', { method: 'POST' })).body.reason).toBe('missing-token')
-    expect(
-      (await browser.send('/act', { method: 'POST', headers: { 'x-csrf-token': 'x' } })).body.reason,
-    ).toBe('bad-token')
-    const answer = await browser.send('/act', {
-      method: 'POST',
-      headers: { 'x-csrf-token': await browser.token() },
-    })
+    const { browser } = await startStored()
+    expect((await browser.post('/act')).body.reason).toBe('missing-token')
+    expect((await browser.post('/act', { 'x-csrf-token': 'x' })).body.reason).toBe('bad-token')
+    const answer = await browser.post('/act', { 'x-csrf-token': await browser.token() })
     expect(answer.status).toBe(200)
   })
 })
 
 describe('layer 2: the token', () => {
   test('from the x-csrf-token header, or the _csrf field of urlencoded and multipart forms', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     expect(
-      (
-        await browser.send('/act', {
-          method: 'POST',
-          headers: { ...SAME_ORIGIN, 'x-csrf-token': await browser.token() },
-        })
-      ).status,
+      (await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': await browser.token() })).status,
     ).toBe(200)
     for (const form of [
       urlencoded({ _csrf: await browser.token(), name: 'x' }),
@@ -496,62 +460,49 @@ describe('layer 2: the token', () => {
       ),
       multipart({ name: 'x', _csrf: await browser.token() }),
     ]) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { ...form.headers, ...SAME_ORIGIN },
-        body: form.body,
-      })
+      const answer = await browser.post('/act', { ...form.headers, ...SAME_ORIGIN }, form.body)
       expect(answer.status, form.headers['content-type']).toBe(200)
     }
     expect((await browser.send('/state')).body.acted).toBe(4)
   })
 
   test('never from the query string', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     const token = await browser.token()
-    const answer = await browser.send(`/act?_csrf=${encodeURIComponent(token)}&x-csrf-token=${token}`, {
-      method: 'POST',
-      headers: SAME_ORIGIN,
-    })
+    const answer = await browser.post(
+      `/act?_csrf=${encodeURIComponent(token)}&x-csrf-token=${token}`,
+      SAME_ORIGIN,
+    )
     expect(answer.status).toBe(403)
     expect(answer.body.reason).toBe('missing-token')
     const form = urlencoded({ name: 'x' })
-    const withForm = await browser.send(`/act?_csrf=${encodeURIComponent(token)}`, {
-      method: 'POST',
-      headers: { ...form.headers, ...SAME_ORIGIN },
-      body: form.body,
-    })
+    const withForm = await browser.post(
+      `/act?_csrf=${encodeURIComponent(token)}`,
+      { ...form.headers, ...SAME_ORIGIN },
+      form.body,
+    )
     expect(withForm.body.reason).toBe('missing-token')
     expect((await browser.send('/state')).body.acted).toBe(0)
   })
 
   test('the header decides when it is there: a bad header token is not rescued by a good form field', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     const form = urlencoded({ _csrf: await browser.token() })
-    const answer = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...form.headers, ...SAME_ORIGIN, 'x-csrf-token': 'forged' },
-      body: form.body,
-    })
+    const answer = await browser.post(
+      '/act',
+      { ...form.headers, ...SAME_ORIGIN, 'x-csrf-token': 'forged' },
+      form.body,
+    )
     expect(answer.body.reason).toBe('bad-token')
   })
 
   test('each call makes another token, and all of them pass', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     const { a, b } = (await browser.send('/tokens')).body as { a: string; b: string }
     const c = await browser.token()
     expect(new Set([a, b, c]).size).toBe(3)
     for (const token of [a, b, c, a]) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { ...SAME_ORIGIN, 'x-csrf-token': token },
-      })
+      const answer = await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': token })
       expect(answer.status).toBe(200)
     }
   })
@@ -562,39 +513,24 @@ describe('layer 2: the token', () => {
     const mallory = s.browser()
     await alice.stored()
     await mallory.stored()
-    const answer = await alice.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': await mallory.token() },
-    })
+    const answer = await alice.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': await mallory.token() })
     expect(answer.body.reason).toBe('bad-token')
 
     const anonymous = s.browser()
     await anonymous.token()
     const stranger = s.browser()
     const strangers = await stranger.token()
-    const login = await anonymous.send('/login', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': strangers },
-    })
+    const login = await anonymous.post('/login', { ...SAME_ORIGIN, 'x-csrf-token': strangers })
     expect(login.body.reason).toBe('bad-token')
     // The same token with another manager's keys (another app) fails as well.
-    const other = await start()
-    const elsewhere = other.browser()
-    await elsewhere.stored()
+    const { browser: elsewhere } = await startStored()
     expect(
-      (
-        await alice.send('/act', {
-          method: 'POST',
-          headers: { ...SAME_ORIGIN, 'x-csrf-token': await elsewhere.token() },
-        })
-      ).body.reason,
+      (await alice.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': await elsewhere.token() })).body.reason,
     ).toBe('bad-token')
   })
 
   test('malformed tokens fail with 403, never an exception (property-based)', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { s, browser } = await startStored()
     const good = await browser.token()
     const printable = fc.stringMatching(/^[\x21-\x7e]{0,200}$/)
     const nearMiss = fc
@@ -606,11 +542,7 @@ describe('layer 2: the token', () => {
         fc.oneof(printable, nearMiss, fc.constant(`${good}A`), fc.constant(good.slice(1))),
         async (token) => {
           const form = urlencoded({ _csrf: token })
-          const answer = await browser.send('/act', {
-            method: 'POST',
-            headers: { ...form.headers, ...SAME_ORIGIN },
-            body: form.body,
-          })
+          const answer = await browser.post('/act', { ...form.headers, ...SAME_ORIGIN }, form.body)
           expect(answer.status).toBe(403)
           expect(['bad-token', 'missing-token']).toContain(answer.body.reason)
         },
@@ -625,36 +557,24 @@ describe('layer 2: the token', () => {
     const s = await start()
     const browser = s.browser()
     const before = await browser.stored()
-    const login = await browser.send('/login', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': before },
-    })
+    const login = await browser.post('/login', { ...SAME_ORIGIN, 'x-csrf-token': before })
     expect(login.status).toBe(200)
-    const stale = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': before },
-    })
+    const stale = await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': before })
     expect(stale.body.reason).toBe('bad-token')
-    const fresh = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': await browser.token() },
-    })
+    const fresh = await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': await browser.token() })
     expect(fresh.status).toBe(200)
     // And at logout.
     const signedIn = await browser.token()
-    await browser.send('/logout', { method: 'POST', headers: { ...SAME_ORIGIN, 'x-csrf-token': signedIn } })
-    const afterLogout = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': signedIn },
-    })
+    await browser.post('/logout', { ...SAME_ORIGIN, 'x-csrf-token': signedIn })
+    const afterLogout = await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': signedIn })
     expect(afterLogout.body.reason).toBe('bad-token')
   })
 
   test('tokens survive a key rotation and an ID renewal; a removed key voids them', async () => {
     const [oldKey, newKey] = [generateKey(), generateKey()]
-    const first = await start({ manager: { keys: [oldKey], renewalIntervalMs: 60_000 } })
-    const browser = first.browser()
-    await browser.stored()
+    const { s: first, browser } = await startStored({
+      manager: { keys: [oldKey], renewalIntervalMs: 60_000 },
+    })
     const token = await browser.token()
     expect(first.manager.verifyCsrfToken(await sessionOf(first, browser), token)).toBe(true)
     // The same store read by a manager whose first key is new: the old key still opens and verifies.
@@ -678,10 +598,7 @@ describe('layer 2: the token', () => {
     const before = browser.cookies.get('sid')
     await browser.send('/state')
     expect(browser.cookies.get('sid')).not.toBe(before)
-    const answer = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': token },
-    })
+    const answer = await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': token })
     expect(answer.status).toBe(200)
   })
 })
@@ -722,26 +639,16 @@ describe('the login form, before any session', () => {
     const s = await start()
     const browser = s.browser()
     const token = await browser.token()
-    const noToken = await browser.send('/login', { method: 'POST', headers: SAME_ORIGIN })
+    const noToken = await browser.post('/login', SAME_ORIGIN)
     expect(noToken.body.reason).toBe('missing-token')
-    const noCookie = await browser.send('/login', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, cookie: '', 'x-csrf-token': token },
-    })
+    const noCookie = await browser.post('/login', { ...SAME_ORIGIN, cookie: '', 'x-csrf-token': token })
     expect(noCookie.body.reason).toBe('bad-token')
-    const crossSite = await browser.send('/login', {
-      method: 'POST',
-      headers: { 'sec-fetch-site': 'cross-site', 'x-csrf-token': token },
-    })
+    const crossSite = await browser.post('/login', { 'sec-fetch-site': 'cross-site', 'x-csrf-token': token })
     expect(crossSite.body.reason).toBe('cross-site')
     expect(await s.store.count()).toBe(0)
 
     const form = urlencoded({ user: 'ada', _csrf: token })
-    const login = await browser.send('/login', {
-      method: 'POST',
-      headers: { ...form.headers, ...SAME_ORIGIN },
-      body: form.body,
-    })
+    const login = await browser.post('/login', { ...form.headers, ...SAME_ORIGIN }, form.body)
     expect(login.status).toBe(200)
     expect(login.body.userId).toBe('alice')
     expect(await s.store.count()).toBe(1)
@@ -749,10 +656,7 @@ describe('the login form, before any session', () => {
     const cleared = login.setCookies.find((raw) => raw.startsWith('csrf='))
     expect(cleared).toMatch(/Max-Age=0/)
     expect(browser.cookies.has('csrf')).toBe(false)
-    const replay = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': token },
-    })
+    const replay = await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': token })
     expect(replay.body.reason).toBe('bad-token')
   })
 
@@ -762,10 +666,7 @@ describe('the login form, before any session', () => {
     const answer = await browser.send('/form-stream')
     expect(answer.setCookies.map((raw) => raw.split('=')[0])).toEqual(['theme', 'csrf'])
     expect(answer.headers.get('cache-control')).toBe('no-store')
-    const post = await browser.send('/login', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': answer.body.token as string },
-    })
+    const post = await browser.post('/login', { ...SAME_ORIGIN, 'x-csrf-token': answer.body.token as string })
     expect(post.status).toBe(200)
   })
 
@@ -776,10 +677,7 @@ describe('the login form, before any session', () => {
     const stored = await browser.send('/store')
     expect(stored.setCookies.some((raw) => raw.startsWith('sid='))).toBe(true)
     expect(stored.setCookies.find((raw) => raw.startsWith('csrf='))).toMatch(/Max-Age=0/)
-    const answer = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': early },
-    })
+    const answer = await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': early })
     expect(answer.status).toBe(200)
   })
 
@@ -793,10 +691,7 @@ describe('the login form, before any session', () => {
     expect(aging.setCookies).toHaveLength(1)
     expect(browser.cookies.get('csrf')).not.toBe(sealed)
     // The same secret, a new deadline: the first token still passes.
-    const early = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': token },
-    })
+    const early = await browser.post('/act', { ...SAME_ORIGIN, 'x-csrf-token': token })
     expect(early.status).toBe(200)
 
     const late = s.browser()
@@ -804,9 +699,10 @@ describe('the login form, before any session', () => {
     const lateCookie = late.cookies.get('csrf') as string
     s.clock.advance(7_200_000)
     // A cookie replayed past its deadline opens, but is refused, and cleared.
-    const expired = await late.send('/login', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, cookie: `csrf=${lateCookie}`, 'x-csrf-token': lateToken },
+    const expired = await late.post('/login', {
+      ...SAME_ORIGIN,
+      cookie: `csrf=${lateCookie}`,
+      'x-csrf-token': lateToken,
     })
     expect(expired.body.reason).toBe('bad-token')
     expect(expired.setCookies.find((raw) => raw.startsWith('csrf='))).toMatch(/Max-Age=0/)
@@ -828,10 +724,7 @@ describe('the login form, before any session', () => {
       `csrf=${sealed}; csrf=${sealed}`,
       'csrf=garbage',
     ]) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { ...SAME_ORIGIN, cookie, 'x-csrf-token': token },
-      })
+      const answer = await browser.post('/act', { ...SAME_ORIGIN, cookie, 'x-csrf-token': token })
       expect(answer.body.reason, cookie).toBe('bad-token')
       expect(
         answer.setCookies.find((raw) => raw.startsWith('csrf=')),
@@ -870,15 +763,13 @@ describe('the Content-Type never decides whether a request is checked', () => {
   ]
 
   test('cross-site: refused for every type, before any body is looked at', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     for (const type of types) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { 'sec-fetch-site': 'cross-site', ...(type === null ? {} : { 'content-type': type }) },
-        body: type === null ? Buffer.from('{"a":1}') : `_csrf=${await browser.token()}&{"a":1}`,
-      })
+      const answer = await browser.post(
+        '/act',
+        { 'sec-fetch-site': 'cross-site', ...(type === null ? {} : { 'content-type': type }) },
+        type === null ? Buffer.from('{"a":1}') : `_csrf=${await browser.token()}&{"a":1}`,
+      )
       expect(answer.status, String(type)).toBe(403)
       expect(answer.body.reason).toBe('cross-site')
     }
@@ -886,24 +777,22 @@ describe('the Content-Type never decides whether a request is checked', () => {
   })
 
   test('same origin without a header token: every type needs one; a text/plain body smuggling _csrf is not a form', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     for (const type of types) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { ...SAME_ORIGIN, ...(type === null ? {} : { 'content-type': type }) },
-        body: type === null ? Buffer.from('x') : 'name=x',
-      })
+      const answer = await browser.post(
+        '/act',
+        { ...SAME_ORIGIN, ...(type === null ? {} : { 'content-type': type }) },
+        type === null ? Buffer.from('x') : 'name=x',
+      )
       expect(answer.status, String(type)).toBe(403)
       expect(answer.body.reason, String(type)).toBe('missing-token')
     }
     for (const type of ['text/plain', 'TEXT/PLAIN;charset=UTF-8', 'application/json']) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: { ...SAME_ORIGIN, 'content-type': type },
-        body: `_csrf=${await browser.token()}`,
-      })
+      const answer = await browser.post(
+        '/act',
+        { ...SAME_ORIGIN, 'content-type': type },
+        `_csrf=${await browser.token()}`,
+      )
       expect(answer.body.reason, type).toBe('missing-token')
     }
     // Form types are known by their essence, whatever the case: their _csrf field is read.
@@ -911,36 +800,20 @@ describe('the Content-Type never decides whether a request is checked', () => {
       { _csrf: await browser.token() },
       'Application/X-WWW-Form-Urlencoded ; charset=utf-8',
     )
-    expect(
-      (
-        await browser.send('/act', {
-          method: 'POST',
-          headers: { ...upper.headers, ...SAME_ORIGIN },
-          body: upper.body,
-        })
-      ).status,
-    ).toBe(200)
+    expect((await browser.post('/act', { ...upper.headers, ...SAME_ORIGIN }, upper.body)).status).toBe(200)
     const multi = multipart({ _csrf: await browser.token() }, 'MULTIPART/Form-Data')
-    expect(
-      (
-        await browser.send('/act', {
-          method: 'POST',
-          headers: { ...multi.headers, ...SAME_ORIGIN },
-          body: multi.body,
-        })
-      ).status,
-    ).toBe(200)
+    expect((await browser.post('/act', { ...multi.headers, ...SAME_ORIGIN }, multi.body)).status).toBe(200)
     // Any type passes with the header token.
     for (const type of types) {
-      const answer = await browser.send('/act', {
-        method: 'POST',
-        headers: {
+      const answer = await browser.post(
+        '/act',
+        {
           ...SAME_ORIGIN,
           'x-csrf-token': await browser.token(),
           ...(type === null ? {} : { 'content-type': type }),
         },
-        body: 'x',
-      })
+        'x',
+      )
       expect(answer.status, String(type)).toBe(200)
     }
     expect((await browser.send('/state')).body.acted).toBe(2 + types.length)
@@ -949,71 +822,54 @@ describe('the Content-Type never decides whether a request is checked', () => {
 
 describe('bodies', () => {
   test('a form body the check read is left for the handler (readBody, or the stream itself), urlencoded and multipart', async () => {
-    const s = await start()
-    const browser = s.browser()
-    await browser.stored()
+    const { browser } = await startStored()
     for (const form of [
       urlencoded({ _csrf: await browser.token(), name: 'ada' }),
       multipart({ _csrf: await browser.token(), name: 'ada' }),
     ]) {
       for (const path of ['/echo', '/echo-stream']) {
-        const answer = await browser.send(path, {
-          method: 'POST',
-          headers: { ...form.headers, ...SAME_ORIGIN },
-          body: form.body,
-        })
+        const answer = await browser.post(path, { ...form.headers, ...SAME_ORIGIN }, form.body)
         expect(answer.status).toBe(200)
         expect(answer.body.body).toBe(form.body)
       }
     }
     // Not read by the check (the token came in the header): readBody reads it then.
-    const json = await browser.send('/echo', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'content-type': 'application/json', 'x-csrf-token': await browser.token() },
-      body: '{"a":1}',
-    })
+    const json = await browser.post(
+      '/echo',
+      { ...SAME_ORIGIN, 'content-type': 'application/json', 'x-csrf-token': await browser.token() },
+      '{"a":1}',
+    )
     expect(json.body.body).toBe('{"a":1}')
   })
 
   test('an oversized form body is refused with 413 before it is read, declared or streamed', async () => {
-    const s = await start({ csrf: { maxBodyBytes: 1024 } })
-    const browser = s.browser()
-    await browser.stored()
+    const { s, browser } = await startStored({ csrf: { maxBodyBytes: 1024 } })
     const token = await browser.token()
+    const formHeaders = {
+      ...SAME_ORIGIN,
+      cookie: browser.cookieHeader ?? '',
+      'content-type': 'application/x-www-form-urlencoded',
+    }
     // Declared: 10 MB announced, a few bytes sent; the answer comes at once, the rest is never awaited.
     const declared = await rawPost(
       s.port,
       '/act',
-      {
-        ...SAME_ORIGIN,
-        cookie: browser.cookieHeader ?? '',
-        'content-type': 'application/x-www-form-urlencoded',
-        'content-length': String(10_000_000),
-      },
+      { ...formHeaders, 'content-length': String(10_000_000) },
       `_csrf=${token}`,
       false,
     )
     expect(declared.status).toBe(413)
     expect(declared.headers.connection).toBe('close')
     // Streamed (chunked, no length): refused once past the limit.
-    const streamed = await rawPost(
-      s.port,
-      '/act',
-      {
-        ...SAME_ORIGIN,
-        cookie: browser.cookieHeader ?? '',
-        'content-type': 'application/x-www-form-urlencoded',
-      },
-      `_csrf=${token}&pad=${'x'.repeat(4096)}`,
-    )
+    const streamed = await rawPost(s.port, '/act', formHeaders, `_csrf=${token}&pad=${'x'.repeat(4096)}`)
     expect(streamed.status).toBe(413)
     expect(JSON.parse(streamed.body)).toEqual({ reason: 'body-too-large', csrf: true })
     // With the token in the header the body is not the check's business: it reaches the handler.
-    const big = await browser.send('/act', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'content-type': 'application/x-www-form-urlencoded', 'x-csrf-token': token },
-      body: `pad=${'x'.repeat(4096)}`,
-    })
+    const big = await browser.post(
+      '/act',
+      { ...SAME_ORIGIN, 'content-type': 'application/x-www-form-urlencoded', 'x-csrf-token': token },
+      `pad=${'x'.repeat(4096)}`,
+    )
     expect(big.status).toBe(200)
     expect((await browser.send('/state')).body.acted).toBe(1)
   })
@@ -1024,8 +880,8 @@ describe('opting out, and rendering a failure', () => {
     const s = await start({ csrf: { exempt: ['/hooks/*', '/ping'] } })
     const browser = s.browser()
     const hostile = { 'sec-fetch-site': 'cross-site', origin: 'https://evil.test' }
-    expect((await browser.send('/hooks/stripe', { method: 'POST', headers: hostile })).status).toBe(200)
-    expect((await browser.send('/ping?x=1', { method: 'POST', headers: hostile })).status).toBe(200)
+    expect((await browser.post('/hooks/stripe', hostile)).status).toBe(200)
+    expect((await browser.post('/ping?x=1', hostile)).status).toBe(200)
     for (const path of [
       '/hooks',
       '/hooks/',
@@ -1042,25 +898,20 @@ describe('opting out, and rendering a failure', () => {
       csrf: { exempt: (request) => request.header('x-hub-signature') !== undefined },
     })
     const hook = predicate.browser()
-    expect(
-      (await hook.send('/act', { method: 'POST', headers: { ...hostile, 'x-hub-signature': 'sha256=x' } }))
-        .status,
-    ).toBe(200)
-    expect((await hook.send('/act', { method: 'POST', headers: hostile })).status).toBe(403)
+    expect((await hook.post('/act', { ...hostile, 'x-hub-signature': 'sha256=x' })).status).toBe(200)
+    expect((await hook.post('/act', hostile)).status).toBe(403)
   })
 
   test('csrf: false turns the check off for the whole app', async () => {
     const s = await start({ csrf: false })
     const browser = s.browser()
-    const answer = await browser.send('/act', { method: 'POST', headers: { 'sec-fetch-site': 'cross-site' } })
+    const answer = await browser.post('/act', { 'sec-fetch-site': 'cross-site' })
     expect(answer.status).toBe(200)
   })
 
   test('the default answer is a plain 403 naming the reason, never cached, and the handler does not run', async () => {
-    const s = await start({ onCsrfError: null })
-    const browser = s.browser()
-    await browser.stored()
-    const answer = await browser.send('/act', { method: 'POST', headers: { 'sec-fetch-site': 'cross-site' } })
+    const { s, browser } = await startStored({ onCsrfError: null })
+    const answer = await browser.post('/act', { 'sec-fetch-site': 'cross-site' })
     expect(answer.status).toBe(403)
     expect(answer.headers.get('content-type')).toBe('text/plain; charset=utf-8')
     expect(answer.headers.get('cache-control')).toBe('no-store')
@@ -1079,13 +930,13 @@ describe('opting out, and rendering a failure', () => {
       },
     })
     const browser = s.browser()
-    const answer = await browser.send('/login', { method: 'POST', headers: SAME_ORIGIN })
+    const answer = await browser.post('/login', SAME_ORIGIN)
     expect(answer.status).toBe(403)
     expect(answer.body).toMatchObject({ reason: 'missing-token', code: 'ERR_LATCHKEY_CSRF' })
     // The new form's token works (its pre-session cookie came with the 403).
-    const retry = await browser.send('/login', {
-      method: 'POST',
-      headers: { ...SAME_ORIGIN, 'x-csrf-token': answer.body.token as string },
+    const retry = await browser.post('/login', {
+      ...SAME_ORIGIN,
+      'x-csrf-token': answer.body.token as string,
     })
     expect(retry.status).toBe(200)
   })
@@ -1096,7 +947,7 @@ describe('opting out, and rendering a failure', () => {
         throw new Error('renderer broke')
       },
     })
-    const answer = await s.browser().send('/act', { method: 'POST' })
+    const answer = await s.browser().post('/act')
     expect(answer.status).toBe(500)
     expect(s.errors.splice(0)).toHaveLength(1)
   })

@@ -34,6 +34,9 @@ function setup(options: Partial<SessionManagerOptions> = {}) {
   return { clock, memory, paused, manager: make(), another: make }
 }
 
+/** Past the 10-minute renewal interval: the next commit of a session this old rotates its ID. */
+const RENEWAL_DUE = 11 * MINUTE
+
 function cookieOf(result: CommitResult): string | undefined {
   return result.setCookie?.match(/^sid=([^;]+)/)?.[1]
 }
@@ -49,6 +52,17 @@ async function signIn(manager: SessionManager<Data>, userId: string, data: Data 
   const id = cookieOf(await manager.commit(session))
   if (!id) throw new Error('sign-in set no cookie')
   return id
+}
+
+/**
+ * `setup(options)` with alice signed in (her first ID, `id0`), then the clock moved `laterMs` on.
+ * `other` is a second manager on the same store: another process.
+ */
+async function aliceSignedIn(laterMs = 0, options: Partial<SessionManagerOptions> = {}) {
+  const context = setup(options)
+  const id0 = await signIn(context.manager, 'alice')
+  if (laterMs > 0) context.clock.advance(laterMs)
+  return { ...context, other: context.another(), id0 }
 }
 
 /** What a browser holding `id` gets now: the user and data, or `null` for a fresh anonymous session. */
@@ -70,9 +84,7 @@ const isForwarderWrite =
 
 describe('a logout racing a renewal', () => {
   test('the renewal commits first: the logout ends the renewed ID too', async () => {
-    const { clock, manager } = setup()
-    const id0 = await signIn(manager, 'alice')
-    clock.advance(11 * MINUTE)
+    const { manager, id0 } = await aliceSignedIn(RENEWAL_DUE)
     const reader = await load(manager, id0)
     const leaver = await load(manager, id0)
     const id1 = cookieOf(await manager.commit(reader))
@@ -88,10 +100,7 @@ describe('a logout racing a renewal', () => {
   // In one process commits on a session queue behind each other; a second manager on the same store
   // (another process) is what lets a logout land in the middle of a rotation.
   test('the logout lands between the renewal creating its new record and retiring the old one', async () => {
-    const { clock, manager, another, paused, memory } = setup()
-    const other = another()
-    const id0 = await signIn(manager, 'alice')
-    clock.advance(11 * MINUTE)
+    const { manager, other, paused, memory, id0 } = await aliceSignedIn(RENEWAL_DUE)
     const reader = await load(manager, id0)
     const leaver = await load(other, id0)
     const held = paused.pause('update', { match: isForwarderWrite(storeKeyOf(id0)) })
@@ -109,10 +118,7 @@ describe('a logout racing a renewal', () => {
   })
 
   test('the renewal lands while the logout is ending the old record', async () => {
-    const { clock, manager, another, paused, memory } = setup()
-    const other = another()
-    const id0 = await signIn(manager, 'alice')
-    clock.advance(11 * MINUTE)
+    const { manager, other, paused, memory, id0 } = await aliceSignedIn(RENEWAL_DUE)
     const reader = await load(other, id0)
     const leaver = await load(manager, id0)
     const held = paused.pause('update', { match: isEnd })
@@ -130,9 +136,7 @@ describe('a logout racing a renewal', () => {
   })
 
   test('a logout slower than the grace window still ends the renewed session', async () => {
-    const { clock, manager } = setup()
-    const id0 = await signIn(manager, 'alice')
-    clock.advance(11 * MINUTE)
+    const { clock, manager, id0 } = await aliceSignedIn(RENEWAL_DUE)
     const reader = await load(manager, id0)
     const leaver = await load(manager, id0)
     const id1 = cookieOf(await manager.commit(reader))
@@ -146,8 +150,7 @@ describe('a logout racing a renewal', () => {
 
 describe('a logout racing regenerate()', () => {
   test('regenerate commits first: the regenerated ID dies with the logout', async () => {
-    const { manager } = setup()
-    const id0 = await signIn(manager, 'alice')
+    const { manager, id0 } = await aliceSignedIn()
     const elevating = await load(manager, id0)
     const leaver = await load(manager, id0)
     elevating.regenerate()
@@ -162,8 +165,7 @@ describe('a logout racing regenerate()', () => {
   })
 
   test('the logout commits first: the regenerate is dropped and hands out no ID', async () => {
-    const { manager, memory } = setup()
-    const id0 = await signIn(manager, 'alice')
+    const { manager, memory, id0 } = await aliceSignedIn()
     const elevating = await load(manager, id0)
     const leaver = await load(manager, id0)
     leaver.logout()
@@ -175,9 +177,7 @@ describe('a logout racing regenerate()', () => {
   })
 
   test('the logout lands between regenerate creating its record and retiring the old one', async () => {
-    const { manager, another, paused, memory } = setup()
-    const other = another()
-    const id0 = await signIn(manager, 'alice')
+    const { manager, other, paused, memory, id0 } = await aliceSignedIn()
     const elevating = await load(manager, id0)
     const leaver = await load(other, id0)
     const held = paused.pause('update', { match: isUpdateOf(storeKeyOf(id0)) })
@@ -195,8 +195,7 @@ describe('a logout racing regenerate()', () => {
 
 describe('a write racing regenerate()', () => {
   test('a write that loaded before the regenerate lands on the regenerated session; its response gets no new ID', async () => {
-    const { manager } = setup()
-    const id0 = await signIn(manager, 'alice')
+    const { manager, id0 } = await aliceSignedIn()
     const elevating = await load(manager, id0)
     const writer = await load(manager, id0)
     elevating.regenerate()
@@ -209,8 +208,7 @@ describe('a write racing regenerate()', () => {
   })
 
   test('a write that loaded before a login is dropped: the old session ended, the new one is not its to write', async () => {
-    const { manager } = setup()
-    const id0 = await signIn(manager, 'alice')
+    const { manager, id0 } = await aliceSignedIn()
     const signingIn = await load(manager, id0)
     const writer = await load(manager, id0)
     signingIn.login('bob')
@@ -225,9 +223,7 @@ describe('revokeUserSessions racing a rotation', () => {
   test.each(['renewal', 'regenerate'] as const)(
     'a %s in flight does not outlive "sign out everywhere"',
     async (kind) => {
-      const { clock, manager, paused, memory } = setup()
-      const id0 = await signIn(manager, 'alice')
-      if (kind === 'renewal') clock.advance(11 * MINUTE)
+      const { manager, paused, memory, id0 } = await aliceSignedIn(kind === 'renewal' ? RENEWAL_DUE : 0)
       const rotating = await load(manager, id0)
       if (kind === 'regenerate') rotating.regenerate()
       // Hold the rotation once its new record exists, before the old one is retired.
@@ -250,11 +246,9 @@ describe('a revocation that loses the trail', () => {
   test.each(['revokeUserSessions', 'revoke'] as const)(
     '%s lists again when the record it listed was renewed and its forwarder expired',
     async (kind) => {
-      const { clock, manager, another, paused } = setup()
-      const other = another()
-      const id0 = await signIn(manager, 'alice')
+      const { clock, manager, other, paused, id0 } = await aliceSignedIn()
       const [{ handle } = { handle: '' }] = await manager.listUserSessions('alice')
-      clock.advance(11 * MINUTE)
+      clock.advance(RENEWAL_DUE)
       const renewing = await load(other, id0)
       // The revocation has listed the session and is about to end it; the renewal overtakes it.
       const held = paused.pause('update', { match: isEnd })
@@ -279,7 +273,7 @@ describe('revoke(handle)', () => {
     const listed = await manager.listUserSessions('alice', { current: await load(manager, phone) })
     expect(listed).toHaveLength(2)
     const phoneHandle = listed.find((s) => s.current)?.handle as string
-    clock.advance(11 * MINUTE)
+    clock.advance(RENEWAL_DUE)
     const renewedPhone = cookieOf(await manager.commit(await load(manager, phone)))
     const renewedLaptop = cookieOf(await manager.commit(await load(manager, laptop)))
     expect(renewedPhone).toBeDefined()
@@ -294,10 +288,9 @@ describe('revoke(handle)', () => {
   })
 
   test('a revoke racing a renewal ends the session or reports false, never true for a live one', async () => {
-    const { clock, manager, paused } = setup()
-    const id0 = await signIn(manager, 'alice')
+    const { clock, manager, paused, id0 } = await aliceSignedIn()
     const [{ handle } = { handle: '' }] = await manager.listUserSessions('alice')
-    clock.advance(11 * MINUTE)
+    clock.advance(RENEWAL_DUE)
     const renewing = await load(manager, id0)
     const held = paused.pause('update', { match: isEnd })
     const revoking = manager.revoke(handle)
@@ -315,9 +308,7 @@ describe('the grace window is a hard limit', () => {
   const options = { touchIntervalMs: MINUTE, renewalGraceMs: 5 * MINUTE }
 
   test('a request that loaded the old record and touches it later cannot extend the forwarder', async () => {
-    const { clock, manager, memory } = setup(options)
-    const id0 = await signIn(manager, 'alice')
-    clock.advance(11 * MINUTE)
+    const { clock, manager, memory, id0 } = await aliceSignedIn(RENEWAL_DUE, options)
     const first = await load(manager, id0)
     const late = await load(manager, id0)
     const id1 = cookieOf(await manager.commit(first))
@@ -333,10 +324,7 @@ describe('the grace window is a hard limit', () => {
   })
 
   test('another manager on the same store (another process) cannot extend it either', async () => {
-    const { clock, manager, another, memory } = setup(options)
-    const other = another()
-    const id0 = await signIn(manager, 'alice')
-    clock.advance(11 * MINUTE)
+    const { clock, manager, other, memory, id0 } = await aliceSignedIn(RENEWAL_DUE, options)
     const here = await load(manager, id0)
     const there = await load(other, id0)
     expect(cookieOf(await manager.commit(here))).toBeDefined()
@@ -406,8 +394,7 @@ describe('user IDs and handles', () => {
 
 describe('Clear-Site-Data', () => {
   test('sent on a logout whose response also stores a new anonymous session (a flash message)', async () => {
-    const { manager } = setup({ clearSiteDataOnLogout: ['cache', 'storage'] })
-    const id0 = await signIn(manager, 'alice')
+    const { manager, id0 } = await aliceSignedIn(0, { clearSiteDataOnLogout: ['cache', 'storage'] })
     const session = await load(manager, id0)
     session.logout()
     session.set('flash', 'Signed out')
@@ -420,9 +407,7 @@ describe('Clear-Site-Data', () => {
   })
 
   test('sent on a logout of a session that had already expired', async () => {
-    const { manager, clock } = setup({ clearSiteDataOnLogout: ['cache'] })
-    const id0 = await signIn(manager, 'alice')
-    clock.advance(31 * MINUTE)
+    const { manager, id0 } = await aliceSignedIn(31 * MINUTE, { clearSiteDataOnLogout: ['cache'] })
     const session = await load(manager, id0)
     expect(session.isNew).toBe(true)
     session.logout()
