@@ -324,8 +324,13 @@ function intercept(state: HoldState, index: number, args: unknown[]): unknown {
 function interceptors(fallback: readonly OutputMethod[] | null): OutputMethods {
   const through = (self: object, index: number, args: unknown[]): unknown => {
     const state = HOLDS.get(self)
-    if (state !== undefined && (fallback === null || state.viaPrototype)) return intercept(state, index, args)
-    return (fallback?.[index] as OutputMethod).apply(self, args)
+    if (fallback === null) {
+      if (state === undefined)
+        throw new TypeError('latchkey: a held response method called on another object')
+      return intercept(state, index, args)
+    }
+    if (state?.viaPrototype) return intercept(state, index, args)
+    return (fallback[index] as OutputMethod).apply(self, args)
   }
   return {
     writeHead(this: object, ...args: unknown[]) {
