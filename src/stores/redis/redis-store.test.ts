@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { createClient, createCluster } from 'redis'
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest'
 import type { AppData } from '../../../test/support/app.js'
 import { cookieHeader, type RemoteManager, startRemoteManager } from '../../../test/support/remote.js'
 import { describeWithService, SERVICE_URLS, service } from '../../../test/support/services.js'
@@ -17,7 +17,13 @@ import { ConfigError, StoreError } from '../../core/errors.js'
 import type { SessionRecord } from '../../core/store.js'
 import { createSessionManager } from '../../index.js'
 import { defineStoreConformance, makeRecord, randomStoreKey } from '../../testing/conformance.js'
-import { type RedisClientLike, RedisStore, type RedisStoreOptions } from './index.js'
+import {
+  type RedisClientLike,
+  type RedisClusterLike,
+  type RedisCommandOptions,
+  RedisStore,
+  type RedisStoreOptions,
+} from './index.js'
 
 /** Polls `check` until it is true; resolves the time it took, rejects after `timeoutMs`. */
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<number> {
@@ -183,6 +189,87 @@ async function wipe(nodes: readonly Admin[], prefix: string): Promise<void> {
       await Promise.all(keys.map((key) => node.unlink(key)))
     }
   }
+}
+
+/**
+ * A maxmemory far above what any suite writes to the shared Redis (64 GiB, plus a marker), so that the
+ * eviction-check tests change no behaviour of the suites running beside them.
+ */
+const TEST_MAXMEMORY = String(64 * 1024 ** 3 + 4099)
+
+/**
+ * Sets `maxmemory` and `maxmemory-policy` on `node` for `body`, then puts back what was there. A
+ * `maxmemory` of {@link TEST_MAXMEMORY} found there was left by a run of this file alongside: the
+ * server's own values are then Redis's defaults.
+ */
+async function withEvictionConfig(
+  node: Admin,
+  maxmemory: string,
+  policy: string,
+  body: () => Promise<void>,
+): Promise<void> {
+  const saved = {
+    maxmemory: (await node.configGet('maxmemory')).maxmemory as string,
+    policy: (await node.configGet('maxmemory-policy'))['maxmemory-policy'] as string,
+  }
+  expect(saved.maxmemory).toMatch(/^\d+$/)
+  expect(saved.policy).toMatch(/^[a-z-]+$/)
+  const original = saved.maxmemory === TEST_MAXMEMORY ? { maxmemory: '0', policy: 'noeviction' } : saved
+  try {
+    await node.configSet('maxmemory', maxmemory)
+    await node.configSet('maxmemory-policy', policy)
+    await body()
+  } finally {
+    await node.configSet('maxmemory-policy', original.policy)
+    await node.configSet('maxmemory', original.maxmemory)
+  }
+}
+
+/**
+ * A client that passes every command on to `target` (or to `answer`, when it returns a reply) and keeps
+ * the `CONFIG` commands the store sends (its eviction check), so that a test can wait for the check.
+ */
+function watchConfig(
+  target: RedisClientLike,
+  answer?: (args: string[], options?: RedisCommandOptions) => Promise<unknown> | undefined,
+): { client: RedisClientLike; sent: string[][]; settled(count: number): Promise<void> } {
+  const sent: string[][] = []
+  const replies: Promise<unknown>[] = []
+  const client: RedisClientLike = {
+    sendCommand(args, options) {
+      const reply = answer?.(args, options) ?? target.sendCommand(args, options)
+      if (args[0]?.toUpperCase() === 'CONFIG') {
+        sent.push(args)
+        replies.push(reply)
+      }
+      return reply
+    },
+  }
+  return {
+    client,
+    sent,
+    /** Waits until `count` CONFIG commands were sent and answered, and what the store does with them. */
+    async settled(count) {
+      await until(`${count} CONFIG commands`, async () => sent.length >= count)
+      await Promise.allSettled(replies)
+      await new Promise((resolve) => setImmediate(resolve))
+    },
+  }
+}
+
+/** Collects the `unhandledRejection`s of the process while `body` runs. */
+async function unhandledRejectionsOf(body: () => Promise<void>): Promise<unknown[]> {
+  const seen: unknown[] = []
+  const listener = (reason: unknown) => seen.push(reason)
+  process.on('unhandledRejection', listener)
+  try {
+    await body()
+    // Unhandled rejections are reported after the microtask queue drains.
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  } finally {
+    process.off('unhandledRejection', listener)
+  }
+  return seen
 }
 
 /** What the checks shared by the single server and the cluster need. */
@@ -579,6 +666,7 @@ describeWithService(redis, 'RedisStore on one server', () => {
       expect(option({ client: admin, commandTimeoutMs: 1.5 })).toBe('commandTimeoutMs')
       expect(option({ client: admin, clockSkewMs: -1 })).toBe('clockSkewMs')
       expect(option({ client: admin, clock: {} as never })).toBe('clock')
+      expect(option({ client: admin, onWarning: 'console' as never })).toBe('onWarning')
     })
 
     test('count, list and prune see only their own prefix, not a longer one that starts with it', async () => {
@@ -663,6 +751,222 @@ describeWithService(redis, 'RedisStore on one server', () => {
       // Not even the first step of the signed-in create (its index entry) ran.
       expect(await admin.exists(`${prefix}u:{alice}`)).toBe(0)
       expect(await store.listByUser('alice')).toEqual([])
+    })
+  })
+
+  describe('RedisStore eviction check (maxmemory-policy)', () => {
+    /** Three operations of a new store, as a request would run them. */
+    async function threeOperations(store: RedisStore, clock: ManualClock): Promise<void> {
+      const record = makeRecord(clock, { userId: 'alice' })
+      expect(await store.create(record)).toBe(true)
+      expect((await store.get(record.key))?.key).toBe(record.key)
+      await store.destroy(record.key)
+    }
+
+    test('maxmemory set and allkeys-lru: one warning naming the policy, the risk and the fix; never again', async () => {
+      await withEvictionConfig(admin, TEST_MAXMEMORY, 'allkeys-lru', async () => {
+        // The store's own client (url): the warning comes once its first operation succeeded.
+        const clock = new ManualClock()
+        const warnings: string[] = []
+        const owned = storeOn(REDIS_URL, clock, { onWarning: (message) => warnings.push(message) })
+        expect(await owned.get(randomStoreKey())).toBeNull()
+        await until('the warning', async () => warnings.length > 0)
+        await threeOperations(owned, clock)
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        expect(warnings).toHaveLength(1)
+        const [message] = warnings as [string]
+        expect(message).toContain('maxmemory-policy is allkeys-lru')
+        expect(message).toMatch(/tombstone/)
+        expect(message).toMatch(/user index/)
+        expect(message).toMatch(/logout/)
+        expect(message).toMatch(/sign out everywhere/)
+        expect(message).toContain('CONFIG SET maxmemory-policy noeviction')
+        expect(message).toContain('redis.conf')
+
+        // Your client: the check is two CONFIG GETs, sent once whatever the number of operations.
+        const watched = watchConfig(admin)
+        const hooked: string[] = []
+        const prefix = freshPrefix()
+        const yours = new RedisStore({
+          client: watched.client,
+          prefix,
+          clock,
+          onWarning: (text) => hooked.push(text),
+        })
+        prefixes.set(yours, prefix)
+        await threeOperations(yours, clock)
+        await watched.settled(2)
+        await threeOperations(yours, clock)
+        await new Promise((resolve) => setImmediate(resolve))
+        expect(watched.sent.map((args) => args.join(' ')).sort()).toEqual([
+          'CONFIG GET maxmemory',
+          'CONFIG GET maxmemory-policy',
+        ])
+        expect(hooked).toEqual([message])
+      })
+    })
+
+    test('the default onWarning is one console.warn line starting with "latchkey:"; a hook that throws changes nothing', async () => {
+      await withEvictionConfig(admin, TEST_MAXMEMORY, 'volatile-ttl', async () => {
+        const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
+        try {
+          const watched = watchConfig(admin)
+          const clock = new ManualClock()
+          const prefix = freshPrefix()
+          const store = new RedisStore({ client: watched.client, prefix, clock })
+          prefixes.set(store, prefix)
+          await threeOperations(store, clock)
+          await watched.settled(2)
+          const lines = warn.mock.calls.filter(([line]) => String(line).includes('maxmemory-policy'))
+          expect(lines).toHaveLength(1)
+          expect(String(lines[0]?.[0])).toMatch(/^latchkey: Redis maxmemory-policy is volatile-ttl /)
+        } finally {
+          warn.mockRestore()
+        }
+        const rejected = await unhandledRejectionsOf(async () => {
+          for (const onWarning of [
+            () => {
+              throw new Error('hook failed')
+            },
+            async () => {
+              throw new Error('async hook failed')
+            },
+          ]) {
+            const watched = watchConfig(admin)
+            const clock = new ManualClock()
+            const prefix = freshPrefix()
+            const store = new RedisStore({ client: watched.client, prefix, clock, onWarning })
+            prefixes.set(store, prefix)
+            await threeOperations(store, clock)
+            await watched.settled(2)
+            await threeOperations(store, clock)
+          }
+        })
+        expect(rejected).toEqual([])
+      })
+    })
+
+    test('noeviction: no warning', async () => {
+      await withEvictionConfig(admin, TEST_MAXMEMORY, 'noeviction', async () => {
+        const watched = watchConfig(admin)
+        const warnings: string[] = []
+        const clock = new ManualClock()
+        const prefix = freshPrefix()
+        const store = new RedisStore({
+          client: watched.client,
+          prefix,
+          clock,
+          onWarning: (message) => warnings.push(message),
+        })
+        prefixes.set(store, prefix)
+        await threeOperations(store, clock)
+        await watched.settled(2)
+        expect(warnings).toEqual([])
+      })
+    })
+
+    test('maxmemory 0 (no limit: Redis never evicts) with an evicting policy: no warning', async () => {
+      await withEvictionConfig(admin, '0', 'allkeys-lru', async () => {
+        const watched = watchConfig(admin)
+        const warnings: string[] = []
+        const clock = new ManualClock()
+        const prefix = freshPrefix()
+        const store = new RedisStore({
+          client: watched.client,
+          prefix,
+          clock,
+          onWarning: (message) => warnings.push(message),
+        })
+        prefixes.set(store, prefix)
+        await threeOperations(store, clock)
+        await watched.settled(2)
+        expect(warnings).toEqual([])
+      })
+    })
+
+    test('CONFIG refused (an ACL user without +config): operations succeed, no warning, no unhandled rejection', async () => {
+      const user = `latchkey-noconfig-${randomBytes(4).toString('hex')}`
+      await admin.sendCommand(['ACL', 'SETUSER', user, 'on', 'nopass', '~*', '&*', '+@all', '-config'])
+      let client: Admin | undefined
+      try {
+        await withEvictionConfig(admin, TEST_MAXMEMORY, 'allkeys-lru', async () => {
+          const url = new URL(REDIS_URL)
+          url.username = user
+          url.password = 'any'
+          client = await connectAdmin(url.href)
+          await expect(client.sendCommand(['CONFIG', 'GET', 'maxmemory-policy'])).rejects.toThrow(/NOPERM/)
+          const rejected = await unhandledRejectionsOf(async () => {
+            // Your client, logged in as that user.
+            const watched = watchConfig(client as Admin)
+            const warnings: string[] = []
+            const clock = new ManualClock()
+            const prefix = freshPrefix()
+            const yours = new RedisStore({
+              client: watched.client,
+              prefix,
+              clock,
+              onWarning: (message) => warnings.push(message),
+            })
+            prefixes.set(yours, prefix)
+            await threeOperations(yours, clock)
+            await watched.settled(2)
+            await threeOperations(yours, clock)
+            expect(watched.sent).toHaveLength(2)
+            // The store's own client, logged in as that user.
+            const owned = storeOn(url.href, clock, { onWarning: (message) => warnings.push(message) })
+            await threeOperations(owned, clock)
+            await new Promise((resolve) => setTimeout(resolve, 100))
+            await threeOperations(owned, clock)
+            expect(warnings).toEqual([])
+          })
+          expect(rejected).toEqual([])
+        })
+      } finally {
+        await (client as Admin | undefined)?.close()
+        await admin.sendCommand(['ACL', 'DELUSER', user])
+      }
+    })
+
+    test('CONFIG renamed, or never answered: no operation waits for it; silent at the timeout', async () => {
+      const rejected = await unhandledRejectionsOf(async () => {
+        const renamed = watchConfig(admin, (args) =>
+          args[0] === 'CONFIG' ? Promise.reject(new Error("ERR unknown command 'CONFIG'")) : undefined,
+        )
+        // Like node-redis: a command whose signal aborts (at the store's timeout) rejects.
+        let timedOut = 0
+        const unanswered = watchConfig(admin, (args, options) =>
+          args[0] === 'CONFIG'
+            ? new Promise((_, reject) =>
+                options?.abortSignal?.addEventListener('abort', () => {
+                  timedOut++
+                  reject(new Error('aborted'))
+                }),
+              )
+            : undefined,
+        )
+        for (const watched of [renamed, unanswered]) {
+          const warnings: string[] = []
+          const clock = new ManualClock()
+          const prefix = freshPrefix()
+          const store = new RedisStore({
+            client: watched.client,
+            prefix,
+            clock,
+            commandTimeoutMs: 1000,
+            onWarning: (message) => warnings.push(message),
+          })
+          prefixes.set(store, prefix)
+          await threeOperations(store, clock)
+          await threeOperations(store, clock)
+          // Six operations done while the check's CONFIG commands were still waiting for their timeout.
+          expect(watched.sent).toHaveLength(2)
+          expect(timedOut).toBe(0)
+          await watched.settled(2)
+          expect(warnings).toEqual([])
+        }
+        expect(timedOut).toBe(2)
+      })
+      expect(rejected).toEqual([])
     })
   })
 
@@ -993,6 +1297,36 @@ describeWithService(binaries, 'RedisStore on a Redis Cluster of three masters', 
     expect(keysOf(await created.listByUser('alice'))).toEqual(keysOf(records))
     expect(await created.destroyByUser('alice')).toBe(60)
     expect(await created.count()).toBe(0)
+  })
+
+  test('eviction check: every master is asked; a warning names the policy and how many masters may evict', async () => {
+    const [evicting] = masters as [Admin]
+    await withEvictionConfig(evicting, TEST_MAXMEMORY, 'allkeys-random', async () => {
+      const watchedNodes: ReturnType<typeof watchConfig>[] = []
+      const client: RedisClusterLike = {
+        sendCommand: (key, isReadonly, args, options) => cluster.sendCommand(key, isReadonly, args, options),
+        get masters() {
+          return cluster.masters
+        },
+        async nodeClient(master) {
+          const watched = watchConfig(await cluster.nodeClient(master as never))
+          watchedNodes.push(watched)
+          return watched.client
+        },
+      }
+      const warnings: string[] = []
+      const clock = new ManualClock()
+      const created = store(clock, { client, onWarning: (message) => warnings.push(message) })
+      const record = makeRecord(clock, { userId: 'alice' })
+      expect(await created.create(record)).toBe(true)
+      await until('every master asked', async () => watchedNodes.length === 3)
+      await Promise.all(watchedNodes.map((watched) => watched.settled(2)))
+      expect(await created.destroyByUser('alice')).toBe(1)
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(watchedNodes.map((watched) => watched.sent.length)).toEqual([2, 2, 2])
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toContain('maxmemory-policy is allkeys-random on 1 of 3 cluster masters')
+    })
   })
 
   describe('RedisStore user index and scripts (cluster)', () => {

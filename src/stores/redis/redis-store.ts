@@ -91,6 +91,18 @@ export interface RedisStoreOptions extends StoreOptions {
    * failed reconnection attempt. Requests see them as `StoreError`s anyway. Default: ignored.
    */
   onError?: (error: Error) => void
+  /**
+   * Told what may go wrong without failing any request. After its first successful operation the store
+   * asks Redis, once and in the background, for `CONFIG GET maxmemory` and `maxmemory-policy` (on every
+   * master of a cluster). When `maxmemory` is set (not 0) and the policy is anything but `noeviction`,
+   * it calls this hook once, naming the policy: Redis could then evict a tombstone or a user index,
+   * which can undo a logout or a "sign out everywhere"; the fix is `CONFIG SET maxmemory-policy
+   * noeviction`, or `maxmemory-policy noeviction` in redis.conf. The check is best-effort: if CONFIG is
+   * refused, renamed or disabled (as on many managed services), times out or fails otherwise, it stays
+   * silent; it never delays, fails or retries a request. Default: one line on `console.warn`. What it
+   * throws is ignored.
+   */
+  onWarning?: (message: string) => void
 }
 
 /** Store keys as the core makes them: SHA-256, base64url, 43 characters. */
@@ -100,6 +112,8 @@ const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
 const MAX_TIMER_MS = 2_147_483_647
 /** Keys asked for per `SCAN` round. */
 const SCAN_COUNT = '1000'
+/** The one `maxmemory-policy` under which Redis never evicts a key. */
+const NO_EVICTION = 'noeviction'
 /** The hash fields of a record, in the order {@link RedisStore.get} reads them. */
 const FIELDS = ['v', 'u', 'c', 'l', 'i', 'a', 'p', 't'] as const
 
@@ -161,6 +175,9 @@ export class RedisStore
   private readonly clockSkewMs: number
   private readonly client: RedisClientLike | RedisClusterLike
   private readonly cluster: RedisClusterLike | undefined
+  private readonly onWarning: (message: string) => void
+  /** The eviction check, once started (it runs once per store); `close()` cancels it. */
+  private evictionCheck: { done: Promise<void>; cancel: AbortController } | undefined
   /** The client the store created from `url`, which it connects and closes. */
   private readonly owned: OwnedClient | undefined
   /** Settles when the owned client's connection attempt in progress succeeds or fails. */
@@ -176,6 +193,7 @@ export class RedisStore
       commandTimeoutMs = 2000,
       clockSkewMs = 60_000,
       onError,
+      onWarning = warnOnConsole,
     } = options ?? {}
     if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
     if (
@@ -204,6 +222,7 @@ export class RedisStore
     if (onError !== undefined && typeof onError !== 'function') {
       throw new ConfigError('onError', 'must be a function')
     }
+    if (typeof onWarning !== 'function') throw new ConfigError('onWarning', 'must be a function')
     if ((client === undefined) === (url === undefined)) {
       throw new ConfigError('client', 'give exactly one of client (a node-redis client or cluster) and url')
     }
@@ -211,6 +230,7 @@ export class RedisStore
     this.prefix = prefix
     this.commandTimeoutMs = commandTimeoutMs
     this.clockSkewMs = clockSkewMs
+    this.onWarning = onWarning
     if (client !== undefined) {
       if (typeof (client as { sendCommand?: unknown })?.sendCommand !== 'function') {
         throw new ConfigError('client', 'must be a node-redis client or cluster (no sendCommand method)')
@@ -419,6 +439,10 @@ export class RedisStore
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    if (this.evictionCheck) {
+      this.evictionCheck.cancel.abort()
+      await this.evictionCheck.done
+    }
     const owned = this.owned
     if (!owned) return
     let timer: NodeJS.Timeout | undefined
@@ -442,37 +466,114 @@ export class RedisStore
 
   /**
    * Runs one operation: the closed check, the wait for a connection attempt in progress (at most
-   * `commandTimeoutMs`), and the operation itself; any failure becomes a `StoreError`.
+   * `commandTimeoutMs`), and the operation itself; any failure becomes a `StoreError`. The first
+   * operation that succeeds starts the eviction check, which the operation does not wait for.
    */
   private async run<T>(operation: string, body: (send: Send, now: number) => Promise<T>): Promise<T> {
+    let result: T
     try {
       if (this.closed) throw new Error('the store is closed')
       const attempt = this.attempt
       if (attempt) await this.withDeadline(() => attempt)
-      return await body(this.send, this.clock.now())
+      result = await body(this.send, this.clock.now())
     } catch (error) {
       throw toStoreError('RedisStore', operation, error)
+    }
+    if (!this.evictionCheck && !this.closed) {
+      const cancel = new AbortController()
+      this.evictionCheck = { done: this.checkEviction(cancel.signal), cancel }
+    }
+    return result
+  }
+
+  /**
+   * Asks every node (every master of a cluster) for `maxmemory` and `maxmemory-policy`, and warns once
+   * if one of them may evict keys. Best-effort: it never rejects, and any failure (CONFIG refused,
+   * renamed or disabled, a timeout, a node gone, `cancel` aborted by `close()`) ends it silently.
+   * Started after an operation succeeded, so the connection was up a moment ago.
+   */
+  private async checkEviction(cancel: AbortSignal): Promise<void> {
+    try {
+      const nodes = await this.nodes()
+      if (cancel.aborted) return
+      const configs = await Promise.all(
+        nodes.map(async (node) => {
+          // Two commands, not one CONFIG GET of both: Redis 6.2 takes a single parameter.
+          const get = async (name: string) =>
+            configValue(
+              await this.withDeadline(
+                (options) => node.sendCommand(['CONFIG', 'GET', name], options),
+                cancel,
+              ),
+              name,
+            )
+          const [maxmemory, policy] = await Promise.all([get('maxmemory'), get('maxmemory-policy')])
+          return { maxmemory, policy }
+        }),
+      )
+      const evicting = configs.filter(
+        ({ maxmemory, policy }) =>
+          policy !== null &&
+          policy !== '' &&
+          policy.toLowerCase() !== NO_EVICTION &&
+          isFiniteNumber(maxmemory) &&
+          Number(maxmemory) !== 0,
+      )
+      if (evicting.length === 0 || cancel.aborted) return
+      const policies = [...new Set(evicting.map(({ policy }) => policy as string))].join(', ')
+      const where = this.cluster ? ` on ${evicting.length} of ${configs.length} cluster masters` : ''
+      this.warn(
+        `Redis maxmemory-policy is ${policies}${where} with maxmemory set: when Redis is full it may ` +
+          'evict a session tombstone or a user index, which can undo a logout or a "sign out everywhere" ' +
+          `(revoked sessions come back, live ones are missed). Use noeviction: CONFIG SET maxmemory-policy ` +
+          `${NO_EVICTION} (and CONFIG REWRITE), or maxmemory-policy ${NO_EVICTION} in redis.conf.`,
+      )
+    } catch {
+      // Best-effort: CONFIG is often renamed or refused (managed Redis, ACLs); say nothing.
+    }
+  }
+
+  /** Hands `message` to `onWarning`, which may not throw or reject back into the store. */
+  private warn(message: string): void {
+    try {
+      const returned: unknown = this.onWarning(message)
+      if (returned instanceof Promise) returned.catch(() => {})
+    } catch {
+      // A failing hook must not become an unhandled rejection.
     }
   }
 
   /**
    * Runs `call` with a deadline of `commandTimeoutMs`: at the deadline it rejects, and the signal it
-   * was handed aborts, so that node-redis drops the command if it has not been sent yet.
+   * was handed aborts, so that node-redis drops the command if it has not been sent yet. `cancel`
+   * aborting does the same at once.
    */
-  private async withDeadline<T>(call: (options: RedisCommandOptions) => Promise<T>): Promise<T> {
+  private async withDeadline<T>(
+    call: (options: RedisCommandOptions) => Promise<T>,
+    cancel?: AbortSignal,
+  ): Promise<T> {
     const controller = new AbortController()
     let timer: NodeJS.Timeout | undefined
+    let cancelled = () => {}
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      const stop = (reason: string) => {
         controller.abort()
-        reject(new Error(`no answer from Redis within ${this.commandTimeoutMs} ms`))
-      }, this.commandTimeoutMs)
+        reject(new Error(reason))
+      }
+      timer = setTimeout(
+        () => stop(`no answer from Redis within ${this.commandTimeoutMs} ms`),
+        this.commandTimeoutMs,
+      )
+      cancelled = () => stop('cancelled')
+      if (cancel?.aborted) cancelled()
+      cancel?.addEventListener('abort', cancelled)
     })
     const pending = call({ abortSignal: controller.signal })
     try {
       return await Promise.race([pending, deadline])
     } finally {
       clearTimeout(timer)
+      cancel?.removeEventListener('abort', cancelled)
       pending.catch(() => {})
     }
   }
@@ -615,6 +716,27 @@ function encodeUserId(userId: string): string {
     out += /[A-Za-z0-9_.@-]/.test(char) ? char : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
   }
   return out
+}
+
+function warnOnConsole(message: string): void {
+  console.warn(`latchkey: ${message}`)
+}
+
+/**
+ * The value of `name` in a `CONFIG GET` reply: a flat `[name, value, …]` array (RESP2), or a map
+ * (RESP3: a `Map`, an object, or an array of pairs, by the client's type mapping); `null` if absent.
+ */
+function configValue(reply: unknown, name: string): string | null {
+  let pairs: [unknown, unknown][]
+  if (reply instanceof Map) pairs = [...reply.entries()]
+  else if (Array.isArray(reply)) {
+    pairs = reply.every(Array.isArray)
+      ? (reply as [unknown, unknown][])
+      : reply.flatMap((key, n) => (n % 2 === 0 ? [[key, reply[n + 1]] as [unknown, unknown]] : []))
+  } else if (reply !== null && typeof reply === 'object') pairs = Object.entries(reply)
+  else return null
+  for (const [key, value] of pairs) if (text(key)?.toLowerCase() === name) return text(value)
+  return null
 }
 
 function isCluster(client: RedisClientLike | RedisClusterLike): client is RedisClusterLike {
