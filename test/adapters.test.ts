@@ -443,6 +443,36 @@ describe.each([
     }
   })
 
+  test("two managers' middleware on one response: both sessions are committed", async () => {
+    const stores = [new MemoryStore(), new MemoryStore()] as const
+    const [first, second] = stores.map((store, i) =>
+      expressSessions(
+        createSessionManager({ store, keys: [generateKey()], cookie: { secure: false, name: `sid${i}` } }),
+      ),
+    ) as [ReturnType<typeof expressSessions>, ReturnType<typeof expressSessions>]
+    const app = createApp()
+    app.use(first)
+    app.use((req, _res, next) => {
+      first.session(req).set('seen', 'first')
+      next()
+    })
+    app.use(second)
+    app.get('/', (req, res) => {
+      second.session(req).set('seen', 'second')
+      res.send('ok')
+    })
+    const served = await listen(createServer(app))
+    try {
+      const response = await fetch(`${served.url}/`)
+      expect(await response.text()).toBe('ok')
+      const names = response.headers.getSetCookie().map((raw) => raw.split('=')[0])
+      expect(names.sort()).toEqual(['sid0', 'sid1'])
+      expect([await stores[0].count(), await stores[1].count()]).toEqual([1, 1])
+    } finally {
+      await served.close()
+    }
+  })
+
   test('a wrapper put on the response before the middleware (compression, on-headers) is held too', async () => {
     const wrapper: express.RequestHandler = (_req, res, next) => {
       const end = res.end

@@ -262,7 +262,7 @@ function finishHold(state: HoldState, result: CommitResult): unknown {
   state.phase = 'open'
   // Open, a hold through the prototype does what no hold does: its entry can go. Entries dropped at
   // once keep the WeakMap near empty, and the garbage collector's work on it with them.
-  HOLDS.delete(state.res)
+  if (HOLDS.get(state.res) === state) HOLDS.delete(state.res)
   try {
     let returned: unknown = state.res
     const head = state.held.find(([index]) => index === 0)
@@ -459,7 +459,9 @@ export function holdUntilCommitted(
   onFailure: (error: unknown) => void,
   viaPrototype = false,
 ): HeldResponse {
-  const shared = viaPrototype ? holdViaPrototype(res) : null
+  // A second hold on one response (two managers' middleware in one app) wraps the first one's
+  // methods through its own properties: the prototype holds one response's hold at a time.
+  const shared = viaPrototype && !HOLDS.has(res) ? holdViaPrototype(res) : null
   const target = res as unknown as OutputMethods
   const state: HoldState = {
     res,
