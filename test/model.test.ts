@@ -328,8 +328,29 @@ async function run(ops: readonly Op[]): Promise<string[]> {
     if (request.op.action !== 'write' || !request.after || !request.loaded) continue
     const key = `w${request.n}`
     if (request.dropped) {
-      const slow = (request.doneClock as number) - request.startClock >= GRACE_MS
-      if (!slow && !descendants(request.loaded.lid).some((lid) => ended.has(lid))) {
+      const doneClock = request.doneClock as number
+      const loaded = request.loaded
+      const slow = doneClock - request.startClock >= GRACE_MS
+      // A renewal of its session that began before this request committed, and whose window may have
+      // closed by then: the window opens when the renewal's forwarder is written and lasts GRACE_MS,
+      // however long the store took to land that write (the hard limit of the rule). A request that
+      // loaded the old record before the forwarder landed, and commits after the window closed, finds
+      // the old ID opening nothing and is discarded like any request that arrives after the window.
+      const outlastedRenewal = requests.some(
+        (renewal) =>
+          renewal !== request &&
+          (renewal.op.action === 'read' || renewal.op.action === 'write') &&
+          renewal.loaded !== undefined &&
+          renewal.after !== undefined &&
+          !renewal.dropped &&
+          !renewal.loaded.isNew &&
+          renewal.loaded.lid === loaded.lid &&
+          renewal.after.lid === loaded.lid &&
+          renewal.after.id !== renewal.loaded.id &&
+          renewal.startTick < (request.doneTick as number) &&
+          doneClock >= renewal.startClock + GRACE_MS,
+      )
+      if (!slow && !outlastedRenewal && !descendants(loaded.lid).some((lid) => ended.has(lid))) {
         problems.push(`write ${request.n} was discarded though its session lived on`)
       }
       continue
