@@ -763,6 +763,25 @@ describeWithService(redis, 'RedisStore on one server', () => {
       await store.destroy(record.key)
     }
 
+    /** A store on `client` (its prefix cleaned up afterwards) whose warnings are collected. */
+    function warnedStore(
+      client: RedisClientLike,
+      options: Omit<RedisStoreOptions, 'client' | 'url' | 'prefix' | 'clock'> = {},
+    ): { store: RedisStore; clock: ManualClock; warnings: string[] } {
+      const warnings: string[] = []
+      const clock = new ManualClock()
+      const prefix = freshPrefix()
+      const store = new RedisStore({
+        client,
+        prefix,
+        clock,
+        onWarning: (message) => warnings.push(message),
+        ...options,
+      })
+      prefixes.set(store, prefix)
+      return { store, clock, warnings }
+    }
+
     test('maxmemory set and allkeys-lru: one warning naming the policy, the risk and the fix; never again', async () => {
       await withEvictionConfig(admin, TEST_MAXMEMORY, 'allkeys-lru', async () => {
         // The store's own client (url): the warning comes once its first operation succeeded.
@@ -785,18 +804,10 @@ describeWithService(redis, 'RedisStore on one server', () => {
 
         // Your client: the check is two CONFIG GETs, sent once whatever the number of operations.
         const watched = watchConfig(admin)
-        const hooked: string[] = []
-        const prefix = freshPrefix()
-        const yours = new RedisStore({
-          client: watched.client,
-          prefix,
-          clock,
-          onWarning: (text) => hooked.push(text),
-        })
-        prefixes.set(yours, prefix)
-        await threeOperations(yours, clock)
+        const { store: yours, clock: yourClock, warnings: hooked } = warnedStore(watched.client)
+        await threeOperations(yours, yourClock)
         await watched.settled(2)
-        await threeOperations(yours, clock)
+        await threeOperations(yours, yourClock)
         await new Promise((resolve) => setImmediate(resolve))
         expect(watched.sent.map((args) => args.join(' ')).sort()).toEqual([
           'CONFIG GET maxmemory',
@@ -811,10 +822,8 @@ describeWithService(redis, 'RedisStore on one server', () => {
         const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
         try {
           const watched = watchConfig(admin)
-          const clock = new ManualClock()
-          const prefix = freshPrefix()
-          const store = new RedisStore({ client: watched.client, prefix, clock })
-          prefixes.set(store, prefix)
+          // No onWarning: the default, console.warn.
+          const { store, clock } = warnedStore(watched.client, { onWarning: undefined })
           await threeOperations(store, clock)
           await watched.settled(2)
           const lines = warn.mock.calls.filter(([line]) => String(line).includes('maxmemory-policy'))
@@ -833,10 +842,7 @@ describeWithService(redis, 'RedisStore on one server', () => {
             },
           ]) {
             const watched = watchConfig(admin)
-            const clock = new ManualClock()
-            const prefix = freshPrefix()
-            const store = new RedisStore({ client: watched.client, prefix, clock, onWarning })
-            prefixes.set(store, prefix)
+            const { store, clock } = warnedStore(watched.client, { onWarning })
             await threeOperations(store, clock)
             await watched.settled(2)
             await threeOperations(store, clock)
@@ -849,16 +855,7 @@ describeWithService(redis, 'RedisStore on one server', () => {
     test('noeviction: no warning', async () => {
       await withEvictionConfig(admin, TEST_MAXMEMORY, 'noeviction', async () => {
         const watched = watchConfig(admin)
-        const warnings: string[] = []
-        const clock = new ManualClock()
-        const prefix = freshPrefix()
-        const store = new RedisStore({
-          client: watched.client,
-          prefix,
-          clock,
-          onWarning: (message) => warnings.push(message),
-        })
-        prefixes.set(store, prefix)
+        const { store, clock, warnings } = warnedStore(watched.client)
         await threeOperations(store, clock)
         await watched.settled(2)
         expect(warnings).toEqual([])
@@ -868,16 +865,7 @@ describeWithService(redis, 'RedisStore on one server', () => {
     test('maxmemory 0 (no limit: Redis never evicts) with an evicting policy: no warning', async () => {
       await withEvictionConfig(admin, '0', 'allkeys-lru', async () => {
         const watched = watchConfig(admin)
-        const warnings: string[] = []
-        const clock = new ManualClock()
-        const prefix = freshPrefix()
-        const store = new RedisStore({
-          client: watched.client,
-          prefix,
-          clock,
-          onWarning: (message) => warnings.push(message),
-        })
-        prefixes.set(store, prefix)
+        const { store, clock, warnings } = warnedStore(watched.client)
         await threeOperations(store, clock)
         await watched.settled(2)
         expect(warnings).toEqual([])
@@ -898,16 +886,7 @@ describeWithService(redis, 'RedisStore on one server', () => {
           const rejected = await unhandledRejectionsOf(async () => {
             // Your client, logged in as that user.
             const watched = watchConfig(client as Admin)
-            const warnings: string[] = []
-            const clock = new ManualClock()
-            const prefix = freshPrefix()
-            const yours = new RedisStore({
-              client: watched.client,
-              prefix,
-              clock,
-              onWarning: (message) => warnings.push(message),
-            })
-            prefixes.set(yours, prefix)
+            const { store: yours, clock, warnings } = warnedStore(watched.client)
             await threeOperations(yours, clock)
             await watched.settled(2)
             await threeOperations(yours, clock)
@@ -945,17 +924,7 @@ describeWithService(redis, 'RedisStore on one server', () => {
             : undefined,
         )
         for (const watched of [renamed, unanswered]) {
-          const warnings: string[] = []
-          const clock = new ManualClock()
-          const prefix = freshPrefix()
-          const store = new RedisStore({
-            client: watched.client,
-            prefix,
-            clock,
-            commandTimeoutMs: 1000,
-            onWarning: (message) => warnings.push(message),
-          })
-          prefixes.set(store, prefix)
+          const { store, clock, warnings } = warnedStore(watched.client, { commandTimeoutMs: 1000 })
           await threeOperations(store, clock)
           await threeOperations(store, clock)
           // Six operations done while the check's CONFIG commands were still waiting for their timeout.
