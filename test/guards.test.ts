@@ -1,0 +1,194 @@
+/**
+ * Holes a refactor of the lifecycle could slip through, each closed by a test that fails when the
+ * planted bug is there: a sign-in that keeps the anonymous session's deadline, an expiry check that
+ * trusts only the deadline the record was stored with, and an end that stops at a forwarder of a
+ * session nobody signed in to (no user index to sweep afterwards).
+ */
+import { describe, expect, test } from 'vitest'
+import { ManualClock } from '../src/core/clock.js'
+import { generateKey } from '../src/core/crypto.js'
+import { storeKeyOf } from '../src/core/id.js'
+import type { CommitResult, SessionManager } from '../src/core/manager.js'
+import type { SessionManagerOptions } from '../src/core/options.js'
+import type { Session } from '../src/core/session.js'
+import type { SessionRecord } from '../src/core/store.js'
+import { createSessionManager } from '../src/index.js'
+import { MemoryStore } from '../src/stores/memory/index.js'
+import { pausable } from './support/pausing-store.js'
+
+const MINUTE = 60_000
+const HOUR = 60 * MINUTE
+const KEYS = [generateKey()]
+type Data = Record<string, unknown>
+
+function setup() {
+  const clock = new ManualClock()
+  const memory = new MemoryStore({ clock })
+  const paused = pausable(memory)
+  const make = (options: Partial<SessionManagerOptions> = {}) =>
+    createSessionManager<Data>({
+      store: paused.store,
+      keys: KEYS,
+      clock,
+      cookie: { secure: false },
+      renewalIntervalMs: 10 * MINUTE,
+      ...options,
+    })
+  return { clock, memory, paused, make }
+}
+
+function cookieOf(result: CommitResult): string | undefined {
+  return result.setCookie?.match(/^sid=([^;]+)/)?.[1]
+}
+
+function load(manager: SessionManager<Data>, id: string | undefined): Promise<Session<Data>> {
+  return manager.load({ cookie: id === undefined ? undefined : `sid=${id}` })
+}
+
+/** Stores an anonymous session holding `data` and resolves its ID. */
+async function anonymous(manager: SessionManager<Data>, data: Data = { cart: 1 }): Promise<string> {
+  const session = await load(manager, undefined)
+  for (const [key, value] of Object.entries(data)) session.set(key, value)
+  const id = cookieOf(await manager.commit(session))
+  if (!id) throw new Error('the session was not stored')
+  return id
+}
+
+/** Loads `id` and commits a read: the session is seen (touched), its ID renewed when due. Resolves the ID to use next. */
+async function visit(manager: SessionManager<Data>, id: string): Promise<string> {
+  const session = await load(manager, id)
+  expect(session.isNew, 'the session should still be live').toBe(false)
+  return cookieOf(await manager.commit(session)) ?? id
+}
+
+describe('a sign-in near the absolute deadline', () => {
+  test('starts the session clock afresh: the signed-in session outlives the anonymous one’s deadline', async () => {
+    const { clock, memory, make } = setup()
+    const manager = make({ renewalIntervalMs: 13 * HOUR })
+    let id = await anonymous(manager)
+    // Keep the anonymous session active until a minute before its 12-hour deadline.
+    for (let passed = 0; passed < 12 * HOUR - 20 * MINUTE; passed += 20 * MINUTE) {
+      clock.advance(20 * MINUTE)
+      id = await visit(manager, id)
+    }
+    clock.advance(19 * MINUTE)
+    const session = await load(manager, id)
+    expect(session.isNew).toBe(false)
+    session.login('alice')
+    const signedIn = cookieOf(await manager.commit(session))
+    expect(signedIn).toBeDefined()
+    const record = (await memory.get(storeKeyOf(signedIn as string))) as SessionRecord
+    expect(record.createdAt).toBe(clock.now())
+    expect(record.absoluteExpiresAt).toBe(clock.now() + manager.options.absoluteTimeoutMs)
+    // Past the anonymous session's deadline, the signed-in one is still there.
+    clock.advance(10 * MINUTE)
+    const after = await load(manager, signedIn)
+    expect(after.isNew).toBe(false)
+    expect(after.userId).toBe('alice')
+    expect(after.get('cart')).toBe(1)
+  })
+})
+
+describe('a manager whose timeouts are shorter than the ones a session was stored with', () => {
+  async function storedUnderLongTimeouts() {
+    const context = setup()
+    const long = context.make({ renewalIntervalMs: 13 * HOUR })
+    let id = await anonymous(long)
+    // Two hours of activity under the 12-hour absolute timeout.
+    for (let passed = 0; passed < 2 * HOUR; passed += 20 * MINUTE) {
+      context.clock.advance(20 * MINUTE)
+      id = await visit(long, id)
+    }
+    const shortOptions = { absoluteTimeoutMs: HOUR, idleTimeoutMs: 30 * MINUTE }
+    const short = context.make(shortOptions)
+    // On the store itself (the pausing wrapper answers only asynchronously): the synchronous path.
+    const shortSync = context.make({ ...shortOptions, store: context.memory })
+    return { ...context, long, short, shortSync, id }
+  }
+
+  test('load: a session older than the new absolute timeout is expired, whatever deadline it was stored with', async () => {
+    const { short, memory, id } = await storedUnderLongTimeouts()
+    expect((await memory.get(storeKeyOf(id)))?.absoluteExpiresAt).toBeGreaterThan(
+      Date.UTC(2026, 0, 1) + 11 * HOUR,
+    )
+    const session = await load(short, id)
+    expect(session.isNew).toBe(true)
+    // It was ended, not merely skipped: the long-lived manager cannot open it either.
+    expect((await load(setup().make(), id)).isNew).toBe(true)
+    expect(await memory.get(storeKeyOf(id))).toBeNull()
+  })
+
+  test('loadSync answers the same (it never opens a session past the new absolute timeout)', async () => {
+    const { shortSync, id } = await storedUnderLongTimeouts()
+    const session = shortSync.loadSync({ cookie: `sid=${id}` })
+    // `null` sends the request down the asynchronous path, which ends the session (the test above).
+    expect(session).toBeNull()
+  })
+
+  test('a shorter idle timeout is applied to the last activity too', async () => {
+    const { clock, make, memory, id } = await storedUnderLongTimeouts()
+    clock.advance(6 * MINUTE)
+    expect(make({ idleTimeoutMs: 5 * MINUTE, store: memory }).loadSync({ cookie: `sid=${id}` })).toBeNull()
+    expect((await load(make({ idleTimeoutMs: 5 * MINUTE }), id)).isNew).toBe(true)
+  })
+})
+
+describe('a logout racing a renewal of a session nobody signed in to', () => {
+  // Without a user there is no user index to sweep: only following the forwarder ends the renewed ID.
+  const RENEWAL_DUE = 11 * MINUTE
+
+  test('the renewal commits first: the logout follows the forwarder and ends the renewed ID', async () => {
+    const { clock, memory, make } = setup()
+    const manager = make()
+    const id0 = await anonymous(manager)
+    clock.advance(RENEWAL_DUE)
+    const reader = await load(manager, id0)
+    const leaver = await load(manager, id0)
+    const id1 = cookieOf(await manager.commit(reader))
+    expect(id1).toBeDefined()
+    expect(id1).not.toBe(id0)
+    leaver.logout()
+    await manager.commit(leaver)
+    expect((await load(manager, id0)).isNew).toBe(true)
+    expect((await load(manager, id1)).isNew).toBe(true)
+    expect(await memory.count()).toBe(0)
+  })
+
+  test('the renewal lands while the logout (another process) is ending the old record', async () => {
+    const { clock, memory, paused, make } = setup()
+    const manager = make()
+    const other = make()
+    const id0 = await anonymous(manager)
+    clock.advance(RENEWAL_DUE)
+    const reader = await load(other, id0)
+    const leaver = await load(manager, id0)
+    const held = paused.pause('update', {
+      match: ([record]: [SessionRecord, number]) => record.payload === '',
+    })
+    leaver.logout()
+    const leaving = manager.commit(leaver)
+    await held.reached
+    const id1 = cookieOf(await other.commit(reader))
+    expect(id1).toBeDefined()
+    held.release()
+    await leaving
+    expect((await load(manager, id0)).isNew).toBe(true)
+    expect((await load(manager, id1)).isNew).toBe(true)
+    expect(await memory.count()).toBe(0)
+  })
+
+  test('a retired ID (regenerate) is followed too: the logout ends the successor', async () => {
+    const { memory, make } = setup()
+    const manager = make()
+    const id0 = await anonymous(manager)
+    const regenerating = await load(manager, id0)
+    const leaver = await load(manager, id0)
+    regenerating.regenerate()
+    const id1 = cookieOf(await manager.commit(regenerating))
+    expect(id1).toBeDefined()
+    leaver.logout()
+    await manager.commit(leaver)
+    expect((await load(manager, id1)).isNew).toBe(true)
+    expect(await memory.count()).toBe(0)
+  })
+})
