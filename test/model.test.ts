@@ -23,9 +23,10 @@ import fc from 'fast-check'
 import { describe, expect, test } from 'vitest'
 import { ManualClock } from '../src/core/clock.js'
 import { decodeKey, generateKey, Keyring } from '../src/core/crypto.js'
+import { kindOf } from '../src/core/lifecycle/record-state.js'
 import type { CommitResult, SessionManager } from '../src/core/manager.js'
-import { parsePayload } from '../src/core/payload.js'
-import { STATE } from '../src/core/session.js'
+import { PayloadCodec } from '../src/core/payload.js'
+import { discarded, STATE } from '../src/core/session.js'
 import type { SessionRecord, SessionStore, UserIndexedStore } from '../src/core/store.js'
 import { createSessionManager } from '../src/index.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
@@ -40,6 +41,7 @@ const MINUTE = 60_000
 const GRACE_MS = 10_000
 const KEYS = [generateKey()]
 const keyring = new Keyring(KEYS.map((key) => decodeKey(key) as Buffer))
+const codec = new PayloadCodec(keyring)
 
 type Action = 'read' | 'write' | 'login' | 'logout' | 'regenerate'
 type Op =
@@ -137,10 +139,9 @@ async function liveLineages(
 ): Promise<Map<string, { userId: string | null; data: Map<string, unknown> }>> {
   const out = new Map<string, { userId: string | null; data: Map<string, unknown> }>()
   for await (const record of memory.list() as AsyncIterable<SessionRecord>) {
-    const opened = record.payload === '' ? null : keyring.open(record.payload, record.key)
-    const contents = opened && parsePayload(opened.plaintext)
-    if (!contents || contents.meta.next !== undefined) continue
-    out.set(contents.meta.lid, { userId: record.userId, data: contents.data })
+    const opened = codec.open(record)
+    if (opened === null || kindOf(opened) !== 'live') continue
+    out.set(opened.meta.lid, { userId: record.userId, data: opened.data })
   }
   return out
 }
@@ -201,7 +202,7 @@ async function run(ops: readonly Op[]): Promise<string[]> {
     const result = await manager.commit(session)
     request.doneTick = ++tick
     request.doneClock = clock.now()
-    request.dropped = session[STATE].dropped
+    request.dropped = discarded(session[STATE])
     request.after = seen(session)
     request.issued = issuedId(result)
     if (request.issued !== undefined) browsers[request.op.browser] = request.issued || undefined

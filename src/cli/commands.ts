@@ -1,8 +1,8 @@
 import { setImmediate } from 'node:timers/promises'
 /** What each `latchkey` command does, once its arguments are parsed. */
-import { generateKey, Keyring } from '../core/crypto.js'
+import { generateKey } from '../core/crypto.js'
+import { isEnded } from '../core/lifecycle/record-state.js'
 import { createSessionManager, type SessionManager, type UserSessionInfo } from '../core/manager.js'
-import { ENDED_PAYLOAD, parsePayload } from '../core/payload.js'
 import {
   isCountableStore,
   isListableStore,
@@ -144,20 +144,18 @@ export async function list(options: ListOptions, out: Output): Promise<number> {
       return EXIT.ok
     }
     if (!isListableStore(store)) throw unsupported(store, 'list all its sessions (try --user ID)')
-    const keyring = new Keyring(manager.options.keys)
     const users = new Set<string>()
     let anonymous = 0
     let unopenable = 0
     for await (const record of store.list()) {
-      if (record.payload === ENDED_PAYLOAD) continue
+      const kind = manager.inspect(record)
+      if (kind === 'ended') continue
       if (record.userId !== null) {
         users.add(record.userId)
         continue
       }
-      const opened = keyring.open(record.payload, record.key)
-      const contents = opened && parsePayload(opened.plaintext)
-      if (!contents) unopenable++
-      else if (contents.meta.next === undefined) anonymous++
+      if (kind === 'unopenable') unopenable++
+      else if (kind === 'live') anonymous++
     }
     for (const user of [...users].sort()) {
       for (const info of await manager.listUserSessions(user)) sessions.push(listed(user, info))
@@ -224,8 +222,9 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
         if (out.io.signal.aborted) break
         bar.increment()
         if (record.userId === null) {
-          if (record.payload === ENDED_PAYLOAD) continue
-          await store.destroy(record.key)
+          // Ended as the rule ends every session (an end needs no key): not merely removed.
+          if (isEnded(record)) continue
+          await manager.endRecord(record)
           anonymous++
         } else if (!users.has(record.userId)) {
           users.add(record.userId)
@@ -284,8 +283,8 @@ export async function rekeyCommand(options: RekeyCommandOptions, out: Output): P
   const keys = readKeys(options, out)
   return withStore(options, true, async (store) => {
     if (!isListableStore(store)) throw unsupported(store, 'list its sessions to re-seal them')
-    // Validates the keys exactly as the application does.
-    const keyring = new Keyring(managerFor(store, keys).options.keys)
+    // Validates the keys exactly as the application does, and re-seals as the manager's operation.
+    const manager = managerFor(store, keys)
     if (keys.length === 1) {
       out.note('only one key given: records sealed with other keys cannot be opened, nor re-sealed')
     }
@@ -293,7 +292,7 @@ export async function rekeyCommand(options: RekeyCommandOptions, out: Output): P
     const bar = progress(out, 'rekeying', total, options.progress !== false)
     const report = emptyReport()
     try {
-      await rekey(store, keyring, report, {
+      await rekey(manager, store, report, {
         signal: out.io.signal,
         onRecord: () => bar.increment(),
         ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),

@@ -15,10 +15,9 @@
  * after many attempts. The work is resumable: stop it at any point (or let it fail) and run it again:
  * what is done is done, and done records are only read and skipped.
  */
-import { setImmediate, setTimeout as sleep } from 'node:timers/promises'
-import type { Keyring } from '../core/crypto.js'
-import { ENDED_PAYLOAD } from '../core/payload.js'
-import type { ListableStore, SessionRecord, SessionStore } from '../core/store.js'
+import { setImmediate } from 'node:timers/promises'
+import type { SessionManager } from '../core/manager.js'
+import type { ListableStore, SessionRecord } from '../core/store.js'
 
 /** What became of the records seen. */
 export interface RekeyReport {
@@ -30,7 +29,7 @@ export interface RekeyReport {
   skipped: number
   /** No key of the ring opens them: sealed with a key that was not passed, or damaged. Left as they are. */
   unopenable: number
-  /** Still conflicting with the application's writes after {@link MAX_ATTEMPTS} attempts. Left for a rerun. */
+  /** Still conflicting with the application's writes after many attempts. Left for a rerun. */
   busy: number
   /** Compare-and-set conflicts met (and retried) on the way. */
   conflicts: number
@@ -48,23 +47,19 @@ export interface RekeyOptions {
 /** Records between two turns of the event loop. */
 const YIELD_EVERY = 64
 
-/** Attempts per record before it is counted as busy. */
-const MAX_ATTEMPTS = 50
-
-type Outcome = 'resealed' | 'current' | 'skipped' | 'unopenable' | 'busy'
-
 /** A report with every count at zero. */
 export function emptyReport(): RekeyReport {
   return { resealed: 0, current: 0, skipped: 0, unopenable: 0, busy: 0, conflicts: 0 }
 }
 
 /**
- * Re-seals every record of `store` with the first key of `keyring`, counting into `report` as it goes
- * (so that a caller still knows what was done when the store fails half way, and this rejects).
+ * Re-seals every record of `store` with the first key of `manager`'s ring (`SessionManager.reseal`),
+ * counting into `report` as it goes (so that a caller still knows what was done when the store fails
+ * half way, and this rejects).
  */
 export async function rekey(
-  store: SessionStore & ListableStore,
-  keyring: Keyring,
+  manager: SessionManager,
+  store: ListableStore,
   report: RekeyReport,
   options: RekeyOptions = {},
 ): Promise<void> {
@@ -73,7 +68,7 @@ export async function rekey(
   let failure: { error: unknown } | undefined
   const one = async (record: SessionRecord): Promise<void> => {
     try {
-      report[await rekeyRecord(store, keyring, record, report)]++
+      report[await manager.reseal(record, () => report.conflicts++)]++
       options.onRecord?.()
     } catch (error) {
       failure ??= { error }
@@ -94,31 +89,4 @@ export async function rekey(
   }
   await Promise.all(inFlight)
   if (failure !== undefined) throw failure.error
-}
-
-/** Re-seals one record, retrying on conflict. */
-async function rekeyRecord(
-  store: SessionStore,
-  keyring: Keyring,
-  first: SessionRecord,
-  report: RekeyReport,
-): Promise<Outcome> {
-  let record: SessionRecord | null = first
-  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-    if (record === null || record.payload === ENDED_PAYLOAD) return 'skipped'
-    const opened = keyring.open(record.payload, record.key)
-    if (opened === null) return 'unopenable'
-    if (!opened.stale) return 'current'
-    const next: SessionRecord = {
-      ...record,
-      version: record.version + 1,
-      payload: keyring.seal(opened.plaintext, record.key),
-    }
-    if (await store.update(next, record.version)) return 'resealed'
-    // The application wrote the record (or ended it) meanwhile: look again.
-    report.conflicts++
-    if (attempt > 2) await sleep(Math.random() * Math.min(200, 2 ** attempt))
-    record = await store.get(record.key)
-  }
-  return 'busy'
 }

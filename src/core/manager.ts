@@ -1,5 +1,7 @@
 /**
- * The session lifecycle: load, commit, rotate, end.
+ * The session lifecycle: load, commit, rotate, end. `SessionManager` is the facade; the rule below is
+ * carried out by the rooms in `lifecycle/` (what a record is, writing, rotation, ending) and beside
+ * them (`devices.ts`, `payload.ts`, `csrf-secret.ts`).
  *
  * ## The rule for rotations and ends
  *
@@ -36,160 +38,36 @@
  * stands (the user proved who they are in that request, and it starts a new lineage); a renewal or a
  * `regenerate` of an ended session is discarded.
  */
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { CookieReading } from './cookie.js'
-import {
-  readCookie,
-  readSessionCookie,
-  serializeClearingCookie,
-  serializeClearingCsrfCookie,
-  serializeCsrfCookie,
-  serializeSessionCookie,
-} from './cookie.js'
-import { Keyring, randomToken } from './crypto.js'
-import { ConfigError, ConflictError, SessionError } from './errors.js'
-import type { SessionEvent } from './events.js'
+import { readSessionCookie, serializeClearingCookie, serializeSessionCookie } from './cookie.js'
+import { Keyring } from './crypto.js'
+import { CsrfSecrets } from './csrf-secret.js'
+import { Devices, type UserSessionInfo } from './devices.js'
+import type { CommitResult, RequestFacts } from './facts.js'
 import { GuardedStore } from './guarded-store.js'
-import { generateId, storeKeyOf } from './id.js'
+import { generateId } from './id.js'
+import { emitter, type Lifecycle } from './lifecycle/context.js'
+import { Ending } from './lifecycle/ending.js'
+import { KeyedQueue } from './lifecycle/queue.js'
+import { Reader } from './lifecycle/read.js'
+import type { OpenedRecord, RecordKind } from './lifecycle/record-state.js'
+import { isEnded, isExpired, kindOf, successorOf } from './lifecycle/record-state.js'
+import { Rotation } from './lifecycle/rotation.js'
+import { hasChanges, type ResealOutcome, reseal, settle, Writer } from './lifecycle/write.js'
 import type { ResolvedOptions, SessionManagerOptions } from './options.js'
 import { resolveOptions } from './options.js'
-import type { MetaJson, SharedContents } from './payload.js'
-import { ENDED_PAYLOAD, metaJson, parsePayload, serializePayload, shareable, unshare } from './payload.js'
-import type { CsrfCookieState, SessionData, SessionMeta, SessionState } from './session.js'
-import { applyChange, MAX_USER_ID_LENGTH, Session, STATE } from './session.js'
+import { PayloadCache, PayloadCodec } from './payload.js'
+import type { SessionData, SessionState } from './session.js'
+import { blankMeta, newState, Session, STATE } from './session.js'
 import type { SessionRecord } from './store.js'
-import { expiresAt } from './store.js'
 
-/** What an adapter reads off the request for the core. */
-export interface RequestFacts {
-  /** The raw `Cookie` header, if any. */
-  readonly cookie?: string | undefined
-  /** The `User-Agent` header, kept for the "your devices" list. */
-  readonly userAgent?: string | undefined
-}
+export type { UserSessionInfo } from './devices.js'
+export type { CommitResult, RequestFacts } from './facts.js'
+export type { RecordKind } from './lifecycle/record-state.js'
+export type { ResealOutcome } from './lifecycle/write.js'
 
-/** What an adapter must put on the response, before any byte of it leaves. */
-export interface CommitResult {
-  /** A `Set-Cookie` value to append, or `null`. */
-  readonly setCookie: string | null
-  /** The response carries session state: send `Cache-Control: no-store` and `Vary: Cookie`. */
-  readonly private: boolean
-  /** A `Clear-Site-Data` value to send (a logout, with `clearSiteDataOnLogout` set), or absent. */
-  readonly clearSiteData?: string
-  /**
-   * One more `Set-Cookie` value to append: the CSRF pre-session cookie, issued (a session not stored
-   * made a token) or cleared (the session is stored now, or the cookie was unusable). Absent when
-   * there is nothing to send; `private` is then true whenever the response holds a CSRF token.
-   */
-  readonly csrfCookie?: string
-}
-
-/** One entry of {@link SessionManager.listUserSessions}. */
-export interface UserSessionInfo {
-  /** Opaque, unforgeable name of the session for {@link SessionManager.revoke}. Neither the ID nor its store key. */
-  readonly handle: string
-  /** When the session began (epoch ms). */
-  readonly createdAt: number
-  /** Its last request (epoch ms, to within the touch interval). */
-  readonly lastSeenAt: number
-  /** User agent at creation or sign-in, or `null`. */
-  readonly userAgent: string | null
-  /** True for the session passed as `current`. */
-  readonly current: boolean
-}
-
-interface Loaded {
-  readonly record: SessionRecord
-  readonly data: Map<string, unknown>
-  readonly meta: SessionMeta
-  readonly stale: boolean
-}
-
-/** What a process remembers of a session's payload, by ID: see {@link SessionManager.openRecord}. */
-interface Opened {
-  readonly key: string
-  /** The sealed payload this entry describes; any other payload under the key is opened afresh. */
-  readonly payload: string
-  readonly plaintext: string
-  readonly stale: boolean
-  /** The parsed contents, when they can be handed to every request as copies. */
-  shared: SharedContents | null | undefined
-  /** The metadata's JSON, for the next write. */
-  meta: MetaJson | undefined
-}
-
-/** How {@link SessionManager.end} proceeds when the record it ends has moved on. */
-interface EndOptions {
-  /** Follow a forwarder to its successor and end that too (logout, revoke, rotation); not for expiry. */
-  readonly follow: boolean
-  /** The record is known not to be a forwarder (it was loaded as a live session). */
-  readonly live: boolean
-  /**
-   * A rotation's retirement of its old record: called with each newer live version found before it is
-   * retired, to replay into the new record; resolving `false` abandons the retirement. Pointers passed
-   * on the way are left to expire, so requests in flight can still follow them.
-   */
-  readonly replay?: (fresh: Loaded) => Promise<boolean>
-  /**
-   * The signed-in session's user and lineage (logout): when the trail of records ends before a live
-   * one (a `regenerate` retired it, or a forwarder's grace window passed), the session's other records
-   * are found through the user index.
-   */
-  readonly lineage?: { readonly userId: string; readonly lid: string } | undefined
-  /**
-   * `regenerate`: the record is not ended but retired, pointing to this new ID, until its own deadline
-   * (see {@link SessionMeta.retired}). A login ends its old record outright: nothing follows it there.
-   */
-  readonly successor?: { readonly id: string; readonly lid: string } | undefined
-}
-
-const NO_CSRF = Object.freeze({ csrf: '', cookie: 'none' as CsrfCookieState })
-const CLEAR_CSRF = Object.freeze({ csrf: '', cookie: 'clear' as CsrfCookieState })
 const NOTHING: CommitResult = Object.freeze({ setCookie: null, private: false })
 const PRIVATE: CommitResult = Object.freeze({ setCookie: null, private: true })
-const MAX_USER_AGENT = 256
-const CREATE_ATTEMPTS = 4
-const HANDLE_CONTEXT = 'latchkey/handle/v2'
-const LINEAGE_BYTES = 16
-/** Pointers (forwarders, retired records) a request follows from the ID it loaded before giving up. */
-const MAX_HOPS = 8
-/**
- * The longest handle a user ID of {@link MAX_USER_ID_LENGTH} can give: JSON escapes a code unit into
- * at most 6 bytes; the lineage, brackets, quotes, nonce, tag, base64url and key id add the rest.
- */
-const MAX_HANDLE_LENGTH = 9 + Math.ceil(((12 + 16 + 6 * MAX_USER_ID_LENGTH + 64) * 4) / 3)
-/** A sealed CSRF pre-session cookie: key id, dot, base64url (nonce, `<expiry>:<secret>`, tag). */
-const SEALED_CSRF_COOKIE = /^[A-Za-z0-9_-]{8}\.[A-Za-z0-9_-]{40,400}$/
-/** The plaintext of a CSRF pre-session cookie: when it expires (epoch ms), and the secret. */
-const CSRF_COOKIE_CONTENTS = /^(\d{1,16}):([A-Za-z0-9_-]{43})$/
-
-function isSealedCsrfCookie(value: string): boolean {
-  return SEALED_CSRF_COOKIE.test(value)
-}
-
-function anyValue(): boolean {
-  return true
-}
-
-/** Sessions a process keeps small facts about (decrypted payloads, last touch): enough for those active at once. */
-const RECENT_SESSIONS = 4096
-
-/** Sets `key` in an insertion-ordered map kept to {@link RECENT_SESSIONS} entries, dropping the oldest. */
-function keepRecent<V>(map: Map<string, V>, key: string, value: V): void {
-  map.delete(key)
-  map.set(key, value)
-  if (map.size > RECENT_SESSIONS) map.delete(map.keys().next().value as string)
-}
-
-/** The payload must be written: data changed, the user changed, a retired key sealed it, or it lacks a CSRF secret. */
-function hasChanges(state: SessionState): boolean {
-  return state.changes.length > 0 || state.userChanged || state.reseal || state.meta.csrf === ''
-}
-
-/** The record as an end writes it: next version, no user (out of the user index), the ended payload. */
-function endedRecord(record: SessionRecord): SessionRecord {
-  return { ...record, version: record.version + 1, userId: null, payload: ENDED_PAYLOAD }
-}
 
 /**
  * The session lifecycle, independent of any framework: `load` a session from request facts, let the
@@ -198,43 +76,35 @@ function endedRecord(record: SessionRecord): SessionRecord {
 export class SessionManager<T extends SessionData = SessionData> {
   /** The options after defaults and validation. */
   readonly options: ResolvedOptions
-  private readonly keyring: Keyring
-  /** The store; every failure of it, whatever it rejects with, surfaces as a `StoreError`. */
-  private readonly store: GuardedStore
+  private readonly life: Lifecycle
+  private readonly csrf: CsrfSecrets
+  private readonly codec: PayloadCodec
+  private readonly reader: Reader
+  private readonly writer: Writer
+  private readonly rotation: Rotation
+  private readonly ending: Ending
+  private readonly devices: Devices
   private readonly cleared: CommitResult
-  private readonly clearedCsrfCookie: string
-  private readonly makeCsrfToken: (secret: string) => string
-  private readonly queues = new Map<string, Promise<unknown>>()
-  private readonly opened = new Map<string, Opened>()
-  /** When this process last touched each recently touched store key. */
-  private readonly touched = new Map<string, number>()
-
-  private readonly onEvent: ((event: SessionEvent) => void) | undefined
 
   constructor(options: SessionManagerOptions) {
     this.options = resolveOptions(options)
-    this.keyring = new Keyring(this.options.keys)
-    this.store = new GuardedStore(this.options.store)
+    const keyring = new Keyring(this.options.keys)
+    this.codec = new PayloadCodec(keyring)
+    this.life = {
+      options: this.options,
+      keyring,
+      store: new GuardedStore(this.options.store),
+      payloads: new PayloadCache(this.codec),
+      queue: new KeyedQueue(),
+      emit: emitter(keyring, this.options, options.onEvent),
+    }
+    this.csrf = new CsrfSecrets(keyring, this.options)
+    this.ending = new Ending(this.life)
+    this.reader = new Reader(this.life, this.ending)
+    this.writer = new Writer(this.life, this.reader)
+    this.rotation = new Rotation(this.life, this.writer, this.ending)
+    this.devices = new Devices(this.life, this.ending)
     this.cleared = Object.freeze({ setCookie: serializeClearingCookie(this.options.cookie), private: true })
-    this.clearedCsrfCookie = serializeClearingCsrfCookie(this.options.csrfCookie)
-    this.makeCsrfToken = (secret) => this.keyring.csrfToken(secret)
-    this.onEvent = options.onEvent
-  }
-
-  private emit(type: SessionEvent['type'], key: string | null, userId: string | null, reason?: string): void {
-    if (!this.onEvent) return
-    const event: SessionEvent = {
-      type,
-      session: key === null ? null : this.keyring.digest(key),
-      userId,
-      at: this.options.clock.now(),
-      ...(reason === undefined ? {} : { reason }),
-    }
-    try {
-      this.onEvent(event)
-    } catch {
-      // An audit hook must never break a request.
-    }
   }
 
   /**
@@ -244,19 +114,22 @@ export class SessionManager<T extends SessionData = SessionData> {
    */
   async load(facts: RequestFacts): Promise<Session<T>> {
     const reading: CookieReading = readSessionCookie(facts.cookie, this.options.cookie.name)
-    if (reading.id === null) {
-      if (reading.rejected) this.emit('rejected', null, null, 'malformed')
-      return this.fresh(reading.rejected, facts)
+    if (reading.id === null) return this.anonymous(reading, facts)
+    const loaded = await this.reader.read(reading.id)
+    switch (kindOf(loaded)) {
+      case 'live':
+        return this.restore(reading.id, loaded as OpenedRecord, false, facts)
+      case 'forwarder': {
+        // An ID renewed moments ago, still in its grace window: carry on with its successor.
+        const next = successorOf((loaded as OpenedRecord).meta) as string
+        const successor = await this.reader.read(next)
+        if (kindOf(successor) !== 'live') return this.fresh(true, facts)
+        return this.restore(next, successor as OpenedRecord, true, facts)
+      }
+      default:
+        // Ended, or the old ID of a regenerate: it died at once.
+        return this.fresh(true, facts)
     }
-    const loaded = await this.read(reading.id)
-    if (!loaded) return this.fresh(true, facts)
-    if (loaded.meta.next === undefined) return this.restore(reading.id, loaded, false, facts)
-    // The old ID of a regenerate died at once.
-    if (loaded.meta.retired) return this.fresh(true, facts)
-    // An ID renewed moments ago, still in its grace window: carry on with its successor.
-    const successor = await this.read(loaded.meta.next)
-    if (!successor || successor.meta.next !== undefined) return this.fresh(true, facts)
-    return this.restore(loaded.meta.next, successor, true, facts)
   }
 
   /**
@@ -265,27 +138,24 @@ export class SessionManager<T extends SessionData = SessionData> {
    * session to end, a renewed ID to follow, an asynchronous store). Throws `StoreError` when the store fails.
    */
   loadSync(facts: RequestFacts): Session<T> | null {
-    const sync = this.store.sync
+    const sync = this.life.store.sync
     if (sync === null) return null
     const reading: CookieReading = readSessionCookie(facts.cookie, this.options.cookie.name)
-    if (reading.id === null) {
-      if (reading.rejected) this.emit('rejected', null, null, 'malformed')
-      return this.fresh(reading.rejected, facts)
-    }
+    if (reading.id === null) return this.anonymous(reading, facts)
     const id = reading.id
-    const key = this.opened.get(id)?.key ?? storeKeyOf(id)
+    const key = this.reader.keyOf(id)
     const record = sync.getSync(key)
-    if (!record || record.payload === ENDED_PAYLOAD) {
-      this.emit('rejected', key, null, 'unknown')
+    if (record === null || isEnded(record)) {
+      this.life.emit('rejected', key, null, 'unknown')
       return this.fresh(true, facts)
     }
-    if (this.isExpired(record, this.options.clock.now())) return null
-    const loaded = this.openRecord(record, id)
+    if (isExpired(record, this.options.clock.now(), this.options)) return null
+    const loaded = this.life.payloads.open(record, id)
     if (!loaded) {
-      this.emit('rejected', key, record.userId, 'tampered')
+      this.life.emit('rejected', key, record.userId, 'tampered')
       return this.fresh(true, facts)
     }
-    return loaded.meta.next === undefined ? this.restore(id, loaded, false, facts) : null
+    return kindOf(loaded) === 'live' ? this.restore(id, loaded, false, facts) : null
   }
 
   /**
@@ -300,47 +170,30 @@ export class SessionManager<T extends SessionData = SessionData> {
       state.destroyed = null
       const { record, lineage } = destroyed
       const userId = record.userId
-      const options: EndOptions = {
-        follow: true,
-        live: true,
-        lineage: userId === null ? undefined : { userId, lid: lineage },
-      }
-      if (await this.serial(record.key, () => this.end(record, options))) {
-        this.emit('destroyed', record.key, userId)
-      }
+      const ended = await this.life.queue.run(record.key, () =>
+        this.ending.end(record, {
+          follow: true,
+          live: true,
+          lineage: userId === null ? undefined : { userId, lid: lineage },
+        }),
+      )
+      if (ended) this.life.emit('destroyed', record.key, userId)
     }
     if (state.record === null) {
       const result = await this.commitNew(state, now)
       const clearSiteData = this.options.clearSiteData
-      return this.withCsrfCookie(
+      return this.csrf.finish(
         state,
         state.loggedOut && clearSiteData !== null ? { ...result, clearSiteData } : result,
         now,
       )
     }
     const key = state.record.key
-    return this.withCsrfCookie(
+    return this.csrf.finish(
       state,
-      this.quiet(state, now) ?? (await this.serial(key, () => this.commitStored(state, now))),
+      this.quiet(state, now) ?? (await this.life.queue.run(key, () => this.commitStored(state, now))),
       now,
     )
-  }
-
-  /**
-   * The commit of a request with nothing to write (the common read-only request), answered
-   * synchronously; `null` when there is something to write and {@link commit} must run.
-   */
-  commitIfQuiet(session: Session<T>, now = this.options.clock.now()): CommitResult | null {
-    const state = session[STATE]
-    const result = this.quiet(state, now)
-    return result === null ? null : this.withCsrfCookie(state, result, now)
-  }
-
-  /** {@link commitIfQuiet} without the CSRF pre-session cookie. */
-  private quiet(state: SessionState, now: number): CommitResult | null {
-    const record = state.record
-    if (record === null || state.destroyed !== null || !this.isQuiet(state, record, now)) return null
-    return state.reissueCookie ? this.issued(state, now) : PRIVATE
   }
 
   /**
@@ -354,66 +207,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     const now = this.options.clock.now()
     const state = session[STATE]
     const result = this.commitSyncWithoutCsrf(state, now)
-    return result === null ? null : this.withCsrfCookie(state, result, now)
-  }
-
-  private commitSyncWithoutCsrf(state: SessionState, now: number): CommitResult | null {
-    const quiet = this.quiet(state, now)
-    if (quiet !== null) return quiet
-    const sync = this.store.sync
-    if (sync === null || state.destroyed !== null || state.loggedOut || state.rotation !== 'none') return null
-    const record = state.record
-    if (record === null) {
-      if (state.data.size === 0 && state.userId === null) return state.clearCookie ? this.cleared : NOTHING
-      this.prepareMeta(state, now)
-      const created = this.newRecord(state, now, null)
-      if (!sync.createSync(created)) return null
-      this.settle(state, created)
-      this.emit('created', created.key, state.userId)
-      return this.issued(state, now)
-    }
-    if (this.queues.has(record.key) || now - state.meta.iat >= this.options.renewalIntervalMs) return null
-    if (hasChanges(state)) {
-      const next = this.nextVersion(state, record, now)
-      if (!sync.updateSync(next, record.version)) return null
-      this.settle(state, next)
-    } else {
-      const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, record.absoluteExpiresAt)
-      sync.touchSync(record.key, now, idleExpiresAt)
-      state.record = { ...record, lastSeenAt: now, idleExpiresAt }
-      keepRecent(this.touched, record.key, now)
-    }
-    return state.reissueCookie ? this.issued(state, now) : PRIVATE
-  }
-
-  /**
-   * The result with the CSRF pre-session cookie the response must carry, if any: a session stored now
-   * has its own secret, so a cookie the browser sent is cleared; a session not stored that made a token
-   * has its secret sealed into the cookie when it was created in this request or the cookie is aging;
-   * an unusable cookie is cleared. A response that holds a token is private either way.
-   */
-  private withCsrfCookie(state: SessionState, result: CommitResult, now: number): CommitResult {
-    const carried = state.csrfCookie
-    const used = state.csrfUsed
-    if (carried === 'none' && !used) return result
-    state.csrfCookie = 'none'
-    state.csrfUsed = false
-    let csrfCookie: string | undefined
-    if (state.record !== null) {
-      if (carried !== 'none') csrfCookie = this.clearedCsrfCookie
-    } else if (used && state.meta.csrf !== '' && (state.csrfMinted || carried === 'aging')) {
-      const settings = this.options.csrfCookie
-      const sealed = this.keyring.sealCsrfCookie(
-        `${now + settings.maxAgeMs}:${state.meta.csrf}`,
-        settings.name,
-      )
-      csrfCookie = serializeCsrfCookie(settings, sealed)
-    } else if (carried === 'clear') {
-      csrfCookie = this.clearedCsrfCookie
-    }
-    state.csrfMinted = false
-    if (csrfCookie !== undefined) return { ...result, private: true, csrfCookie }
-    return result.private || !used ? result : { ...result, private: true }
+    return result === null ? null : this.csrf.finish(state, result, now)
   }
 
   /**
@@ -422,73 +216,16 @@ export class SessionManager<T extends SessionData = SessionData> {
    * ring. Format-checked first, compared in constant time; never throws. The CSRF guard calls it.
    */
   verifyCsrfToken(session: Session<T>, token: string): boolean {
-    return this.keyring.verifyCsrfToken(session[STATE].meta.csrf, token)
-  }
-
-  /**
-   * The CSRF secret a session not stored starts with: the one sealed in the pre-session cookie the
-   * browser sent, if it opens and has not expired.
-   */
-  private preSession(facts: RequestFacts): { csrf: string; cookie: CsrfCookieState } {
-    const settings = this.options.csrfCookie
-    const reading = readCookie(facts.cookie, settings.name, isSealedCsrfCookie)
-    if (reading.id === null) return reading.rejected ? CLEAR_CSRF : NO_CSRF
-    const text = this.keyring.openCsrfCookie(reading.id, settings.name)
-    const match = text === null ? null : CSRF_COOKIE_CONTENTS.exec(text)
-    if (!match) return CLEAR_CSRF
-    const left = Number(match[1]) - this.options.clock.now()
-    if (left <= 0) return CLEAR_CSRF
-    return { csrf: match[2] as string, cookie: left < settings.maxAgeMs / 2 ? 'aging' : 'valid' }
-  }
-
-  /** Whether the request brought a CSRF pre-session cookie, usable or not. */
-  private carriesCsrfCookie(facts: RequestFacts): boolean {
-    const reading = readCookie(facts.cookie, this.options.csrfCookie.name, anyValue)
-    return reading.id !== null || reading.rejected
-  }
-
-  /** Nothing to write: no change, no rotation, no touch or renewal due. The common read-only request. */
-  private isQuiet(state: SessionState, record: SessionRecord, now: number): boolean {
-    return (
-      state.rotation === 'none' &&
-      !hasChanges(state) &&
-      now - this.lastSeen(record) < this.options.touchIntervalMs &&
-      now - state.meta.iat < this.options.renewalIntervalMs
-    )
-  }
-
-  /**
-   * The record's last activity as far as this process knows: requests that loaded it before another
-   * request of theirs touched it still see the older time, and one touch is enough for all of them.
-   */
-  private lastSeen(record: SessionRecord): number {
-    const touched = this.touched.get(record.key)
-    return touched === undefined || touched < record.lastSeenAt ? record.lastSeenAt : touched
+    return this.csrf.verify(session[STATE], token)
   }
 
   /**
    * The live sessions of `userId`, most recent first, for a "your devices" page. Pass the request's
    * session as `current` to have it marked. Needs a store with a user index.
    */
-  async listUserSessions(userId: string, options: { current?: Session<T> } = {}): Promise<UserSessionInfo[]> {
+  listUserSessions(userId: string, options: { current?: Session<T> } = {}): Promise<UserSessionInfo[]> {
     const current = options.current?.[STATE]
-    const currentLineage = current?.record ? current.meta.lid : undefined
-    const now = this.options.clock.now()
-    const byLineage = new Map<string, UserSessionInfo>()
-    for (const { record, meta } of await this.userSessions(userId)) {
-      if (meta.next !== undefined || this.isExpired(record, now)) continue
-      const known = byLineage.get(meta.lid)
-      // Mid-rotation a session can briefly show under two keys: list it once, by its latest activity.
-      if (known && known.lastSeenAt >= record.lastSeenAt) continue
-      byLineage.set(meta.lid, {
-        handle: this.handle(userId, meta.lid),
-        createdAt: record.createdAt,
-        lastSeenAt: record.lastSeenAt,
-        userAgent: meta.ua ?? null,
-        current: meta.lid === currentLineage,
-      })
-    }
-    return [...byLineage.values()].sort((a, b) => b.lastSeenAt - a.lastSeenAt)
+    return this.devices.list(userId, current?.record ? current.meta.lid : undefined)
   }
 
   /**
@@ -497,357 +234,117 @@ export class SessionManager<T extends SessionData = SessionData> {
    * user. Resolves `true` only when this call ended a live session; `false` for a forged, garbled or
    * stale handle, or a session already ended. Needs a store with a user index.
    */
-  async revoke(handle: string, options: { userId?: string } = {}): Promise<boolean> {
-    const target = this.openHandle(handle)
-    if (!target || (options.userId !== undefined && options.userId !== target.userId)) return false
-    const ended =
-      (await this.endUserSessions(target.userId, (lineage) => lineage === target.lineage)).size > 0
-    if (ended) this.emit('revoked', null, target.userId)
-    return ended
+  revoke(handle: string, options: { userId?: string } = {}): Promise<boolean> {
+    return this.devices.revoke(handle, options.userId)
   }
 
   /**
    * Ends every session of `userId` ("sign out everywhere"), but the one whose handle is `except`.
    * Resolves how many sessions this call ended. Needs a store with a user index.
    */
-  async revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<number> {
-    const except = options.except === undefined ? null : this.openHandle(options.except)
-    const keep = except?.userId === userId ? except.lineage : null
-    const ended = await this.endUserSessions(userId, (lineage) => lineage !== keep)
-    this.emit('revoked', null, userId, `${ended.size} sessions`)
-    return ended.size
+  revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<number> {
+    return this.devices.revokeAll(userId, options.except)
   }
 
   /** The handle of a stored, signed-in session, as {@link listUserSessions} would give it; else `null`. */
   handleOf(session: Session<T>): string | null {
     const state = session[STATE]
     if (!state.record || state.userId === null || state.meta.lid === '') return null
-    return this.handle(state.userId, state.meta.lid)
+    return this.devices.handle(state.userId, state.meta.lid)
+  }
+
+  /**
+   * For operators (the CLI): what a record listed from the store is, by this manager's keys: one of
+   * the four states of the rule, or `unopenable` when no key of the ring opens it.
+   */
+  inspect(record: SessionRecord): RecordKind | 'unopenable' {
+    if (isEnded(record)) return 'ended'
+    const opened = this.codec.open(record)
+    return opened === null ? 'unopenable' : kindOf(opened)
+  }
+
+  /**
+   * For operators (the CLI): ends a record listed from the store as the rule ends every session (the
+   * ended payload by compare-and-set, then the tombstone), without opening it: an end needs no key.
+   * Resolves whether this call ended it.
+   */
+  endRecord(record: SessionRecord): Promise<boolean> {
+    return this.life.queue.run(record.key, () => this.ending.endListed(record))
+  }
+
+  /**
+   * For operators (`latchkey rekey`): re-seals a record listed from the store with the first key, by
+   * compare-and-set, never overwriting a write of the application. `onConflict` counts retries.
+   */
+  reseal(record: SessionRecord, onConflict: () => void = () => {}): Promise<ResealOutcome> {
+    return reseal(this.life, this.codec, record, onConflict)
   }
 
   /** Closes the store (if it holds resources). */
   async close(): Promise<void> {
-    await this.store.close()
+    await this.life.store.close()
   }
 
-  /**
-   * Ends every session of `userId` whose lineage `select` picks, and resolves the lineages it ended.
-   * It lists again until no such record is left: a rotation in flight may have created one meanwhile.
-   */
-  private async endUserSessions(userId: string, select: (lineage: string) => boolean): Promise<Set<string>> {
-    const ended = new Set<string>()
-    for (let round = 0; round < MAX_HOPS; round++) {
-      const targets = (await this.userSessions(userId)).filter(({ meta }) => select(meta.lid))
-      if (targets.length === 0) break
-      for (const { record, meta } of targets) {
-        if (await this.end(record, { follow: true, live: meta.next === undefined })) ended.add(meta.lid)
-      }
+  /** {@link commitSync} without the CSRF pre-session cookie. */
+  private commitSyncWithoutCsrf(state: SessionState, now: number): CommitResult | null {
+    const quiet = this.quiet(state, now)
+    if (quiet !== null) return quiet
+    if (this.life.store.sync === null || state.destroyed !== null || state.loggedOut) return null
+    const record = state.record
+    if (record === null) {
+      if (state.data.size === 0 && state.userId === null)
+        return state.cookie === 'clear' ? this.cleared : NOTHING
+      if (!this.rotation.insertSync(state, now)) return null
+      settle(state, state.record as unknown as SessionRecord)
+      this.life.emit('created', (state.record as unknown as SessionRecord).key, state.userId)
+      return this.issued(state, now)
     }
-    return ended
-  }
-
-  /** The records of `userId` that open (live sessions and forwarders), with their metadata. */
-  private async userSessions(userId: string): Promise<{ record: SessionRecord; meta: SessionMeta }[]> {
-    if (!this.store.indexed) throw new ConfigError('store', 'this store cannot list sessions by user')
-    const out: { record: SessionRecord; meta: SessionMeta }[] = []
-    for (const record of await this.store.listByUser(userId)) {
-      if (record.userId !== userId) continue
-      const loaded = this.openRecord(record, null)
-      if (loaded) out.push({ record, meta: loaded.meta })
-    }
-    return out
-  }
-
-  /**
-   * A handle names a session to its owner: its user and lineage (kept through renewal and
-   * `regenerate`), sealed with the handle subkey. Neither the ID nor the store key is in it.
-   */
-  private handle(userId: string, lineage: string): string {
-    return this.keyring.sealHandle(JSON.stringify([userId, lineage]), HANDLE_CONTEXT)
-  }
-
-  private openHandle(handle: string): { userId: string; lineage: string } | null {
-    if (typeof handle !== 'string' || handle.length > MAX_HANDLE_LENGTH) return null
-    const text = this.keyring.openHandle(handle, HANDLE_CONTEXT)
-    if (text === null) return null
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(text)
-    } catch {
+    if (state.rotation !== 'none') return null
+    if (this.life.queue.busy(record.key) || now - state.meta.iat >= this.options.renewalIntervalMs)
       return null
+    if (hasChanges(state)) {
+      if (!this.writer.writeSync(state, now)) return null
+    } else {
+      this.writer.touchSync(state, now)
     }
-    if (!Array.isArray(parsed) || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') return null
-    if (parsed[1] === '') return null
-    return { userId: parsed[0], lineage: parsed[1] }
+    return state.cookie === 'reissue' ? this.issued(state, now) : PRIVATE
   }
 
-  private fresh(clearCookie: boolean, facts: RequestFacts): Session<T> {
-    const pre = this.preSession(facts)
-    return new Session<T>({
-      id: generateId(),
-      record: null,
-      data: new Map(),
-      meta: { csrf: pre.csrf, iat: 0, lid: '' },
-      userId: null,
-      changes: [],
-      rotation: 'none',
-      destroyed: null,
-      loggedOut: false,
-      dropped: false,
-      clearCookie,
-      reissueCookie: false,
-      reseal: false,
-      userChanged: false,
-      userAgent: facts.userAgent,
-      makeCsrfToken: this.makeCsrfToken,
-      csrfCookie: pre.cookie,
-      csrfUsed: false,
-      csrfMinted: false,
-    })
-  }
-
-  private restore(id: string, loaded: Loaded, reissueCookie: boolean, facts: RequestFacts): Session<T> {
-    return new Session<T>({
-      id,
-      record: loaded.record,
-      data: loaded.data,
-      meta: loaded.meta,
-      userId: loaded.record.userId,
-      changes: [],
-      rotation: 'none',
-      destroyed: null,
-      loggedOut: false,
-      dropped: false,
-      clearCookie: false,
-      reissueCookie,
-      reseal: loaded.stale,
-      userChanged: false,
-      userAgent: facts.userAgent,
-      makeCsrfToken: this.makeCsrfToken,
-      // A stored session has its own secret: a pre-session cookie the browser still sends is cleared.
-      csrfCookie: this.carriesCsrfCookie(facts) ? 'clear' : 'none',
-      csrfUsed: false,
-      csrfMinted: false,
-    })
-  }
-
-  /** Past its idle or absolute timeout by this manager's options (the store may keep it longer). */
-  private isExpired(record: SessionRecord, now: number): boolean {
-    return (
-      now >= expiresAt(record) ||
-      now >= record.lastSeenAt + this.options.idleTimeoutMs ||
-      now >= record.createdAt + this.options.absoluteTimeoutMs
-    )
-  }
-
-  /** The live, intact record of `id`, opened; `null` when missing, ended, expired or tampered with. */
-  private async read(id: string): Promise<Loaded | null> {
-    const key = this.opened.get(id)?.key ?? storeKeyOf(id)
-    const record = await this.store.get(key)
-    if (!record || record.payload === ENDED_PAYLOAD) {
-      this.emit('rejected', key, null, 'unknown')
-      return null
-    }
-    if (this.isExpired(record, this.options.clock.now())) {
-      await this.end(record, { follow: false, live: false })
-      this.emit('expired', key, record.userId)
-      return null
-    }
-    const loaded = this.openRecord(record, id)
-    if (!loaded) this.emit('rejected', key, record.userId, 'tampered')
-    return loaded
-  }
-
-  /**
-   * Opens a record's payload; `null` when it is ended or does not open (tampered, unknown key). With
-   * the session's `id`, what it opened to is remembered, so the next request on the session skips the
-   * decryption while the stored payload is still the same string. The store stays the authority: every
-   * request still reads the record, and only an identical payload is served from here. No request can
-   * see another's in-place changes: the plaintext is parsed afresh for each request, except when every
-   * value is an immutable scalar (string, finite number, boolean, null), where each request gets its
-   * own copy of the parsed contents.
-   */
-  private openRecord(record: SessionRecord, id: string | null): Loaded | null {
-    if (record.payload === ENDED_PAYLOAD) return null
-    const cached = id === null ? undefined : this.opened.get(id)
-    if (cached !== undefined && cached.payload === record.payload && cached.key === record.key) {
-      if (cached.shared) return { record, ...unshare(cached.shared), stale: cached.stale }
-      const contents = parsePayload(cached.plaintext)
-      if (!contents) return null
-      if (cached.shared === undefined) cached.shared = shareable(contents.data, contents.meta)
-      return { record, data: contents.data, meta: contents.meta, stale: cached.stale }
-    }
-    const opened = this.keyring.open(record.payload, record.key)
-    const contents = opened && parsePayload(opened.plaintext)
-    if (!opened || !contents) {
-      if (id !== null) this.opened.delete(id)
-      return null
-    }
-    if (id !== null) {
-      keepRecent(this.opened, id, {
-        key: record.key,
-        payload: record.payload,
-        plaintext: opened.plaintext,
-        stale: opened.stale,
-        shared: undefined,
-        meta: undefined,
-      })
-    }
-    return { record, data: contents.data, meta: contents.meta, stale: opened.stale }
-  }
-
-  /** Seals the session's data for `key`, remembering what it holds for the next request. */
-  private seal(state: SessionState, key: string): string {
-    const previous = this.opened.get(state.id)
-    const meta = metaJson(state.meta, previous?.key === key ? previous.meta : undefined)
-    const plaintext = serializePayload(state.data, meta)
-    const payload = this.keyring.seal(plaintext, key)
-    keepRecent(this.opened, state.id, {
-      key,
-      payload,
-      plaintext,
-      stale: false,
-      shared: shareable(state.data, state.meta),
-      meta,
-    })
-    return payload
+  /** The commit of a request with nothing to write (the common read-only request); `null` when there is work. */
+  private quiet(state: SessionState, now: number): CommitResult | null {
+    const record = state.record
+    if (record === null || state.destroyed !== null || !this.writer.isQuiet(state, record, now)) return null
+    return state.cookie === 'reissue' ? this.issued(state, now) : PRIVATE
   }
 
   /** A new session: stored only if it holds something; an unusable cookie the browser sent is cleared. */
   private async commitNew(state: SessionState, now: number): Promise<CommitResult> {
-    if (state.data.size === 0 && state.userId === null) return state.clearCookie ? this.cleared : NOTHING
-    const record = await this.insert(state, now, false, null)
-    this.settle(state, record)
-    this.emit('created', record.key, state.userId)
+    if (state.data.size === 0 && state.userId === null)
+      return state.cookie === 'clear' ? this.cleared : NOTHING
+    const record = await this.rotation.insert(state, now, false, null)
+    settle(state, record)
+    this.life.emit('created', record.key, state.userId)
     return this.issued(state, now)
   }
 
   private async commitStored(state: SessionState, now: number): Promise<CommitResult> {
-    if (state.rotation === 'kill-old') return this.rotate(state, now)
-    if (hasChanges(state)) {
-      if (!(await this.write(state, now))) return this.dropped(state)
-    } else {
-      const record = state.record as SessionRecord
-      if (now - this.lastSeen(record) >= this.options.touchIntervalMs) {
-        const idleExpiresAt = Math.min(now + this.options.idleTimeoutMs, record.absoluteExpiresAt)
-        await this.store.touch(record.key, now, idleExpiresAt)
-        state.record = { ...record, lastSeenAt: now, idleExpiresAt }
-        keepRecent(this.touched, record.key, now)
-      }
+    if (state.rotation !== 'none') {
+      return (await this.rotation.rotate(state, now)) ? this.issued(state, now) : this.dropped(state)
     }
-    if (now - state.meta.iat >= this.options.renewalIntervalMs && (await this.renew(state, now))) {
+    if (hasChanges(state)) {
+      if (!(await this.writer.write(state, now))) return this.dropped(state)
+    } else if (this.writer.touchDue(state.record as SessionRecord, now)) {
+      await this.writer.touch(state, now)
+    }
+    if (now - state.meta.iat >= this.options.renewalIntervalMs && (await this.rotation.renew(state, now))) {
       return this.issued(state, now)
     }
-    return state.reissueCookie ? this.issued(state, now) : PRIVATE
+    return state.cookie === 'reissue' ? this.issued(state, now) : PRIVATE
   }
 
-  /**
-   * `login` and `regenerate`: the session moves to a new ID and the old one ends at once. The new
-   * record is created first, then the old one is ended by compare-and-set; if another request wrote
-   * it meanwhile, its data (with this request's changes replayed on it) is carried into the new record.
-   */
-  private async rotate(state: SessionState, now: number): Promise<CommitResult> {
-    const login = state.userChanged
-    // A sign-in proved who the user is in this very request, so it stands even if the session it
-    // started from ended meanwhile; any other rotation of an ended session is dropped.
-    const live = await this.rebase(state, false)
-    if (!live && !login) return this.dropped(state)
-    const old = state.record as SessionRecord
-    // A sign-in starts the session's clock afresh; any other privilege change keeps its deadlines.
-    const created = await this.insert(state, now, true, login ? null : old)
-    let revoked = false
-    const replay = async (fresh: Loaded) => {
-      revoked = !(await this.replayInto(state, fresh, login))
-      return !revoked
-    }
-    const successor = login ? undefined : { id: state.id, lid: state.meta.lid }
-    const ended = live && (await this.end(old, { follow: true, live: true, replay, successor }))
-    // A revocation ended the new record before the old one was retired: the change is off.
-    if (revoked) return this.dropped(state)
-    if (!ended && !login) {
-      await this.store.destroy(created.key)
-      return this.dropped(state)
-    }
-    this.settle(state, state.record as SessionRecord)
-    this.emit(login ? 'login' : 'regenerated', created.key, state.userId)
-    return this.issued(state, now)
-  }
-
-  /** Carries a newer version of a rotation's old record, with this request's changes replayed on it, into its new record. */
-  private async replayInto(state: SessionState, fresh: Loaded, login: boolean): Promise<boolean> {
-    for (const change of state.changes) applyChange(fresh.data, change)
-    state.data = fresh.data
-    if (!login) state.userId = fresh.record.userId
-    const record = state.record as SessionRecord
-    const next: SessionRecord = {
-      ...record,
-      version: record.version + 1,
-      userId: state.userId,
-      payload: this.seal(state, record.key),
-    }
-    // Only a revocation can have touched the new record (it is in the user index already): then it ended.
-    if (!(await this.store.update(next, record.version))) return false
-    state.record = next
-    return true
-  }
-
-  /**
-   * Ends the session held by `record` (as last seen), following the rule at the top of this file.
-   * Resolves whether this call ended a live session; `false` when it was already ended.
-   */
-  private async end(record: SessionRecord, options: EndOptions): Promise<boolean> {
-    const deadline = performance.now() + this.options.commitTimeoutMs
-    const forwarders: string[] = []
-    let current: SessionRecord | null = record
-    let live = options.live
-    try {
-      for (let attempt = 1; current !== null && current.payload !== ENDED_PAYLOAD; attempt++) {
-        const next: string | undefined = live ? undefined : this.openRecord(current, null)?.meta.next
-        if (next !== undefined) {
-          // Renewed: the session lives on under the successor; the forwarder goes once that has ended.
-          forwarders.push(current.key)
-          current = options.follow ? await this.store.get(storeKeyOf(next)) : null
-        } else {
-          const successor = options.successor
-          const ended = successor ? this.retiredRecord(current, successor) : endedRecord(current)
-          if (await this.store.update(ended, current.version)) {
-            if (!successor) await this.store.destroy(current.key)
-            return true
-          }
-          // It moved: written, renewed or ended by another request. Look again.
-          current = await this.store.get(current.key)
-          if (attempt > 1) await this.pause(attempt, deadline)
-        }
-        live = false
-        if (options.replay && current !== null && current.payload !== ENDED_PAYLOAD) {
-          const fresh = this.openRecord(current, null)
-          if (fresh && fresh.meta.next === undefined) {
-            if (!(await options.replay(fresh))) return false
-            live = true
-          }
-        }
-      }
-      // The trail ended before a live record: someone else ended the session, or retired this ID.
-      const lineage = options.lineage
-      return lineage !== undefined && this.store.indexed
-        ? (await this.endUserSessions(lineage.userId, (lid) => lid === lineage.lid)).size > 0
-        : false
-    } finally {
-      // A pointer never turns live again, so destroying it needs no compare-and-set.
-      if (!options.replay) for (const key of forwarders) await this.store.destroy(key)
-    }
-  }
-
-  /** The old record of a `regenerate`, retired: it points to its successor and opens nothing itself. */
-  private retiredRecord(record: SessionRecord, successor: { id: string; lid: string }): SessionRecord {
-    const meta: SessionMeta = { csrf: '', iat: 0, lid: successor.lid, next: successor.id, retired: true }
-    const payload = this.keyring.seal(serializePayload(new Map(), meta), record.key)
-    return { ...record, version: record.version + 1, userId: null, payload }
-  }
-
+  /** The session ended meanwhile: this request's changes are discarded (see `discarded()` in session.ts). */
   private dropped(state: SessionState): CommitResult {
-    state.dropped = true
-    this.emit('dropped', state.record?.key ?? null, state.userId)
+    this.life.emit('dropped', state.record?.key ?? null, state.userId)
     return PRIVATE
   }
 
@@ -857,188 +354,46 @@ export class SessionManager<T extends SessionData = SessionData> {
     return { setCookie: serializeSessionCookie(this.options.cookie, state.id, maxAgeSeconds), private: true }
   }
 
-  private prepareMeta(state: SessionState, now: number): void {
-    const meta = state.meta
-    if (meta.csrf === '') meta.csrf = randomToken()
-    if (meta.lid === '') meta.lid = randomToken(LINEAGE_BYTES)
-    if (state.userChanged || meta.ua === undefined) {
-      const ua = state.userAgent
-      if (ua) meta.ua = ua.slice(0, MAX_USER_AGENT)
-    }
-    meta.iat = now
+  /** A fresh session for a request whose cookie named none; a rejected cookie is reported and cleared. */
+  private anonymous(reading: CookieReading, facts: RequestFacts): Session<T> {
+    if (reading.rejected) this.life.emit('rejected', null, null, 'malformed')
+    return this.fresh(reading.rejected, facts)
   }
 
-  /**
-   * Stores the session as a new record, under its own fresh ID or under a new one when `rotate`, and
-   * makes it the state's record. `previous` lends its creation time and absolute deadline (renewal,
-   * regenerate). The request's changes are kept: the caller settles once the whole commit is done.
-   */
-  private async insert(
-    state: SessionState,
-    now: number,
-    rotate: boolean,
-    previous: SessionRecord | null,
-  ): Promise<SessionRecord> {
-    this.prepareMeta(state, now)
-    for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
-      if (rotate || attempt > 0) state.id = generateId()
-      const record = this.newRecord(state, now, previous)
-      if (await this.store.create(record)) {
-        state.record = record
-        return record
-      }
-    }
-    throw new SessionError(
-      'ERR_LATCHKEY_STORE_COLLISION',
-      'the store refused every new session ID: is create() insert-only?',
+  private fresh(clearCookie: boolean, facts: RequestFacts): Session<T> {
+    const pre = this.csrf.preSession(facts)
+    const meta = blankMeta()
+    meta.csrf = pre.csrf
+    return new Session<T>(
+      newState({
+        id: generateId(),
+        record: null,
+        data: new Map(),
+        meta,
+        userId: null,
+        userAgent: facts.userAgent,
+        csrf: this.csrf,
+        csrfCookie: pre.cookie,
+        cookie: clearCookie ? 'clear' : 'keep',
+      }),
     )
   }
 
-  /** The first record of the session under `state.id`; `previous` lends its creation time and absolute deadline. */
-  private newRecord(state: SessionState, now: number, previous: SessionRecord | null): SessionRecord {
-    const absoluteExpiresAt = previous?.absoluteExpiresAt ?? now + this.options.absoluteTimeoutMs
-    const key = storeKeyOf(state.id)
-    return {
-      key,
-      version: 1,
-      userId: state.userId,
-      createdAt: previous?.createdAt ?? now,
-      lastSeenAt: now,
-      idleExpiresAt: Math.min(now + this.options.idleTimeoutMs, absoluteExpiresAt),
-      absoluteExpiresAt,
-      payload: this.seal(state, key),
-    }
-  }
-
-  /** The next version of `record` holding the state's data, seen now. */
-  private nextVersion(state: SessionState, record: SessionRecord, now: number): SessionRecord {
-    if (state.meta.csrf === '') state.meta.csrf = randomToken()
-    return {
-      ...record,
-      version: record.version + 1,
-      userId: state.userId,
-      lastSeenAt: now,
-      idleExpiresAt: Math.min(now + this.options.idleTimeoutMs, record.absoluteExpiresAt),
-      payload: this.seal(state, record.key),
-    }
-  }
-
-  /** Writes the session with compare-and-set; on conflict reloads, replays this request's changes and retries. */
-  private async write(state: SessionState, now: number): Promise<boolean> {
-    const deadline = performance.now() + this.options.commitTimeoutMs
-    for (let attempt = 1; ; attempt++) {
-      const record = state.record as SessionRecord
-      const next = this.nextVersion(state, record, now)
-      if (await this.store.update(next, record.version)) {
-        this.settle(state, next)
-        return true
-      }
-      if (!(await this.rebase(state, true))) return false
-      // In one process commits are queued, so a retry here means another process is writing too.
-      await this.pause(attempt, deadline)
-    }
-  }
-
-  /** Before retry `attempt` of a compare-and-set loop: `ConflictError` past the deadline, else a jittered back-off. */
-  private async pause(attempt: number, deadline: number): Promise<void> {
-    if (performance.now() > deadline) throw new ConflictError()
-    if (attempt > 1) await sleep(Math.random() * Math.min(100, 2 ** attempt))
-  }
-
-  /**
-   * Brings the state up to the stored record, replaying this request's changes on it. `false` when
-   * the session is gone (destroyed, revoked, expired): the request's changes are dropped.
-   */
-  private async rebase(state: SessionState, force: boolean): Promise<boolean> {
-    const record = state.record as SessionRecord
-    let fresh = await this.read(state.id)
-    // Renewed meanwhile: follow it and hand the browser the new ID. Regenerated meanwhile: follow it,
-    // so this request's changes are not lost, but the browser keeps its old ID, which is dead now.
-    let hops = 0
-    let renewedOnly = true
-    while (fresh?.meta.next !== undefined) {
-      if (++hops > MAX_HOPS) return false
-      const { next, retired } = fresh.meta
-      renewedOnly &&= !retired
-      fresh = await this.read(next)
-      if (fresh) state.id = next
-    }
-    if (!fresh) return false
-    if (hops > 0 && renewedOnly) state.reissueCookie = true
-    if (!force && fresh.record.version === record.version && fresh.record.key === record.key) return true
-    for (const change of state.changes) applyChange(fresh.data, change)
-    state.data = fresh.data
-    state.record = fresh.record
-    if (!state.userChanged) state.userId = fresh.record.userId
-    const { csrf, lid } = state.meta
-    state.meta = state.userChanged ? { ...fresh.meta, csrf, lid } : fresh.meta
-    state.reseal ||= fresh.stale
-    return true
-  }
-
-  /**
-   * Rotates the ID of a long-lived session; the old ID forwards to the new one for the grace window,
-   * and not a moment longer: the forwarder's absolute deadline is the end of that window.
-   */
-  private async renew(state: SessionState, now: number): Promise<boolean> {
-    const old = state.record as SessionRecord
-    const oldId = state.id
-    const oldMeta = state.meta
-    state.meta = { ...oldMeta }
-    const created = await this.insert(state, now, true, old)
-    // The window opens when the forwarder is written, which a slow store may make later than `now`.
-    const graceEndsAt = Math.min(
-      this.options.clock.now() + this.options.renewalGraceMs,
-      old.absoluteExpiresAt,
+  private restore(id: string, loaded: OpenedRecord, reissue: boolean, facts: RequestFacts): Session<T> {
+    return new Session<T>(
+      newState({
+        id,
+        record: loaded.record,
+        data: loaded.data,
+        meta: loaded.meta,
+        userId: loaded.record.userId,
+        userAgent: facts.userAgent,
+        csrf: this.csrf,
+        csrfCookie: this.csrf.leftover(facts),
+        cookie: reissue ? 'reissue' : 'keep',
+        reseal: loaded.stale,
+      }),
     )
-    const forwarder: SessionRecord = {
-      ...old,
-      version: old.version + 1,
-      lastSeenAt: now,
-      idleExpiresAt: graceEndsAt,
-      absoluteExpiresAt: graceEndsAt,
-      payload: this.keyring.seal(
-        serializePayload(new Map(), { csrf: '', iat: now, lid: oldMeta.lid, next: state.id }),
-        old.key,
-      ),
-    }
-    if (await this.store.update(forwarder, old.version)) {
-      this.settle(state, created)
-      this.emit('renewed', created.key, state.userId)
-      return true
-    }
-    // The old record moved under us (written, renewed or ended elsewhere): the new ID was never
-    // handed out, so drop it and keep the old one until the next request.
-    await this.store.destroy(created.key)
-    state.record = old
-    state.id = oldId
-    state.meta = oldMeta
-    return false
-  }
-
-  private settle(state: SessionState, record: SessionRecord): void {
-    state.record = record
-    state.changes.length = 0
-    state.rotation = 'none'
-    state.reseal = false
-    state.userChanged = false
-    state.clearCookie = false
-  }
-
-  /** Runs commits on one session one after another within this process, so they never conflict here. */
-  private async serial<R>(key: string, task: () => Promise<R>): Promise<R> {
-    const previous = this.queues.get(key)
-    const run = previous ? previous.then(task, task) : task()
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    )
-    this.queues.set(key, tail)
-    try {
-      return await run
-    } finally {
-      if (this.queues.get(key) === tail) this.queues.delete(key)
-    }
   }
 }
 

@@ -2,20 +2,17 @@
  * The plaintext inside a sealed payload: the session's data and the small metadata the core keeps
  * beside it, as JSON (never a format that can instantiate objects).
  */
+import type { Keyring } from './crypto.js'
+import type { OpenedRecord } from './lifecycle/record-state.js'
+import { ENDED_PAYLOAD } from './lifecycle/record-state.js'
 import type { SessionMeta } from './session.js'
+import type { SessionRecord } from './store.js'
 
 /** A payload opened and parsed: the data and the metadata. */
 export interface PayloadContents {
   readonly data: Map<string, unknown>
   readonly meta: SessionMeta
 }
-
-/**
- * The payload of a record whose session was ended (logout, revoke, expiry, the old ID of a login).
- * Written by compare-and-set before the store's own tombstone, so the end wins every race; it opens to
- * nothing, and the core reads it as "no session".
- */
-export const ENDED_PAYLOAD = ''
 
 /** Parses a payload's plaintext; `null` for anything that is not what {@link serializePayload} wrote. */
 export function parsePayload(text: string): PayloadContents | null {
@@ -98,4 +95,134 @@ export function metaJson(meta: SessionMeta, last: MetaJson | undefined): MetaJso
 export function serializePayload(data: ReadonlyMap<string, unknown>, meta: MetaJson | SessionMeta): string {
   const json = 'json' in meta ? meta.json : JSON.stringify(meta)
   return `{"d":${JSON.stringify(Object.fromEntries(data))},"m":${json}}`
+}
+
+/** Opens and seals the payloads of records: the keyring alone ({@link PayloadCodec}) or with a cache in front ({@link PayloadCache}). */
+export interface Payloads {
+  /**
+   * Opens a record's payload; `null` when it is ended or does not open (tampered, unknown key). `id`
+   * is the session ID the record was read under, when known (a cache may use it).
+   */
+  open(record: SessionRecord, id: string | null): OpenedRecord | null
+  /** Seals a session's data and metadata for the record under `key`; `id` as for {@link open}. */
+  seal(id: string | null, data: ReadonlyMap<string, unknown>, meta: SessionMeta, key: string): string
+  /** Seals a pointer (a forwarder or a retired record): metadata, no data. Never cached. */
+  sealPointer(meta: SessionMeta, key: string): string
+}
+
+/** Payloads sealed by the keyring, with the store key as associated data: a payload moved to another key opens nothing. */
+export class PayloadCodec implements Payloads {
+  constructor(readonly keyring: Keyring) {}
+
+  open(record: SessionRecord): OpenedRecord | null {
+    const opened = this.openText(record)
+    const contents = opened && parsePayload(opened.plaintext)
+    return contents ? { record, data: contents.data, meta: contents.meta, stale: opened.stale } : null
+  }
+
+  /** The plaintext of a record's payload and whether a retired key sealed it; `null` when it does not open. */
+  openText(record: SessionRecord): { plaintext: string; stale: boolean } | null {
+    if (record.payload === ENDED_PAYLOAD) return null
+    return this.keyring.open(record.payload, record.key)
+  }
+
+  seal(_id: string | null, data: ReadonlyMap<string, unknown>, meta: SessionMeta, key: string): string {
+    return this.keyring.seal(serializePayload(data, meta), key)
+  }
+
+  sealPointer(meta: SessionMeta, key: string): string {
+    return this.keyring.seal(serializePayload(new Map(), meta), key)
+  }
+}
+
+/** Sessions a process keeps opened payloads for: enough for those active at once. */
+export const RECENT_SESSIONS = 4096
+
+/** Sets `key` in an insertion-ordered map kept to {@link RECENT_SESSIONS} entries, dropping the oldest. */
+export function keepRecent<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key)
+  map.set(key, value)
+  if (map.size > RECENT_SESSIONS) map.delete(map.keys().next().value as string)
+}
+
+/** What a process remembers of a session's payload, by ID. */
+interface Remembered {
+  readonly key: string
+  /** The sealed payload this entry describes; any other payload under the key is opened afresh. */
+  readonly payload: string
+  readonly plaintext: string
+  readonly stale: boolean
+  /** The parsed contents, when they can be handed to every request as copies. */
+  shared: SharedContents | null | undefined
+  /** The metadata's JSON, for the next write. */
+  meta: MetaJson | undefined
+}
+
+/**
+ * {@link PayloadCodec} with a memory of the last payload of each recently used session ID, so the next
+ * request on the session skips the decryption while the stored payload is still the same string. The
+ * store stays the authority: every request still reads the record, and only an identical payload is
+ * served from here. No request can see another's in-place changes: the plaintext is parsed afresh for
+ * each request, except when every value is an immutable scalar (string, finite number, boolean, null),
+ * where each request gets its own copy of the parsed contents.
+ */
+export class PayloadCache implements Payloads {
+  private readonly recent = new Map<string, Remembered>()
+
+  constructor(private readonly codec: PayloadCodec) {}
+
+  /** The store key a session ID was last seen under, if remembered (it saves hashing the ID). */
+  keyOf(id: string): string | undefined {
+    return this.recent.get(id)?.key
+  }
+
+  open(record: SessionRecord, id: string | null): OpenedRecord | null {
+    if (record.payload === ENDED_PAYLOAD) return null
+    const cached = id === null ? undefined : this.recent.get(id)
+    if (cached !== undefined && cached.payload === record.payload && cached.key === record.key) {
+      if (cached.shared) return { record, ...unshare(cached.shared), stale: cached.stale }
+      const contents = parsePayload(cached.plaintext)
+      if (!contents) return null
+      if (cached.shared === undefined) cached.shared = shareable(contents.data, contents.meta)
+      return { record, data: contents.data, meta: contents.meta, stale: cached.stale }
+    }
+    const opened = this.codec.openText(record)
+    const contents = opened && parsePayload(opened.plaintext)
+    if (!opened || !contents) {
+      if (id !== null) this.recent.delete(id)
+      return null
+    }
+    if (id !== null) {
+      keepRecent(this.recent, id, {
+        key: record.key,
+        payload: record.payload,
+        plaintext: opened.plaintext,
+        stale: opened.stale,
+        shared: undefined,
+        meta: undefined,
+      })
+    }
+    return { record, data: contents.data, meta: contents.meta, stale: opened.stale }
+  }
+
+  seal(id: string | null, data: ReadonlyMap<string, unknown>, meta: SessionMeta, key: string): string {
+    if (id === null) return this.codec.seal(id, data, meta, key)
+    const previous = this.recent.get(id)
+    const json = metaJson(meta, previous?.key === key ? previous.meta : undefined)
+    const plaintext = serializePayload(data, json)
+    const payload = this.codec.keyring.seal(plaintext, key)
+    keepRecent(this.recent, id, {
+      key,
+      payload,
+      plaintext,
+      stale: false,
+      shared: shareable(data, meta),
+      meta: json,
+    })
+    return payload
+  }
+
+  sealPointer(meta: SessionMeta, key: string): string {
+    return this.codec.sealPointer(meta, key)
+  }
 }

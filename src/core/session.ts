@@ -1,4 +1,3 @@
-import { randomToken } from './crypto.js'
 import { SessionError } from './errors.js'
 import { generateId } from './id.js'
 import type { SessionRecord } from './store.js'
@@ -51,8 +50,24 @@ export interface SessionMeta {
  */
 export type CsrfCookieState = 'none' | 'valid' | 'aging' | 'clear'
 
-/** How the ID must change at commit. */
-export type Rotation = 'none' | 'kill-old' | 'renew'
+/**
+ * How the ID must change at commit: `none`; `regenerate` (a new ID for the same session, the old one
+ * retired); `login` (the user changed in this request: a new ID and lineage when the session is
+ * stored, the old session ended).
+ */
+export type Rotation = 'none' | 'regenerate' | 'login'
+
+/** What the response must do with the session cookie when nothing else sets it: leave it, clear it, or send the current ID again. */
+export type CookieAction = 'keep' | 'clear' | 'reissue'
+
+/** What the request did with the CSRF secret: nothing, made a token, or created the secret and made a token. */
+export type CsrfUse = 'none' | 'used' | 'minted'
+
+/** The CSRF secret and its tokens, as a session needs them (the manager's `CsrfSecrets`). */
+export interface CsrfTokens {
+  /** A freshly masked token of the state's secret, creating the secret if it has none yet. */
+  token(state: SessionState): string
+}
 
 /** The state the manager keeps behind a {@link Session}. Not part of the public API. */
 export interface SessionState {
@@ -61,31 +76,56 @@ export interface SessionState {
   data: Map<string, unknown>
   meta: SessionMeta
   userId: string | null
+  /** This request's changes, kept to be replayed on fresher data after a conflict. */
   changes: Change[]
   rotation: Rotation
   /** The session that `logout`/`destroy` must end at commit: its record as this request saw it, and its lineage. */
   destroyed: { readonly record: SessionRecord; readonly lineage: string } | null
   /** `logout`/`destroy` was called in this request (for `Clear-Site-Data`). */
   loggedOut: boolean
-  /** The commit found the session ended meanwhile and discarded this request's changes. */
-  dropped: boolean
-  /** The browser sent a cookie that is unusable or unknown: clear it unless a new one is set. */
-  clearCookie: boolean
-  /** The browser must be sent the current ID again (it arrived with an ID in its grace window). */
-  reissueCookie: boolean
+  cookie: CookieAction
   /** A retired key opened the payload: re-seal on this commit. */
   reseal: boolean
-  userChanged: boolean
   /** User agent of this request, kept in the payload at creation and login (trimmed). */
-  userAgent: string | undefined
-  /** Makes a CSRF token from a secret (the manager's keyring, kept out of sight of logs and inspectors). */
-  readonly makeCsrfToken: (secret: string) => string
+  readonly userAgent: string | undefined
+  /** Makes CSRF tokens (the manager's keyring, kept out of sight of logs and inspectors). */
+  readonly csrf: CsrfTokens
   /** The CSRF pre-session cookie the request brought, and what the commit must do about it. */
   csrfCookie: CsrfCookieState
-  /** `csrfToken()` was called: the response holds a token, so it is private. */
-  csrfUsed: boolean
-  /** `csrfToken()` created the CSRF secret in this request (a session not stored keeps it in the cookie). */
-  csrfMinted: boolean
+  csrfUse: CsrfUse
+}
+
+/** The metadata of a session that has none yet: no CSRF secret, no lineage, never issued. */
+export function blankMeta(): SessionMeta {
+  return { csrf: '', iat: 0, lid: '' }
+}
+
+/** A session's state, every field at its starting value but those given. */
+export function newState(
+  fields: Pick<
+    SessionState,
+    'id' | 'record' | 'data' | 'meta' | 'userId' | 'userAgent' | 'csrf' | 'csrfCookie'
+  > &
+    Partial<Pick<SessionState, 'cookie' | 'reseal'>>,
+): SessionState {
+  return {
+    changes: [],
+    rotation: 'none',
+    destroyed: null,
+    loggedOut: false,
+    cookie: 'keep',
+    reseal: false,
+    csrfUse: 'none',
+    ...fields,
+  }
+}
+
+/**
+ * True when the last commit discarded this request's changes or its rotation: the session had ended
+ * meanwhile (the commit emits a `dropped` event then).
+ */
+export function discarded(state: SessionState): boolean {
+  return state.changes.length > 0 || state.rotation !== 'none'
 }
 
 /** Key of the internal state on a session object. Deliberately not exported from the package. */
@@ -173,10 +213,10 @@ export class Session<T extends SessionData = SessionData> {
     }
     const state = this[STATE]
     state.userId = userId
-    state.userChanged = true
+    state.rotation = 'login'
+    // A sign-in starts a new lineage with a new CSRF secret.
     state.meta.csrf = ''
     state.meta.lid = ''
-    if (state.record) state.rotation = 'kill-old'
   }
 
   /**
@@ -189,12 +229,7 @@ export class Session<T extends SessionData = SessionData> {
    */
   csrfToken(): string {
     const state = this[STATE]
-    if (state.meta.csrf === '') {
-      state.meta.csrf = randomToken()
-      state.csrfMinted = true
-    }
-    state.csrfUsed = true
-    return state.makeCsrfToken(state.meta.csrf)
+    return state.csrf.token(state)
   }
 
   /** Signs out: the record is destroyed server-side and the cookie cleared. */
@@ -205,7 +240,7 @@ export class Session<T extends SessionData = SessionData> {
   /** A new ID for the same data (use at every privilege change); the old ID dies at once. */
   regenerate(): void {
     const state = this[STATE]
-    if (state.record) state.rotation = 'kill-old'
+    if (state.record && state.rotation === 'none') state.rotation = 'regenerate'
   }
 
   /**
@@ -221,14 +256,12 @@ export class Session<T extends SessionData = SessionData> {
     state.data.clear()
     state.changes.length = 0
     state.userId = null
-    state.userChanged = false
     state.rotation = 'none'
-    state.clearCookie = true
-    state.reissueCookie = false
-    state.meta = { csrf: '', iat: 0, lid: '' }
+    state.cookie = 'clear'
+    state.meta = blankMeta()
     // A pre-session secret the browser holds dies with the session too.
     if (state.csrfCookie !== 'none') state.csrfCookie = 'clear'
-    state.csrfMinted = false
+    if (state.csrfUse === 'minted') state.csrfUse = 'used'
   }
 
   private record(change: Change): void {

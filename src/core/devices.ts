@@ -1,0 +1,104 @@
+/**
+ * "Your devices": a user's live sessions, named by handles, and their revocation. A handle names a
+ * session to its owner: its user and lineage (kept through renewal and `regenerate`), sealed with the
+ * keyring's handle subkey. Neither the ID nor the store key is in it, it cannot be forged, it cannot be
+ * used for another user's session, and it needs no index of its own.
+ */
+import type { Lifecycle } from './lifecycle/context.js'
+import type { Ending } from './lifecycle/ending.js'
+import { isExpired, kindOf } from './lifecycle/record-state.js'
+import { MAX_USER_ID_LENGTH } from './session.js'
+
+const HANDLE_CONTEXT = 'latchkey/handle/v2'
+/**
+ * The longest handle a user ID of {@link MAX_USER_ID_LENGTH} can give: JSON escapes a code unit into
+ * at most 6 bytes; the lineage, brackets, quotes, nonce, tag, base64url and key id add the rest.
+ */
+const MAX_HANDLE_LENGTH = 9 + Math.ceil(((12 + 16 + 6 * MAX_USER_ID_LENGTH + 64) * 4) / 3)
+
+/** One entry of `SessionManager.listUserSessions`. */
+export interface UserSessionInfo {
+  /** Opaque, unforgeable name of the session for `SessionManager.revoke`. Neither the ID nor its store key. */
+  readonly handle: string
+  /** When the session began (epoch ms). */
+  readonly createdAt: number
+  /** Its last request (epoch ms, to within the touch interval). */
+  readonly lastSeenAt: number
+  /** User agent at creation or sign-in, or `null`. */
+  readonly userAgent: string | null
+  /** True for the session passed as `current`. */
+  readonly current: boolean
+}
+
+/** A session named by a handle: its user and lineage. */
+interface Named {
+  readonly userId: string
+  readonly lineage: string
+}
+
+/** Lists and revokes users' sessions for one manager. */
+export class Devices {
+  constructor(
+    private readonly life: Lifecycle,
+    private readonly ending: Ending,
+  ) {}
+
+  /** The live sessions of `userId`, most recent first; `currentLineage` marks the request's own. */
+  async list(userId: string, currentLineage: string | undefined): Promise<UserSessionInfo[]> {
+    const now = this.life.options.clock.now()
+    const byLineage = new Map<string, UserSessionInfo>()
+    for (const { record, meta } of await this.ending.userSessions(userId)) {
+      if (kindOf({ meta }) !== 'live' || isExpired(record, now, this.life.options)) continue
+      const known = byLineage.get(meta.lid)
+      // Mid-rotation a session can briefly show under two keys: list it once, by its latest activity.
+      if (known && known.lastSeenAt >= record.lastSeenAt) continue
+      byLineage.set(meta.lid, {
+        handle: this.handle(userId, meta.lid),
+        createdAt: record.createdAt,
+        lastSeenAt: record.lastSeenAt,
+        userAgent: meta.ua ?? null,
+        current: meta.lid === currentLineage,
+      })
+    }
+    return [...byLineage.values()].sort((a, b) => b.lastSeenAt - a.lastSeenAt)
+  }
+
+  /** Ends the session `handle` names (only `userId`'s, when given); `true` only when this call ended a live session. */
+  async revoke(handle: string, userId: string | undefined): Promise<boolean> {
+    const target = this.open(handle)
+    if (!target || (userId !== undefined && userId !== target.userId)) return false
+    const ended =
+      (await this.ending.endUserSessions(target.userId, (lineage) => lineage === target.lineage)).size > 0
+    if (ended) this.life.emit('revoked', null, target.userId)
+    return ended
+  }
+
+  /** Ends every session of `userId` but the one `except` names; resolves how many this call ended. */
+  async revokeAll(userId: string, except: string | undefined): Promise<number> {
+    const kept = except === undefined ? null : this.open(except)
+    const keep = kept?.userId === userId ? kept.lineage : null
+    const ended = await this.ending.endUserSessions(userId, (lineage) => lineage !== keep)
+    this.life.emit('revoked', null, userId, `${ended.size} sessions`)
+    return ended.size
+  }
+
+  /** The handle of the session of `userId` with this lineage. */
+  handle(userId: string, lineage: string): string {
+    return this.life.keyring.sealHandle(JSON.stringify([userId, lineage]), HANDLE_CONTEXT)
+  }
+
+  private open(handle: string): Named | null {
+    if (typeof handle !== 'string' || handle.length > MAX_HANDLE_LENGTH) return null
+    const text = this.life.keyring.openHandle(handle, HANDLE_CONTEXT)
+    if (text === null) return null
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(text)
+    } catch {
+      return null
+    }
+    if (!Array.isArray(parsed) || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') return null
+    if (parsed[1] === '') return null
+    return { userId: parsed[0], lineage: parsed[1] }
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * What every room of the lifecycle works with: the options, the guarded store, the payloads (sealed
+ * and opened through the keyring and the cache), the per-key queue and the audit hook. The manager
+ * builds one and hands it to each room.
+ */
+import type { Keyring } from '../crypto.js'
+import type { SessionEvent } from '../events.js'
+import type { GuardedStore } from '../guarded-store.js'
+import type { ResolvedOptions } from '../options.js'
+import type { PayloadCache } from '../payload.js'
+import type { KeyedQueue } from './queue.js'
+
+/** The shared parts of one manager, for its rooms. */
+export interface Lifecycle {
+  readonly options: ResolvedOptions
+  readonly keyring: Keyring
+  /** The store; every failure of it, whatever it rejects with, surfaces as a `StoreError`. */
+  readonly store: GuardedStore
+  readonly payloads: PayloadCache
+  /** Commits on one session queue behind each other within this process, so they never conflict here. */
+  readonly queue: KeyedQueue
+  /** Reports a lifecycle event to the application's `onEvent` hook, if any; never throws. */
+  emit(type: SessionEvent['type'], key: string | null, userId: string | null, reason?: string): void
+}
+
+/** The `emit` of a {@link Lifecycle}: events name sessions by a keyed digest of the store key, never by ID or key. */
+export function emitter(
+  keyring: Keyring,
+  options: ResolvedOptions,
+  onEvent: ((event: SessionEvent) => void) | undefined,
+): Lifecycle['emit'] {
+  if (!onEvent) return () => {}
+  return (type, key, userId, reason) => {
+    const event: SessionEvent = {
+      type,
+      session: key === null ? null : keyring.digest(key),
+      userId,
+      at: options.clock.now(),
+      ...(reason === undefined ? {} : { reason }),
+    }
+    try {
+      onEvent(event)
+    } catch {
+      // An audit hook must never break a request.
+    }
+  }
+}

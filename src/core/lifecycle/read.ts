@@ -1,0 +1,41 @@
+/**
+ * Reading a session's record by its ID: the live, intact record opened, or nothing. A record past its
+ * timeouts (by this manager's options, whatever deadlines it was stored with) is ended on the way.
+ */
+import { storeKeyOf } from '../id.js'
+import type { Lifecycle } from './context.js'
+import type { Ending } from './ending.js'
+import type { OpenedRecord } from './record-state.js'
+import { isEnded, isExpired } from './record-state.js'
+
+/** Reads records by session ID for one manager. */
+export class Reader {
+  constructor(
+    private readonly life: Lifecycle,
+    private readonly ending: Ending,
+  ) {}
+
+  /** The store key of `id` (remembered for recently used sessions, so the ID is not hashed again). */
+  keyOf(id: string): string {
+    return this.life.payloads.keyOf(id) ?? storeKeyOf(id)
+  }
+
+  /** The record of `id`, opened (it may be a pointer); `null` when missing, ended, expired or tampered with. */
+  async read(id: string): Promise<OpenedRecord | null> {
+    const { store, options, payloads } = this.life
+    const key = this.keyOf(id)
+    const record = await store.get(key)
+    if (record === null || isEnded(record)) {
+      this.life.emit('rejected', key, null, 'unknown')
+      return null
+    }
+    if (isExpired(record, options.clock.now(), options)) {
+      await this.ending.end(record, { follow: false, live: false })
+      this.life.emit('expired', key, record.userId)
+      return null
+    }
+    const opened = payloads.open(record, id)
+    if (!opened) this.life.emit('rejected', key, record.userId, 'tampered')
+    return opened
+  }
+}

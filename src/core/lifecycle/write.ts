@@ -1,0 +1,217 @@
+/**
+ * live -> live: a write is one compare-and-set from the version the request loaded. On conflict the
+ * record is read again, this request's own changes (sets, deletes, `update` functions) are replayed on
+ * the fresh data, and the write is retried, backing off with jitter and bounded by `commitTimeoutMs`.
+ * Inside one process commits on a session queue behind each other (the manager's {@link KeyedQueue}),
+ * so a retry means another process is writing too. A session found ended meanwhile is not written
+ * back: the request's changes are dropped.
+ *
+ * A request that changes nothing is activity: the record is touched (its idle deadline moved, never
+ * the payload) at most once per touch interval.
+ */
+import { ensureSecret } from '../csrf-secret.js'
+import { keepRecent, type PayloadCodec } from '../payload.js'
+import type { SessionState } from '../session.js'
+import { applyChange } from '../session.js'
+import type { SessionRecord } from '../store.js'
+import type { Lifecycle } from './context.js'
+import { MAX_HOPS } from './ending.js'
+import { backOff, Deadline, type KeyedQueue } from './queue.js'
+import type { Reader } from './read.js'
+import { isEnded, kindOf, successorOf } from './record-state.js'
+
+/** The payload must be written: data changed, the user changed, a retired key sealed it, or it lacks a CSRF secret. */
+export function hasChanges(state: SessionState): boolean {
+  return state.changes.length > 0 || state.rotation === 'login' || state.reseal || state.meta.csrf === ''
+}
+
+/** The commit is done: the state's record is `record`, and nothing is left to write. */
+export function settle(state: SessionState, record: SessionRecord): void {
+  state.record = record
+  state.changes.length = 0
+  state.rotation = 'none'
+  state.reseal = false
+  if (state.cookie === 'clear') state.cookie = 'keep'
+}
+
+/** Writes, touches and rebases sessions for one manager. */
+export class Writer {
+  /** When this process last touched each recently touched store key. */
+  private readonly touched = new Map<string, number>()
+
+  constructor(
+    private readonly life: Lifecycle,
+    private readonly reader: Reader,
+  ) {}
+
+  /** The per-key queue commits run in. */
+  get queue(): KeyedQueue {
+    return this.life.queue
+  }
+
+  /** Seals the state's data and metadata for the record under `key`. */
+  seal(state: SessionState, key: string): string {
+    return this.life.payloads.seal(state.id, state.data, state.meta, key)
+  }
+
+  /** The next version of `record` holding the state's data, seen now. */
+  nextVersion(state: SessionState, record: SessionRecord, now: number): SessionRecord {
+    ensureSecret(state.meta)
+    return {
+      ...record,
+      version: record.version + 1,
+      userId: state.userId,
+      lastSeenAt: now,
+      idleExpiresAt: Math.min(now + this.life.options.idleTimeoutMs, record.absoluteExpiresAt),
+      payload: this.seal(state, record.key),
+    }
+  }
+
+  /** Nothing to write: no change, no rotation, no touch or renewal due. The common read-only request. */
+  isQuiet(state: SessionState, record: SessionRecord, now: number): boolean {
+    const options = this.life.options
+    return (
+      state.rotation === 'none' &&
+      !hasChanges(state) &&
+      now - this.lastSeen(record) < options.touchIntervalMs &&
+      now - state.meta.iat < options.renewalIntervalMs
+    )
+  }
+
+  /** The touch interval has passed since the record's last known activity. */
+  touchDue(record: SessionRecord, now: number): boolean {
+    return now - this.lastSeen(record) >= this.life.options.touchIntervalMs
+  }
+
+  /**
+   * Writes the session with compare-and-set; on conflict reloads, replays this request's changes and
+   * retries. Resolves `false` when the session ended meanwhile (nothing written).
+   */
+  async write(state: SessionState, now: number): Promise<boolean> {
+    const deadline = new Deadline(this.life.options.commitTimeoutMs)
+    for (let attempt = 1; ; attempt++) {
+      const record = state.record as SessionRecord
+      const next = this.nextVersion(state, record, now)
+      if (await this.life.store.update(next, record.version)) {
+        settle(state, next)
+        return true
+      }
+      if (!(await this.rebase(state, true))) return false
+      await deadline.pause(attempt)
+    }
+  }
+
+  /** {@link write}'s first compare-and-set on a synchronous store; `false` when it conflicted (nothing written). */
+  writeSync(state: SessionState, now: number): boolean {
+    const record = state.record as SessionRecord
+    const next = this.nextVersion(state, record, now)
+    if (!this.life.store.sync?.updateSync(next, record.version)) return false
+    settle(state, next)
+    return true
+  }
+
+  /** Moves the record's idle deadline (never its payload) to `now` plus the idle timeout. */
+  async touch(state: SessionState, now: number): Promise<void> {
+    const record = state.record as SessionRecord
+    const idleExpiresAt = this.idleExpiry(record, now)
+    await this.life.store.touch(record.key, now, idleExpiresAt)
+    this.touchedAt(state, record, now, idleExpiresAt)
+  }
+
+  /** {@link touch} on a synchronous store. */
+  touchSync(state: SessionState, now: number): void {
+    const record = state.record as SessionRecord
+    const idleExpiresAt = this.idleExpiry(record, now)
+    this.life.store.sync?.touchSync(record.key, now, idleExpiresAt)
+    this.touchedAt(state, record, now, idleExpiresAt)
+  }
+
+  /**
+   * Brings the state up to the stored record, replaying this request's changes on it. `false` when
+   * the session is gone (destroyed, revoked, expired): the request's changes are dropped.
+   */
+  async rebase(state: SessionState, force: boolean): Promise<boolean> {
+    const record = state.record as SessionRecord
+    let fresh = await this.reader.read(state.id)
+    // Renewed meanwhile: follow it and hand the browser the new ID. Regenerated meanwhile: follow it,
+    // so this request's changes are not lost, but the browser keeps its old ID, which is dead now.
+    let hops = 0
+    let renewedOnly = true
+    let next = fresh === null ? undefined : successorOf(fresh.meta)
+    while (fresh !== null && next !== undefined) {
+      if (++hops > MAX_HOPS) return false
+      renewedOnly &&= kindOf(fresh) === 'forwarder'
+      fresh = await this.reader.read(next)
+      if (fresh) state.id = next
+      next = fresh === null ? undefined : successorOf(fresh.meta)
+    }
+    if (!fresh) return false
+    if (hops > 0 && renewedOnly) state.cookie = 'reissue'
+    if (!force && fresh.record.version === record.version && fresh.record.key === record.key) return true
+    for (const change of state.changes) applyChange(fresh.data, change)
+    const login = state.rotation === 'login'
+    state.data = fresh.data
+    state.record = fresh.record
+    if (!login) state.userId = fresh.record.userId
+    const { csrf, lid } = state.meta
+    state.meta = login ? { ...fresh.meta, csrf, lid } : fresh.meta
+    state.reseal ||= fresh.stale
+    return true
+  }
+
+  /**
+   * The record's last activity as far as this process knows: requests that loaded it before another
+   * request of theirs touched it still see the older time, and one touch is enough for all of them.
+   */
+  private lastSeen(record: SessionRecord): number {
+    const touched = this.touched.get(record.key)
+    return touched === undefined || touched < record.lastSeenAt ? record.lastSeenAt : touched
+  }
+
+  private idleExpiry(record: SessionRecord, now: number): number {
+    return Math.min(now + this.life.options.idleTimeoutMs, record.absoluteExpiresAt)
+  }
+
+  private touchedAt(state: SessionState, record: SessionRecord, now: number, idleExpiresAt: number): void {
+    state.record = { ...record, lastSeenAt: now, idleExpiresAt }
+    keepRecent(this.touched, record.key, now)
+  }
+}
+
+/** What {@link reseal} did with a record. */
+export type ResealOutcome = 'resealed' | 'current' | 'skipped' | 'unopenable' | 'busy'
+
+/** Attempts per record before {@link reseal} gives up on it as busy. */
+const RESEAL_ATTEMPTS = 50
+
+/**
+ * Re-seals one record's payload with the first key of the ring, by compare-and-set from the version
+ * listed: the same plaintext, a new version, nothing else changed. On conflict (the application wrote
+ * or ended it meanwhile) the record is read again, backing off with jitter. Ended or vanished records
+ * are skipped; a payload no key opens is left as it is. `onConflict` counts the retries.
+ */
+export async function reseal(
+  life: Pick<Lifecycle, 'store'>,
+  codec: PayloadCodec,
+  first: SessionRecord,
+  onConflict: () => void,
+): Promise<ResealOutcome> {
+  let record: SessionRecord | null = first
+  for (let attempt = 1; attempt <= RESEAL_ATTEMPTS; attempt++) {
+    if (isEnded(record)) return 'skipped'
+    const current = record as SessionRecord
+    const opened = codec.openText(current)
+    if (opened === null) return 'unopenable'
+    if (!opened.stale) return 'current'
+    const next: SessionRecord = {
+      ...current,
+      version: current.version + 1,
+      payload: codec.keyring.seal(opened.plaintext, current.key),
+    }
+    if (await life.store.update(next, current.version)) return 'resealed'
+    onConflict()
+    if (attempt > 2) await backOff(attempt, 200)
+    record = await life.store.get(current.key)
+  }
+  return 'busy'
+}
