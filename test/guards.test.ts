@@ -5,45 +5,12 @@
  * session nobody signed in to (no user index to sweep afterwards).
  */
 import { describe, expect, test } from 'vitest'
-import { ManualClock } from '../src/core/clock.js'
-import { generateKey } from '../src/core/crypto.js'
 import { storeKeyOf } from '../src/core/id.js'
-import type { CommitResult, SessionManager } from '../src/core/manager.js'
-import type { SessionManagerOptions } from '../src/core/options.js'
-import type { Session } from '../src/core/session.js'
+import type { SessionManager } from '../src/core/manager.js'
 import type { SessionRecord } from '../src/core/store.js'
-import { createSessionManager } from '../src/index.js'
-import { MemoryStore } from '../src/stores/memory/index.js'
-import { pausable } from './support/pausing-store.js'
+import { cookieOf, type Data, load, MINUTE, RENEWAL_DUE, setup } from './support/managers.js'
 
-const MINUTE = 60_000
 const HOUR = 60 * MINUTE
-const KEYS = [generateKey()]
-type Data = Record<string, unknown>
-
-function setup() {
-  const clock = new ManualClock()
-  const memory = new MemoryStore({ clock })
-  const paused = pausable(memory)
-  const make = (options: Partial<SessionManagerOptions> = {}) =>
-    createSessionManager<Data>({
-      store: paused.store,
-      keys: KEYS,
-      clock,
-      cookie: { secure: false },
-      renewalIntervalMs: 10 * MINUTE,
-      ...options,
-    })
-  return { clock, memory, paused, make }
-}
-
-function cookieOf(result: CommitResult): string | undefined {
-  return result.setCookie?.match(/^sid=([^;]+)/)?.[1]
-}
-
-function load(manager: SessionManager<Data>, id: string | undefined): Promise<Session<Data>> {
-  return manager.load({ cookie: id === undefined ? undefined : `sid=${id}` })
-}
 
 /** Stores an anonymous session holding `data` and resolves its ID. */
 async function anonymous(manager: SessionManager<Data>, data: Data = { cart: 1 }): Promise<string> {
@@ -135,7 +102,6 @@ describe('a manager whose timeouts are shorter than the ones a session was store
 
 describe('a logout racing a renewal of a session nobody signed in to', () => {
   // Without a user there is no user index to sweep: only following the forwarder ends the renewed ID.
-  const RENEWAL_DUE = 11 * MINUTE
 
   test('the renewal commits first: the logout follows the forwarder and ends the renewed ID', async () => {
     const { clock, memory, make } = setup()

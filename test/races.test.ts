@@ -4,46 +4,14 @@
  */
 import { describe, expect, test } from 'vitest'
 import { ManualClock } from '../src/core/clock.js'
-import { generateKey } from '../src/core/crypto.js'
 import { storeKeyOf } from '../src/core/id.js'
-import type { CommitResult, SessionManager } from '../src/core/manager.js'
+import type { SessionManager } from '../src/core/manager.js'
 import type { SessionManagerOptions } from '../src/core/options.js'
-import { MAX_USER_ID_LENGTH, type Session } from '../src/core/session.js'
+import { MAX_USER_ID_LENGTH } from '../src/core/session.js'
 import type { SessionRecord, SessionStore } from '../src/core/store.js'
 import { createSessionManager, StoreError } from '../src/index.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
-import { pausable } from './support/pausing-store.js'
-
-const MINUTE = 60_000
-const KEYS = [generateKey()]
-type Data = Record<string, unknown>
-
-function setup(options: Partial<SessionManagerOptions> = {}) {
-  const clock = new ManualClock()
-  const memory = new MemoryStore({ clock })
-  const paused = pausable(memory)
-  const make = () =>
-    createSessionManager<Data>({
-      store: paused.store,
-      keys: KEYS,
-      clock,
-      cookie: { secure: false },
-      renewalIntervalMs: 10 * MINUTE,
-      ...options,
-    })
-  return { clock, memory, paused, manager: make(), another: make }
-}
-
-/** Past the 10-minute renewal interval: the next commit of a session this old rotates its ID. */
-const RENEWAL_DUE = 11 * MINUTE
-
-function cookieOf(result: CommitResult): string | undefined {
-  return result.setCookie?.match(/^sid=([^;]+)/)?.[1]
-}
-
-function load(manager: SessionManager<Data>, id: string | undefined): Promise<Session<Data>> {
-  return manager.load({ cookie: id === undefined ? undefined : `sid=${id}` })
-}
+import { cookieOf, type Data, KEYS, load, MINUTE, RENEWAL_DUE, setup } from './support/managers.js'
 
 async function signIn(manager: SessionManager<Data>, userId: string, data: Data = {}): Promise<string> {
   const session = await load(manager, undefined)
