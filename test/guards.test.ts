@@ -158,3 +158,22 @@ describe('a logout racing a renewal of a session nobody signed in to', () => {
     expect(await memory.count()).toBe(0)
   })
 })
+
+describe('a write that loaded the session before a renewal', () => {
+  test('lands on the renewed record, and its response hands the browser the new ID', async () => {
+    const { clock, manager } = setup()
+    const id0 = await anonymous(manager)
+    clock.advance(RENEWAL_DUE)
+    const reader = await load(manager, id0)
+    const writer = await load(manager, id0)
+    const id1 = cookieOf(await manager.commit(reader))
+    expect(id1).toBeDefined()
+    writer.set('late', true)
+    const result = await manager.commit(writer)
+    // The browser of the writing request may hold only the old ID: it must be given the new one.
+    expect(cookieOf(result)).toBe(id1)
+    const after = await load(manager, id1)
+    expect(after.get('late')).toBe(true)
+    expect(after.get('cart')).toBe(1)
+  })
+})
