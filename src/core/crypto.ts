@@ -227,10 +227,3 @@ export function generateKey(): string {
 export function randomToken(bytes = 32): string {
   return secureRandomBytes(bytes).toString('base64url')
 }
-
-/** Compares two strings in constant time (for equal lengths). */
-export function safeEqual(a: string, b: string): boolean {
-  const left = Buffer.from(a, 'utf8')
-  const right = Buffer.from(b, 'utf8')
-  return left.length === right.length && timingSafeEqual(left, right)
-}
