@@ -347,15 +347,16 @@ function replayWriteHead(state: HoldState, args: unknown[], result: CommitResult
 }
 
 /**
- * The key `headers` holds a header under (names compare without regard to case), or undefined. Any
- * other key for the same header is removed: what replaces the header must be its only value.
+ * The key `headers` holds a header under (names compare without regard to case), or undefined. With
+ * `only`, any other key for the same header is removed: what replaces the header is its only value.
  */
-function keyOf(headers: OutgoingHttpHeaders, lower: string): string | undefined {
+function keyOf(headers: OutgoingHttpHeaders, lower: string, only: boolean): string | undefined {
   let found: string | undefined
   for (const key in headers) {
     if (key.length !== lower.length || key.toLowerCase() !== lower) continue
     if (found === undefined) found = key
-    else delete headers[key]
+    else if (only) delete headers[key]
+    else break
   }
   return found
 }
@@ -363,11 +364,11 @@ function keyOf(headers: OutgoingHttpHeaders, lower: string): string | undefined 
 /** A writeHead header object (our own copy of the handler's), its names in any case. */
 const OBJECT_HEADERS: HeaderAccess<OutgoingHttpHeaders> = {
   get: (headers, name) => {
-    const key = keyOf(headers, name)
+    const key = keyOf(headers, name, false)
     return key === undefined ? undefined : headers[key]
   },
   set: (headers, name, value) => {
-    headers[keyOf(headers, name.toLowerCase()) ?? name] = value
+    headers[keyOf(headers, name.toLowerCase(), true) ?? name] = value
   },
   appendCookie: (headers, cookie) => {
     const cookies: string[] = []
