@@ -13,8 +13,8 @@ import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions, CsrfRequest } from '../csrf/index.js'
 import { formKind, parseFormFields } from '../csrf/index.js'
 import { readWebBody } from './body.js'
-import type { ChainBinding, HeaderAccess } from './kernel.js'
-import { applyCommit, aroundChain, FrontDoor } from './kernel.js'
+import type { ChainBinding } from './kernel.js'
+import { applyCommit, aroundChain, FrontDoor, WEB_HEADERS } from './kernel.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -88,13 +88,6 @@ class HonoCsrfRequest implements CsrfRequest {
     }
     return parseFormFields(body, type)
   }
-}
-
-/** Web-standard response headers: cookies are appended, so each one keeps its own `Set-Cookie`. */
-const WEB_HEADERS: HeaderAccess<Headers> = {
-  get: (headers, name) => headers.get(name),
-  set: (headers, name, value) => headers.set(name, value),
-  appendCookie: (headers, cookie) => headers.append('Set-Cookie', cookie),
 }
 
 /** Hono's context, as the front door needs it. */

@@ -167,6 +167,13 @@ export const NODE_HEADERS: HeaderAccess<ServerResponse> = {
   },
 }
 
+/** Web-standard response headers (Hono): cookies are appended, so each one keeps its own `Set-Cookie`. */
+export const WEB_HEADERS: HeaderAccess<Headers> = {
+  get: (headers, name) => headers.get(name),
+  set: (headers, name, value) => headers.set(name, value),
+  appendCookie: (headers, cookie) => headers.append('Set-Cookie', cookie),
+}
+
 /** latchkey's own answer to one of its errors: a status, the headers that go with it, a plain-text page. */
 export interface FailureAnswer {
   readonly status: number
