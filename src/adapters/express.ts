@@ -109,12 +109,14 @@ export function sessions<T extends SessionData>(
     const check = door.checksCsrf
       ? door.check(session, new NodeCsrfRequest(req, req, EXPRESS_VIEW, door.maxBodyBytes))
       : null
-    if (check === null) next()
-    else
-      check.then(
-        () => next(),
-        (error: unknown) => next(asHttpError(error)),
-      )
+    if (check === null) {
+      next()
+      return
+    }
+    check.then(
+      () => next(),
+      (error: unknown) => next(asHttpError(error)),
+    )
   }
 
   const middleware = (req: WithSession<T>, res: ServerResponse, next: (error?: unknown) => void): void => {
@@ -125,13 +127,14 @@ export function sessions<T extends SessionData>(
       next(asHttpError(error))
       return
     }
-    if (!(loaded instanceof Promise)) serve(req, res, next, loaded)
-    else {
-      loaded.then(
-        (session) => serve(req, res, next, session),
-        (error: unknown) => next(asHttpError(error)),
-      )
+    if (!(loaded instanceof Promise)) {
+      serve(req, res, next, loaded)
+      return
     }
+    loaded.then(
+      (session) => serve(req, res, next, session),
+      (error: unknown) => next(asHttpError(error)),
+    )
   }
 
   return Object.assign(middleware as unknown as RequestHandler, {

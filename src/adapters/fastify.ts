@@ -113,6 +113,7 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
     // Before Fastify's parser: a form's token is read from the stream, which is then put back for
     // the parser, so `maxBodyBytes` holds and no content type is refused before the check.
     fastify.addHook('preParsing', (request, _reply, payload, next) => {
+      // A route opts out with `config: { csrf: false }`.
       const check =
         request.routeOptions.config?.csrf === false
           ? null
@@ -120,12 +121,14 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
               request.session,
               new NodeCsrfRequest(request, request.raw, FASTIFY_VIEW, door.maxBodyBytes),
             )
-      if (check === null) next(null, payload)
-      else
-        check.then(
-          () => next(null, payload),
-          (error: Error) => next(asHttpError(error)),
-        )
+      if (check === null) {
+        next(null, payload)
+        return
+      }
+      check.then(
+        () => next(null, payload),
+        (error: Error) => next(asHttpError(error)),
+      )
     })
   }
 
