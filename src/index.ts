@@ -50,22 +50,7 @@ export {
   isSyncStore,
   isUserIndexedStore,
 } from './core/store.js'
-export type {
-  CsrfGuard,
-  CsrfOptions,
-  CsrfRequest,
-  FormKind,
-  ResolvedCsrfOptions,
-} from './csrf/index.js'
-export {
-  CSRF_FIELD,
-  CSRF_HEADER,
-  createCsrfGuard,
-  DEFAULT_MAX_BODY_BYTES,
-  formKind,
-  isCsrfError,
-  parseFormFields,
-  resolveCsrfOptions,
-} from './csrf/index.js'
+export type { CsrfGuard, CsrfOptions, CsrfRequest, ResolvedCsrfOptions } from './csrf/index.js'
+export { CSRF_FIELD, CSRF_HEADER, createCsrfGuard, isCsrfError } from './csrf/index.js'
 export type { MemoryStoreOptions } from './stores/memory/index.js'
 export { MemoryStore } from './stores/memory/index.js'

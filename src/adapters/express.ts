@@ -12,10 +12,21 @@ import type { Request, RequestHandler } from 'express'
 import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
-import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
-import { encrypted, NodeCsrfRequest } from './csrf-request.js'
-import { holdUntilCommitted, sendFailure } from './node.js'
-import { asHttpError, DISCARDED } from './shared.js'
+import type { Committer } from './hold.js'
+import { holdUntilCommitted } from './hold.js'
+import type { NodeRequestView } from './kernel.js'
+import {
+  asHttpError,
+  DISCARDED,
+  encrypted,
+  FrontDoor,
+  logError,
+  NodeCsrfRequest,
+  sendFailure,
+} from './kernel.js'
+
+/** The default of `csrf.maxBodyBytes`: 1 MiB. */
+export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
 
 /** Options of the Express {@link sessions} middleware. */
 export interface ExpressSessionsOptions {
@@ -55,20 +66,11 @@ export interface ExpressSessions<T extends SessionData = SessionData> extends Re
 type ExpressRequest = IncomingMessage & { originalUrl?: string; secure?: boolean; body?: unknown }
 type WithSession<T extends SessionData> = ExpressRequest & { session?: Session<T> }
 
-/** An Express request for the CSRF check: `secure` by Express's `trust proxy`, the body as a parser left it. */
-class ExpressCsrfRequest extends NodeCsrfRequest {
-  get url(): string {
-    const req = this.req as ExpressRequest
-    return req.originalUrl ?? req.url ?? '/'
-  }
-
-  get secure(): boolean {
-    return (this.req as ExpressRequest).secure ?? encrypted(this.req)
-  }
-
-  protected parsedBody(): unknown {
-    return (this.req as ExpressRequest).body
-  }
+/** Where Express keeps the request target as received, its `trust proxy` verdict, and a parsed body. */
+const EXPRESS_VIEW: NodeRequestView<ExpressRequest> = {
+  url: (req) => req.originalUrl ?? req.url ?? '/',
+  secure: (req) => req.secure ?? encrypted(req),
+  parsedBody: (req) => req.body,
 }
 
 /**
@@ -83,9 +85,15 @@ export function sessions<T extends SessionData>(
   manager: SessionManager<T>,
   options: ExpressSessionsOptions = {},
 ): ExpressSessions<T> {
-  const onError = options.onError ?? ((error: unknown) => console.error('latchkey:', error))
-  const guard = createCsrfGuard(manager, options.csrf ?? {})
-  const maxBodyBytes = guard.options?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  const door = new FrontDoor(manager, options.csrf)
+  const onError = options.onError ?? logError
+  const committer: Committer<Session<T>> = {
+    commit: (session, res) => (res.statusCode >= 500 ? DISCARDED : door.commit(session)),
+    fail: (res, error) => {
+      onError(error)
+      sendFailure(res, error)
+    },
+  }
 
   const serve = (
     req: WithSession<T>,
@@ -97,45 +105,34 @@ export function sessions<T extends SessionData>(
     // Express swaps each response's prototype: the hold goes on that prototype (see holdUntilCommitted),
     // and `headersSent` counts held output, so Express's final handler (and any error handler that
     // checks) does not start a second response behind it.
-    holdUntilCommitted(
-      res,
-      () => (res.statusCode >= 500 ? DISCARDED : (manager.commitSync(session) ?? manager.commit(session))),
-      (error) => {
-        onError(error)
-        sendFailure(res, error)
-      },
-      true,
-    )
-    if (guard.options === null) {
+    holdUntilCommitted(res, session, committer, true)
+    const check = door.checksCsrf
+      ? door.check(session, new NodeCsrfRequest(req, req, EXPRESS_VIEW, door.maxBodyBytes))
+      : null
+    if (check === null) {
       next()
       return
     }
-    const request = new ExpressCsrfRequest(req, maxBodyBytes)
-    if (!guard.applies(request)) {
-      next()
-      return
-    }
-    guard.check(session, request).then(
+    check.then(
       () => next(),
       (error: unknown) => next(asHttpError(error)),
     )
   }
 
   const middleware = (req: WithSession<T>, res: ServerResponse, next: (error?: unknown) => void): void => {
-    const facts = { cookie: req.headers.cookie, userAgent: req.headers['user-agent'] }
-    let session: Session<T> | null
+    let loaded: Session<T> | Promise<Session<T>>
     try {
-      session = manager.loadSync(facts)
+      loaded = door.load(req.headers.cookie, req.headers['user-agent'])
     } catch (error) {
       next(asHttpError(error))
       return
     }
-    if (session !== null) {
-      serve(req, res, next, session)
+    if (!(loaded instanceof Promise)) {
+      serve(req, res, next, loaded)
       return
     }
-    manager.load(facts).then(
-      (loaded) => serve(req, res, next, loaded),
+    loaded.then(
+      (session) => serve(req, res, next, session),
       (error: unknown) => next(asHttpError(error)),
     )
   }

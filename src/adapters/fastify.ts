@@ -11,10 +11,13 @@ import type { FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastif
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
-import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, isCsrfError } from '../csrf/index.js'
-import { requireDriver } from '../stores/driver.js'
-import { NodeCsrfRequest } from './csrf-request.js'
-import { asHttpError, commitCookies, commitHeaders, DISCARDED } from './shared.js'
+import { isCsrfError } from '../csrf/index.js'
+import type { HeaderAccess, NodeRequestView } from './kernel.js'
+import { applyCommit, asHttpError, DISCARDED, FrontDoor, NodeCsrfRequest } from './kernel.js'
+import { requirePeer } from './peer.js'
+
+/** The default of `csrf.maxBodyBytes`: 1 MiB. */
+export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
 
 /**
  * The data of `request.session`. Untyped by default: cast (`request.session as Session<Data>`), or
@@ -48,26 +51,22 @@ export interface FastifySessionsOptions<T extends SessionData = SessionData> {
   csrf?: CsrfOptions | false
 }
 
-/** A Fastify request for the CSRF check: `secure` by Fastify's `trustProxy`; a form read from the raw stream. */
-class FastifyCsrfRequest extends NodeCsrfRequest {
-  constructor(
-    private readonly request: FastifyRequest,
-    maxBodyBytes: number,
-  ) {
-    super(request.raw, maxBodyBytes)
-  }
+/** Where Fastify keeps the request target, its `trustProxy` verdict, and a parsed body. */
+const FASTIFY_VIEW: NodeRequestView<FastifyRequest> = {
+  url: (request) => request.raw.url ?? '/',
+  secure: (request) => request.protocol === 'https',
+  parsedBody: (request) => request.body,
+}
 
-  get url(): string {
-    return this.request.raw.url ?? '/'
-  }
-
-  get secure(): boolean {
-    return this.request.protocol === 'https'
-  }
-
-  protected parsedBody(): unknown {
-    return this.request.body
-  }
+/** A reply's headers: Fastify keeps them until the reply is sent, and appends to `set-cookie` itself. */
+const REPLY_HEADERS: HeaderAccess<FastifyReply> = {
+  get: (reply, name) => reply.getHeader(name),
+  set: (reply, name, value) => {
+    reply.header(name, value)
+  },
+  appendCookie: (reply, cookie) => {
+    reply.header('set-cookie', cookie)
+  },
 }
 
 /** Where a request is: its session loaded, its handler failed (nothing to save), or its commit done. */
@@ -78,62 +77,55 @@ const PHASE = Symbol('latchkey.phase')
 
 type Tracked = { session: Session | null; [PHASE]: number }
 
-function applyCommit(reply: FastifyReply, result: CommitResult): void {
-  for (const cookie of commitCookies(result)) reply.header('set-cookie', cookie)
-  const vary = reply.getHeader('vary')
-  for (const [name, value] of commitHeaders(result, vary === undefined ? undefined : String(vary))) {
-    reply.header(name, value)
-  }
-}
-
 const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options, done) => {
   const manager = options.manager as SessionManager<SessionData> | undefined
   if (!manager || typeof manager.load !== 'function') {
     done(new TypeError('latchkey: register the plugin with { manager }, a SessionManager'))
     return
   }
-  const guard = createCsrfGuard(manager, options.csrf ?? {})
-  const maxBodyBytes = guard.options?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  const door = new FrontDoor(manager, options.csrf)
   fastify.decorateRequest('session', null as unknown as Session<FastifySessionData>)
   fastify.decorateRequest(PHASE, LOADED)
 
   fastify.addHook('onRequest', (request, _reply, next) => {
-    const facts = { cookie: request.headers.cookie, userAgent: request.headers['user-agent'] }
-    let session: Session | null
+    let loaded: Session | Promise<Session>
     try {
-      session = manager.loadSync(facts)
+      loaded = door.load(request.headers.cookie, request.headers['user-agent'])
     } catch (error) {
       next(asHttpError(error as Error))
       return
     }
-    if (session !== null) {
-      request.session = session
+    if (!(loaded instanceof Promise)) {
+      request.session = loaded
       next()
       return
     }
-    manager.load(facts).then(
-      (loaded) => {
-        request.session = loaded
+    loaded.then(
+      (session) => {
+        request.session = session
         next()
       },
       (error: Error) => next(asHttpError(error)),
     )
   })
 
-  if (guard.options !== null) {
+  if (door.checksCsrf) {
     // Before Fastify's parser: a form's token is read from the stream, which is then put back for
     // the parser, so `maxBodyBytes` holds and no content type is refused before the check.
     fastify.addHook('preParsing', (request, _reply, payload, next) => {
-      if (request.routeOptions.config?.csrf === false) {
+      // A route opts out with `config: { csrf: false }`.
+      const check =
+        request.routeOptions.config?.csrf === false
+          ? null
+          : door.check(
+              request.session,
+              new NodeCsrfRequest(request, request.raw, FASTIFY_VIEW, door.maxBodyBytes),
+            )
+      if (check === null) {
         next(null, payload)
         return
       }
-      const csrfRequest = new FastifyCsrfRequest(request, maxBodyBytes)
-      if (!guard.applies(csrfRequest)) {
-        next(null, payload)
-        return
-      }
-      guard.check(request.session, csrfRequest).then(
+      check.then(
         () => next(null, payload),
         (error: Error) => next(asHttpError(error)),
       )
@@ -158,26 +150,21 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
       return
     }
     tracked[PHASE] = DONE
-    if (phase === FAILED) {
-      applyCommit(reply, DISCARDED)
-      next(null, payload)
-      return
-    }
-    let result: CommitResult | null
+    let outcome: CommitResult | Promise<CommitResult>
     try {
-      result = manager.commitSync(session)
+      outcome = phase === FAILED ? DISCARDED : door.commit(session)
     } catch (error) {
       next(asHttpError(error as Error))
       return
     }
-    if (result !== null) {
-      applyCommit(reply, result)
+    if (!(outcome instanceof Promise)) {
+      applyCommit(REPLY_HEADERS, reply, outcome)
       next(null, payload)
       return
     }
-    manager.commit(session).then(
-      (committed) => {
-        applyCommit(reply, committed)
+    outcome.then(
+      (result) => {
+        applyCommit(REPLY_HEADERS, reply, result)
         next(null, payload)
       },
       (error: Error) => next(asHttpError(error)),
@@ -192,7 +179,7 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
  * none of its session changes.
  */
 // fastify-plugin is loaded like a store's driver: a project without it gets a ConfigError naming it.
-const fp = requireDriver<typeof import('fastify-plugin')>('fastify-plugin', 'latchkey/fastify')
+const fp = requirePeer<typeof import('fastify-plugin')>('fastify-plugin', 'latchkey/fastify')
 const latchkey = fp(plugin, { fastify: '5.x', name: 'latchkey' }) as FastifyPluginCallback<
   FastifySessionsOptions<SessionData>
 > &

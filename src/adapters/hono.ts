@@ -11,9 +11,13 @@ import type { Context, MiddlewareHandler } from 'hono'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions, CsrfRequest } from '../csrf/index.js'
-import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, formKind, parseFormFields } from '../csrf/index.js'
+import { formKind, parseFormFields } from '../csrf/index.js'
 import { readWebBody } from './body.js'
-import { asHttpError, commitCookies, commitHeaders, DISCARDED } from './shared.js'
+import type { ChainBinding } from './kernel.js'
+import { applyCommit, aroundChain, FrontDoor, WEB_HEADERS } from './kernel.js'
+
+/** The default of `csrf.maxBodyBytes`: 1 MiB. */
+export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
 
 /** Hono's context variables with the session: `new Hono<SessionEnv<Data>>()`, or chain `.use(sessions(manager))`. */
 export type SessionEnv<T extends SessionData = SessionData> = {
@@ -86,6 +90,24 @@ class HonoCsrfRequest implements CsrfRequest {
   }
 }
 
+/** Hono's context, as the front door needs it. */
+const HONO: ChainBinding<SessionData, Context> = {
+  cookie: (c) => c.req.raw.headers.get('cookie') ?? undefined,
+  userAgent: (c) => c.req.raw.headers.get('user-agent') ?? undefined,
+  setSession: (c, session) => c.set('session', session),
+  csrfRequest: (c, maxBodyBytes) => new HonoCsrfRequest(c, maxBodyBytes),
+  failed: (c) => c.error !== undefined,
+  apply: (c, result: CommitResult) => {
+    try {
+      applyCommit(WEB_HEADERS, c.res.headers, result)
+    } catch {
+      // A response with immutable headers (one from fetch()): copy it, as Hono's c.header() does.
+      c.res = new Response(c.res.body, c.res)
+      applyCommit(WEB_HEADERS, c.res.headers, result)
+    }
+  },
+}
+
 /**
  * The session middleware for Hono: sets the `session` variable and commits the session after the
  * handler, before the response is returned; an unsafe request is checked for CSRF first. A store that fails throws a 503 `StoreError`; a handler
@@ -95,56 +117,7 @@ export function sessions<T extends SessionData>(
   manager: SessionManager<T>,
   options: HonoSessionsOptions = {},
 ): MiddlewareHandler<SessionEnv<T>> {
-  const guard = createCsrfGuard(manager, options.csrf ?? {})
-  const maxBodyBytes = guard.options?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-  return async (c, next) => {
-    const headers = c.req.raw.headers
-    const facts = {
-      cookie: headers.get('cookie') ?? undefined,
-      userAgent: headers.get('user-agent') ?? undefined,
-    }
-    let session: Session<T>
-    try {
-      session = manager.loadSync(facts) ?? (await manager.load(facts))
-    } catch (error) {
-      throw asHttpError(error)
-    }
-    c.set('session', session)
-    if (guard.options !== null) {
-      const request = new HonoCsrfRequest(c, maxBodyBytes)
-      if (guard.applies(request)) {
-        try {
-          await guard.check(session, request)
-        } catch (error) {
-          throw asHttpError(error)
-        }
-      }
-    }
-    await next()
-    if (c.error !== undefined) {
-      applyCommit(c, DISCARDED)
-      return
-    }
-    let result: CommitResult
-    try {
-      result = manager.commitSync(session) ?? (await manager.commit(session))
-    } catch (error) {
-      throw asHttpError(error)
-    }
-    applyCommit(c, result)
-  }
-}
-
-function applyCommit(c: Context, result: CommitResult): void {
-  const apply = (headers: Headers) => {
-    for (const cookie of commitCookies(result)) headers.append('Set-Cookie', cookie)
-    for (const [name, value] of commitHeaders(result, headers.get('vary'))) headers.set(name, value)
-  }
-  try {
-    apply(c.res.headers)
-  } catch {
-    // A response with immutable headers (one from fetch()): copy it, as Hono's c.header() does.
-    c.res = new Response(c.res.body, c.res)
-    apply(c.res.headers)
-  }
+  const door = new FrontDoor(manager, options.csrf)
+  const binding = HONO as unknown as ChainBinding<T, Context>
+  return (c, next) => aroundChain(door, binding, c as unknown as Context, next)
 }

@@ -7,12 +7,14 @@
  * down). A response the app writes itself (`ctx.respond = false`) is not held back for the commit.
  */
 import type { DefaultState, Middleware, ParameterizedContext } from 'koa'
-import type { CommitResult, SessionManager } from '../core/manager.js'
+import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
-import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
-import { NodeCsrfRequest } from './csrf-request.js'
-import { asHttpError, commitCookies, DISCARDED } from './shared.js'
+import type { ChainBinding, NodeRequestView } from './kernel.js'
+import { applyCommit, aroundChain, FrontDoor, NODE_HEADERS, NodeCsrfRequest } from './kernel.js'
+
+/** The default of `csrf.maxBodyBytes`: 1 MiB. */
+export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
 
 /** The context fields {@link sessions} adds: `new Koa<DefaultState, SessionContext<Data>>()`, or chain `.use()`. */
 export interface SessionContext<T extends SessionData = SessionData> {
@@ -30,26 +32,25 @@ export interface KoaSessionsOptions {
   csrf?: CsrfOptions | false
 }
 
-/** A Koa request for the CSRF check: `secure` by Koa's `app.proxy`, the body as a parser left it. */
-class KoaCsrfRequest extends NodeCsrfRequest {
-  constructor(
-    private readonly ctx: ParameterizedContext,
-    maxBodyBytes: number,
-  ) {
-    super(ctx.req, maxBodyBytes)
-  }
+/** Where Koa keeps the request target as received, its `app.proxy` verdict, and a parsed body. */
+const KOA_VIEW: NodeRequestView<ParameterizedContext> = {
+  url: (ctx) => ctx.originalUrl,
+  secure: (ctx) => ctx.secure,
+  parsedBody: (ctx) => (ctx.request as { body?: unknown }).body,
+}
 
-  get url(): string {
-    return this.ctx.originalUrl
-  }
-
-  get secure(): boolean {
-    return this.ctx.secure
-  }
-
-  protected parsedBody(): unknown {
-    return (this.ctx.request as { body?: unknown }).body
-  }
+/** Koa's context, as the front door needs it. Headers go on node's response, as Koa's own setters put them. */
+const KOA: ChainBinding<SessionData, ParameterizedContext> = {
+  cookie: (ctx) => ctx.req.headers.cookie,
+  userAgent: (ctx) => ctx.req.headers['user-agent'],
+  setSession: (ctx, session) => {
+    ;(ctx as { session?: Session }).session = session
+  },
+  csrfRequest: (ctx, maxBodyBytes) => new NodeCsrfRequest(ctx, ctx.req, KOA_VIEW, maxBodyBytes),
+  apply: (ctx, result) => {
+    // Like Koa's own setters, nothing is set once the app has sent the head itself (`ctx.respond = false`).
+    if (!ctx.res.headersSent) applyCommit(NODE_HEADERS, ctx.res, result)
+  },
 }
 
 /**
@@ -62,47 +63,7 @@ export function sessions<T extends SessionData>(
   manager: SessionManager<T>,
   options: KoaSessionsOptions = {},
 ): Middleware<DefaultState, SessionContext<T>> {
-  const guard = createCsrfGuard(manager, options.csrf ?? {})
-  const maxBodyBytes = guard.options?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-  return async (ctx, next) => {
-    const headers = ctx.req.headers
-    const facts = { cookie: headers.cookie, userAgent: headers['user-agent'] }
-    let session: Session<T>
-    try {
-      session = manager.loadSync(facts) ?? (await manager.load(facts))
-    } catch (error) {
-      throw asHttpError(error)
-    }
-    ;(ctx as { session: Session<T> }).session = session
-    if (guard.options !== null) {
-      const request = new KoaCsrfRequest(ctx, maxBodyBytes)
-      if (guard.applies(request)) {
-        try {
-          await guard.check(session, request)
-        } catch (error) {
-          throw asHttpError(error)
-        }
-      }
-    }
-    try {
-      await next()
-    } catch (error) {
-      applyCommit(ctx, DISCARDED)
-      throw error
-    }
-    try {
-      applyCommit(ctx, manager.commitSync(session) ?? (await manager.commit(session)))
-    } catch (error) {
-      throw asHttpError(error)
-    }
-  }
-}
-
-function applyCommit(ctx: ParameterizedContext, result: CommitResult): void {
-  for (const cookie of commitCookies(result)) ctx.append('Set-Cookie', cookie)
-  if (result.private) {
-    ctx.set('Cache-Control', 'no-store')
-    ctx.vary('Cookie')
-  }
-  if (result.clearSiteData !== undefined) ctx.set('Clear-Site-Data', result.clearSiteData)
+  const door = new FrontDoor(manager, options.csrf)
+  const binding = KOA as unknown as ChainBinding<T, ParameterizedContext>
+  return (ctx, next) => aroundChain(door, binding, ctx as unknown as ParameterizedContext, next)
 }

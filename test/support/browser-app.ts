@@ -9,9 +9,9 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { NodeAdapterOptions } from '../../src/adapters/node.js'
-import { readBody, withSessions } from '../../src/adapters/node.js'
+import { formKind, parseFormFields, readBody, withSessions } from '../../src/adapters/node.js'
 import type { CsrfOptions, Session } from '../../src/index.js'
-import { createSessionManager, formKind, generateKey, MemoryStore, parseFormFields } from '../../src/index.js'
+import { createSessionManager, generateKey, MemoryStore } from '../../src/index.js'
 
 type Data = Record<string, unknown>
 

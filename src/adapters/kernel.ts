@@ -1,0 +1,357 @@
+/**
+ * What every front door does, written once: the request facts, the session loaded (synchronously
+ * when the store can answer so, else asynchronously), the CSRF check with its body limit, the commit
+ * (the same way round), the commit's headers put on a response, and the answer latchkey gives itself
+ * for its errors. An adapter only binds these to its framework. No session rule lives here.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { STATUS_CODES } from 'node:http'
+import type { TLSSocket } from 'node:tls'
+import { isUnavailableError } from '../core/errors.js'
+import type { CommitResult, SessionManager } from '../core/manager.js'
+import type { Session, SessionData } from '../core/session.js'
+import type { CsrfGuard, CsrfOptions, CsrfRequest } from '../csrf/index.js'
+import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, formKind, parseFormFields } from '../csrf/index.js'
+import { parsedFields, peekBody } from './body.js'
+
+/** One manager behind one adapter, with its CSRF check: built once per app, used for every request. */
+export class FrontDoor<T extends SessionData> {
+  /** The CSRF check (`csrf: false` gives one that checks nothing). */
+  readonly guard: CsrfGuard<T>
+  /** Whether the CSRF check is on: when not, no request for it need be built. */
+  readonly checksCsrf: boolean
+  /** The largest form body read to find a token, in bytes. */
+  readonly maxBodyBytes: number
+
+  constructor(
+    readonly manager: SessionManager<T>,
+    csrf: CsrfOptions | false | undefined,
+  ) {
+    this.guard = createCsrfGuard(manager, csrf ?? {})
+    this.checksCsrf = this.guard.options !== null
+    this.maxBodyBytes = this.guard.options?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  }
+
+  /**
+   * The session of a request with these headers: the session itself when the store answered
+   * synchronously (no promise made), else a promise. A store failure throws, or rejects.
+   */
+  load(cookie: string | undefined, userAgent: string | undefined): Session<T> | Promise<Session<T>> {
+    const facts = { cookie, userAgent }
+    return this.manager.loadSync(facts) ?? this.manager.load(facts)
+  }
+
+  /**
+   * The CSRF check of `request` for `session`, or `null` when none is due (a safe or exempt
+   * request): then there is nothing to wait for. Rejects with a `CsrfError` when the check fails.
+   */
+  check(session: Session<T>, request: CsrfRequest): Promise<void> | null {
+    return this.guard.applies(request) ? this.guard.check(session, request) : null
+  }
+
+  /** Commits `session`: the result itself when it was written synchronously, else a promise. */
+  commit(session: Session<T>): CommitResult | Promise<CommitResult> {
+    return this.manager.commitSync(session) ?? this.manager.commit(session)
+  }
+}
+
+/** Where a framework built on node's request keeps what the CSRF check reads besides headers. */
+export interface NodeRequestView<R> {
+  /** The request target as received (before any router rewrote it). */
+  url(request: R): string
+  /** Over TLS, or a proxy the framework trusts says so. */
+  secure(request: R): boolean
+  /** The body as the framework's parser left it; absent where no parser runs before the check (node:http). */
+  parsedBody?(request: R): unknown
+}
+
+/**
+ * A node request (node:http, Express, Fastify, Koa) as the CSRF check sees it: `source` is the
+ * framework's request object, `req` node's underneath, `view` where the framework keeps the rest.
+ */
+export class NodeCsrfRequest<R> implements CsrfRequest {
+  constructor(
+    private readonly source: R,
+    private readonly req: IncomingMessage,
+    private readonly view: NodeRequestView<R>,
+    private readonly maxBodyBytes: number,
+  ) {}
+
+  get method(): string {
+    return this.req.method ?? 'GET'
+  }
+
+  get url(): string {
+    return this.view.url(this.source)
+  }
+
+  get secure(): boolean {
+    return this.view.secure(this.source)
+  }
+
+  get host(): string | undefined {
+    return this.req.headers.host ?? this.req.headers[':authority']?.toString()
+  }
+
+  header(name: string): string | undefined {
+    const value = this.req.headers[name]
+    return Array.isArray(value) ? value.join(', ') : value
+  }
+
+  /**
+   * The form's string fields: from the framework's parsed body when a parser has read the stream
+   * already, else read from the stream and put back for whatever reads it later.
+   */
+  async form(): Promise<Readonly<Record<string, string>> | null> {
+    const type = this.req.headers['content-type']
+    if (formKind(type) === null) return null
+    if (this.view.parsedBody !== undefined && this.req.readableEnded) {
+      return parsedFields(this.view.parsedBody(this.source))
+    }
+    return parseFormFields(await peekBody(this.req, this.maxBodyBytes), type)
+  }
+}
+
+/** Whether a node request arrived over TLS. */
+export function encrypted(req: IncomingMessage): boolean {
+  return (req.socket as TLSSocket | null)?.encrypted === true
+}
+
+/** The commit of a request whose handler failed: nothing saved, nothing set but the private headers. */
+export const DISCARDED: CommitResult = Object.freeze({ setCookie: null, private: true })
+
+/**
+ * How to read and write one kind of response's headers, given the response: one static object per
+ * kind, so that putting a commit's headers on a response allocates nothing for it.
+ */
+export interface HeaderAccess<R> {
+  /** The current value of a header, by its lower-case name. */
+  get(target: R, name: string): unknown
+  /** Sets a header, replacing any value it had (under any case of its name). */
+  set(target: R, name: string, value: string): void
+  /** Adds one `Set-Cookie` after those the response has. */
+  appendCookie(target: R, cookie: string): void
+}
+
+/**
+ * Puts a commit's headers on a response: its cookies after the response's own (the session's, then
+ * the CSRF pre-session cookie), `Cache-Control: no-store` in place of the response's, `Cookie` added
+ * to its `Vary`, and `Clear-Site-Data`.
+ */
+export function applyCommit<R>(access: HeaderAccess<R>, target: R, result: CommitResult): void {
+  if (result.setCookie !== null) access.appendCookie(target, result.setCookie)
+  if (result.csrfCookie !== undefined) access.appendCookie(target, result.csrfCookie)
+  if (result.private) {
+    access.set(target, 'Cache-Control', 'no-store')
+    const vary = access.get(target, 'vary')
+    const value = vary === undefined || vary === null ? '' : String(vary)
+    // A Vary that names Cookie already (or is `*`) is left as it is.
+    if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(value))
+      access.set(target, 'Vary', value ? `${value}, Cookie` : 'Cookie')
+  }
+  if (result.clearSiteData !== undefined) access.set(target, 'Clear-Site-Data', result.clearSiteData)
+}
+
+/** Headers of a node response (node:http, Express, Koa) before they are sent. */
+export const NODE_HEADERS: HeaderAccess<ServerResponse> = {
+  get: (res, name) => res.getHeader(name),
+  set: (res, name, value) => {
+    res.setHeader(name, value)
+  },
+  appendCookie: (res, cookie) => {
+    // A copy: node's appendHeader would push into an array the app set, and may reuse for every response.
+    const existing = res.getHeader('set-cookie')
+    const cookies = existing === undefined ? [] : Array.isArray(existing) ? [...existing] : [String(existing)]
+    cookies.push(cookie)
+    res.setHeader('Set-Cookie', cookies)
+  },
+}
+
+/** Web-standard response headers (Hono): cookies are appended, so each one keeps its own `Set-Cookie`. */
+export const WEB_HEADERS: HeaderAccess<Headers> = {
+  get: (headers, name) => headers.get(name),
+  set: (headers, name, value) => headers.set(name, value),
+  appendCookie: (headers, cookie) => headers.append('Set-Cookie', cookie),
+}
+
+/** latchkey's own answer to one of its errors: a status, the headers that go with it, a plain-text page. */
+export interface FailureAnswer {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string>>
+  readonly message: string
+}
+
+/** The answer for a store that is down or a conflict that lasted: try again shortly. */
+const UNAVAILABLE: FailureAnswer = Object.freeze({
+  status: 503,
+  headers: Object.freeze({ 'Retry-After': '1', 'Cache-Control': 'no-store' }),
+  message: 'Service unavailable: the session store is not answering. Please try again shortly.\n',
+})
+
+const INTERNAL: FailureAnswer = Object.freeze({
+  status: 500,
+  headers: Object.freeze({}),
+  message: 'Internal server error.\n',
+})
+
+/**
+ * The answer to a failed CSRF check: its status (403, or 413 for a form body too large) and reason.
+ * After a 413 the connection closes: the rest of the oversized body is left unread, so it cannot
+ * carry another request.
+ */
+export function csrfAnswer(error: { readonly status?: unknown; readonly reason?: unknown }): FailureAnswer {
+  const status = typeof error.status === 'number' ? error.status : 403
+  if (status === 413) {
+    return {
+      status,
+      headers: { Connection: 'close' },
+      message: 'Payload too large: the form is bigger than this site accepts.\n',
+    }
+  }
+  return {
+    status,
+    headers: {},
+    message: `Forbidden: this request was refused as a possible cross-site request forgery (${String(error.reason)}). Reload the page and try again.\n`,
+  }
+}
+
+/** Writes `answer` as the whole response: its status, a short plain-text page, nothing cached. */
+export function sendAnswer(res: ServerResponse, answer: FailureAnswer): void {
+  res.writeHead(answer.status, STATUS_CODES[answer.status], {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Cache-Control': 'no-store',
+    ...answer.headers,
+  })
+  res.end(answer.message)
+}
+
+/**
+ * Answers a request that the adapter itself must fail (store down, conflict, handler crash): 503 for
+ * an unavailable store or a lasting conflict (by error code), 500 otherwise. A response whose head has
+ * already gone, or that cannot be answered, is destroyed instead. Never throws.
+ */
+export function sendFailure(res: ServerResponse, error: unknown): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  try {
+    for (const name of res.getHeaderNames()) res.removeHeader(name)
+    sendAnswer(res, isUnavailableError(error) ? UNAVAILABLE : INTERNAL)
+  } catch {
+    res.destroy()
+  }
+}
+
+/** The HTTP fields frameworks read off an error (http-errors' convention, and Hono's `getResponse`). */
+export interface HttpErrorFields {
+  readonly status: number
+  readonly statusCode: number
+  /** Whether the message may be shown to the client (Koa). */
+  readonly expose: boolean
+  readonly headers: Readonly<Record<string, string>>
+  /** Hono's default error handler answers with this. */
+  getResponse(): Response
+}
+
+/**
+ * Gives a latchkey error the fields Express, Fastify, Koa and Hono read to answer it: a store failure
+ * or a lasting conflict becomes 503 with `Retry-After: 1`, a `CsrfError` its own `status` (403, or
+ * 413). The error keeps its class and identity, so the app's error handler can still test
+ * `instanceof CsrfError`. Fields the error already has are kept; any other error is returned as it is.
+ */
+export function asHttpError<E>(error: E): E {
+  if (typeof error !== 'object' || error === null || !Object.isExtensible(error)) return error
+  let answer: FailureAnswer
+  if (isUnavailableError(error)) answer = UNAVAILABLE
+  else if ((error as { code?: unknown }).code === 'ERR_LATCHKEY_CSRF') answer = csrfAnswer(error)
+  else return error
+  const { status, headers, message } = answer
+  const fields: HttpErrorFields = {
+    status,
+    statusCode: status,
+    expose: status < 500,
+    headers: { ...headers },
+    getResponse: () =>
+      new Response(message, {
+        status,
+        headers: { ...headers, 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' },
+      }),
+  }
+  for (const [name, value] of Object.entries(fields)) {
+    if (name in error) continue
+    Object.defineProperty(error, name, { value, configurable: true, writable: true, enumerable: false })
+  }
+  return error
+}
+
+/** The default `onError`: the adapter answered the error itself, so it is logged, not lost. */
+export function logError(error: unknown): void {
+  console.error('latchkey:', error)
+}
+
+/** What a middleware that runs the rest of its chain inside itself (Hono, Koa) binds to its framework. */
+export interface ChainBinding<T extends SessionData, C> {
+  /** The request's `Cookie` header. */
+  cookie(ctx: C): string | undefined
+  /** The request's `User-Agent` header. */
+  userAgent(ctx: C): string | undefined
+  /** Hands the session to the rest of the chain. */
+  setSession(ctx: C, session: Session<T>): void
+  /** The request as the CSRF check sees it (built only when the check is on). */
+  csrfRequest(ctx: C, maxBodyBytes: number): CsrfRequest
+  /** Whether the rest of the chain failed without throwing (Hono records its error on the context). */
+  failed?(ctx: C): boolean
+  /** Puts a commit's headers on the response. */
+  apply(ctx: C, result: CommitResult): void
+}
+
+/**
+ * One request through a middleware that runs the rest of its chain inside itself: load, the CSRF
+ * check, `next()`, commit, the commit's headers. latchkey's errors are thrown as {@link asHttpError}
+ * makes them; a chain that failed commits nothing and gets only the private headers ({@link DISCARDED}).
+ * With a store that answers synchronously, nothing is awaited but `next()`.
+ */
+export async function aroundChain<T extends SessionData, C>(
+  door: FrontDoor<T>,
+  binding: ChainBinding<T, C>,
+  ctx: C,
+  next: () => Promise<unknown>,
+): Promise<void> {
+  let session: Session<T>
+  try {
+    const loaded = door.load(binding.cookie(ctx), binding.userAgent(ctx))
+    session = loaded instanceof Promise ? await loaded : loaded
+  } catch (error) {
+    throw asHttpError(error)
+  }
+  binding.setSession(ctx, session)
+  if (door.checksCsrf) {
+    const check = door.check(session, binding.csrfRequest(ctx, door.maxBodyBytes))
+    if (check !== null) {
+      try {
+        await check
+      } catch (error) {
+        throw asHttpError(error)
+      }
+    }
+  }
+  try {
+    await next()
+  } catch (error) {
+    binding.apply(ctx, DISCARDED)
+    throw error
+  }
+  if (binding.failed?.(ctx)) {
+    binding.apply(ctx, DISCARDED)
+    return
+  }
+  let result: CommitResult
+  try {
+    const committed = door.commit(session)
+    result = committed instanceof Promise ? await committed : committed
+  } catch (error) {
+    throw asHttpError(error)
+  }
+  binding.apply(ctx, result)
+}
