@@ -5,7 +5,30 @@
  */
 import type { Clock } from '../core/clock.js'
 import { ConfigError } from '../core/errors.js'
-import { guardStoreCall, isPromise, type MaybePromise, type SessionRecord } from '../core/store.js'
+import {
+  type ClosableStore,
+  type CountableStore,
+  guardStoreCall,
+  isPromise,
+  type ListableStore,
+  type MaybePromise,
+  type PrunableStore,
+  type SessionRecord,
+  type SessionStore,
+  type UserIndexedStore,
+} from '../core/store.js'
+
+/**
+ * The contract plus the capabilities every bundled store has: a user index, prune, count, list and
+ * close. What only some have (`*Sync`, migrations) each store adds itself.
+ */
+export interface BundledStore
+  extends SessionStore,
+    UserIndexedStore,
+    PrunableStore,
+    CountableStore,
+    ListableStore,
+    ClosableStore {}
 
 /** The largest delay `setTimeout` and `setInterval` honour, in ms; larger values silently become 1 ms. */
 export const MAX_TIMER_MS = 2_147_483_647

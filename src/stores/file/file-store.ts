@@ -5,20 +5,10 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError } from '../../core/errors.js'
 import { KeyedQueue } from '../../core/lifecycle/queue.js'
-import {
-  type ClosableStore,
-  type CountableStore,
-  expiresAt,
-  isStoreKey,
-  type ListableStore,
-  type PrunableStore,
-  type SessionRecord,
-  type SessionStore,
-  type StoreOptions,
-  type UserIndexedStore,
-} from '../../core/store.js'
+import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
 import {
+  type BundledStore,
   copyRecord,
   storeOperation,
   validateClock,
@@ -97,9 +87,7 @@ const MAX_REPORTED = 1000
  * characters of base64url is never turned into a path: it reads as missing, and writes to it resolve
  * `false` (create, update) or do nothing (touch, destroy).
  */
-export class FileStore
-  implements SessionStore, UserIndexedStore, PrunableStore, CountableStore, ListableStore, ClosableStore
-{
+export class FileStore implements BundledStore {
   /** The session folder, absolute. */
   readonly directory: string
   private readonly clock: Clock
@@ -585,12 +573,13 @@ async function syncFolder(dir: string): Promise<void> {
   }
 }
 
+/** The file's content: the record's own fields (the payload last, so a glance shows the rest), checked. */
 function serialize(record: SessionRecord, tombstone: boolean): string {
-  const { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload } = record
-  const fields = { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt }
-  const why = invalid({ latchkey: FORMAT, ...fields, tombstone, payload }, key)
+  const { payload, ...fields } = copyRecord(record)
+  const content = { latchkey: FORMAT, ...fields, tombstone, payload }
+  const why = invalid(content, record.key)
   if (why) throw new TypeError(`the record cannot be stored: ${why}`)
-  return `${JSON.stringify({ latchkey: FORMAT, ...fields, tombstone, payload })}\n`
+  return `${JSON.stringify(content)}\n`
 }
 
 /** The session file's content as a record, or why it is not one. */
@@ -604,9 +593,8 @@ function parse(text: string, key: string): Stored | string {
   }
   const why = invalid(data, key)
   if (why) return why
-  const { version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload, tombstone } =
-    data as SessionRecord & { tombstone: boolean }
-  const record = { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload }
+  const { tombstone } = data as { tombstone: boolean }
+  const record = copyRecord(data as SessionRecord)
   return { record, tombstone, expiresAt: expiresAt(record) }
 }
 

@@ -1,18 +1,7 @@
 import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError } from '../../core/errors.js'
-import {
-  type ClosableStore,
-  type CountableStore,
-  expiresAt,
-  type ListableStore,
-  type PrunableStore,
-  type SessionRecord,
-  type SessionStore,
-  type StoreOptions,
-  type SyncSessionStore,
-  type UserIndexedStore,
-} from '../../core/store.js'
-import { copyRecord, storeOperation, validateClock, validateDelay } from '../shared.js'
+import { expiresAt, type SessionRecord, type StoreOptions, type SyncSessionStore } from '../../core/store.js'
+import { type BundledStore, copyRecord, storeOperation, validateClock, validateDelay } from '../shared.js'
 
 /** Options of {@link MemoryStore}. */
 export interface MemoryStoreOptions extends StoreOptions {
@@ -49,16 +38,7 @@ let warnedInProduction = false
  * evicts the record closest to its expiry (signing that session out). An unref'd timer sweeps
  * expired records and tombstones every `sweepIntervalMs`; `close()` stops it.
  */
-export class MemoryStore
-  implements
-    SessionStore,
-    SyncSessionStore,
-    UserIndexedStore,
-    PrunableStore,
-    CountableStore,
-    ListableStore,
-    ClosableStore
-{
+export class MemoryStore implements BundledStore, SyncSessionStore {
   private readonly clock: Clock
   private readonly maxSessions: number
   private readonly records = new Map<string, Entry>()

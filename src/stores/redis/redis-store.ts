@@ -1,20 +1,16 @@
 import type { createClient } from 'redis'
 import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError, toStoreError } from '../../core/errors.js'
+import { requireDriver } from '../../core/optional-peer.js'
+import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
 import {
-  type ClosableStore,
-  type CountableStore,
-  expiresAt,
-  isStoreKey,
-  type ListableStore,
-  type PrunableStore,
-  type SessionRecord,
-  type SessionStore,
-  type StoreOptions,
-  type UserIndexedStore,
-} from '../../core/store.js'
-import { requireDriver } from '../driver.js'
-import { storeOperation, validateClock, validateDelay, type WarningHook, warningHook } from '../shared.js'
+  type BundledStore,
+  storeOperation,
+  validateClock,
+  validateDelay,
+  type WarningHook,
+  warningHook,
+} from '../shared.js'
 import {
   CREATE,
   DESTROY,
@@ -166,9 +162,7 @@ type OwnedClient = ReturnType<typeof createClient>
  * network database. A client the store owns has no offline queue (commands fail at once while disconnected)
  * and reconnects by itself, so the store recovers as soon as Redis is back.
  */
-export class RedisStore
-  implements SessionStore, UserIndexedStore, PrunableStore, CountableStore, ListableStore, ClosableStore
-{
+export class RedisStore implements BundledStore {
   private readonly clock: Clock
   private readonly prefix: string
   private readonly commandTimeoutMs: number

@@ -11,20 +11,21 @@
 import { type Clock, systemClock } from '../../core/clock.js'
 import { toStoreError } from '../../core/errors.js'
 import {
-  type ClosableStore,
-  type CountableStore,
   isPromise,
-  type ListableStore,
   type MaybePromise,
   type MigratableStore,
-  type PrunableStore,
   type SessionRecord,
-  type SessionStore,
   type StoreOptions,
-  type UserIndexedStore,
 } from '../../core/store.js'
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
-import { andThen, storeOperation, validateClock, type WarningHook, warningHook } from '../shared.js'
+import {
+  andThen,
+  type BundledStore,
+  storeOperation,
+  validateClock,
+  type WarningHook,
+  warningHook,
+} from '../shared.js'
 import type { SqlDialect } from './dialects.js'
 import type { SqlPort } from './port.js'
 import { PRUNE_BATCH_SIZE, SCHEMA_VERSION, SessionQueries } from './queries.js'
@@ -57,16 +58,7 @@ const LIST_PAGE_SIZE = 500
  * The base of the SQL stores: every contract method and capability, each one operation that rejects
  * with a `StoreError` (naming the store and the method, the driver's error as `cause`) whatever fails.
  */
-export abstract class SqlStore
-  implements
-    SessionStore,
-    UserIndexedStore,
-    PrunableStore,
-    CountableStore,
-    ListableStore,
-    MigratableStore,
-    ClosableStore
-{
+export abstract class SqlStore implements BundledStore, MigratableStore {
   /** The statements for this store's table. */
   protected readonly queries: SessionQueries
   private readonly storeName: string
