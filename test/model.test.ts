@@ -103,7 +103,6 @@ class SteppedStore {
       touch: hold(inner.touch),
       destroy: hold(inner.destroy),
       listByUser: hold(inner.listByUser),
-      destroyByUser: hold(inner.destroyByUser),
     }
   }
 

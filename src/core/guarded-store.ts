@@ -1,12 +1,15 @@
-import { toStoreError } from './errors.js'
 import type { SessionRecord, SessionStore, SyncSessionStore, UserIndexedStore } from './store.js'
-import { isClosableStore, isSyncStore, isUserIndexedStore } from './store.js'
+import { guardStoreCall, isClosableStore, isSyncStore, isUserIndexedStore } from './store.js'
 
 /**
  * The store as the manager uses it: any rejection (or synchronous throw) of a store call, whatever
  * the store rejects with, becomes a `StoreError` naming the store and the operation with the original
  * error as `cause`. Adapters answer those 503, so a third-party store that rejects with a plain `Error`
  * fails closed exactly as a bundled one does.
+ *
+ * One guard serves both faces: the promise methods here, and {@link sync}, the same guard over the
+ * store's `*Sync` methods, present only when the store has that capability (one dispatch, made here,
+ * on what the store can do).
  */
 export class GuardedStore implements SessionStore {
   /** The store's class name, for error messages. */
@@ -21,7 +24,7 @@ export class GuardedStore implements SessionStore {
       ? String(inner.constructor.name)
       : 'store'
     this.indexed = isUserIndexedStore(inner)
-    this.sync = isSyncStore(inner) ? new GuardedSyncStore(inner, this.name) : null
+    this.sync = isSyncStore(inner) ? this.guardSync(inner) : null
   }
 
   get(key: string): Promise<SessionRecord | null> {
@@ -57,53 +60,25 @@ export class GuardedStore implements SessionStore {
     })
   }
 
+  /** The synchronous face: each method the store's own, through the same guard as the promise face. */
+  private guardSync(inner: SyncSessionStore): SyncSessionStore {
+    const guard = <R>(operation: string, call: () => R): R => guardStoreCall(this.name, operation, call)
+    return {
+      getSync: (key) => guard('get', () => inner.getSync(key)),
+      createSync: (record) => guard('create', () => inner.createSync(record)),
+      updateSync: (record, expectedVersion) =>
+        guard('update', () => inner.updateSync(record, expectedVersion)),
+      touchSync: (key, lastSeenAt, idleExpiresAt) =>
+        guard('touch', () => inner.touchSync(key, lastSeenAt, idleExpiresAt)),
+    }
+  }
+
+  /** A promise method: the guard, with a synchronous throw (or a non-promise answer) turned into a promise. */
   private call<R>(operation: string, run: () => Promise<R>): Promise<R> {
     try {
-      return Promise.resolve(run()).catch((error: unknown) => {
-        throw toStoreError(this.name, operation, error)
-      })
+      return Promise.resolve(guardStoreCall(this.name, operation, run))
     } catch (error) {
-      return Promise.reject(toStoreError(this.name, operation, error))
-    }
-  }
-}
-
-/** The synchronous methods of a store, each throwing a `StoreError` for whatever the store throws. */
-class GuardedSyncStore implements SyncSessionStore {
-  constructor(
-    private readonly inner: SyncSessionStore,
-    private readonly name: string,
-  ) {}
-
-  getSync(key: string): SessionRecord | null {
-    try {
-      return this.inner.getSync(key)
-    } catch (error) {
-      throw toStoreError(this.name, 'get', error)
-    }
-  }
-
-  createSync(record: SessionRecord): boolean {
-    try {
-      return this.inner.createSync(record)
-    } catch (error) {
-      throw toStoreError(this.name, 'create', error)
-    }
-  }
-
-  updateSync(record: SessionRecord, expectedVersion: number): boolean {
-    try {
-      return this.inner.updateSync(record, expectedVersion)
-    } catch (error) {
-      throw toStoreError(this.name, 'update', error)
-    }
-  }
-
-  touchSync(key: string, lastSeenAt: number, idleExpiresAt: number): void {
-    try {
-      this.inner.touchSync(key, lastSeenAt, idleExpiresAt)
-    } catch (error) {
-      throw toStoreError(this.name, 'touch', error)
+      return Promise.reject(error)
     }
   }
 }

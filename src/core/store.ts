@@ -38,6 +38,7 @@
  * (the manager, the CLI) asks at run time what a store can do.
  */
 import type { Clock } from './clock.js'
+import { toStoreError } from './errors.js'
 
 /** One session as a store keeps it. All times are epoch milliseconds. */
 export interface SessionRecord {
@@ -76,12 +77,13 @@ export interface SessionStore {
   destroy(key: string): Promise<void>
 }
 
-/** A store that indexes records by user: "your devices" lists and "sign out everywhere". */
+/**
+ * A store that indexes records by user: "your devices" lists and "sign out everywhere" (which the
+ * core does by destroying each listed record, so that every ending follows the same rule).
+ */
 export interface UserIndexedStore {
   /** Every live, non-tombstoned record of `userId`, in no particular order. */
   listByUser(userId: string): Promise<SessionRecord[]>
-  /** Destroys (with tombstones) every live record of `userId` but `exceptKey`; resolves the count. */
-  destroyByUser(userId: string, exceptKey?: string): Promise<number>
 }
 
 /** A store that can remove expired records and tombstones on demand. */
@@ -145,7 +147,7 @@ function hasMethods(store: object, names: readonly string[]): boolean {
 
 /** True if `store` implements {@link UserIndexedStore}. */
 export function isUserIndexedStore(store: object): store is UserIndexedStore {
-  return hasMethods(store, ['listByUser', 'destroyByUser'])
+  return hasMethods(store, ['listByUser'])
 }
 
 /** True if `store` implements {@link PrunableStore}. */
@@ -178,7 +180,44 @@ export function isClosableStore(store: object): store is ClosableStore {
   return hasMethods(store, ['close'])
 }
 
+/** A store key as the core makes it: SHA-256, base64url, 43 characters. */
+const STORE_KEY = /^[A-Za-z0-9_-]{43}$/
+
+/**
+ * True if `value` is a key the core could have made. A store may read anything else as not found and
+ * refuse to write it, so that a foreign value never becomes a path, a Redis key or a row.
+ */
+export function isStoreKey(value: unknown): boolean {
+  return typeof value === 'string' && STORE_KEY.test(value)
+}
+
 /** The instant a record stops being live: the earlier of its two deadlines. */
 export function expiresAt(record: Pick<SessionRecord, 'idleExpiresAt' | 'absoluteExpiresAt'>): number {
   return Math.min(record.idleExpiresAt, record.absoluteExpiresAt)
+}
+
+/** A value now, or a promise of it: what a call returns that answers synchronously when it can. */
+export type MaybePromise<T> = T | Promise<T>
+
+/** True if `value` is a promise (any thenable), i.e. the answer is not there yet. */
+export function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function'
+}
+
+/**
+ * Runs one call of `store`'s `operation` the way it answers: a synchronous throw is thrown again, a
+ * rejection rejects again, each as a `StoreError` naming the store and the operation with the original
+ * error as `cause` (one that already is a `StoreError` passes unchanged). The one wrapper behind both
+ * the promise and the `*Sync` face of every store call, in the core's guard and in the stores.
+ */
+export function guardStoreCall<T>(store: string, operation: string, call: () => T): T {
+  try {
+    const result = call()
+    if (!isPromise(result)) return result
+    return Promise.resolve(result).catch((error: unknown) => {
+      throw toStoreError(store, operation, error)
+    }) as T
+  } catch (error) {
+    throw toStoreError(store, operation, error)
+  }
 }

@@ -3,20 +3,11 @@
  * MySQL). Each run waits the interval give or take a quarter, so several app servers started together
  * do not prune at the same moment; the timer is unref'd, so it never keeps a process alive.
  */
-import { ConfigError } from '../core/errors.js'
-
-/** The largest delay `setTimeout` honours; larger values silently become 1 ms. */
-const MAX_TIMER_MS = 2_147_483_647
+import { MAX_TIMER_MS, validateDelay } from './shared.js'
 
 /** Returns `value` if it is a usable prune interval (ms, `0` for off), else throws `ConfigError` naming `option`. */
 export function validatePruneInterval(value: unknown, option = 'pruneIntervalMs'): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_TIMER_MS) {
-    throw new ConfigError(
-      option,
-      `must be an integer from 0 (off) to ${MAX_TIMER_MS} ms, got ${String(value)}`,
-    )
-  }
-  return value
+  return validateDelay(value, option, 0, true)
 }
 
 /**

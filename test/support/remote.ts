@@ -37,7 +37,6 @@ export type RemoteOperation =
   | 'touch'
   | 'destroy'
   | 'listByUser'
-  | 'destroyByUser'
   | 'count'
   | 'prune'
 

@@ -3,18 +3,19 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } f
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { type Clock, systemClock } from '../../core/clock.js'
-import { ConfigError, StoreError, toStoreError } from '../../core/errors.js'
-import type {
-  ClosableStore,
-  CountableStore,
-  ListableStore,
-  PrunableStore,
-  SessionRecord,
-  SessionStore,
-  StoreOptions,
-  UserIndexedStore,
-} from '../../core/store.js'
+import { ConfigError } from '../../core/errors.js'
+import { KeyedQueue } from '../../core/lifecycle/queue.js'
+import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
+import {
+  type BundledStore,
+  copyRecord,
+  storeOperation,
+  validateClock,
+  validateDelay,
+  type WarningHook,
+  warningHook,
+} from '../shared.js'
 import { type HeldLock, LOCK_SUFFIX, type LockPolicy, removeIfEmpty, takeLock } from './lock.js'
 
 /** Options of {@link FileStore}. */
@@ -37,9 +38,10 @@ export interface FileStoreOptions extends StoreOptions {
   lockStaleMs?: number
   /**
    * Receives what goes wrong without failing a request: an unreadable session file (torn, empty or
-   * foreign, reported once per file), a lock broken, a scheduled prune that failed. Default `console.warn`.
+   * foreign, reported once per file), a lock broken, a scheduled prune that failed. Default: one line
+   * on `console.warn`. What it throws is ignored.
    */
-  onWarning?: (message: string) => void
+  onWarning?: WarningHook
 }
 
 /** What a session file holds, as read back. */
@@ -54,8 +56,6 @@ const UNREADABLE = Symbol('unreadable')
 type Read = Stored | null | typeof UNREADABLE
 
 const NAME = 'FileStore'
-/** Store keys as the core makes them; anything else is never turned into a path. */
-const KEY = /^[A-Za-z0-9_-]{43}$/
 /** One character of base64url: the name of a shard directory. */
 const SHARD = /^[A-Za-z0-9_-]$/
 /** A temp file or lock being built, named `<key>.<token>.tmp` or `<key>.lock.<token>.new`. */
@@ -70,7 +70,6 @@ const BATCH = 64
 const LEFTOVER_AGE_MS = 3_600_000
 /** Unreadable files remembered as already reported; past this the memory starts over. */
 const MAX_REPORTED = 1000
-const MAX_TIMER_MS = 2_147_483_647
 
 /**
  * Sessions as files in a folder, one per session, shared by every process that opens the same
@@ -88,19 +87,17 @@ const MAX_TIMER_MS = 2_147_483_647
  * characters of base64url is never turned into a path: it reads as missing, and writes to it resolve
  * `false` (create, update) or do nothing (touch, destroy).
  */
-export class FileStore
-  implements SessionStore, UserIndexedStore, PrunableStore, CountableStore, ListableStore, ClosableStore
-{
+export class FileStore implements BundledStore {
   /** The session folder, absolute. */
   readonly directory: string
   private readonly clock: Clock
-  private readonly warning: (message: string) => void
+  private readonly warn: (warning: Error | string) => void
   private readonly lockPolicy: LockPolicy
   private readonly stopPruning: () => void
   /** Paths of unreadable files already reported. */
   private readonly reported = new Set<string>()
-  /** Per key, the tail of this process's queue of writers (the lock file then only sees one of them). */
-  private readonly queues = new Map<string, Promise<void>>()
+  /** Per key, this process's queue of writers (the lock file then only sees one of them). */
+  private readonly queue = new KeyedQueue()
   private readonly inFlight = new Set<Promise<unknown>>()
   private closed = false
 
@@ -110,39 +107,32 @@ export class FileStore
       clock = systemClock,
       pruneIntervalMs = 600_000,
       lockStaleMs = 10_000,
-      onWarning = (message: string) => console.warn(`latchkey: ${message}`),
+      onWarning,
     } = options ?? {}
     if (typeof directory !== 'string' || directory === '' || directory.includes('\0')) {
       throw new ConfigError('directory', `must be a folder path, got ${JSON.stringify(directory)}`)
     }
-    if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
-    if (!Number.isInteger(lockStaleMs) || lockStaleMs < 1 || lockStaleMs > MAX_TIMER_MS) {
-      throw new ConfigError(
-        'lockStaleMs',
-        `must be an integer from 1 to ${MAX_TIMER_MS} ms, got ${String(lockStaleMs)}`,
-      )
-    }
-    if (typeof onWarning !== 'function') throw new ConfigError('onWarning', 'must be a function')
+    this.clock = validateClock(clock)
+    validateDelay(lockStaleMs, 'lockStaleMs', 1)
+    this.warn = warningHook(onWarning)
     const interval = validatePruneInterval(pruneIntervalMs)
     this.directory = resolve(directory)
-    this.clock = clock
-    this.warning = onWarning
     this.lockPolicy = { staleMs: lockStaleMs, onBreak: (message) => this.warn(message) }
     this.stopPruning = schedulePrune(
       () => this.prune(),
       interval,
-      (error) => this.warn(`scheduled prune failed: ${messageOf(error)}`),
+      (error) => this.warn(new Error(`scheduled prune failed: ${messageOf(error)}`, { cause: error })),
     )
   }
 
   get(key: string): Promise<SessionRecord | null> {
-    return this.run('get', async () => (isKey(key) ? this.live(await this.read(key)) : null))
+    return this.run('get', async () => (isStoreKey(key) ? this.live(await this.read(key)) : null))
   }
 
   create(record: SessionRecord): Promise<boolean> {
-    const copy = ownCopy(record)
+    const copy = copyRecord(record)
     return this.run('create', async () => {
-      if (!isKey(copy.key)) return false
+      if (!isStoreKey(copy.key)) return false
       if (this.holds(await this.read(copy.key))) return false
       return this.locked(copy.key, async (lock) => {
         const current = await this.read(copy.key)
@@ -158,9 +148,9 @@ export class FileStore
   }
 
   update(record: SessionRecord, expectedVersion: number): Promise<boolean> {
-    const copy = ownCopy(record)
+    const copy = copyRecord(record)
     return this.run('update', async () => {
-      if (!isKey(copy.key)) return false
+      if (!isStoreKey(copy.key)) return false
       if (this.live(await this.read(copy.key))?.version !== expectedVersion) return false
       return this.locked(copy.key, async (lock) => {
         const current = this.live(await this.read(copy.key))
@@ -178,17 +168,17 @@ export class FileStore
 
   touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
     return this.run('touch', async () => {
-      if (!isKey(key) || !this.live(await this.read(key))) return
+      if (!isStoreKey(key) || !this.live(await this.read(key))) return
       await this.locked(key, async (lock) => {
         const current = this.live(await this.read(key))
-        if (current) await this.write(ownCopy({ ...current, lastSeenAt, idleExpiresAt }), false, lock)
+        if (current) await this.write(copyRecord({ ...current, lastSeenAt, idleExpiresAt }), false, lock)
       })
     })
   }
 
   destroy(key: string): Promise<void> {
     return this.run('destroy', async () => {
-      if (!isKey(key) || !this.live(await this.read(key))) return
+      if (!isStoreKey(key) || !this.live(await this.read(key))) return
       await this.locked(key, (lock) => this.tombstone(key, lock))
     })
   }
@@ -213,20 +203,6 @@ export class FileStore
     })
   }
 
-  destroyByUser(userId: string, exceptKey?: string): Promise<number> {
-    return this.run('destroyByUser', async () => {
-      let count = 0
-      const keys = (await this.markers(userId)).filter((key) => key !== exceptKey)
-      for (const batch of batches(keys, 16)) {
-        const done = await Promise.all(
-          batch.map((key) => this.locked(key, (lock) => this.tombstone(key, lock, userId))),
-        )
-        count += done.filter(Boolean).length
-      }
-      return count
-    })
-  }
-
   /**
    * Removes expired records and tombstones (with their user markers), unreadable session files, and
    * temp files and half-built locks older than an hour. Walks the folder a batch of files at a time,
@@ -248,7 +224,7 @@ export class FileStore
       let count = 0
       for await (const [, names] of this.walk()) {
         const records = await Promise.all(
-          names.filter(isKey).map(async (key) => this.live(await this.read(key))),
+          names.filter(isStoreKey).map(async (key) => this.live(await this.read(key))),
         )
         count += records.filter(Boolean).length
       }
@@ -258,17 +234,18 @@ export class FileStore
 
   /** Every live record, a folder at a time, in no particular order. Writes meanwhile are fine. */
   async *list(): AsyncIterable<SessionRecord> {
-    try {
-      this.assertOpen('list')
-      for await (const [, names] of this.walk()) {
-        this.assertOpen('list')
-        const records = await Promise.all(
-          names.filter(isKey).map(async (key) => this.live(await this.read(key))),
+    const pages = this.walk()
+    for (;;) {
+      // Each page is one operation: a closed store or a failing read rejects as a StoreError.
+      const page = await this.run('list', async () => {
+        const next = await pages.next()
+        if (next.done) return undefined
+        return Promise.all(
+          next.value[1].filter(isStoreKey).map(async (key) => this.live(await this.read(key))),
         )
-        for (const record of records) if (record) yield record
-      }
-    } catch (error) {
-      throw toStoreError(NAME, 'list', error)
+      })
+      if (page === undefined) return
+      for (const record of page) if (record) yield record
     }
   }
 
@@ -281,10 +258,12 @@ export class FileStore
 
   /** Runs one operation: rejects at once when closed, turns every failure into a `StoreError`. */
   private run<T>(operation: string, body: () => Promise<T>): Promise<T> {
-    if (this.closed) return Promise.reject(closedError(operation))
-    const pending = body().catch((error: unknown) => {
-      throw toStoreError(NAME, operation, error)
-    })
+    let pending: Promise<T>
+    try {
+      pending = storeOperation(NAME, operation, this.closed, body)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     const settled = pending.then(
       () => {},
       () => {},
@@ -292,10 +271,6 @@ export class FileStore
     this.inFlight.add(settled)
     settled.then(() => this.inFlight.delete(settled))
     return pending
-  }
-
-  private assertOpen(operation: string): void {
-    if (this.closed) throw closedError(operation)
   }
 
   /** The record if it is live and not a tombstone. */
@@ -312,7 +287,7 @@ export class FileStore
 
   /** The folder of `key`'s file. The one place a key becomes a path: anything but a store key is refused. */
   private shard(key: string): string {
-    if (!isKey(key)) throw new Error('refusing to turn a value that is not a store key into a path')
+    if (!isStoreKey(key)) throw new Error('refusing to turn a value that is not a store key into a path')
     return join(this.directory, SESSIONS, key[0] as string, key[1] as string)
   }
 
@@ -347,14 +322,6 @@ export class FileStore
       this.warn(`${NAME}: ignoring ${path}: ${why}; it reads as missing`)
     }
     return UNREADABLE
-  }
-
-  private warn(message: string): void {
-    try {
-      this.warning(message)
-    } catch {
-      // A failing warning hook must not fail the request that had something to report.
-    }
   }
 
   /** Checks the folder is there (creating it, 0700, when only it is missing): a missing file then means "no record". */
@@ -394,7 +361,7 @@ export class FileStore
    * across processes. Rejects when the lock cannot be had.
    */
   private locked<T>(key: string, write: (lock: HeldLock) => Promise<T>): Promise<T> {
-    return this.queued(key, async () => {
+    return this.queue.run(key, async () => {
       const lock = (await this.lock(key, true)) as HeldLock
       try {
         return await write(lock)
@@ -406,8 +373,8 @@ export class FileStore
 
   /** Like {@link locked}, but resolves `undefined` at once when another writer holds the key. */
   private async lockedIfFree<T>(key: string, write: (lock: HeldLock) => Promise<T>): Promise<T | undefined> {
-    if (this.queues.has(key)) return undefined
-    return this.queued(key, async () => {
+    if (this.queue.busy(key)) return undefined
+    return this.queue.run(key, async () => {
       const lock = await this.lock(key, false)
       if (!lock) return undefined
       try {
@@ -416,23 +383,6 @@ export class FileStore
         await lock.release()
       }
     })
-  }
-
-  private async queued<T>(key: string, body: () => Promise<T>): Promise<T> {
-    const previous = this.queues.get(key)
-    let done = (): void => {}
-    const mine = new Promise<void>((resolve) => {
-      done = resolve
-    })
-    const tail = previous ? previous.then(() => mine) : mine
-    this.queues.set(key, tail)
-    try {
-      await previous
-      return await body()
-    } finally {
-      done()
-      if (this.queues.get(key) === tail) this.queues.delete(key)
-    }
   }
 
   private async lock(key: string, wait: boolean): Promise<HeldLock | null> {
@@ -474,23 +424,19 @@ export class FileStore
     )
   }
 
-  /** Turns the live record under `key` (of `userId`, when given) into a tombstone; true if it did. */
-  private async tombstone(key: string, lock: HeldLock, userId?: string): Promise<boolean> {
+  /** Turns the live record under `key` into a tombstone. */
+  private async tombstone(key: string, lock: HeldLock): Promise<void> {
     const current = this.live(await this.read(key))
-    if (!current || (userId !== undefined && current.userId !== userId)) {
-      if (userId !== undefined) await this.removeMarker(userId, key)
-      return false
-    }
+    if (!current) return
     await this.write({ ...current, userId: null, payload: '' }, true, lock)
     if (current.userId !== null) await this.removeMarker(current.userId, key)
-    return true
   }
 
   /** The keys `userId` has markers for. */
   private async markers(userId: string): Promise<string[]> {
     if (typeof userId !== 'string') return []
     try {
-      return (await readdir(this.userFolder(userId))).filter(isKey)
+      return (await readdir(this.userFolder(userId))).filter(isStoreKey)
     } catch (error) {
       if (errorCode(error) !== 'ENOENT') throw error
       await this.ensureFolder()
@@ -539,7 +485,7 @@ export class FileStore
 
   /** One entry of a shard folder, for prune; true if it removed a record or tombstone. */
   private async pruneEntry(dir: string, name: string): Promise<boolean> {
-    if (isKey(name)) {
+    if (isStoreKey(name)) {
       const found = await this.read(name)
       if (found === null || this.holds(found)) return false
       const removed = await this.lockedIfFree(name, async () => {
@@ -601,10 +547,6 @@ export class FileStore
   }
 }
 
-function isKey(name: unknown): boolean {
-  return typeof name === 'string' && KEY.test(name)
-}
-
 function batches<T>(items: readonly T[], size = BATCH): T[][] {
   const out: T[][] = []
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
@@ -619,10 +561,6 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }
 
-function closedError(operation: string): StoreError {
-  return new StoreError(NAME, operation, new Error('the store is closed'))
-}
-
 async function syncFolder(dir: string): Promise<void> {
   const handle = await open(dir, 'r')
   try {
@@ -635,27 +573,13 @@ async function syncFolder(dir: string): Promise<void> {
   }
 }
 
-/** A copy of the record's own fields, checked, so that what is written is what a read accepts. */
-function ownCopy(record: SessionRecord): SessionRecord {
-  const copy: SessionRecord = {
-    key: record?.key,
-    version: record?.version,
-    userId: record?.userId ?? null,
-    createdAt: record?.createdAt,
-    lastSeenAt: record?.lastSeenAt,
-    idleExpiresAt: record?.idleExpiresAt,
-    absoluteExpiresAt: record?.absoluteExpiresAt,
-    payload: record?.payload,
-  }
-  return copy
-}
-
+/** The file's content: the record's own fields (the payload last, so a glance shows the rest), checked. */
 function serialize(record: SessionRecord, tombstone: boolean): string {
-  const { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload } = record
-  const fields = { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt }
-  const why = invalid({ latchkey: FORMAT, ...fields, tombstone, payload }, key)
+  const { payload, ...fields } = copyRecord(record)
+  const content = { latchkey: FORMAT, ...fields, tombstone, payload }
+  const why = invalid(content, record.key)
   if (why) throw new TypeError(`the record cannot be stored: ${why}`)
-  return `${JSON.stringify({ latchkey: FORMAT, ...fields, tombstone, payload })}\n`
+  return `${JSON.stringify(content)}\n`
 }
 
 /** The session file's content as a record, or why it is not one. */
@@ -669,10 +593,9 @@ function parse(text: string, key: string): Stored | string {
   }
   const why = invalid(data, key)
   if (why) return why
-  const { version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload, tombstone } =
-    data as SessionRecord & { tombstone: boolean }
-  const record = { key, version, userId, createdAt, lastSeenAt, idleExpiresAt, absoluteExpiresAt, payload }
-  return { record, tombstone, expiresAt: Math.min(idleExpiresAt, absoluteExpiresAt) }
+  const { tombstone } = data as { tombstone: boolean }
+  const record = copyRecord(data as SessionRecord)
+  return { record, tombstone, expiresAt: expiresAt(record) }
 }
 
 /** Why `data` is not a session file's content for `key`, or `null` when it is. */

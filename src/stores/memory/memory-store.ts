@@ -1,16 +1,7 @@
 import { type Clock, systemClock } from '../../core/clock.js'
-import { ConfigError, StoreError } from '../../core/errors.js'
-import type {
-  ClosableStore,
-  CountableStore,
-  ListableStore,
-  PrunableStore,
-  SessionRecord,
-  SessionStore,
-  StoreOptions,
-  SyncSessionStore,
-  UserIndexedStore,
-} from '../../core/store.js'
+import { ConfigError } from '../../core/errors.js'
+import { expiresAt, type SessionRecord, type StoreOptions, type SyncSessionStore } from '../../core/store.js'
+import { type BundledStore, copyRecord, storeOperation, validateClock, validateDelay } from '../shared.js'
 
 /** Options of {@link MemoryStore}. */
 export interface MemoryStoreOptions extends StoreOptions {
@@ -36,9 +27,6 @@ interface Deadline {
 /** Records one step of `prune()` removes before letting the event loop run (a few ms of work). */
 const PRUNE_BATCH = 5_000
 
-/** The largest delay `setInterval` honours; larger values silently become 1 ms. */
-const MAX_TIMER_MS = 2_147_483_647
-
 let warnedInProduction = false
 
 /**
@@ -50,16 +38,7 @@ let warnedInProduction = false
  * evicts the record closest to its expiry (signing that session out). An unref'd timer sweeps
  * expired records and tombstones every `sweepIntervalMs`; `close()` stops it.
  */
-export class MemoryStore
-  implements
-    SessionStore,
-    SyncSessionStore,
-    UserIndexedStore,
-    PrunableStore,
-    CountableStore,
-    ListableStore,
-    ClosableStore
-{
+export class MemoryStore implements BundledStore, SyncSessionStore {
   private readonly clock: Clock
   private readonly maxSessions: number
   private readonly records = new Map<string, Entry>()
@@ -71,17 +50,11 @@ export class MemoryStore
 
   constructor(options: MemoryStoreOptions = {}) {
     const { clock = systemClock, maxSessions = 100_000, sweepIntervalMs = 60_000 } = options
-    if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
+    this.clock = validateClock(clock)
     if (!Number.isSafeInteger(maxSessions) || maxSessions < 1) {
       throw new ConfigError('maxSessions', `must be a positive integer, got ${String(maxSessions)}`)
     }
-    if (!Number.isInteger(sweepIntervalMs) || sweepIntervalMs < 0 || sweepIntervalMs > MAX_TIMER_MS) {
-      throw new ConfigError(
-        'sweepIntervalMs',
-        `must be an integer from 0 (off) to ${MAX_TIMER_MS}, got ${String(sweepIntervalMs)}`,
-      )
-    }
-    this.clock = clock
+    validateDelay(sweepIntervalMs, 'sweepIntervalMs', 0, true)
     this.maxSessions = maxSessions
     if (sweepIntervalMs > 0) {
       this.timer = setInterval(() => this.removeExpired(this.clock.now()), sweepIntervalMs)
@@ -96,6 +69,7 @@ export class MemoryStore
     }
   }
 
+  // The promise face is the synchronous one, settled: the store answers at once either way.
   async get(key: string): Promise<SessionRecord | null> {
     return this.getSync(key)
   }
@@ -113,62 +87,54 @@ export class MemoryStore
   }
 
   getSync(key: string): SessionRecord | null {
-    this.assertOpen('get')
-    return this.live(key)?.record ?? null
+    return this.guard('get', () => this.live(key)?.record ?? null)
   }
 
   createSync(record: SessionRecord): boolean {
-    this.assertOpen('create')
-    const now = this.clock.now()
-    const existing = this.records.get(record.key)
-    if (existing && existing.expiresAt > now) return false
-    if (!existing && this.records.size >= this.maxSessions) this.makeRoom(now)
-    this.put(freeze(record), false)
-    return true
+    return this.guard('create', () => {
+      const now = this.clock.now()
+      const existing = this.records.get(record.key)
+      if (existing && existing.expiresAt > now) return false
+      if (!existing && this.records.size >= this.maxSessions) this.makeRoom(now)
+      this.put(Object.freeze(copyRecord(record)), false)
+      return true
+    })
   }
 
   updateSync(record: SessionRecord, expectedVersion: number): boolean {
-    this.assertOpen('update')
-    const current = this.live(record.key)
-    if (!current || current.record.version !== expectedVersion) return false
-    this.put(freeze(record), false)
-    return true
+    return this.guard('update', () => {
+      const current = this.live(record.key)
+      if (!current || current.record.version !== expectedVersion) return false
+      this.put(Object.freeze(copyRecord(record)), false)
+      return true
+    })
   }
 
   touchSync(key: string, lastSeenAt: number, idleExpiresAt: number): void {
-    this.assertOpen('touch')
-    const current = this.live(key)
-    if (!current) return
-    this.put(Object.freeze({ ...current.record, lastSeenAt, idleExpiresAt }), false)
+    this.guard('touch', () => {
+      const current = this.live(key)
+      if (current) this.put(Object.freeze({ ...current.record, lastSeenAt, idleExpiresAt }), false)
+    })
   }
 
   async destroy(key: string): Promise<void> {
-    this.assertOpen('destroy')
-    this.tombstone(key)
+    this.guard('destroy', () => this.tombstone(key))
   }
 
   async listByUser(userId: string): Promise<SessionRecord[]> {
-    this.assertOpen('listByUser')
-    const out: SessionRecord[] = []
-    for (const key of this.byUser.get(userId) ?? []) {
-      const entry = this.live(key)
-      if (entry) out.push(entry.record)
-    }
-    return out
-  }
-
-  async destroyByUser(userId: string, exceptKey?: string): Promise<number> {
-    this.assertOpen('destroyByUser')
-    let count = 0
-    for (const key of [...(this.byUser.get(userId) ?? [])]) {
-      if (key !== exceptKey && this.tombstone(key)) count++
-    }
-    return count
+    return this.guard('listByUser', () => {
+      const out: SessionRecord[] = []
+      for (const key of this.byUser.get(userId) ?? []) {
+        const entry = this.live(key)
+        if (entry) out.push(entry.record)
+      }
+      return out
+    })
   }
 
   /** Removes what expired, {@link PRUNE_BATCH} records at a time with the event loop free in between. */
   async prune(): Promise<number> {
-    this.assertOpen('prune')
+    this.guard('prune', () => {})
     const now = this.clock.now()
     let total = 0
     for (;;) {
@@ -180,15 +146,16 @@ export class MemoryStore
   }
 
   async count(): Promise<number> {
-    this.assertOpen('count')
-    const now = this.clock.now()
-    let count = 0
-    for (const entry of this.records.values()) if (!entry.tombstone && entry.expiresAt > now) count++
-    return count
+    return this.guard('count', () => {
+      const now = this.clock.now()
+      let count = 0
+      for (const entry of this.records.values()) if (!entry.tombstone && entry.expiresAt > now) count++
+      return count
+    })
   }
 
   async *list(): AsyncIterable<SessionRecord> {
-    this.assertOpen('list')
+    this.guard('list', () => {})
     for (const entry of this.records.values()) {
       if (!entry.tombstone && entry.expiresAt > this.clock.now()) yield entry.record
     }
@@ -204,8 +171,9 @@ export class MemoryStore
     this.deadlines = []
   }
 
-  private assertOpen(operation: string): void {
-    if (this.closed) throw new StoreError('MemoryStore', operation, new Error('the store is closed'))
+  /** Runs `operation` unless the store is closed (then it throws `StoreError`, as any failure would). */
+  private guard<T>(operation: string, call: () => T): T {
+    return storeOperation('MemoryStore', operation, this.closed, call)
   }
 
   /** The live, non-tombstoned entry under `key`. */
@@ -225,9 +193,9 @@ export class MemoryStore
   /** Stores `record` (already frozen) in place of whatever the key held, keeping both indexes in step. */
   private put(record: SessionRecord, tombstone: boolean): void {
     const { key, userId } = record
-    const expiresAt = Math.min(record.idleExpiresAt, record.absoluteExpiresAt)
+    const deadline = expiresAt(record)
     const previous = this.records.get(key)
-    this.records.set(key, { record, tombstone, expiresAt })
+    this.records.set(key, { record, tombstone, expiresAt: deadline })
     const previousUserId = previous?.record.userId ?? null
     if (previousUserId !== userId) {
       if (previousUserId !== null) this.unindex(key, previousUserId)
@@ -237,7 +205,7 @@ export class MemoryStore
         else this.byUser.set(userId, new Set([key]))
       }
     }
-    if (previous?.expiresAt !== expiresAt) this.pushDeadline({ key, expiresAt })
+    if (previous?.expiresAt !== deadline) this.pushDeadline({ key, expiresAt: deadline })
   }
 
   private remove(entry: Entry): void {
@@ -328,18 +296,4 @@ function siftDown(heap: Deadline[], start: number): void {
     i = child
   }
   heap[i] = item
-}
-
-/** A frozen copy of the record's own fields, so later changes to `record` do not reach the store. */
-function freeze(record: SessionRecord): SessionRecord {
-  return Object.freeze({
-    key: record.key,
-    version: record.version,
-    userId: record.userId ?? null,
-    createdAt: record.createdAt,
-    lastSeenAt: record.lastSeenAt,
-    idleExpiresAt: record.idleExpiresAt,
-    absoluteExpiresAt: record.absoluteExpiresAt,
-    payload: record.payload,
-  })
 }

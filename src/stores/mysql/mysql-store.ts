@@ -1,7 +1,7 @@
 import type mysql from 'mysql2/promise'
 import type { Pool, PoolOptions, ResultSetHeader, RowDataPacket } from 'mysql2/promise'
 import { ConfigError } from '../../core/errors.js'
-import { requireDriver } from '../driver.js'
+import { requireDriver } from '../../core/optional-peer.js'
 import { mysqlDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
 import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type pg from 'pg'
 import { ConfigError, StoreError } from '../../core/errors.js'
-import { requireDriver } from '../driver.js'
+import { requireDriver } from '../../core/optional-peer.js'
 import { postgresDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow } from '../sql/port.js'
 import { SCHEMA_TABLE } from '../sql/queries.js'

@@ -1,17 +1,16 @@
 import type { createClient } from 'redis'
 import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError, toStoreError } from '../../core/errors.js'
-import type {
-  ClosableStore,
-  CountableStore,
-  ListableStore,
-  PrunableStore,
-  SessionRecord,
-  SessionStore,
-  StoreOptions,
-  UserIndexedStore,
-} from '../../core/store.js'
-import { requireDriver } from '../driver.js'
+import { requireDriver } from '../../core/optional-peer.js'
+import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
+import {
+  type BundledStore,
+  storeOperation,
+  validateClock,
+  validateDelay,
+  type WarningHook,
+  warningHook,
+} from '../shared.js'
 import {
   CREATE,
   DESTROY,
@@ -102,14 +101,11 @@ export interface RedisStoreOptions extends StoreOptions {
    * silent; it never delays, fails or retries a request. Default: one line on `console.warn`. What it
    * throws is ignored.
    */
-  onWarning?: (message: string) => void
+  onWarning?: WarningHook
 }
 
-/** Store keys as the core makes them: SHA-256, base64url, 43 characters. */
-const STORE_KEY = /^[A-Za-z0-9_-]{43}$/
 /** Letters, digits, `_`, `-`, `.`, `:`; no glob, quote, brace, space, `;`, `/` or control character. */
 const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
-const MAX_TIMER_MS = 2_147_483_647
 /** Keys asked for per `SCAN` round. */
 const SCAN_COUNT = '1000'
 /** The one `maxmemory-policy` under which Redis never evicts a key. */
@@ -157,7 +153,7 @@ type OwnedClient = ReturnType<typeof createClient>
  *   key, which would have to reuse a 256-bit key, gets a later A and a higher score, and stays).
  *
  * So the set may hold stale members (a failed create, a record moved to another user, one destroyed
- * by a process that died before cleaning up), which `listByUser` and `destroyByUser` filter out by
+ * by a process that died before cleaning up), which `listByUser` filters out by
  * reading each record, and which age out by score; it never misses a live record.
  *
  * **Failures**: every failure rejects with a `StoreError` naming the store and the operation, with
@@ -166,16 +162,15 @@ type OwnedClient = ReturnType<typeof createClient>
  * network database. A client the store owns has no offline queue (commands fail at once while disconnected)
  * and reconnects by itself, so the store recovers as soon as Redis is back.
  */
-export class RedisStore
-  implements SessionStore, UserIndexedStore, PrunableStore, CountableStore, ListableStore, ClosableStore
-{
+export class RedisStore implements BundledStore {
   private readonly clock: Clock
   private readonly prefix: string
   private readonly commandTimeoutMs: number
   private readonly clockSkewMs: number
   private readonly client: RedisClientLike | RedisClusterLike
   private readonly cluster: RedisClusterLike | undefined
-  private readonly onWarning: (message: string) => void
+  /** Hands a warning to `onWarning`, which may not throw or reject back into the store. */
+  private readonly warn: (warning: Error | string) => void
   /** The eviction check, once started (it runs once per store); `close()` cancels it. */
   private evictionCheck: { done: Promise<void>; cancel: AbortController } | undefined
   /** The client the store created from `url`, which it connects and closes. */
@@ -193,9 +188,9 @@ export class RedisStore
       commandTimeoutMs = 2000,
       clockSkewMs = 60_000,
       onError,
-      onWarning = warnOnConsole,
+      onWarning,
     } = options ?? {}
-    if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
+    this.clock = validateClock(clock)
     if (
       typeof prefix !== 'string' ||
       !PREFIX.test(prefix) ||
@@ -207,30 +202,18 @@ export class RedisStore
         `must be 1 to 64 letters, digits, '_', '-', '.' or ':', without '--' or '..', got ${JSON.stringify(prefix)}`,
       )
     }
-    if (!Number.isInteger(commandTimeoutMs) || commandTimeoutMs < 1 || commandTimeoutMs > MAX_TIMER_MS) {
-      throw new ConfigError(
-        'commandTimeoutMs',
-        `must be an integer from 1 to ${MAX_TIMER_MS} ms, got ${String(commandTimeoutMs)}`,
-      )
-    }
-    if (!Number.isInteger(clockSkewMs) || clockSkewMs < 0 || clockSkewMs > MAX_TIMER_MS) {
-      throw new ConfigError(
-        'clockSkewMs',
-        `must be an integer from 0 to ${MAX_TIMER_MS} ms, got ${String(clockSkewMs)}`,
-      )
-    }
+    validateDelay(commandTimeoutMs, 'commandTimeoutMs', 1)
+    validateDelay(clockSkewMs, 'clockSkewMs', 0)
     if (onError !== undefined && typeof onError !== 'function') {
       throw new ConfigError('onError', 'must be a function')
     }
-    if (typeof onWarning !== 'function') throw new ConfigError('onWarning', 'must be a function')
+    this.warn = warningHook(onWarning)
     if ((client === undefined) === (url === undefined)) {
       throw new ConfigError('client', 'give exactly one of client (a node-redis client or cluster) and url')
     }
-    this.clock = clock
     this.prefix = prefix
     this.commandTimeoutMs = commandTimeoutMs
     this.clockSkewMs = clockSkewMs
-    this.onWarning = onWarning
     if (client !== undefined) {
       if (typeof (client as { sendCommand?: unknown })?.sendCommand !== 'function') {
         throw new ConfigError('client', 'must be a node-redis client or cluster (no sendCommand method)')
@@ -277,7 +260,7 @@ export class RedisStore
 
   get(key: string): Promise<SessionRecord | null> {
     return this.run('get', async (send, now) => {
-      if (!STORE_KEY.test(key)) return null
+      if (!isStoreKey(key)) return null
       return this.read(send, key, now)
     })
   }
@@ -309,7 +292,7 @@ export class RedisStore
 
   touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
     return this.run('touch', async (send, now) => {
-      if (!STORE_KEY.test(key)) return
+      if (!isStoreKey(key)) return
       await this.eval(send, TOUCH, this.sessionKey(key), [
         ...this.times(now),
         String(lastSeenAt),
@@ -320,8 +303,8 @@ export class RedisStore
 
   destroy(key: string): Promise<void> {
     return this.run('destroy', async (send, now) => {
-      if (!STORE_KEY.test(key)) return
-      const reply = await this.eval(send, DESTROY, this.sessionKey(key), [String(now), '0', ''])
+      if (!isStoreKey(key)) return
+      const reply = await this.eval(send, DESTROY, this.sessionKey(key), [String(now)])
       const [absolute, userId] = Array.isArray(reply) ? reply.map(text) : []
       if (typeof userId === 'string') await this.indexRemove(send, userId, [[key, absolute ?? '0']])
     })
@@ -344,21 +327,6 @@ export class RedisStore
       })
       if (dead.length > 0) await this.indexRemove(send, userId, dead)
       return live
-    })
-  }
-
-  destroyByUser(userId: string, exceptKey?: string): Promise<number> {
-    return this.run('destroyByUser', async (send, now) => {
-      const members = (await this.indexList(send, userId, now)).filter(({ key }) => key !== exceptKey)
-      const replies = await Promise.all(
-        members.map(({ key }) => this.eval(send, DESTROY, this.sessionKey(key), [String(now), '1', userId])),
-      )
-      const destroyed: [string, string][] = []
-      replies.forEach((reply, n) => {
-        if (Array.isArray(reply)) destroyed.push([(members[n] as IndexMember).key, text(reply[0]) ?? '0'])
-      })
-      if (destroyed.length > 0) await this.indexRemove(send, userId, destroyed)
-      return destroyed.length
     })
   }
 
@@ -470,15 +438,11 @@ export class RedisStore
    * operation that succeeds starts the eviction check, which the operation does not wait for.
    */
   private async run<T>(operation: string, body: (send: Send, now: number) => Promise<T>): Promise<T> {
-    let result: T
-    try {
-      if (this.closed) throw new Error('the store is closed')
+    const result = await storeOperation('RedisStore', operation, this.closed, async () => {
       const attempt = this.attempt
       if (attempt) await this.withDeadline(() => attempt)
-      result = await body(this.send, this.clock.now())
-    } catch (error) {
-      throw toStoreError('RedisStore', operation, error)
-    }
+      return body(this.send, this.clock.now())
+    })
     if (!this.evictionCheck && !this.closed) {
       const cancel = new AbortController()
       this.evictionCheck = { done: this.checkEviction(cancel.signal), cancel }
@@ -530,16 +494,6 @@ export class RedisStore
       )
     } catch {
       // Best-effort: CONFIG is often renamed or refused (managed Redis, ACLs); say nothing.
-    }
-  }
-
-  /** Hands `message` to `onWarning`, which may not throw or reject back into the store. */
-  private warn(message: string): void {
-    try {
-      const returned: unknown = this.onWarning(message)
-      if (returned instanceof Promise) returned.catch(() => {})
-    } catch {
-      // A failing hook must not become an unhandled rejection.
     }
   }
 
@@ -623,7 +577,7 @@ export class RedisStore
 
   /** The session key of a record about to be written; a malformed store key is refused. */
   private recordKey(key: string): string {
-    if (typeof key !== 'string' || !STORE_KEY.test(key)) {
+    if (!isStoreKey(key)) {
       throw new Error('a store key must be 43 characters of base64url')
     }
     return this.sessionKey(key)
@@ -664,7 +618,7 @@ export class RedisStore
     const members: IndexMember[] = []
     for (let n = 0; n + 1 < flat.length; n += 2) {
       const member = flat[n]
-      if (member && STORE_KEY.test(member)) members.push({ key: member, score: flat[n + 1] ?? '0' })
+      if (member && isStoreKey(member)) members.push({ key: member, score: flat[n + 1] ?? '0' })
     }
     return members
   }
@@ -716,10 +670,6 @@ function encodeUserId(userId: string): string {
     out += /[A-Za-z0-9_.@-]/.test(char) ? char : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
   }
   return out
-}
-
-function warnOnConsole(message: string): void {
-  console.warn(`latchkey: ${message}`)
 }
 
 /**
@@ -781,7 +731,11 @@ function isFiniteNumber(value: string | null | undefined): value is string {
 }
 
 function isLive(i: string | null | undefined, a: string | null | undefined, now: number): boolean {
-  return isFiniteNumber(i) && isFiniteNumber(a) && now < Math.min(Number(i), Number(a))
+  return (
+    isFiniteNumber(i) &&
+    isFiniteNumber(a) &&
+    now < expiresAt({ idleExpiresAt: Number(i), absoluteExpiresAt: Number(a) })
+  )
 }
 
 /** The live record in `fields` ({@link FIELDS} order), or `null` (tombstone, expired, not a record). */

@@ -102,15 +102,13 @@ return 1
 
 /**
  * destroy: turns a live record into a tombstone (payload and user dropped, deadlines and TTL kept).
- * ARGV: now, onlyUser ('0'|'1'), userId: with onlyUser '1', only a record that still belongs to userId
- * (for destroyByUser). Returns 0 (nothing destroyed) or {absoluteExpiresAt, userId or nil}.
+ * ARGV: now. Returns 0 (nothing destroyed) or {absoluteExpiresAt, userId or nil}.
  */
 export const DESTROY = script(`
 local now = tonumber(ARGV[1])
 local old = redis.call('HMGET', KEYS[1], 'i', 'a', 't', 'u')
 local until_ = deadline(old[1], old[2])
 if old[3] or until_ == nil or now >= until_ then return 0 end
-if ARGV[2] == '1' and old[4] ~= ARGV[3] then return 0 end
 redis.call('HDEL', KEYS[1], 'p', 'u')
 redis.call('HSET', KEYS[1], 't', '1')
 return {old[2], old[4]}

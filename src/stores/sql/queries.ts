@@ -9,7 +9,8 @@
  */
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { ConfigError } from '../../core/errors.js'
-import { expiresAt, type SessionRecord } from '../../core/store.js'
+import { expiresAt, isPromise, type MaybePromise, type SessionRecord } from '../../core/store.js'
+import { andThen } from '../shared.js'
 import type { SqlDialect } from './dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from './port.js'
 
@@ -84,11 +85,6 @@ const RECORD_COLUMNS = [
   'payload',
 ] as const
 
-/** The record a row holds, or `null` for no row. */
-export function recordOf(row: SqlRow | undefined): SessionRecord | null {
-  return row ? rowToRecord(row) : null
-}
-
 /** A stored row as a {@link SessionRecord}. Numbers go through `Number()` for drivers that return strings. */
 export function rowToRecord(row: SqlRow): SessionRecord {
   const { payload } = row
@@ -124,18 +120,18 @@ export class SessionQueries {
   /** `migrations[v]` takes the schema from version `v` to `v + 1`; every statement is idempotent. */
   readonly migrations: readonly (readonly string[])[]
   /** Creates the schema-version table; run before reading the version. */
-  readonly createSchemaTable: string
+  private readonly createSchemaTable: string
 
   private readonly dialect: SqlDialect
   /** Reads this table's schema version: a row with `version`, or none (version 0). */
-  readonly selectVersion: BoundStatement
+  private readonly selectVersion: BoundStatement
 
   private readonly versionRowSql: string
   private readonly insertVersion: SqlQuery
   private readonly updateVersion: SqlQuery
   private readonly createSteps: readonly SqlQuery[]
   private readonly q: Record<
-    'get' | 'update' | 'touch' | 'destroy' | 'listByUser' | 'destroyByUser' | 'prune' | 'count' | 'listPage',
+    'get' | 'update' | 'touch' | 'destroy' | 'listByUser' | 'prune' | 'count' | 'listPage',
     SqlQuery
   >
 
@@ -228,10 +224,6 @@ export class SessionQueries {
         `UPDATE ${t} SET ${c('tombstone')} = 1, ${c('payload')} = '', ${c('user_id')} = NULL WHERE ${c('key')} = :key AND ${live}`,
       ),
       listByUser: sql(`SELECT ${select} FROM ${t} WHERE ${sameUser} AND ${live}`),
-      // Keys are never empty, so an `exceptKey` of '' excepts nothing.
-      destroyByUser: sql(
-        `UPDATE ${t} SET ${c('tombstone')} = 1, ${c('payload')} = '', ${c('user_id')} = NULL WHERE ${sameUser} AND ${c('key')} <> :exceptKey AND ${live}`,
-      ),
       prune: sql(dialect.deleteSome(t, c('key'), `${c('expires_at')} <= :now`, c('expires_at'), ':limit')),
       count: sql(`SELECT COUNT(*) AS ${c('n')} FROM ${t} WHERE ${live}`),
       listPage: sql(
@@ -246,9 +238,10 @@ export class SessionQueries {
   }
 
   /** This table's schema version as recorded in the version table: 0 when it has none. */
-  async version(port: SqlPort): Promise<number> {
-    const row = await port.one(this.selectVersion.sql, this.selectVersion.params)
-    return row ? Number(row.version) : 0
+  version(port: SqlPort): MaybePromise<number> {
+    return andThen(port.one(this.selectVersion.sql, this.selectVersion.params), (row) =>
+      row ? Number(row.version) : 0,
+    )
   }
 
   /**
@@ -274,73 +267,60 @@ export class SessionQueries {
   /**
    * Creates or upgrades the schema over `port`. Not atomic by itself: the store runs it on one
    * connection holding the database's lock (a transaction, an advisory lock), so concurrent runs queue.
+   * Over a synchronous port (SQLite) it runs to the end before returning, inside the caller's transaction.
    */
-  async migrate(port: SqlPort): Promise<void> {
-    await port.run(this.createSchemaTable, [])
-    for (const { sql, params } of this.upgrade(await this.version(port))) await port.run(sql, params)
+  migrate(port: SqlPort): MaybePromise<void> {
+    const steps = andThen(port.run(this.createSchemaTable, []), () => this.version(port))
+    return andThen(steps, (current) => andThen(runInOrder(port, this.upgrade(current)), () => undefined))
   }
 
-  /** The statement {@link get} runs, or `null` when no record can be stored under `key`. */
-  getStatement(key: string, now: number): BoundStatement | null {
-    return this.storable(key) ? { sql: this.q.get.sql, params: bind(this.q.get, { key, now }) } : null
-  }
-
-  /** The statements {@link create} runs in order (the last one inserts), or `null` for an unstorable key. */
-  createStatements(record: SessionRecord, now: number): BoundStatement[] | null {
-    if (!this.storable(record.key)) return null
-    const values = { ...this.recordValues(record), now }
-    return this.createSteps.map((step) => ({ sql: step.sql, params: bind(step, values) }))
-  }
-
-  /** The statement {@link update} runs (it changes one row or none), or `null` for an unstorable key. */
-  updateStatement(record: SessionRecord, expectedVersion: number, now: number): BoundStatement | null {
-    if (!this.storable(record.key)) return null
-    const values = { ...this.recordValues(record), expectedVersion, now }
-    return { sql: this.q.update.sql, params: bind(this.q.update, values) }
-  }
-
-  /** The statement {@link touch} runs, or `null` for an unstorable key. */
-  touchStatement(key: string, lastSeenAt: number, idleExpiresAt: number, now: number): BoundStatement | null {
+  /** {@link SessionStore.get} on `port`. */
+  get(port: SqlPort, key: string, now: number): MaybePromise<SessionRecord | null> {
     if (!this.storable(key)) return null
-    return { sql: this.q.touch.sql, params: bind(this.q.touch, { key, lastSeenAt, idleExpiresAt, now }) }
+    return andThen(port.one(this.q.get.sql, bind(this.q.get, { key, now })), (row) =>
+      row ? rowToRecord(row) : null,
+    )
   }
 
-  async get(port: SqlPort, key: string, now: number): Promise<SessionRecord | null> {
-    const statement = this.getStatement(key, now)
-    return statement ? recordOf(await port.one(statement.sql, statement.params)) : null
+  /** {@link SessionStore.create} on `port`: its statements in order, the last one inserting or not. */
+  create(port: SqlPort, record: SessionRecord, now: number): MaybePromise<boolean> {
+    if (!this.storable(record.key)) return false
+    const values = { ...this.recordValues(record), now }
+    const steps = this.createSteps.map((step) => ({ sql: step.sql, params: bind(step, values) }))
+    return andThen(runInOrder(port, steps), (changed) => changed === 1)
   }
 
-  async create(port: SqlPort, record: SessionRecord, now: number): Promise<boolean> {
-    let changed = 0
-    for (const { sql, params } of this.createStatements(record, now) ?? [])
-      changed = await port.run(sql, params)
-    return changed === 1
+  /** {@link SessionStore.update} on `port`: one statement changing one row or none. */
+  update(port: SqlPort, record: SessionRecord, expectedVersion: number, now: number): MaybePromise<boolean> {
+    if (!this.storable(record.key)) return false
+    const values = { ...this.recordValues(record), expectedVersion, now }
+    return andThen(port.run(this.q.update.sql, bind(this.q.update, values)), (changed) => changed === 1)
   }
 
-  async update(port: SqlPort, record: SessionRecord, expectedVersion: number, now: number): Promise<boolean> {
-    const statement = this.updateStatement(record, expectedVersion, now)
-    return statement !== null && (await port.run(statement.sql, statement.params)) === 1
-  }
-
-  async touch(port: SqlPort, key: string, lastSeenAt: number, idleExpiresAt: number, now: number) {
-    const statement = this.touchStatement(key, lastSeenAt, idleExpiresAt, now)
-    if (statement) await port.run(statement.sql, statement.params)
-  }
-
-  async destroy(port: SqlPort, key: string, now: number): Promise<void> {
+  /** {@link SessionStore.touch} on `port`. */
+  touch(
+    port: SqlPort,
+    key: string,
+    lastSeenAt: number,
+    idleExpiresAt: number,
+    now: number,
+  ): MaybePromise<void> {
     if (!this.storable(key)) return
-    await port.run(this.q.destroy.sql, bind(this.q.destroy, { key, now }))
+    const values = { key, lastSeenAt, idleExpiresAt, now }
+    return andThen(port.run(this.q.touch.sql, bind(this.q.touch, values)), () => undefined)
   }
 
-  async listByUser(port: SqlPort, userId: string, now: number): Promise<SessionRecord[]> {
-    return (await port.all(this.q.listByUser.sql, bind(this.q.listByUser, { userId, now }))).map(rowToRecord)
+  /** {@link SessionStore.destroy} on `port`. */
+  destroy(port: SqlPort, key: string, now: number): MaybePromise<void> {
+    if (!this.storable(key)) return
+    return andThen(port.run(this.q.destroy.sql, bind(this.q.destroy, { key, now })), () => undefined)
   }
 
-  async destroyByUser(port: SqlPort, userId: string, exceptKey: string | undefined, now: number) {
-    // No stored key equals an unstorable one: excepting it excepts nothing.
-    const except = exceptKey !== undefined && this.storable(exceptKey) ? exceptKey : ''
-    const values = { userId, exceptKey: except, now }
-    return port.run(this.q.destroyByUser.sql, bind(this.q.destroyByUser, values))
+  /** {@link UserIndexedStore.listByUser} on `port`. */
+  listByUser(port: SqlPort, userId: string, now: number): MaybePromise<SessionRecord[]> {
+    return andThen(port.all(this.q.listByUser.sql, bind(this.q.listByUser, { userId, now })), (rows) =>
+      rows.map(rowToRecord),
+    )
   }
 
   /**
@@ -357,15 +337,15 @@ export class SessionQueries {
     }
   }
 
-  async count(port: SqlPort, now: number): Promise<number> {
-    const row = await port.one(this.q.count.sql, bind(this.q.count, { now }))
-    return Number(row?.n ?? 0)
+  /** {@link CountableStore.count} on `port`. */
+  count(port: SqlPort, now: number): MaybePromise<number> {
+    return andThen(port.one(this.q.count.sql, bind(this.q.count, { now })), (row) => Number(row?.n ?? 0))
   }
 
   /** Up to `limit` live records with keys after `after` ('' to start), in key order. */
-  async listPage(port: SqlPort, after: string, limit: number, now: number): Promise<SessionRecord[]> {
-    return (await port.all(this.q.listPage.sql, bind(this.q.listPage, { after, limit, now }))).map(
-      rowToRecord,
+  listPage(port: SqlPort, after: string, limit: number, now: number): MaybePromise<SessionRecord[]> {
+    return andThen(port.all(this.q.listPage.sql, bind(this.q.listPage, { after, limit, now })), (rows) =>
+      rows.map(rowToRecord),
     )
   }
 
@@ -386,4 +366,22 @@ export class SessionQueries {
       payload: this.dialect.payload(record.payload),
     }
   }
+}
+
+/**
+ * Runs `statements` one after another on `port`; answers the row count of the last one. Stays
+ * synchronous as long as the port answers synchronously, so SQLite runs a create or a migration to
+ * the end inside the caller's call (and transaction).
+ */
+function runInOrder(port: SqlPort, statements: readonly BoundStatement[], from = 0): MaybePromise<number> {
+  let changed = 0
+  for (let i = from; i < statements.length; i++) {
+    const { sql, params } = statements[i] as BoundStatement
+    const result = port.run(sql, params)
+    if (isPromise(result)) {
+      return i + 1 === statements.length ? result : result.then(() => runInOrder(port, statements, i + 1))
+    }
+    changed = result
+  }
+  return changed
 }

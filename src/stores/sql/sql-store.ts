@@ -3,21 +3,29 @@
  * failure turned into a `StoreError`, opening on first use (and again after a failed open), paged
  * `list()`, scheduled pruning and `close()`. A store adds only how it opens, migrates and releases
  * its database.
+ *
+ * Every operation goes through one method, {@link SqlStore.use}, which answers the way the store's
+ * port does: synchronously over a synchronous driver (SQLite, whose `*Sync` methods are then `use`
+ * itself), with a promise otherwise. The promise methods settle what it answers.
  */
 import { type Clock, systemClock } from '../../core/clock.js'
-import { ConfigError, toStoreError } from '../../core/errors.js'
-import type {
-  ClosableStore,
-  CountableStore,
-  ListableStore,
-  MigratableStore,
-  PrunableStore,
-  SessionRecord,
-  SessionStore,
-  StoreOptions,
-  UserIndexedStore,
+import { toStoreError } from '../../core/errors.js'
+import {
+  isPromise,
+  type MaybePromise,
+  type MigratableStore,
+  type SessionRecord,
+  type StoreOptions,
 } from '../../core/store.js'
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
+import {
+  andThen,
+  type BundledStore,
+  storeOperation,
+  validateClock,
+  type WarningHook,
+  warningHook,
+} from '../shared.js'
 import type { SqlDialect } from './dialects.js'
 import type { SqlPort } from './port.js'
 import { PRUNE_BATCH_SIZE, SCHEMA_VERSION, SessionQueries } from './queries.js'
@@ -37,7 +45,7 @@ export interface SqlStoreOptions extends StoreOptions {
    * of a pool the store owns dropped by the server. Default: one line on `console.warn`. What it throws
    * is ignored.
    */
-  onWarning?: (warning: Error) => void
+  onWarning?: WarningHook
 }
 
 /** Default of {@link SqlStoreOptions.pruneIntervalMs}: 5 minutes. */
@@ -46,30 +54,18 @@ export const DEFAULT_PRUNE_INTERVAL_MS = 300_000
 /** Rows fetched per round by `list()`. */
 const LIST_PAGE_SIZE = 500
 
-function warnOnConsole(warning: Error): void {
-  console.warn(`latchkey: ${warning.message}`)
-}
-
 /**
  * The base of the SQL stores: every contract method and capability, each one operation that rejects
  * with a `StoreError` (naming the store and the method, the driver's error as `cause`) whatever fails.
  */
-export abstract class SqlStore
-  implements
-    SessionStore,
-    UserIndexedStore,
-    PrunableStore,
-    CountableStore,
-    ListableStore,
-    MigratableStore,
-    ClosableStore
-{
+export abstract class SqlStore implements BundledStore, MigratableStore {
   /** The statements for this store's table. */
   protected readonly queries: SessionQueries
   private readonly storeName: string
   private readonly clock: Clock
   private readonly pruneIntervalMs: number
-  private readonly onWarning: (warning: Error) => void
+  /** Hands a warning to `onWarning`, which may not throw or reject back into the store. */
+  protected readonly warn: (warning: Error | string) => void
   private port: SqlPort | undefined
   private opening: Promise<SqlPort> | undefined
   private closing: Promise<void> | undefined
@@ -81,59 +77,53 @@ export abstract class SqlStore
       clock = systemClock,
       tableName = 'latchkey_sessions',
       pruneIntervalMs = DEFAULT_PRUNE_INTERVAL_MS,
-      onWarning = warnOnConsole,
+      onWarning,
     } = options
-    if (typeof clock?.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
-    if (typeof onWarning !== 'function') throw new ConfigError('onWarning', 'must be a function')
+    this.clock = validateClock(clock)
+    this.warn = warningHook(onWarning)
     this.pruneIntervalMs = validatePruneInterval(pruneIntervalMs)
     this.queries = new SessionQueries(dialect, tableName, schema)
     this.storeName = storeName
-    this.clock = clock
-    this.onWarning = onWarning
   }
 
   get(key: string): Promise<SessionRecord | null> {
-    return this.use('get', (port, now) => this.queries.get(port, key, now))
+    return this.settle('get', (port, now) => this.queries.get(port, key, now))
   }
 
   create(record: SessionRecord): Promise<boolean> {
-    return this.use('create', (port, now) => this.queries.create(port, record, now))
+    return this.settle('create', (port, now) => this.queries.create(port, record, now))
   }
 
   update(record: SessionRecord, expectedVersion: number): Promise<boolean> {
-    return this.use('update', (port, now) => this.queries.update(port, record, expectedVersion, now))
+    return this.settle('update', (port, now) => this.queries.update(port, record, expectedVersion, now))
   }
 
   touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
-    return this.use('touch', (port, now) => this.queries.touch(port, key, lastSeenAt, idleExpiresAt, now))
+    return this.settle('touch', (port, now) => this.queries.touch(port, key, lastSeenAt, idleExpiresAt, now))
   }
 
   destroy(key: string): Promise<void> {
-    return this.use('destroy', (port, now) => this.queries.destroy(port, key, now))
+    return this.settle('destroy', (port, now) => this.queries.destroy(port, key, now))
   }
 
   listByUser(userId: string): Promise<SessionRecord[]> {
-    return this.use('listByUser', (port, now) => this.queries.listByUser(port, userId, now))
-  }
-
-  destroyByUser(userId: string, exceptKey?: string): Promise<number> {
-    return this.use('destroyByUser', (port, now) => this.queries.destroyByUser(port, userId, exceptKey, now))
+    return this.settle('listByUser', (port, now) => this.queries.listByUser(port, userId, now))
   }
 
   /** Deletes what expired, a batch of rows per statement, so a large backlog never holds a long lock. */
   prune(): Promise<number> {
-    return this.use('prune', (port, now) => this.queries.prune(port, now, this.pruneBatchSize))
+    return this.settle('prune', (port, now) => this.queries.prune(port, now, this.pruneBatchSize))
   }
 
   count(): Promise<number> {
-    return this.use('count', (port, now) => this.queries.count(port, now))
+    return this.settle('count', (port, now) => this.queries.count(port, now))
   }
 
   /** Every live record in key order, fetched a page at a time: writes between pages are fine. */
   async *list(): AsyncIterable<SessionRecord> {
     let after = ''
     for (;;) {
-      const page = await this.use('list', (port, now) =>
+      const page = await this.settle('list', (port, now) =>
         this.queries.listPage(port, after, LIST_PAGE_SIZE, now),
       )
       yield* page
@@ -145,7 +135,7 @@ export abstract class SqlStore
 
   /** Creates or upgrades the schema (it also happens on first use). Idempotent, also across processes. */
   migrate(): Promise<void> {
-    return this.use('migrate', async () => this.migrateSchema())
+    return this.settle('migrate', () => this.migrateSchema())
   }
 
   schemaSql(): string {
@@ -179,7 +169,12 @@ export abstract class SqlStore
 
   /** For {@link open}: migrates only when the table is not at {@link SCHEMA_VERSION} (or cannot be read). */
   protected async ensureSchema(port: SqlPort): Promise<void> {
-    const current = await this.queries.version(port).catch(() => 0)
+    let current = 0
+    try {
+      current = await this.queries.version(port)
+    } catch {
+      // No version table yet, or no table at all: the migration creates them.
+    }
     if (current !== SCHEMA_VERSION) await this.migrateSchema()
   }
 
@@ -196,27 +191,15 @@ export abstract class SqlStore
     return this.closing !== undefined
   }
 
-  /** Hands `warning` to `onWarning`, which may not throw or reject back into the store. */
-  protected warn(warning: unknown): void {
-    try {
-      this.onWarning(warning instanceof Error ? warning : new Error(String(warning)))
-    } catch {
-      // A failing hook must neither crash the process nor stop the prune schedule.
-    }
-  }
-
   /**
-   * {@link use} for a store whose driver answers synchronously (SQLite): opens the database on first
-   * use with `open`, which must not return a promise, and throws where `use` rejects.
+   * Runs one operation on the open database (opening it first when needed), every failure a
+   * `StoreError`. Answers as the port does: at once over a synchronous driver, which is what a store's
+   * `*Sync` methods return; otherwise with a promise.
    */
-  protected useSync<T>(operation: string, run: (now: number) => T): T {
-    try {
-      if (this.closed) throw new Error('the store is closed')
-      if (this.port === undefined) this.attach(this.open() as SqlPort)
-      return run(this.clock.now())
-    } catch (error) {
-      throw toStoreError(this.storeName, operation, error)
-    }
+  protected use<T>(operation: string, run: (port: SqlPort, now: number) => MaybePromise<T>): MaybePromise<T> {
+    return storeOperation(this.storeName, operation, this.closed, () =>
+      andThen(this.port ?? this.connect(), (port) => run(port, this.clock.now())),
+    )
   }
 
   /** Makes `port` the one every operation uses, and starts the prune schedule (once). */
@@ -227,25 +210,28 @@ export abstract class SqlStore
     this.stopPruning = schedulePrune(
       () => this.prune(),
       this.pruneIntervalMs,
-      (error) => this.warn(error),
+      (error) => this.warn(error instanceof Error ? error : String(error)),
     )
     return port
   }
 
-  /** Runs one operation on the open database, turning every failure into a `StoreError`. */
-  private async use<T>(operation: string, run: (port: SqlPort, now: number) => Promise<T>): Promise<T> {
-    try {
-      if (this.closed) throw new Error('the store is closed')
-      const port = this.port ?? (await this.connect())
-      return await run(port, this.clock.now())
-    } catch (error) {
-      throw toStoreError(this.storeName, operation, error)
-    }
+  /** {@link use} as a promise, for the contract's promise methods: a throw becomes a rejection. */
+  private async settle<T>(
+    operation: string,
+    run: (port: SqlPort, now: number) => MaybePromise<T>,
+  ): Promise<T> {
+    return this.use(operation, run)
   }
 
-  /** One open at a time; a failed open is forgotten, so the next operation tries again. */
-  private connect(): Promise<SqlPort> {
-    this.opening ??= (async () => this.open())().then(
+  /**
+   * Opens the database: at once when `open` answers synchronously, else one open at a time. A failed
+   * open is forgotten, so the next operation tries again.
+   */
+  private connect(): MaybePromise<SqlPort> {
+    if (this.opening) return this.opening
+    const opened = this.open()
+    if (!isPromise(opened)) return this.attach(opened)
+    this.opening = opened.then(
       (port) => this.attach(port),
       (error: unknown) => {
         this.opening = undefined

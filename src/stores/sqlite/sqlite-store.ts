@@ -1,11 +1,11 @@
 import { closeSync, openSync } from 'node:fs'
 import type Database from 'better-sqlite3'
 import { ConfigError } from '../../core/errors.js'
-import type { SessionRecord, SyncSessionStore } from '../../core/store.js'
-import { requireDriver } from '../driver.js'
+import { requireDriver } from '../../core/optional-peer.js'
+import { isPromise, type MaybePromise, type SessionRecord, type SyncSessionStore } from '../../core/store.js'
+import { validateDelay } from '../shared.js'
 import { sqliteDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
-import { recordOf } from '../sql/queries.js'
 import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'
 
 /** Options of {@link SqliteStore}. */
@@ -26,8 +26,6 @@ export interface SqliteStoreOptions extends SqlStoreOptions {
    */
   synchronous?: 'normal' | 'full'
 }
-
-const MAX_TIMEOUT_MS = 2_147_483_647
 
 /**
  * Sessions in a SQLite file, through better-sqlite3: the embedded default for one machine. WAL
@@ -60,53 +58,31 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
     if (typeof path !== 'string' || path === '') {
       throw new ConfigError('path', `must be a file path or ':memory:', got ${JSON.stringify(path)}`)
     }
-    if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > MAX_TIMEOUT_MS) {
-      throw new ConfigError(
-        'busyTimeoutMs',
-        `must be an integer from 0 to ${MAX_TIMEOUT_MS}, got ${busyTimeoutMs}`,
-      )
-    }
+    validateDelay(busyTimeoutMs, 'busyTimeoutMs', 0)
     super('SqliteStore', sqliteDialect, options)
     this.driver = requireDriver<typeof Database>('better-sqlite3', 'SqliteStore')
     this.path = path
     this.busyTimeoutMs = busyTimeoutMs
     this.synchronous = synchronous
-    this.sqlPort = {
-      run: async (sql, params) => this.statement(sql).run(...params).changes,
-      one: async (sql, params) => this.statement(sql).get(...params),
-      all: async (sql, params) => this.statement(sql).all(...params),
-    }
+    this.sqlPort = portOver((sql) => this.statement(sql))
   }
 
+  // better-sqlite3 answers at once, so the shared query set does too: these are the promise methods'
+  // own code, returned without a promise.
   getSync(key: string): SessionRecord | null {
-    return this.useSync('get', (now) => {
-      const statement = this.queries.getStatement(key, now)
-      return statement ? recordOf(this.statement(statement.sql).get(...statement.params)) : null
-    })
+    return now(this.use('get', (port, time) => this.queries.get(port, key, time)))
   }
 
   createSync(record: SessionRecord): boolean {
-    return this.useSync('create', (now) => {
-      let changed = 0
-      for (const { sql, params } of this.queries.createStatements(record, now) ?? []) {
-        changed = this.statement(sql).run(...params).changes
-      }
-      return changed === 1
-    })
+    return now(this.use('create', (port, time) => this.queries.create(port, record, time)))
   }
 
   updateSync(record: SessionRecord, expectedVersion: number): boolean {
-    return this.useSync('update', (now) => {
-      const statement = this.queries.updateStatement(record, expectedVersion, now)
-      return statement !== null && this.statement(statement.sql).run(...statement.params).changes === 1
-    })
+    return now(this.use('update', (port, time) => this.queries.update(port, record, expectedVersion, time)))
   }
 
   touchSync(key: string, lastSeenAt: number, idleExpiresAt: number): void {
-    this.useSync('touch', (now) => {
-      const statement = this.queries.touchStatement(key, lastSeenAt, idleExpiresAt, now)
-      if (statement) this.statement(statement.sql).run(...statement.params)
-    })
+    now(this.use('touch', (port, time) => this.queries.touch(port, key, lastSeenAt, idleExpiresAt, time)))
   }
 
   /**
@@ -164,18 +140,32 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
     return statement
   }
 
-  /** Brings the schema to the current version in one immediate transaction, so concurrent migrations queue. */
+  /**
+   * Brings the schema to the current version in one immediate transaction, so concurrent migrations
+   * queue: the shared migration, run to the end synchronously inside it.
+   */
   private migrateOn(db: Database.Database): void {
-    const { queries } = this
-    db.transaction(() => {
-      db.exec(queries.createSchemaTable)
-      const { sql, params } = queries.selectVersion
-      const row = db.prepare<SqlValue[], SqlRow>(sql).get(...params)
-      for (const step of queries.upgrade(row ? Number(row.version) : 0)) {
-        db.prepare(step.sql).run(...step.params)
-      }
-    }).immediate()
+    const port = portOver((sql) => db.prepare<SqlValue[], SqlRow>(sql))
+    db.transaction(() => now(this.queries.migrate(port))).immediate()
   }
+}
+
+/** The {@link SqlPort} of better-sqlite3: every answer at once, never a promise. */
+function portOver(prepare: (sql: string) => Database.Statement<SqlValue[], SqlRow>): SqlPort {
+  return {
+    run: (sql, params) => prepare(sql).run(...params).changes,
+    one: (sql, params) => prepare(sql).get(...params),
+    all: (sql, params) => prepare(sql).all(...params),
+  }
+}
+
+/** The answer of a call over the synchronous port, which is never a promise (a bug if it were). */
+function now<T>(answer: MaybePromise<T>): T {
+  if (isPromise(answer)) {
+    answer.catch(() => {})
+    throw new Error('a SQLite statement answered with a promise')
+  }
+  return answer
 }
 
 /** Creates `path` with mode 0600 if it does not exist yet (atomically, so it is never briefly readable). */

@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, test } from 'vitest'
-import { ConfigError } from '../core/errors.js'
-import { requireDriver } from './driver.js'
+import { ConfigError } from './errors.js'
+import { requireDriver } from './optional-peer.js'
 
 describe('requireDriver', () => {
   test('loads an installed driver synchronously', () => {
