@@ -9,12 +9,12 @@
  */
 import type { FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify'
 import type { CommitResult, SessionManager } from '../core/manager.js'
+import { requireDriver } from '../core/optional-peer.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
 import { isCsrfError } from '../csrf/index.js'
 import type { HeaderAccess, NodeRequestView } from './kernel.js'
 import { applyCommit, asHttpError, DISCARDED, FrontDoor, NodeCsrfRequest } from './kernel.js'
-import { requirePeer } from './peer.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -179,7 +179,7 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
  * none of its session changes.
  */
 // fastify-plugin is loaded like a store's driver: a project without it gets a ConfigError naming it.
-const fp = requirePeer<typeof import('fastify-plugin')>('fastify-plugin', 'latchkey/fastify')
+const fp = requireDriver<typeof import('fastify-plugin')>('fastify-plugin', 'latchkey/fastify')
 const latchkey = fp(plugin, { fastify: '5.x', name: 'latchkey' }) as FastifyPluginCallback<
   FastifySessionsOptions<SessionData>
 > &
