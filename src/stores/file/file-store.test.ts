@@ -29,7 +29,7 @@ import { createSessionManager } from '../../core/manager.js'
 import type { SessionRecord } from '../../core/store.js'
 import { defineStoreConformance, makeRecord, randomStoreKey } from '../../testing/conformance.js'
 import { FileStore, type FileStoreOptions } from './index.js'
-import { takeLock } from './lock.js'
+import { LOCK_SUFFIX, takeLock } from './lock.js'
 
 const root = mkdtempSync(join(tmpdir(), 'latchkey-file-'))
 let folders = 0
@@ -411,6 +411,31 @@ describe('FileStore locks', () => {
     expect(await takeLock(path, policy, false)).toBeNull()
     await second?.release()
     expect(readdirSync(join(path, '..'))).toEqual([])
+  })
+
+  test('a store write under a lock that was broken meanwhile is refused: the file of the new owner stands', async () => {
+    const { store, clock, directory } = open({ lockStaleMs: 100 })
+    const record = makeRecord(clock, { userId: 'alice' })
+    expect(await store.create(record)).toBe(true)
+    const file = fileOf(directory, record.key)
+    const before = readFileSync(file, 'utf8')
+    const breaks: string[] = []
+    const policy = { staleMs: 100, onBreak: (message: string) => breaks.push(message) }
+    // The old owner takes the key's lock; a new owner breaks it (a lock this thread left is broken at once).
+    const old = await takeLock(`${file}${LOCK_SUFFIX}`, policy, true)
+    const fresh = await takeLock(`${file}${LOCK_SUFFIX}`, policy, true)
+    expect(breaks).toHaveLength(1)
+    // The old owner goes on with the store's own write of the key, as if it had been stalled until now.
+    const write = (store as unknown as { write(r: SessionRecord, t: boolean, l: unknown): Promise<void> })
+      .write
+    await expect(
+      write.call(store, { ...record, version: 2, payload: 'written late' }, false, old),
+    ).rejects.toThrow(/broken while held/)
+    expect(readFileSync(file, 'utf8')).toBe(before)
+    expect(leftovers(directory).filter((path) => path.endsWith('.tmp'))).toEqual([])
+    await old?.release()
+    await fresh?.release()
+    expect((await store.get(record.key))?.version).toBe(1)
   })
 })
 
