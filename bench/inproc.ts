@@ -5,6 +5,9 @@
  * Three variants per scenario, interleaved in every repeat (their order rotates):
  *
  *   bare       node:http alone, the same route and response work (bench/server.ts's node routes)
+ *   hold       bare, with its response held and released by the node adapter's `holdUntilCommitted`
+ *              on a fixed commit result (the one latchkey's commit gives in that scenario): the cost
+ *              of the hold and the header merge alone, without the manager
  *   latchkey   node:http with latchkey's node adapter (`withSessions`, from dist/) on MemoryStore
  *   core       the manager alone, no HTTP: loadSync/load + the route's change + commitSync/commit,
  *              as bench/core.ts and the node adapter do it (same manager options as `latchkey`)
@@ -15,7 +18,7 @@
  *                                           bench/results/profiles/inproc-<scenario>-<variant>.cpuprofile
  *
  * Environment: INPROC_REQUESTS, INPROC_REPEATS, INPROC_CONNECTIONS (default 4; R and W: one session
- * per connection), INPROC_SCENARIOS (R,W,N), INPROC_VARIANTS (bare,latchkey,core).
+ * per connection), INPROC_SCENARIOS (R,W,N), INPROC_VARIANTS (bare,hold,latchkey,core).
  *
  * Per request, for each repeat: CPU time of the whole process (process.cpuUsage: user, system) and of
  * the main thread alone (/proc/thread-self/schedstat: without V8's GC helper threads); bytes allocated
@@ -34,13 +37,13 @@ import { cpus, loadavg } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { GCProfiler } from 'node:v8'
-import type { Session, SessionManager } from '../src/index.js'
+import type { CommitResult, Session, SessionManager } from '../src/index.js'
 
 const DIST = new URL('../dist/', import.meta.url)
 const { createSessionManager, MemoryStore }: typeof import('../src/index.js') = await import(
   new URL('index.js', DIST).href
 )
-const { withSessions }: typeof import('../src/adapters/node.js') = await import(
+const { holdUntilCommitted, withSessions }: typeof import('../src/adapters/node.js') = await import(
   new URL('adapters/node.js', DIST).href
 )
 
@@ -52,7 +55,7 @@ const BENCH_KEY = Buffer.alloc(32, 'latchkey-bench').toString('base64url')
 
 const SCENARIOS = ['R', 'W', 'N'] as const
 type Scenario = (typeof SCENARIOS)[number]
-const VARIANTS = ['bare', 'latchkey', 'core'] as const
+const VARIANTS = ['bare', 'hold', 'latchkey', 'core'] as const
 type Variant = (typeof VARIANTS)[number]
 
 const args = new Set(process.argv.slice(2))
@@ -132,6 +135,23 @@ const manager: SessionManager<BenchData> = createSessionManager<BenchData>({
 const latchkeyHandler = withSessions(manager, latchkeyRoute, {
   onError: (error) => console.error('bench:inproc:', error),
 })
+
+/** The commit result `hold` releases each response with: latchkey's, in the scenario measured. */
+const holdResult: { current: CommitResult } = { current: { setCookie: null, private: true } }
+const holdFailed = (error: unknown): void => console.error('bench:inproc hold:', error)
+const holdCommit = (): CommitResult => holdResult.current
+function holdRoute(req: IncomingMessage, res: ServerResponse): void {
+  holdUntilCommitted(res, holdCommit, holdFailed)
+  bareRoute(req, res)
+}
+
+/** The result of latchkey's commit of one request of `scenario`, done without HTTP. */
+async function commitResultOf(scenario: Scenario, cookie: string): Promise<CommitResult> {
+  const facts = { cookie: scenario === 'N' ? undefined : cookie }
+  const session = manager.loadSync(facts) ?? (await manager.load(facts))
+  change(PATHS[scenario], session)
+  return manager.commitSync(session) ?? (await manager.commit(session))
+}
 
 async function listen(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Server> {
   const server = createServer(handler)
@@ -385,6 +405,7 @@ const stats = (values: readonly number[]) => ({
 async function main(): Promise<void> {
   const bare = await listen(bareRoute)
   const latchkey = await listen((req, res) => void latchkeyHandler(req, res))
+  const hold = await listen(holdRoute)
   const load0 = loadavg()
   const ticks0 = cpuTicks()
   const started = Date.now()
@@ -394,8 +415,10 @@ async function main(): Promise<void> {
     // A Cookie header of the same size for the bare server, as bench/run.ts sends it.
     const bareCookies = cookies.map(() => `sid=${'x'.repeat(43)}`)
     for (const scenario of scenarios) {
+      holdResult.current = await commitResultOf(scenario, cookies[0] as string)
       const fixtures: Record<Variant, Fixture> = {
         bare: await httpFixture(bare, scenario, bareCookies),
+        hold: await httpFixture(hold, scenario, bareCookies),
         latchkey: await httpFixture(latchkey, scenario, cookies),
         core: coreFixture(scenario, cookies),
       }
@@ -436,6 +459,7 @@ async function main(): Promise<void> {
     }
   } finally {
     bare.close()
+    hold.close()
     latchkey.close()
     await manager.close()
   }
@@ -483,15 +507,24 @@ async function main(): Promise<void> {
     return cell ? median(cell.samples.map((s) => s.allocatedBytes)) : Number.NaN
   }
   console.log(
-    '\n| scenario | latchkey − bare: CPU µs/req | of which core | adapter + HTTP rest | latchkey − bare: bytes/req | core: bytes/req |',
+    "\nWhere latchkey's extra goes (medians): latchkey − bare, split into core (the manager alone), " +
+      'hold − bare (the hold and header merge) and the rest (the rest of the adapter, and the manager ' +
+      'costing more inside a server than in a tight loop).\n',
   )
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: |')
+  console.log(
+    '| scenario | latchkey − bare µs/req | core µs/req | hold − bare µs/req | rest µs/req | latchkey − bare B/req | core B/req | hold − bare B/req | rest B/req |',
+  )
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const scenario of scenarios) {
     const extra = cpuOf(scenario, 'latchkey') - cpuOf(scenario, 'bare')
     const core = cpuOf(scenario, 'core')
+    const held = cpuOf(scenario, 'hold') - cpuOf(scenario, 'bare')
+    const bytes = bytesOf(scenario, 'latchkey') - bytesOf(scenario, 'bare')
+    const coreBytes = bytesOf(scenario, 'core')
+    const heldBytes = bytesOf(scenario, 'hold') - bytesOf(scenario, 'bare')
     console.log(
-      `| ${scenario} | ${f1(extra)} | ${f1(core)} | ${f1(extra - core)} | ` +
-        `${Math.round(bytesOf(scenario, 'latchkey') - bytesOf(scenario, 'bare'))} | ${Math.round(bytesOf(scenario, 'core'))} |`,
+      `| ${scenario} | ${f1(extra)} | ${f1(core)} | ${f1(held)} | ${f1(extra - core - held)} | ` +
+        `${Math.round(bytes)} | ${Math.round(coreBytes)} | ${Math.round(heldBytes)} | ${Math.round(bytes - coreBytes - heldBytes)} |`,
     )
   }
   console.log(
