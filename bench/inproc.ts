@@ -26,6 +26,7 @@
  * and their pause time per 1000 requests. The client shares the process, so the absolute numbers
  * include the client's work and the kernel's loopback; the client does the same for every variant,
  * so differences between variants are the server side's. Medians of the repeats, with min–max.
+ * Every sample goes to bench/results/inproc.json (not on a --profile run).
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
@@ -498,33 +499,40 @@ async function main(): Promise<void> {
   )
   console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const row of rows) console.log(`| ${row.join(' | ')} |`)
-  const cpuOf = (scenario: Scenario, variant: Variant) => {
-    const cell = cells.find((c) => c.scenario === scenario && c.variant === variant)
-    return cell ? median(cell.samples.map((s) => s.userMicros + s.systemMicros)) : Number.NaN
+  const samplesOf = (scenario: Scenario, variant: Variant): Sample[] =>
+    cells.find((c) => c.scenario === scenario && c.variant === variant)?.samples ?? []
+  /** Per repeat, `of` − `minus` (the two ran back to back in that repeat), over the repeats. */
+  const paired = (scenario: Scenario, of: Variant, minus: Variant, value: (s: Sample) => number) => {
+    const a = samplesOf(scenario, of)
+    const b = samplesOf(scenario, minus)
+    const diffs = a.map((s, i) => value(s) - value(b[i] as Sample)).filter((d) => Number.isFinite(d))
+    return diffs.length === 0 ? { median: Number.NaN, min: Number.NaN, max: Number.NaN } : stats(diffs)
   }
-  const bytesOf = (scenario: Scenario, variant: Variant) => {
-    const cell = cells.find((c) => c.scenario === scenario && c.variant === variant)
-    return cell ? median(cell.samples.map((s) => s.allocatedBytes)) : Number.NaN
-  }
+  const cpuOfSample = (s: Sample): number => s.userMicros + s.systemMicros
+  const show = ({ median, min, max }: { median: number; min: number; max: number }): string =>
+    `${f1(median)} (${f1(min)}–${f1(max)})`
   console.log(
-    "\nWhere latchkey's extra goes (medians): latchkey − bare, split into core (the manager alone), " +
-      'hold − bare (the hold and header merge) and the rest (the rest of the adapter, and the manager ' +
-      'costing more inside a server than in a tight loop).\n',
+    "\nWhere latchkey's extra goes: differences paired within each repeat (the variants ran back to back), " +
+      'median (min–max) over the repeats. latchkey − bare splits into hold − bare (the hold and header ' +
+      'merge on a fixed commit result), core (the manager alone, in a tight loop) and the rest: latchkey − ' +
+      'hold − core (the rest of the adapter, and the manager costing more between requests than in a ' +
+      'tight loop). Bytes: medians, which barely vary.\n',
   )
   console.log(
-    '| scenario | latchkey − bare µs/req | core µs/req | hold − bare µs/req | rest µs/req | latchkey − bare B/req | core B/req | hold − bare B/req | rest B/req |',
+    '| scenario | latchkey − bare µs/req | hold − bare µs/req | core µs/req | rest µs/req | latchkey − bare B/req | hold − bare B/req | core B/req | rest B/req |',
   )
   console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const scenario of scenarios) {
-    const extra = cpuOf(scenario, 'latchkey') - cpuOf(scenario, 'bare')
-    const core = cpuOf(scenario, 'core')
-    const held = cpuOf(scenario, 'hold') - cpuOf(scenario, 'bare')
-    const bytes = bytesOf(scenario, 'latchkey') - bytesOf(scenario, 'bare')
-    const coreBytes = bytesOf(scenario, 'core')
-    const heldBytes = bytesOf(scenario, 'hold') - bytesOf(scenario, 'bare')
+    const bytes = (v: Variant): number => median(samplesOf(scenario, v).map((s) => s.allocatedBytes))
+    const core = median(samplesOf(scenario, 'core').map(cpuOfSample))
+    const rest = paired(scenario, 'latchkey', 'hold', cpuOfSample).median - core
+    const extraBytes = bytes('latchkey') - bytes('bare')
+    const holdBytes = bytes('hold') - bytes('bare')
     console.log(
-      `| ${scenario} | ${f1(extra)} | ${f1(core)} | ${f1(held)} | ${f1(extra - core - held)} | ` +
-        `${Math.round(bytes)} | ${Math.round(coreBytes)} | ${Math.round(heldBytes)} | ${Math.round(bytes - coreBytes - heldBytes)} |`,
+      `| ${scenario} | ${show(paired(scenario, 'latchkey', 'bare', cpuOfSample))} | ` +
+        `${show(paired(scenario, 'hold', 'bare', cpuOfSample))} | ${f1(core)} | ${f1(rest)} | ` +
+        `${Math.round(extraBytes)} | ${Math.round(holdBytes)} | ${Math.round(bytes('core'))} | ` +
+        `${Math.round(extraBytes - holdBytes - bytes('core'))} |`,
     )
   }
   console.log(
@@ -532,6 +540,8 @@ async function main(): Promise<void> {
       `load average ${load0.map((l) => l.toFixed(2)).join(' ')} before, ${load1.map((l) => l.toFixed(2)).join(' ')} after.`,
   )
   if (profile) console.log(`CPU profiles: ${PROFILES}/inproc-<scenario>-<variant>.cpuprofile`)
+  // A profiled run's numbers carry the profiler's cost: they do not replace the last clean run's.
+  if (profile) return
   mkdirSync(RESULTS, { recursive: true })
   writeFileSync(
     join(RESULTS, 'inproc.json'),
