@@ -4,7 +4,7 @@
  * MemoryStore and on SqliteStore, and the framework with the session middleware its users use today
  * (the peer: see PEERS in bench/protocol.ts).
  *
- *   npm run bench                  5 interleaved runs of 3 s per cell after a 2 s warm-up, 50 connections
+ *   npm run bench                  5 interleaved runs of 3 s per cell after a 1 s warm-up, 50 connections
  *                                  (about 20 min on 2 cores)
  *   npm run bench -- --quick       2 runs of 2 s per cell after a 1 s warm-up (smoke test)
  *
@@ -180,7 +180,7 @@ function readSettings(): Settings {
   return {
     durationSeconds: positiveInteger('BENCH_DURATION', quick ? 2 : 3),
     repeats: positiveInteger('BENCH_REPEATS', quick ? 2 : 5),
-    warmupSeconds: positiveInteger('BENCH_WARMUP', quick ? 1 : 2),
+    warmupSeconds: positiveInteger('BENCH_WARMUP', 1),
     connections: positiveInteger('BENCH_CONNECTIONS', 50),
     frameworks: subset('BENCH_FRAMEWORKS', FRAMEWORKS),
     // `express-session` was the peer's name when node:http was the only front door.
