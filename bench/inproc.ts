@@ -156,7 +156,8 @@ async function commitResultOf(scenario: Scenario, cookie: string): Promise<Commi
 
 async function listen(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Server> {
   const server = createServer(handler)
-  server.keepAliveTimeout = 60_000
+  // No keep-alive timeout: on a busy machine a connection can sit idle for a long while between runs.
+  server.keepAliveTimeout = 0
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return server
 }
@@ -178,10 +179,14 @@ class Connection {
   private remaining = 0
   private request = Buffer.alloc(0)
   private done: ((answer: Answer) => void) | null = null
+  private failed: ((error: Error) => void) | null = null
   private keep = false
 
   private constructor(private readonly socket: Socket) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    // A connection the server closes mid-run must fail the run, not leave it waiting for ever.
+    socket.on('close', () => this.failed?.(new Error('bench:inproc: the server closed the connection')))
+    socket.on('error', (error) => this.failed?.(error))
   }
 
   static async open(port: number): Promise<Connection> {
@@ -198,8 +203,9 @@ class Connection {
     )
     this.remaining = count
     this.keep = keep
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       this.done = resolve
+      this.failed = reject
       this.socket.write(this.request)
     })
   }
@@ -228,6 +234,7 @@ class Connection {
   }
 
   close(): void {
+    this.failed = null
     this.socket.destroy()
   }
 }
