@@ -129,7 +129,8 @@ function latchkeyRoute(req: IncomingMessage, res: ServerResponse, session: Sessi
 }
 
 const manager: SessionManager<BenchData> = createSessionManager<BenchData>({
-  store: new MemoryStore(),
+  // Room for every session N creates (bench:core's bound): evictions would be measured otherwise.
+  store: new MemoryStore({ maxSessions: 10_000_000 }),
   keys: [BENCH_KEY],
   cookie: { secure: false },
 })
@@ -172,6 +173,7 @@ interface Answer {
 }
 
 const HEAD_END = Buffer.from('\r\n\r\n')
+const CHUNKED_END = Buffer.from('\r\n0\r\n\r\n')
 
 /** One keep-alive connection that sends a fixed request `count` times, each after the previous answer. */
 class Connection {
@@ -181,6 +183,8 @@ class Connection {
   private done: ((answer: Answer) => void) | null = null
   private failed: ((error: Error) => void) | null = null
   private keep = false
+  /** Answers whose status was not 2xx, since the connection opened. */
+  non2xx = 0
 
   private constructor(private readonly socket: Socket) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
@@ -216,9 +220,16 @@ class Connection {
       const headEnd = buffer.indexOf(HEAD_END)
       if (headEnd < 0) break
       const head = buffer.toString('latin1', 0, headEnd)
-      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0)
-      const end = headEnd + 4 + length
+      const length = /\r\ncontent-length: *(\d+)/i.exec(head)?.[1]
+      // Every route sends a length; an answer of the adapter's own (a 503) may come chunked.
+      const end =
+        length !== undefined
+          ? headEnd + 4 + Number(length)
+          : buffer.indexOf(CHUNKED_END, headEnd) < 0
+            ? Number.POSITIVE_INFINITY
+            : buffer.indexOf(CHUNKED_END, headEnd) + CHUNKED_END.length
       if (buffer.length < end) break
+      if (head.charCodeAt(9) !== 50) this.non2xx++
       const answer: Answer = this.keep
         ? {
             status: Number(head.slice(9, 12)),
@@ -318,6 +329,8 @@ interface Fixture {
   /** Sends `count` requests (or does `count` operations), spread over the connections. */
   readonly run: (count: number) => Promise<void>
   readonly close: () => void
+  /** Answers that were not 2xx so far. */
+  readonly non2xx: () => number
 }
 
 async function httpFixture(server: Server, scenario: Scenario, cookies: readonly string[]): Promise<Fixture> {
@@ -336,6 +349,7 @@ async function httpFixture(server: Server, scenario: Scenario, cookies: readonly
     close: () => {
       for (const connection of open) connection.close()
     },
+    non2xx: () => open.reduce((sum, connection) => sum + connection.non2xx, 0),
   }
 }
 
@@ -355,6 +369,7 @@ function coreFixture(scenario: Scenario, cookies: readonly string[]): Fixture {
       for (let i = 0; i < count; i++) await one(i)
     },
     close: () => {},
+    non2xx: () => 0,
   }
 }
 
@@ -453,7 +468,11 @@ async function main(): Promise<void> {
           }
         }
       }
-      for (const variant of variants) fixtures[variant].close()
+      for (const variant of variants) {
+        const non2xx = fixtures[variant].non2xx()
+        if (non2xx > 0) console.error(`PROBLEM: ${scenario} ${variant}: ${non2xx} answers were not 2xx`)
+        fixtures[variant].close()
+      }
       for (const variant of variants) {
         const samples = byVariant.get(variant) ?? []
         cells.push({ scenario, variant, samples })
