@@ -2,7 +2,7 @@
  * In-process HTTP driver, without autocannon: real `node:http` servers and real IncomingMessage and
  * ServerResponse objects, driven over loopback keep-alive by a minimal raw-socket client in the same
  * process (one request in flight per connection, the next written when the previous answer is read).
- * Three variants per scenario, interleaved in every repeat (their order rotates):
+ * Four variants per scenario, interleaved in every repeat (their order rotates):
  *
  *   bare       node:http alone, the same route and response work (bench/server.ts's node routes)
  *   hold       bare, with its response held and released by the node adapter's `holdUntilCommitted`
@@ -10,7 +10,8 @@
  *              of the hold and the header merge alone, without the manager
  *   latchkey   node:http with latchkey's node adapter (`withSessions`, from dist/) on MemoryStore
  *   core       the manager alone, no HTTP: loadSync/load + the route's change + commitSync/commit,
- *              as bench/core.ts and the node adapter do it (same manager options as `latchkey`)
+ *              as the node adapter calls them (the very manager `latchkey` uses; bench/core.ts
+ *              sets other options: a manual clock, no renewal)
  *
  *   npm run bench:inproc                    5 repeats of 20 000 requests per variant and scenario
  *   npm run bench:inproc -- --quick         3 repeats of 3 000 (smoke test)
