@@ -4,25 +4,31 @@
  * MemoryStore and on SqliteStore, and the framework with the session middleware its users use today
  * (the peer: see PEERS in bench/protocol.ts).
  *
- *   npm run bench                  10 s per cell after a 2 s warm-up, 50 connections
- *   npm run bench -- --quick       2 s per cell after a 1 s warm-up (smoke test)
+ *   npm run bench                  5 interleaved runs of 3 s per cell after a 1 s warm-up, 50 connections
+ *                                  (about 20 min on 2 cores)
+ *   npm run bench -- --quick       2 runs of 2 s per cell after a 1 s warm-up (smoke test)
  *
- * Environment: BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_CONNECTIONS, and comma-separated subsets:
+ * Environment: BENCH_DURATION (s, one run), BENCH_REPEATS (runs per cell), BENCH_WARMUP (s),
+ * BENCH_CONNECTIONS, and comma-separated subsets:
  * BENCH_FRAMEWORKS (node,express,fastify,hono,koa), BENCH_SERVERS (bare,latchkey-memory,
  * latchkey-sqlite,peer; `express-session` is taken for `peer`), BENCH_SCENARIOS (R,W,N).
  * BENCH_PROFILE=1: each server writes .cpuprofile files to
  * bench/results/profiles/<framework>-<server>-<scenario>/ (the largest is the main thread).
  *
  * Each cell (scenario x framework x server) gets a fresh server process, checked for correct
- * behaviour before it is measured. In R and W every connection is one user with its own session,
- * created beforehand. Results: a table on stdout, markdown tables for the README (one per framework,
- * with ratios to the bare framework and to the peer, and the aims of issue 8), and
- * bench/results/latest.json.
+ * behaviour before it is measured. The servers of one framework and scenario run side by side and are
+ * measured in turns: run 1 of each, then run 2 of each (in a rotated order), and so on, so that the
+ * machine's drift (other work on a shared machine, CPU steal) reaches them alike. A cell reports the
+ * median of its runs and their spread (min–max); ratios are of medians. Each run also records the
+ * machine's CPU steal over it (from /proc/stat). In R and W every connection is one user with its own
+ * session, created beforehand. Results: a table on stdout, markdown tables for the README (one per
+ * framework, with ratios to the bare framework and to the peer, and the aims of issue 8), and
+ * bench/results/latest.json (every run of every cell in it).
  */
 import type { ChildProcess } from 'node:child_process'
 import { execFileSync, fork } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { cpus } from 'node:os'
+import { cpus, loadavg } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
@@ -82,6 +88,7 @@ const SERVER_ENTRY = join(HERE, 'server.ts')
 
 interface Settings {
   readonly durationSeconds: number
+  readonly repeats: number
   readonly warmupSeconds: number
   readonly connections: number
   readonly frameworks: readonly Framework[]
@@ -90,16 +97,50 @@ interface Settings {
   readonly profile: boolean
 }
 
-interface Cell {
-  readonly scenario: Scenario
-  readonly framework: Framework
-  readonly server: ServerKind
+/** One measured load run of one server. */
+interface Run {
   /** Mean of the per-second request counts. */
   readonly requestsPerSecond: number
   readonly latencyP50Ms: number
   readonly latencyP99Ms: number
   /** Server process CPU time per completed request, in microseconds: user (JavaScript, GC) and system (kernel). */
   readonly serverCpuMicrosPerRequest: { readonly user: number; readonly system: number }
+  /** The machine's CPU steal over the run, in percent of all CPU time (null where /proc/stat is missing). */
+  readonly stealPercent: number | null
+  readonly responses2xx: number
+  readonly non2xx: number
+  readonly errors: number
+  readonly timeouts: number
+  readonly statusCodes: Record<string, number>
+  readonly writesApplied?: number
+  readonly problems: string[]
+}
+
+/** The median of some numbers, with the smallest and the largest. */
+interface Spread {
+  readonly median: number
+  readonly min: number
+  readonly max: number
+}
+
+interface Cell {
+  readonly scenario: Scenario
+  readonly framework: Framework
+  readonly server: ServerKind
+  /** Median over the runs of each run's mean req/s. */
+  readonly requestsPerSecond: number
+  readonly requestsPerSecondSpread: Spread
+  /** Medians over the runs. */
+  readonly latencyP50Ms: number
+  readonly latencyP99Ms: number
+  /** Medians over the runs of the server's CPU time per request (µs), user and system apart. */
+  readonly serverCpuMicrosPerRequest: { readonly user: number; readonly system: number }
+  /** User + system per request (µs), over the runs. */
+  readonly serverCpuMicrosSpread: Spread
+  /** CPU steal over the runs, in percent (null where /proc/stat is missing). */
+  readonly stealPercent: Spread | null
+  readonly runs: readonly Run[]
+  /** Sums over the runs. */
   readonly responses2xx: number
   readonly non2xx: number
   readonly errors: number
@@ -137,8 +178,9 @@ function subset<T extends string>(
 function readSettings(): Settings {
   const quick = process.argv.includes('--quick')
   return {
-    durationSeconds: positiveInteger('BENCH_DURATION', quick ? 2 : 10),
-    warmupSeconds: positiveInteger('BENCH_WARMUP', quick ? 1 : 2),
+    durationSeconds: positiveInteger('BENCH_DURATION', quick ? 2 : 3),
+    repeats: positiveInteger('BENCH_REPEATS', quick ? 2 : 5),
+    warmupSeconds: positiveInteger('BENCH_WARMUP', 1),
     connections: positiveInteger('BENCH_CONNECTIONS', 50),
     frameworks: subset('BENCH_FRAMEWORKS', FRAMEWORKS),
     // `express-session` was the peer's name when node:http was the only front door.
@@ -339,7 +381,46 @@ function load(
   })
 }
 
-async function measure(target: Target, scenario: Scenario, settings: Settings): Promise<Cell> {
+/** The machine's CPU time counters (the `cpu` line of /proc/stat), in clock ticks; null without /proc. */
+function cpuTicks(): { total: number; steal: number } | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? ''
+    const fields = line.trim().split(/\s+/).slice(1).map(Number)
+    // user nice system idle iowait irq softirq steal guest guest_nice: guest time is already in user.
+    const total = fields.slice(0, 8).reduce((sum, value) => sum + value, 0)
+    return { total, steal: fields[7] ?? 0 }
+  } catch {
+    return null
+  }
+}
+
+function stealBetween(
+  before: ReturnType<typeof cpuTicks>,
+  after: ReturnType<typeof cpuTicks>,
+): number | null {
+  if (before === null || after === null || after.total <= before.total) return null
+  return (100 * (after.steal - before.steal)) / (after.total - before.total)
+}
+
+function spread(values: readonly number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  const median =
+    sorted.length % 2 === 1
+      ? (sorted[mid] as number)
+      : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+  return { median, min: sorted[0] ?? Number.NaN, max: sorted[sorted.length - 1] ?? Number.NaN }
+}
+
+/** A server of the group being measured, started, checked, seeded and warmed up. */
+interface Contender {
+  readonly target: Target
+  readonly server: RunningServer
+  readonly cookies: readonly string[]
+  readonly runs: Run[]
+}
+
+async function prepare(target: Target, scenario: Scenario, settings: Settings): Promise<Contender> {
   const server = await startServer(target, scenario, settings)
   try {
     await verify(target, server.base)
@@ -350,49 +431,119 @@ async function measure(target: Target, scenario: Scenario, settings: Settings): 
       )
     }
     await load(server.base, scenario, cookies, settings.warmupSeconds, settings.connections)
-    const before = scenario === 'W' ? await settledCounterTotal(target, server.base, cookies) : 0
-    const cpuBefore = await server.cpuMicros()
-    const result = await load(server.base, scenario, cookies, settings.durationSeconds, settings.connections)
-    const cpuAfter = await server.cpuMicros()
-    const completed = Math.max(1, result.requests.total)
-    const problems: string[] = []
-    if (result.non2xx > 0) problems.push(`${result.non2xx} non-2xx responses`)
-    if (result.errors > 0) problems.push(`${result.errors} errors (${result.timeouts} timeouts)`)
-    let writesApplied: number | undefined
-    if (scenario === 'W') {
-      writesApplied = (await settledCounterTotal(target, server.base, cookies)) - before
-      // Requests cut off when the run stops may still have been applied: at most one per connection.
-      if (writesApplied < result['2xx']) {
-        problems.push(`lost writes: ${result['2xx']} answered, ${writesApplied} kept`)
-      }
-      if (writesApplied > result['2xx'] + settings.connections) {
-        problems.push(`more writes kept (${writesApplied}) than answered (${result['2xx']})`)
-      }
-    }
-    const statusCodes = Object.fromEntries(
-      Object.entries(result.statusCodeStats).map(([code, { count }]) => [code, count] as const),
-    )
-    return {
-      scenario,
-      framework: target.framework,
-      server: target.server,
-      requestsPerSecond: result.requests.average,
-      latencyP50Ms: result.latency.p50,
-      latencyP99Ms: result.latency.p99,
-      serverCpuMicrosPerRequest: {
-        user: (cpuAfter.user - cpuBefore.user) / completed,
-        system: (cpuAfter.system - cpuBefore.system) / completed,
-      },
-      responses2xx: result['2xx'],
-      non2xx: result.non2xx,
-      errors: result.errors,
-      timeouts: result.timeouts,
-      statusCodes,
-      ...(writesApplied === undefined ? {} : { writesApplied }),
-      problems,
-    }
-  } finally {
+    return { target, server, cookies, runs: [] }
+  } catch (error) {
     await server.stop()
+    throw error
+  }
+}
+
+async function measureOnce(contender: Contender, scenario: Scenario, settings: Settings): Promise<Run> {
+  const { target, server, cookies } = contender
+  const before = scenario === 'W' ? await settledCounterTotal(target, server.base, cookies) : 0
+  const ticksBefore = cpuTicks()
+  const cpuBefore = await server.cpuMicros()
+  const result = await load(server.base, scenario, cookies, settings.durationSeconds, settings.connections)
+  const cpuAfter = await server.cpuMicros()
+  const stealPercent = stealBetween(ticksBefore, cpuTicks())
+  const completed = Math.max(1, result.requests.total)
+  const problems: string[] = []
+  if (result.non2xx > 0) problems.push(`${result.non2xx} non-2xx responses`)
+  if (result.errors > 0) problems.push(`${result.errors} errors (${result.timeouts} timeouts)`)
+  let writesApplied: number | undefined
+  if (scenario === 'W') {
+    writesApplied = (await settledCounterTotal(target, server.base, cookies)) - before
+    // Requests cut off when the run stops may still have been applied: at most one per connection.
+    if (writesApplied < result['2xx']) {
+      problems.push(`lost writes: ${result['2xx']} answered, ${writesApplied} kept`)
+    }
+    if (writesApplied > result['2xx'] + settings.connections) {
+      problems.push(`more writes kept (${writesApplied}) than answered (${result['2xx']})`)
+    }
+  }
+  const statusCodes = Object.fromEntries(
+    Object.entries(result.statusCodeStats).map(([code, { count }]) => [code, count] as const),
+  )
+  return {
+    requestsPerSecond: result.requests.average,
+    latencyP50Ms: result.latency.p50,
+    latencyP99Ms: result.latency.p99,
+    serverCpuMicrosPerRequest: {
+      user: (cpuAfter.user - cpuBefore.user) / completed,
+      system: (cpuAfter.system - cpuBefore.system) / completed,
+    },
+    stealPercent,
+    responses2xx: result['2xx'],
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes,
+    ...(writesApplied === undefined ? {} : { writesApplied }),
+    problems,
+  }
+}
+
+function summarize(scenario: Scenario, { target, runs }: Contender): Cell {
+  const sum = (pick: (run: Run) => number): number => runs.reduce((total, run) => total + pick(run), 0)
+  const statusCodes: Record<string, number> = {}
+  for (const run of runs) {
+    for (const [code, count] of Object.entries(run.statusCodes))
+      statusCodes[code] = (statusCodes[code] ?? 0) + count
+  }
+  const steals = runs.map((run) => run.stealPercent).filter((value) => value !== null)
+  const problems = runs.flatMap((run, i) => run.problems.map((problem) => `run ${i + 1}: ${problem}`))
+  const writes = runs.map((run) => run.writesApplied).filter((value) => value !== undefined)
+  return {
+    scenario,
+    framework: target.framework,
+    server: target.server,
+    requestsPerSecond: spread(runs.map((run) => run.requestsPerSecond)).median,
+    requestsPerSecondSpread: spread(runs.map((run) => run.requestsPerSecond)),
+    latencyP50Ms: spread(runs.map((run) => run.latencyP50Ms)).median,
+    latencyP99Ms: spread(runs.map((run) => run.latencyP99Ms)).median,
+    serverCpuMicrosPerRequest: {
+      user: spread(runs.map((run) => run.serverCpuMicrosPerRequest.user)).median,
+      system: spread(runs.map((run) => run.serverCpuMicrosPerRequest.system)).median,
+    },
+    serverCpuMicrosSpread: spread(
+      runs.map((run) => run.serverCpuMicrosPerRequest.user + run.serverCpuMicrosPerRequest.system),
+    ),
+    stealPercent: steals.length === 0 ? null : spread(steals),
+    runs,
+    responses2xx: sum((run) => run.responses2xx),
+    non2xx: sum((run) => run.non2xx),
+    errors: sum((run) => run.errors),
+    timeouts: sum((run) => run.timeouts),
+    statusCodes,
+    ...(writes.length === 0 ? {} : { writesApplied: writes.reduce((a, b) => a + b, 0) }),
+    problems,
+  }
+}
+
+/**
+ * Measures every server of one framework in one scenario: all are started, checked, seeded and warmed
+ * up, then measured in turns, one run each per round, the order rotated from round to round.
+ */
+async function measureGroup(
+  framework: Framework,
+  scenario: Scenario,
+  settings: Settings,
+  onRun: (contender: Contender, round: number) => void,
+): Promise<Cell[]> {
+  const contenders: Contender[] = []
+  try {
+    for (const server of settings.servers)
+      contenders.push(await prepare({ framework, server }, scenario, settings))
+    for (let round = 0; round < settings.repeats; round++) {
+      for (let i = 0; i < contenders.length; i++) {
+        const contender = contenders[(i + round) % contenders.length] as Contender
+        contender.runs.push(await measureOnce(contender, scenario, settings))
+        onRun(contender, round)
+      }
+    }
+    return contenders.map((contender) => summarize(scenario, contender))
+  } finally {
+    await Promise.all(contenders.map((contender) => contender.server.stop()))
   }
 }
 
@@ -408,8 +559,21 @@ function formatRatio(value: number | null): string {
 }
 
 function formatCpu(cell: Cell): string {
+  const { median, min, max } = cell.serverCpuMicrosSpread
+  return `${Math.round(median)} µs (${Math.round(min)}–${Math.round(max)})`
+}
+
+function formatUserSystem(cell: Cell): string {
   const { user, system } = cell.serverCpuMicrosPerRequest
-  return `${Math.round(user + system)} µs (${Math.round(user)} + ${Math.round(system)})`
+  return `${Math.round(user)} + ${Math.round(system)}`
+}
+
+function formatRange({ min, max }: Spread): string {
+  return `${formatRate(min)}–${formatRate(max)}`
+}
+
+function formatSteal(steal: Spread | null): string {
+  return steal === null ? 'n/a' : `${steal.median.toFixed(1)}% (max ${steal.max.toFixed(1)}%)`
 }
 
 function formatRate(value: number): string {
@@ -462,10 +626,18 @@ const AIMS: readonly {
   { framework: 'fastify', scenario: 'W', over: 'peer', atLeast: 2 },
 ]
 
+/** The machine while the benchmark ran: CPU steal over the whole run, and the load average around it. */
+interface Machine {
+  readonly stealPercent: number | null
+  readonly loadBefore: readonly number[]
+  readonly loadAfter: readonly number[]
+}
+
 function report(
   cells: readonly Cell[],
   settings: Settings,
   environment: string,
+  machine: Machine,
 ): { markdown: string; json: object } {
   const installed = versions()
   const find = (scenario: Scenario, framework: Framework, server: ServerKind): Cell | undefined =>
@@ -491,10 +663,12 @@ function report(
         `${cell.scenario}: ${SCENARIOS[cell.scenario]}`,
         label(framework, cell.server),
         formatRate(cell.requestsPerSecond),
+        formatRange(cell.requestsPerSecondSpread),
         `${cell.latencyP99Ms} ms`,
         formatRatio(toBare(cell)),
         formatRatio(toPeer(cell)),
         formatCpu(cell),
+        formatUserSystem(cell),
         cell.problems.length === 0 ? 'ok' : cell.problems.join('; '),
       ])
     return [
@@ -504,15 +678,17 @@ function report(
         [
           'Scenario',
           'Server',
-          'req/s (mean)',
+          'req/s (median)',
+          'req/s min–max',
           'p99 latency',
           '× bare',
           '× peer',
-          'server CPU / req (user + sys)',
+          'server CPU / req (min–max)',
+          'user + sys',
           'checks',
         ],
         rows,
-        ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'l'],
+        ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
       ),
     ].join('\n')
   })
@@ -542,13 +718,18 @@ function report(
     ]),
     ['l', 'r', 'r', 'l'],
   )
+  const load = (values: readonly number[]): string => values.map((value) => value.toFixed(2)).join(' ')
   const markdown = [
-    `${environment}. Loopback, autocannon ${settings.connections} connections, ${settings.durationSeconds} s per cell ` +
-      `after a ${settings.warmupSeconds} s warm-up, each server in its own process. R and W: every connection is ` +
-      'one user with its own session (value: a short string and a counter). × bare and × peer: req/s over ' +
-      'that of the same framework without sessions and with its peer. Server CPU / req: CPU time of the ' +
-      'server process over the measured run, divided by the requests completed; "sys" is mostly the loopback ' +
-      'writes, which cost more per request the less busy the load generator is.',
+    `${environment}. Loopback, autocannon ${settings.connections} connections, ${settings.repeats} runs of ` +
+      `${settings.durationSeconds} s per cell after a ${settings.warmupSeconds} s warm-up, each server in its ` +
+      'own process; the servers of a framework are measured in turns (run 1 of each, then run 2...), and ' +
+      'each figure is the median of the runs, with their min–max. R and W: every connection is ' +
+      'one user with its own session (value: a short string and a counter). × bare and × peer: median req/s ' +
+      'over that of the same framework without sessions and with its peer. Server CPU / req: CPU time of the ' +
+      'server process over a run, divided by the requests completed (user + sys: medians); "sys" is mostly ' +
+      'the loopback writes, which cost more per request the less busy the load generator is. CPU steal over ' +
+      `the whole benchmark: ${machine.stealPercent === null ? 'n/a' : `${machine.stealPercent.toFixed(1)}%`}; ` +
+      `load average ${load(machine.loadBefore)} before, ${load(machine.loadAfter)} after.`,
     ...groups.flatMap((group) => ['', group]),
     ...(aims.length === 0 ? [] : ['', aimsTable]),
   ].join('\n')
@@ -557,7 +738,13 @@ function report(
     environment,
     versions: installed,
     settings,
-    cells: cells.map((cell) => ({ ...cell, ratioToBare: toBare(cell), ratioToPeer: toPeer(cell) })),
+    machine,
+    cells: cells.map((cell) => ({
+      ...cell,
+      ratioToBare: toBare(cell),
+      ratioToPeer: toPeer(cell),
+      stealPercentMedian: cell.stealPercent?.median ?? null,
+    })),
     aims: aims.map(({ text, ...aim }) => ({ aim: text, ...aim })),
   }
   return { markdown, json }
@@ -580,30 +767,48 @@ async function main(): Promise<void> {
   const environment = `Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}`
   const cellCount = settings.scenarios.length * settings.frameworks.length * settings.servers.length
   // Besides the load itself, each cell starts a process, checks it and seeds a session per connection.
-  const minutes = ((settings.durationSeconds + settings.warmupSeconds + 3) * cellCount) / 60
+  const minutes =
+    ((settings.durationSeconds * settings.repeats + settings.warmupSeconds + 3) * cellCount) / 60
   console.log(`${environment}`)
   console.log(
     `${cellCount} cells, ${settings.connections} connections, ${settings.warmupSeconds} s warm-up + ` +
-      `${settings.durationSeconds} s each (about ${minutes.toFixed(1)} min)\n`,
+      `${settings.repeats} interleaved runs of ${settings.durationSeconds} s each (about ${minutes.toFixed(1)} min)\n`,
   )
   const started = Date.now()
+  const loadBefore = loadavg()
+  const ticksBefore = cpuTicks()
   const cells: Cell[] = []
-  // Scenario by scenario, so that any drift of the machine over the run hits every server alike.
+  // Scenario by scenario, and within a framework the servers in turns, so that any drift of the
+  // machine over the run hits every server alike.
   for (const scenario of settings.scenarios) {
     for (const framework of settings.frameworks) {
-      for (const server of settings.servers) {
-        const cell = await measure({ framework, server }, scenario, settings)
-        cells.push(cell)
-        const status = cell.problems.length === 0 ? '' : `  PROBLEM: ${cell.problems.join('; ')}`
+      const group = await measureGroup(framework, scenario, settings, ({ target, runs }, round) => {
+        const run = runs[runs.length - 1] as Run
+        const cpu = run.serverCpuMicrosPerRequest
+        const status = run.problems.length === 0 ? '' : `  PROBLEM: ${run.problems.join('; ')}`
         console.log(
-          `${scenario}  ${framework.padEnd(7)} ${label(framework, server).padEnd(35)} ` +
-            `${formatRate(cell.requestsPerSecond).padStart(8)} req/s` +
-            `  p99 ${String(cell.latencyP99Ms).padStart(4)} ms  CPU/req ${formatCpu(cell)}${status}`,
+          `${scenario}  ${framework.padEnd(7)} ${label(framework, target.server).padEnd(35)} run ${round + 1}  ` +
+            `${formatRate(run.requestsPerSecond).padStart(8)} req/s` +
+            `  p99 ${String(run.latencyP99Ms).padStart(4)} ms  CPU/req ${Math.round(cpu.user + cpu.system)} µs` +
+            `  steal ${run.stealPercent === null ? 'n/a' : `${run.stealPercent.toFixed(1)}%`}${status}`,
+        )
+      })
+      for (const cell of group) {
+        console.log(
+          `${scenario}  ${framework.padEnd(7)} ${label(framework, cell.server).padEnd(35)} median ` +
+            `${formatRate(cell.requestsPerSecond).padStart(8)} req/s (${formatRange(cell.requestsPerSecondSpread)})` +
+            `  CPU/req ${formatCpu(cell)}  steal ${formatSteal(cell.stealPercent)}`,
         )
       }
+      cells.push(...group)
     }
   }
-  const { markdown, json } = report(cells, settings, environment)
+  const machine: Machine = {
+    stealPercent: stealBetween(ticksBefore, cpuTicks()),
+    loadBefore,
+    loadAfter: loadavg(),
+  }
+  const { markdown, json } = report(cells, settings, environment, machine)
   mkdirSync(RESULTS_DIR, { recursive: true })
   const file = join(RESULTS_DIR, 'latest.json')
   writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`)
