@@ -45,8 +45,12 @@ const DIST = new URL('../dist/', import.meta.url)
 const { createSessionManager, MemoryStore }: typeof import('../src/index.js') = await import(
   new URL('index.js', DIST).href
 )
-const { holdUntilCommitted, withSessions }: typeof import('../src/adapters/node.js') = await import(
+const { withSessions }: typeof import('../src/adapters/node.js') = await import(
   new URL('adapters/node.js', DIST).href
+)
+// The hold is internal to the adapters (not a subpath of the package): loaded from dist/ directly.
+const { holdUntilCommitted }: typeof import('../src/adapters/hold.js') = await import(
+  new URL('adapters/hold.js', DIST).href
 )
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -141,10 +145,12 @@ const latchkeyHandler = withSessions(manager, latchkeyRoute, {
 
 /** The commit result `hold` releases each response with: latchkey's, in the scenario measured. */
 const holdResult: { current: CommitResult } = { current: { setCookie: null, private: true } }
-const holdFailed = (error: unknown): void => console.error('bench:inproc hold:', error)
-const holdCommit = (): CommitResult => holdResult.current
+const holdCommitter = {
+  commit: (): CommitResult => holdResult.current,
+  fail: (_res: ServerResponse, error: unknown): void => console.error('bench:inproc hold:', error),
+}
 function holdRoute(req: IncomingMessage, res: ServerResponse): void {
-  holdUntilCommitted(res, holdCommit, holdFailed)
+  holdUntilCommitted(res, null, holdCommitter)
   bareRoute(req, res)
 }
 
