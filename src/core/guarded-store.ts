@@ -1,5 +1,6 @@
+import { toStoreError } from './errors.js'
 import type { SessionRecord, SessionStore, SyncSessionStore, UserIndexedStore } from './store.js'
-import { guardStoreCall, isClosableStore, isSyncStore, isUserIndexedStore } from './store.js'
+import { guardedResult, guardStoreCall, isClosableStore, isSyncStore, isUserIndexedStore } from './store.js'
 
 /**
  * The store as the manager uses it: any rejection (or synchronous throw) of a store call, whatever
@@ -62,14 +63,38 @@ export class GuardedStore implements SessionStore {
 
   /** The synchronous face: each method the store's own, through the same guard as the promise face. */
   private guardSync(inner: SyncSessionStore): SyncSessionStore {
-    const guard = <R>(operation: string, call: () => R): R => guardStoreCall(this.name, operation, call)
+    // guardStoreCall written out per method: these run on every request, and a closure per call
+    // (for guardStoreCall to run) is garbage the promise face can afford and this one need not make.
+    const name = this.name
     return {
-      getSync: (key) => guard('get', () => inner.getSync(key)),
-      createSync: (record) => guard('create', () => inner.createSync(record)),
-      updateSync: (record, expectedVersion) =>
-        guard('update', () => inner.updateSync(record, expectedVersion)),
-      touchSync: (key, lastSeenAt, idleExpiresAt) =>
-        guard('touch', () => inner.touchSync(key, lastSeenAt, idleExpiresAt)),
+      getSync: (key) => {
+        try {
+          return guardedResult(name, 'get', inner.getSync(key))
+        } catch (error) {
+          throw toStoreError(name, 'get', error)
+        }
+      },
+      createSync: (record) => {
+        try {
+          return guardedResult(name, 'create', inner.createSync(record))
+        } catch (error) {
+          throw toStoreError(name, 'create', error)
+        }
+      },
+      updateSync: (record, expectedVersion) => {
+        try {
+          return guardedResult(name, 'update', inner.updateSync(record, expectedVersion))
+        } catch (error) {
+          throw toStoreError(name, 'update', error)
+        }
+      },
+      touchSync: (key, lastSeenAt, idleExpiresAt) => {
+        try {
+          return guardedResult(name, 'touch', inner.touchSync(key, lastSeenAt, idleExpiresAt))
+        } catch (error) {
+          throw toStoreError(name, 'touch', error)
+        }
+      },
     }
   }
 

@@ -212,12 +212,20 @@ export function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
  */
 export function guardStoreCall<T>(store: string, operation: string, call: () => T): T {
   try {
-    const result = call()
-    if (!isPromise(result)) return result
-    return Promise.resolve(result).catch((error: unknown) => {
-      throw toStoreError(store, operation, error)
-    }) as T
+    return guardedResult(store, operation, call())
   } catch (error) {
     throw toStoreError(store, operation, error)
   }
+}
+
+/**
+ * The answer half of {@link guardStoreCall}, for a hot path that runs the call inline in its own
+ * `try` (and throws `toStoreError` from its `catch`) rather than build a closure per call: a value
+ * is returned as it is, a promise rejects as a `StoreError`. Call it inside that `try`.
+ */
+export function guardedResult<T>(store: string, operation: string, result: T): T {
+  if (!isPromise(result)) return result
+  return Promise.resolve(result).catch((error: unknown) => {
+    throw toStoreError(store, operation, error)
+  }) as T
 }

@@ -1,5 +1,5 @@
 import { type Clock, systemClock } from '../../core/clock.js'
-import { ConfigError } from '../../core/errors.js'
+import { ConfigError, toStoreError } from '../../core/errors.js'
 import { expiresAt, type SessionRecord, type StoreOptions, type SyncSessionStore } from '../../core/store.js'
 import { type BundledStore, copyRecord, storeOperation, validateClock, validateDelay } from '../shared.js'
 
@@ -26,6 +26,9 @@ interface Deadline {
 
 /** Records one step of `prune()` removes before letting the event loop run (a few ms of work). */
 const PRUNE_BATCH = 5_000
+
+/** The store's name in its errors. */
+const STORE = 'MemoryStore'
 
 let warnedInProduction = false
 
@@ -86,35 +89,52 @@ export class MemoryStore implements BundledStore, SyncSessionStore {
     this.touchSync(key, lastSeenAt, idleExpiresAt)
   }
 
+  // The *Sync methods run on every request: each is `guard` written out (closed check, any failure as
+  // a StoreError) so that no closure is built per call.
+
   getSync(key: string): SessionRecord | null {
-    return this.guard('get', () => this.live(key)?.record ?? null)
+    try {
+      this.ensureOpen()
+      return this.live(key)?.record ?? null
+    } catch (error) {
+      throw toStoreError(STORE, 'get', error)
+    }
   }
 
   createSync(record: SessionRecord): boolean {
-    return this.guard('create', () => {
+    try {
+      this.ensureOpen()
       const now = this.clock.now()
       const existing = this.records.get(record.key)
       if (existing && existing.expiresAt > now) return false
       if (!existing && this.records.size >= this.maxSessions) this.makeRoom(now)
       this.put(Object.freeze(copyRecord(record)), false)
       return true
-    })
+    } catch (error) {
+      throw toStoreError(STORE, 'create', error)
+    }
   }
 
   updateSync(record: SessionRecord, expectedVersion: number): boolean {
-    return this.guard('update', () => {
+    try {
+      this.ensureOpen()
       const current = this.live(record.key)
       if (!current || current.record.version !== expectedVersion) return false
       this.put(Object.freeze(copyRecord(record)), false)
       return true
-    })
+    } catch (error) {
+      throw toStoreError(STORE, 'update', error)
+    }
   }
 
   touchSync(key: string, lastSeenAt: number, idleExpiresAt: number): void {
-    this.guard('touch', () => {
+    try {
+      this.ensureOpen()
       const current = this.live(key)
       if (current) this.put(Object.freeze({ ...current.record, lastSeenAt, idleExpiresAt }), false)
-    })
+    } catch (error) {
+      throw toStoreError(STORE, 'touch', error)
+    }
   }
 
   async destroy(key: string): Promise<void> {
@@ -173,7 +193,12 @@ export class MemoryStore implements BundledStore, SyncSessionStore {
 
   /** Runs `operation` unless the store is closed (then it throws `StoreError`, as any failure would). */
   private guard<T>(operation: string, call: () => T): T {
-    return storeOperation('MemoryStore', operation, this.closed, call)
+    return storeOperation(STORE, operation, this.closed, call)
+  }
+
+  /** Throws what `storeOperation` throws inside its guard for a closed store. */
+  private ensureOpen(): void {
+    if (this.closed) throw new Error('the store is closed')
   }
 
   /** The live, non-tombstoned entry under `key`. */
