@@ -59,8 +59,13 @@ function isPlainScalar(value: unknown): boolean {
 
 /** The contents as {@link SharedContents}, or `null` when a value is an object (or would not round-trip). */
 export function shareable(data: ReadonlyMap<string, unknown>, meta: SessionMeta): SharedContents | null {
-  for (const value of data.values()) if (!isPlainScalar(value)) return null
-  return { entries: [...data], meta: { ...meta } }
+  // One pass: the entries the iterator hands out are fresh arrays, kept as they come.
+  const entries: (readonly [string, unknown])[] = []
+  for (const entry of data) {
+    if (!isPlainScalar(entry[1])) return null
+    entries.push(entry)
+  }
+  return { entries, meta: { ...meta } }
 }
 
 /** Copies of shared contents for one request. */
@@ -95,6 +100,23 @@ export function metaJson(meta: SessionMeta, last: MetaJson | undefined): MetaJso
 export function serializePayload(data: ReadonlyMap<string, unknown>, meta: MetaJson | SessionMeta): string {
   const json = 'json' in meta ? meta.json : JSON.stringify(meta)
   return `{"d":${JSON.stringify(Object.fromEntries(data))},"m":${json}}`
+}
+
+/**
+ * {@link serializePayload} of shared contents' entries, written pair by pair: the same text, without
+ * the object `Object.fromEntries` would build. Exact because every value is a plain scalar (its JSON
+ * is the same on its own as inside an object); a key that starts with a digit (an array index sorts
+ * first in an object) takes the general path, so the text never differs.
+ */
+function serializeShared(entries: SharedContents['entries'], meta: MetaJson): string {
+  let d = '{'
+  for (let i = 0; i < entries.length; i++) {
+    const [key, value] = entries[i] as readonly [string, unknown]
+    const first = key.charCodeAt(0)
+    if (first >= 48 && first <= 57) return serializePayload(new Map(entries), meta)
+    d += `${i === 0 ? '' : ','}${JSON.stringify(key)}:${JSON.stringify(value)}`
+  }
+  return `{"d":${d}},"m":${meta.json}}`
 }
 
 /** Opens and seals the payloads of records: the keyring alone ({@link PayloadCodec}) or with a cache in front ({@link PayloadCache}). */
@@ -209,16 +231,10 @@ export class PayloadCache implements Payloads {
     if (id === null) return this.codec.seal(id, data, meta, key)
     const previous = this.recent.get(id)
     const json = metaJson(meta, previous?.key === key ? previous.meta : undefined)
-    const plaintext = serializePayload(data, json)
+    const shared = shareable(data, meta)
+    const plaintext = shared === null ? serializePayload(data, json) : serializeShared(shared.entries, json)
     const payload = this.codec.keyring.seal(plaintext, key)
-    keepRecent(this.recent, id, {
-      key,
-      payload,
-      plaintext,
-      stale: false,
-      shared: shareable(data, meta),
-      meta: json,
-    })
+    keepRecent(this.recent, id, { key, payload, plaintext, stale: false, shared, meta: json })
     return payload
   }
 
