@@ -11,14 +11,27 @@ export interface MemoryStoreOptions extends StoreOptions {
   sweepIntervalMs?: number
 }
 
+/**
+ * What the map holds under a key. Updated in place when the key's record is replaced (one object per
+ * key, not one per write); the record itself is never changed, only swapped.
+ */
 interface Entry {
   /** Frozen; for a tombstone, a copy with the payload and user cleared (so it leaves the user index). */
-  readonly record: SessionRecord
-  readonly tombstone: boolean
-  readonly expiresAt: number
+  record: SessionRecord
+  tombstone: boolean
+  expiresAt: number
+  /**
+   * The expiry of this entry's slot in the heap: never later than `expiresAt`. A write that moves the
+   * deadline later (every write and touch moves the idle one) keeps the slot; when it comes up, the
+   * entry is put back at its real deadline instead of being removed. So a write pushes nothing.
+   */
+  slotAt: number
 }
 
-/** A slot in the expiry heap. Stale once the entry under `key` has another expiry (touched, replaced, gone). */
+/**
+ * A slot in the expiry heap. Stale once the entry under `key` tracks another slot (moved earlier,
+ * replaced, gone); a slot earlier than its entry's deadline puts the entry back when it comes up.
+ */
 interface Deadline {
   readonly key: string
   readonly expiresAt: number
@@ -220,8 +233,20 @@ export class MemoryStore implements BundledStore, SyncSessionStore {
     const { key, userId } = record
     const deadline = expiresAt(record)
     const previous = this.records.get(key)
-    this.records.set(key, { record, tombstone, expiresAt: deadline })
     const previousUserId = previous?.record.userId ?? null
+    if (previous === undefined) {
+      this.records.set(key, { record, tombstone, expiresAt: deadline, slotAt: deadline })
+      this.pushDeadline({ key, expiresAt: deadline })
+    } else {
+      previous.record = record
+      previous.tombstone = tombstone
+      previous.expiresAt = deadline
+      // A slot no later than the new deadline still does (see Entry.slotAt); an earlier deadline needs its own.
+      if (deadline < previous.slotAt) {
+        previous.slotAt = deadline
+        this.pushDeadline({ key, expiresAt: deadline })
+      }
+    }
     if (previousUserId !== userId) {
       if (previousUserId !== null) this.unindex(key, previousUserId)
       if (userId !== null) {
@@ -230,7 +255,6 @@ export class MemoryStore implements BundledStore, SyncSessionStore {
         else this.byUser.set(userId, new Set([key]))
       }
     }
-    if (previous?.expiresAt !== deadline) this.pushDeadline({ key, expiresAt: deadline })
   }
 
   private remove(entry: Entry): void {
@@ -254,12 +278,22 @@ export class MemoryStore implements BundledStore, SyncSessionStore {
     ) {
       this.popDeadline()
       const entry = this.records.get(top.key)
-      if (entry && entry.expiresAt === top.expiresAt) {
+      if (entry === undefined || entry.slotAt !== top.expiresAt) continue
+      if (entry.expiresAt <= now) {
         this.remove(entry)
         removed++
+      } else {
+        // Written since the slot was made: back in at its real deadline, which is later than now.
+        this.requeue(top.key, entry)
       }
     }
     return removed
+  }
+
+  /** Gives `entry` a slot at its own deadline (its earlier slot was just popped). */
+  private requeue(key: string, entry: Entry): void {
+    entry.slotAt = entry.expiresAt
+    this.pushDeadline({ key, expiresAt: entry.expiresAt })
   }
 
   /** Frees one slot: what has expired first, else the record closest to its expiry. */
@@ -267,18 +301,27 @@ export class MemoryStore implements BundledStore, SyncSessionStore {
     if (this.removeExpired(now) > 0) return
     for (let top = this.popDeadline(); top; top = this.popDeadline()) {
       const entry = this.records.get(top.key)
-      if (entry && entry.expiresAt === top.expiresAt) {
+      if (entry === undefined || entry.slotAt !== top.expiresAt) continue
+      // A slot at the entry's own deadline: no entry expires sooner (every slot is at or before its
+      // entry's deadline, and this one came up first). An earlier slot only puts the entry back.
+      if (entry.expiresAt === top.expiresAt) {
         this.remove(entry)
         return
       }
+      this.requeue(top.key, entry)
     }
   }
 
   private pushDeadline(deadline: Deadline): void {
     const heap = this.deadlines
-    // Touches leave stale slots behind; rebuild from the live map before they dominate.
+    // Slots of removed entries, and of deadlines moved earlier, stay behind; rebuild from the live
+    // map before they dominate.
     if (heap.length >= 2 * this.records.size + 1024) {
-      this.deadlines = [...this.records].map(([key, entry]) => ({ key, expiresAt: entry.expiresAt }))
+      this.deadlines = []
+      for (const [key, entry] of this.records) {
+        entry.slotAt = entry.expiresAt
+        this.deadlines.push({ key, expiresAt: entry.expiresAt })
+      }
       for (let i = (this.deadlines.length >> 1) - 1; i >= 0; i--) siftDown(this.deadlines, i)
       // The map already holds the entry `deadline` describes, so the rebuild included it.
       return
