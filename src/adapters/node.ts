@@ -10,7 +10,7 @@ import type { CsrfError } from '../core/errors.js'
 import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
-import { DEFAULT_MAX_BODY_BYTES, isCsrfError } from '../csrf/index.js'
+import { DEFAULT_MAX_BODY_BYTES, isCsrfError, isPlainlySafe } from '../csrf/index.js'
 import { peekBody } from './body.js'
 import type { Committer, HeldResponse } from './hold.js'
 import { holdUntilCommitted } from './hold.js'
@@ -110,9 +110,11 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
   }
   /** The handler, after the CSRF check when the request needs one (synchronously when it does not). */
   const run = (req: Req, res: ServerResponse, session: Session<T>): unknown => {
-    const check = door.checksCsrf
-      ? door.check(session, new NodeCsrfRequest(req, req, NODE_VIEW, door.maxBodyBytes))
-      : null
+    // The common GET needs no request object for the check to say no.
+    const check =
+      door.checksCsrf && !isPlainlySafe(req.method, req.headers, NODE_VIEW.url(req))
+        ? door.check(session, new NodeCsrfRequest(req, req, NODE_VIEW, door.maxBodyBytes))
+        : null
     if (check === null) return handler(req, res, session)
     return check.then(
       () => handler(req, res, session),

@@ -5,7 +5,14 @@ import { ConfigError, CsrfError } from '../core/errors.js'
 import { createSessionManager } from '../core/manager.js'
 import { MemoryStore } from '../stores/memory/index.js'
 import type { CsrfOptions, CsrfRequest } from './index.js'
-import { createCsrfGuard, formKind, isCsrfError, parseFormFields, resolveCsrfOptions } from './index.js'
+import {
+  createCsrfGuard,
+  formKind,
+  isCsrfError,
+  isPlainlySafe,
+  parseFormFields,
+  resolveCsrfOptions,
+} from './index.js'
 import { originOf } from './origin.js'
 
 function manager() {
@@ -185,6 +192,29 @@ describe('the guard', () => {
     expect(exempt.applies(request({ url: '/hooks/..' }))).toBe(true)
     expect(exempt.applies(request({ url: '/hooks/%2E%2E/admin' }))).toBe(true)
     expect(exempt.applies(request({ url: '/hooks\\..\\admin' }))).toBe(true)
+  })
+
+  test('isPlainlySafe says yes only where applies says no, whatever the exempt list', () => {
+    const guard = createCsrfGuard(manager(), { exempt: () => false })
+    const cases: { method: string; url: string; headers: Record<string, string> }[] = []
+    for (const method of ['GET', 'HEAD', 'OPTIONS', 'get', 'POST', 'DELETE'])
+      for (const url of ['/a', '/a?x=1', '/a?_method=DELETE', '/a?%5fmethod=put', '/a_b', '/a?_method=get'])
+        for (const headers of [
+          {} as Record<string, string>,
+          { 'x-http-method-override': 'PUT' },
+          { 'x-http-method': 'GET' },
+          { 'x-method-override': '' },
+        ])
+          cases.push({ method, url, headers })
+    let plain = 0
+    for (const c of cases) {
+      if (!isPlainlySafe(c.method, c.headers, c.url)) continue
+      plain++
+      expect(guard.applies(request(c)), JSON.stringify(c)).toBe(false)
+    }
+    expect(isPlainlySafe('GET', {}, '/a?x=1')).toBe(true)
+    expect(isPlainlySafe(undefined, {}, '/')).toBe(false)
+    expect(plain).toBeGreaterThan(0)
   })
 
   test('a cross-site request is refused before its body is read', async () => {

@@ -137,13 +137,38 @@ function tunnelled(request: CsrfRequest): boolean {
     if (value !== undefined && !isSafe(value)) return true
   }
   const url = request.url
+  if (!mayNameMethod(url)) return false
   const query = url.indexOf('?')
-  // Only a query holding `_` (or `%5F`) can name `_method`: most requests are done here.
-  if (query === -1 || (url.indexOf('_', query) === -1 && url.indexOf('%', query) === -1)) return false
   for (const value of new URLSearchParams(url.slice(query + 1)).getAll('_method')) {
     if (!isSafe(value)) return true
   }
   return false
+}
+
+/** Whether `url` has a query that could name `_method`: only one holding `_` (or `%5F`) can. */
+function mayNameMethod(url: string): boolean {
+  const query = url.indexOf('?')
+  return query !== -1 && (url.indexOf('_', query) !== -1 || url.indexOf('%', query) !== -1)
+}
+
+/**
+ * True when {@link CsrfGuard.applies} says no to a request with this method, these headers (node's
+ * lower-case object) and this target, whatever else it holds: a safe method as clients send it, no
+ * method-override header, no query that could name `_method`. For adapters to skip building a
+ * `CsrfRequest` for the common GET; `false` means only that the full test must run.
+ */
+export function isPlainlySafe(
+  method: string | undefined,
+  headers: Readonly<Record<string, unknown>>,
+  url: string,
+): boolean {
+  return (
+    (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') &&
+    headers['x-http-method-override'] === undefined &&
+    headers['x-http-method'] === undefined &&
+    headers['x-method-override'] === undefined &&
+    !mayNameMethod(url)
+  )
 }
 
 function pathOf(url: string): string {
