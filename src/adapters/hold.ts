@@ -192,6 +192,22 @@ function interceptors(fallback: readonly OutputMethod[] | null): OutputMethods {
 /** For responses whose own properties receive the interceptors. */
 const OWN_INTERCEPTORS = interceptors(null)
 
+/** node's own output methods, in `Held`'s order: the originals of every plain response, shared by their holds. */
+const NODE_ORIGINALS: readonly OutputMethod[] = Object.freeze(
+  OUTPUT.map((name) => (ServerResponse.prototype as unknown as OutputMethods)[name]),
+)
+
+/** The output methods `target` has now: {@link NODE_ORIGINALS} itself when they are node's, else a copy. */
+function originalsOf(target: OutputMethods): readonly OutputMethod[] {
+  const node = NODE_ORIGINALS
+  return target.writeHead === node[0] &&
+    target.write === node[1] &&
+    target.end === node[2] &&
+    target.flushHeaders === node[3]
+    ? node
+    : [target.writeHead, target.write, target.end, target.flushHeaders]
+}
+
 /** node's own `headersSent` getter. */
 const nodeHeadersSent = Object.getOwnPropertyDescriptor(OutgoingMessage.prototype, 'headersSent')?.get as (
   this: ServerResponse,
@@ -294,7 +310,7 @@ export function holdUntilCommitted<S>(
     res,
     session,
     committer: committer as Committer<unknown>,
-    originals: shared ?? [target.writeHead, target.write, target.end, target.flushHeaders],
+    originals: shared ?? originalsOf(target),
     held: null,
     phase: 'waiting',
     settled: undefined,
