@@ -108,15 +108,24 @@ export function newState(
   > &
     Partial<Pick<SessionState, 'cookie' | 'reseal'>>,
 ): SessionState {
+  // Field by field rather than `...fields`: a spread after other properties takes V8's slow path, and
+  // this runs for every request.
   return {
+    id: fields.id,
+    record: fields.record,
+    data: fields.data,
+    meta: fields.meta,
+    userId: fields.userId,
     changes: [],
     rotation: 'none',
     destroyed: null,
     loggedOut: false,
-    cookie: 'keep',
-    reseal: false,
+    cookie: fields.cookie ?? 'keep',
+    reseal: fields.reseal ?? false,
+    userAgent: fields.userAgent,
+    csrf: fields.csrf,
+    csrfCookie: fields.csrfCookie,
     csrfUse: 'none',
-    ...fields,
   }
 }
 
