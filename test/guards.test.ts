@@ -5,9 +5,13 @@
  * session nobody signed in to (no user index to sweep afterwards).
  */
 import { describe, expect, test } from 'vitest'
+import { generateKey } from '../src/core/crypto.js'
+import { ConfigError } from '../src/core/errors.js'
 import { storeKeyOf } from '../src/core/id.js'
 import type { SessionManager } from '../src/core/manager.js'
 import type { SessionRecord } from '../src/core/store.js'
+import { createSessionManager } from '../src/index.js'
+import { MemoryStore } from '../src/stores/memory/index.js'
 import { cookieOf, type Data, load, MINUTE, RENEWAL_DUE, setup } from './support/managers.js'
 
 const HOUR = 60 * MINUTE
@@ -175,5 +179,32 @@ describe('a write that loaded the session before a renewal', () => {
     const after = await load(manager, id1)
     expect(after.get('late')).toBe(true)
     expect(after.get('cart')).toBe(1)
+  })
+})
+
+describe('a store whose *Sync methods answer with promises (issue 14)', () => {
+  test('is a ConfigError naming the method, never every request silently anonymous', async () => {
+    const memory = new MemoryStore()
+    // What a generic tracing wrapper does: every method made async, *Sync ones included.
+    const traced = new Proxy(memory, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver)
+        return typeof value === 'function'
+          ? async (...args: unknown[]) => (value as (...a: unknown[]) => unknown).apply(target, args)
+          : value
+      },
+    })
+    const manager = createSessionManager<Data>({
+      store: traced,
+      keys: [generateKey()],
+      cookie: { secure: false },
+    })
+    const id = await anonymous(manager)
+    expect(() => manager.loadSync({ cookie: `sid=${id}` })).toThrow(ConfigError)
+    expect(() => manager.loadSync({ cookie: `sid=${id}` })).toThrow(
+      /\.getSync\(\) answered with a promise, but a \*Sync method must answer synchronously/,
+    )
+    // Through the asynchronous path, the session is there.
+    expect((await load(manager, id)).get('cart')).toBe(1)
   })
 })

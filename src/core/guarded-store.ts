@@ -1,5 +1,6 @@
+import { ConfigError } from './errors.js'
 import type { SessionRecord, SessionStore, SyncSessionStore, UserIndexedStore } from './store.js'
-import { guardStoreCall, isClosableStore, isSyncStore, isUserIndexedStore } from './store.js'
+import { guardStoreCall, isClosableStore, isPromise, isSyncStore, isUserIndexedStore } from './store.js'
 
 /**
  * The store as the manager uses it: any rejection (or synchronous throw) of a store call, whatever
@@ -60,16 +61,30 @@ export class GuardedStore implements SessionStore {
     })
   }
 
-  /** The synchronous face: each method the store's own, through the same guard as the promise face. */
+  /**
+   * The synchronous face: each method the store's own, through the same guard as the promise face. A
+   * `*Sync` method that answers with a promise (a tracing `Proxy` that made every method async, say)
+   * is a `ConfigError` naming it: taken for a record, the promise would turn every request into a new
+   * anonymous session without a word.
+   */
   private guardSync(inner: SyncSessionStore): SyncSessionStore {
-    const guard = <R>(operation: string, call: () => R): R => guardStoreCall(this.name, operation, call)
+    const guard = <R>(method: keyof SyncSessionStore, call: () => R): R => {
+      const result = guardStoreCall(this.name, method.slice(0, -4), call)
+      if (!isPromise(result)) return result
+      // Whatever it settles to, nothing waits for it: keep its rejection from going unhandled.
+      Promise.resolve(result).catch(() => {})
+      throw new ConfigError(
+        'store',
+        `${this.name}.${method}() answered with a promise, but a *Sync method must answer synchronously (is the store wrapped in something that makes every method async?): give the manager the store itself, or a wrapper without the *Sync methods`,
+      )
+    }
     return {
-      getSync: (key) => guard('get', () => inner.getSync(key)),
-      createSync: (record) => guard('create', () => inner.createSync(record)),
+      getSync: (key) => guard('getSync', () => inner.getSync(key)),
+      createSync: (record) => guard('createSync', () => inner.createSync(record)),
       updateSync: (record, expectedVersion) =>
-        guard('update', () => inner.updateSync(record, expectedVersion)),
+        guard('updateSync', () => inner.updateSync(record, expectedVersion)),
       touchSync: (key, lastSeenAt, idleExpiresAt) =>
-        guard('touch', () => inner.touchSync(key, lastSeenAt, idleExpiresAt)),
+        guard('touchSync', () => inner.touchSync(key, lastSeenAt, idleExpiresAt)),
     }
   }
 
