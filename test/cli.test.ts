@@ -293,6 +293,22 @@ function backendSuite(backend: Backend): void {
     expect(listed.anonymous).toBe(2)
   })
 
+  test('a user agent or user ID with control characters is shown escaped in the table, never raw', async () => {
+    const hostile = 'Evil\u001b[31m/1.0\u009b2J\u007f\u0007'
+    await seedSession(manager, { user: 'eve\u001b]0;x', userAgent: hostile })
+    const text = await cli(['list', '--user', 'eve\u001b]0;x'])
+    expect(text.code).toBe(0)
+    expect(text.stdout).toContain('Evil\\x1b[31m/1.0\\x9b2J\\x7f\\x07')
+    expect(text.stdout).toContain('eve\\x1b]0;x')
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+    expect(text.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/)
+    const json = jsonOf(await cli(['list', '--user', 'eve\u001b]0;x', '--json'])) as {
+      sessions: { userAgent: string }[]
+    }
+    expect(json.sessions[0]?.userAgent).toBe(hostile)
+    expect(jsonOf(await cli(['revoke', '--user', 'eve\u001b]0;x', '--json']))).toMatchObject({ revoked: 1 })
+  })
+
   test('revoke --handle ends that session only; the same handle again is exit 1', async () => {
     const listed = jsonOf(await cli(['list', '--user', 'alice', '--json'])) as {
       sessions: { handle: string; userAgent: string }[]

@@ -106,15 +106,28 @@ function listed(user: string, info: UserSessionInfo): ListedSession {
   }
 }
 
+/**
+ * `text` safe for a terminal: control characters (C0, DEL, C1 such as the one-byte CSI 0x9B) shown as
+ * `\xHH` escapes, so a crafted User-Agent or user ID cannot move the cursor or recolour the operator's
+ * screen. `--json` needs none of this: JSON escapes them itself.
+ */
+export function printable(text: string): string {
+  return text.replace(
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  )
+}
+
 /** The sessions as a table: user, created, last seen, device, handle (last: it is long). */
 function table(sessions: readonly ListedSession[]): string {
   const rows = [
     ['USER', 'CREATED', 'LAST SEEN', 'DEVICE', 'HANDLE'],
     ...sessions.map((s) => [
-      s.user,
+      printable(s.user),
       s.createdAt,
       s.lastSeenAt,
-      (s.userAgent ?? '-').replace(/\s+/g, ' ').slice(0, 40),
+      printable((s.userAgent ?? '-').replace(/ +/g, ' ').slice(0, 40)),
       s.handle,
     ]),
   ]
