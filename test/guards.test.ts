@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from 'vitest'
 import { generateKey } from '../src/core/crypto.js'
-import { ConfigError } from '../src/core/errors.js'
+import { ConfigError, SessionError, StoreError } from '../src/core/errors.js'
 import { storeKeyOf } from '../src/core/id.js'
 import type { SessionManager } from '../src/core/manager.js'
 import type { SessionRecord } from '../src/core/store.js'
@@ -206,5 +206,47 @@ describe('a store whose *Sync methods answer with promises (issue 14)', () => {
     )
     // Through the asynchronous path, the session is there.
     expect((await load(manager, id)).get('cart')).toBe(1)
+  })
+})
+
+describe('a session larger than maxPayloadBytes (issue 14)', () => {
+  test('its commit fails with the application’s own error, not a store outage, and the stored session stays', async () => {
+    const { make, memory } = setup()
+    const manager = make({ maxPayloadBytes: 4096 })
+    const id = await anonymous(manager)
+    const session = await load(manager, id)
+    session.set('blob', 'x'.repeat(5000))
+    const failure = await manager.commit(session).then(
+      () => null,
+      (error: unknown) => error,
+    )
+    expect(failure).toBeInstanceOf(SessionError)
+    expect(failure).not.toBeInstanceOf(StoreError)
+    expect((failure as SessionError).code).toBe('ERR_LATCHKEY_SESSION_TOO_LARGE')
+    expect((failure as Error).message).toMatch(/more than maxPayloadBytes \(4096\)/)
+    const after = await load(manager, id)
+    expect(after.get('cart')).toBe(1)
+    expect(after.get('blob')).toBeUndefined()
+    expect((await memory.get(storeKeyOf(id)))?.version).toBe(1)
+  })
+
+  test('the synchronous commit and a new session are held to it too; a session within it is stored', async () => {
+    const memory = new MemoryStore()
+    const manager = createSessionManager<Data>({
+      store: memory,
+      keys: [generateKey()],
+      cookie: { secure: false },
+      maxPayloadBytes: 4096,
+    })
+    const fresh = await load(manager, undefined)
+    fresh.set('blob', 'x'.repeat(5000))
+    expect(() => manager.commitSync(fresh)).toThrow(/maxPayloadBytes/)
+    expect(await memory.count()).toBe(0)
+    const small = await load(manager, undefined)
+    small.set('blob', 'x'.repeat(2000))
+    expect(manager.commitSync(small)?.setCookie).toMatch(/^sid=/)
+    expect(() =>
+      createSessionManager({ store: memory, keys: [generateKey()], maxPayloadBytes: 100 }),
+    ).toThrow(/maxPayloadBytes: must be an integer number of bytes, at least 1024/)
   })
 })
