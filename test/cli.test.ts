@@ -117,7 +117,7 @@ describe('latchkey CLI: arguments, help, keys, exit codes', () => {
       writeFileSync(file, `# current\n${generateKey()}\n# old\n${generateKey()},\n`, { mode: 0o600 })
       const ok = await runCli(main, ['list', '--store', 'memory:', '--keys-file', file, '--json'])
       expect(ok.code).toBe(0)
-      expect(jsonOf(ok)).toEqual({ ok: true, sessions: [], anonymous: 0 })
+      expect(jsonOf(ok)).toEqual({ ok: true, sessions: [], anonymous: 0, unopenable: 0 })
       const missing = await runCli(main, ['list', '--store', 'memory:', '--keys-file', join(dir, 'none')])
       expect(missing.code).toBe(2)
       writeFileSync(file, `${generateKey()}\n`)
@@ -293,6 +293,22 @@ function backendSuite(backend: Backend): void {
     expect(listed.anonymous).toBe(2)
   })
 
+  test('a user agent or user ID with control characters is shown escaped in the table, never raw', async () => {
+    const hostile = 'Evil\u001b[31m/1.0\u009b2J\u007f\u0007'
+    await seedSession(manager, { user: 'eve\u001b]0;x', userAgent: hostile })
+    const text = await cli(['list', '--user', 'eve\u001b]0;x'])
+    expect(text.code).toBe(0)
+    expect(text.stdout).toContain('Evil\\x1b[31m/1.0\\x9b2J\\x7f\\x07')
+    expect(text.stdout).toContain('eve\\x1b]0;x')
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+    expect(text.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/)
+    const json = jsonOf(await cli(['list', '--user', 'eve\u001b]0;x', '--json'])) as {
+      sessions: { userAgent: string }[]
+    }
+    expect(json.sessions[0]?.userAgent).toBe(hostile)
+    expect(jsonOf(await cli(['revoke', '--user', 'eve\u001b]0;x', '--json']))).toMatchObject({ revoked: 1 })
+  })
+
   test('revoke --handle ends that session only; the same handle again is exit 1', async () => {
     const listed = jsonOf(await cli(['list', '--user', 'alice', '--json'])) as {
       sessions: { handle: string; userAgent: string }[]
@@ -312,8 +328,29 @@ function backendSuite(backend: Backend): void {
   test('revoke --user ends every session of that user', async () => {
     const result = await cli(['revoke', '--user', 'bob', '--json'])
     expect(result.code).toBe(0)
-    expect(jsonOf(result)).toEqual({ ok: true, revoked: 1 })
+    expect(jsonOf(result)).toEqual({ ok: true, revoked: 1, unopenable: 0 })
     expect(await isLive(manager, ids.bob!)).toBe(false)
+    expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 4 })
+  })
+
+  test('sessions sealed with a key not given: list reports them (exit 5), revoke --user ends them and says so', async () => {
+    const stranger = appManager(store, [generateKey()])
+    const id = await seedSession(stranger, { user: 'dave' })
+    const listed = await cli(['list', '--user', 'dave', '--json'])
+    expect(listed.code).toBe(5)
+    expect(jsonOf(listed)).toMatchObject({
+      ok: false,
+      partial: { sessions: [], unopenable: 1 },
+      error: { code: 'ERR_LATCHKEY_UNOPENABLE' },
+    })
+    const everything = await cli(['list', '--json'])
+    expect(everything.code).toBe(5)
+    expect(jsonOf(everything)).toMatchObject({ ok: false, partial: { unopenable: 1, anonymous: 2 } })
+    const text = await cli(['revoke', '--user', 'dave'])
+    expect(text.code).toBe(0)
+    expect(text.stdout).toBe('revoked 1 sessions of dave (1 of them sealed with a key not given)\n')
+    expect(await isLive(stranger, id)).toBe(false)
+    expect((await cli(['list', '--user', 'dave'])).code).toBe(0)
     expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 4 })
   })
 

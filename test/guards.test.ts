@@ -5,9 +5,13 @@
  * session nobody signed in to (no user index to sweep afterwards).
  */
 import { describe, expect, test } from 'vitest'
+import { generateKey } from '../src/core/crypto.js'
+import { ConfigError, SessionError, StoreError } from '../src/core/errors.js'
 import { storeKeyOf } from '../src/core/id.js'
 import type { SessionManager } from '../src/core/manager.js'
 import type { SessionRecord } from '../src/core/store.js'
+import { createSessionManager } from '../src/index.js'
+import { MemoryStore } from '../src/stores/memory/index.js'
 import { cookieOf, type Data, load, MINUTE, RENEWAL_DUE, setup } from './support/managers.js'
 
 const HOUR = 60 * MINUTE
@@ -175,5 +179,74 @@ describe('a write that loaded the session before a renewal', () => {
     const after = await load(manager, id1)
     expect(after.get('late')).toBe(true)
     expect(after.get('cart')).toBe(1)
+  })
+})
+
+describe('a store whose *Sync methods answer with promises (issue 14)', () => {
+  test('is a ConfigError naming the method, never every request silently anonymous', async () => {
+    const memory = new MemoryStore()
+    // What a generic tracing wrapper does: every method made async, *Sync ones included.
+    const traced = new Proxy(memory, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver)
+        return typeof value === 'function'
+          ? async (...args: unknown[]) => (value as (...a: unknown[]) => unknown).apply(target, args)
+          : value
+      },
+    })
+    const manager = createSessionManager<Data>({
+      store: traced,
+      keys: [generateKey()],
+      cookie: { secure: false },
+    })
+    const id = await anonymous(manager)
+    expect(() => manager.loadSync({ cookie: `sid=${id}` })).toThrow(ConfigError)
+    expect(() => manager.loadSync({ cookie: `sid=${id}` })).toThrow(
+      /\.getSync\(\) answered with a promise, but a \*Sync method must answer synchronously/,
+    )
+    // Through the asynchronous path, the session is there.
+    expect((await load(manager, id)).get('cart')).toBe(1)
+  })
+})
+
+describe('a session larger than maxPayloadBytes (issue 14)', () => {
+  test('its commit fails with the application’s own error, not a store outage, and the stored session stays', async () => {
+    const { make, memory } = setup()
+    const manager = make({ maxPayloadBytes: 4096 })
+    const id = await anonymous(manager)
+    const session = await load(manager, id)
+    session.set('blob', 'x'.repeat(5000))
+    const failure = await manager.commit(session).then(
+      () => null,
+      (error: unknown) => error,
+    )
+    expect(failure).toBeInstanceOf(SessionError)
+    expect(failure).not.toBeInstanceOf(StoreError)
+    expect((failure as SessionError).code).toBe('ERR_LATCHKEY_SESSION_TOO_LARGE')
+    expect((failure as Error).message).toMatch(/more than maxPayloadBytes \(4096\)/)
+    const after = await load(manager, id)
+    expect(after.get('cart')).toBe(1)
+    expect(after.get('blob')).toBeUndefined()
+    expect((await memory.get(storeKeyOf(id)))?.version).toBe(1)
+  })
+
+  test('the synchronous commit and a new session are held to it too; a session within it is stored', async () => {
+    const memory = new MemoryStore()
+    const manager = createSessionManager<Data>({
+      store: memory,
+      keys: [generateKey()],
+      cookie: { secure: false },
+      maxPayloadBytes: 4096,
+    })
+    const fresh = await load(manager, undefined)
+    fresh.set('blob', 'x'.repeat(5000))
+    expect(() => manager.commitSync(fresh)).toThrow(/maxPayloadBytes/)
+    expect(await memory.count()).toBe(0)
+    const small = await load(manager, undefined)
+    small.set('blob', 'x'.repeat(2000))
+    expect(manager.commitSync(small)?.setCookie).toMatch(/^sid=/)
+    expect(() =>
+      createSessionManager({ store: memory, keys: [generateKey()], maxPayloadBytes: 100 }),
+    ).toThrow(/maxPayloadBytes: must be an integer number of bytes, at least 1024/)
   })
 })

@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from 'vitest'
 import { ManualClock } from '../src/core/clock.js'
+import { generateKey } from '../src/core/crypto.js'
 import { storeKeyOf } from '../src/core/id.js'
 import type { SessionManager } from '../src/core/manager.js'
 import type { SessionManagerOptions } from '../src/core/options.js'
@@ -440,5 +441,30 @@ describe('every store failure is a StoreError', () => {
     )
     expect(error).toBeInstanceOf(StoreError)
     expect(error).toMatchObject({ code: 'ERR_LATCHKEY_STORE', store: 'MemoryStore', operation, cause })
+  })
+})
+
+describe('revoking sessions sealed with a key this manager lacks', () => {
+  test('revokeUserSessions ends them too: when the key comes back, the old cookie opens nothing', async () => {
+    const old = generateKey()
+    const { make } = setup()
+    const before = make({ keys: [old] })
+    const id = await signIn(before, 'alice')
+    const without = make({ keys: [generateKey()] })
+    expect(await without.revokeUserSessions('alice')).toBe(1)
+    const rollback = make({ keys: [old] })
+    expect(await opens(rollback, id)).toBeNull()
+    expect(await rollback.listUserSessions('alice')).toEqual([])
+  })
+
+  test('a revocation of one session by handle leaves records it cannot open alone (their lineage is unknown)', async () => {
+    const old = generateKey()
+    const { make } = setup()
+    const id = await signIn(make({ keys: [old] }), 'alice')
+    const current = make()
+    await signIn(current, 'alice')
+    const [own] = await current.listUserSessions('alice')
+    expect(await current.revoke(own!.handle)).toBe(true)
+    expect(await opens(make({ keys: [old] }), id)).toMatchObject({ userId: 'alice' })
   })
 })

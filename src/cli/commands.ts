@@ -106,15 +106,28 @@ function listed(user: string, info: UserSessionInfo): ListedSession {
   }
 }
 
+/**
+ * `text` safe for a terminal: control characters (C0, DEL, C1 such as the one-byte CSI 0x9B) shown as
+ * `\xHH` escapes, so a crafted User-Agent or user ID cannot move the cursor or recolour the operator's
+ * screen. `--json` needs none of this: JSON escapes them itself.
+ */
+export function printable(text: string): string {
+  return text.replace(
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  )
+}
+
 /** The sessions as a table: user, created, last seen, device, handle (last: it is long). */
 function table(sessions: readonly ListedSession[]): string {
   const rows = [
     ['USER', 'CREATED', 'LAST SEEN', 'DEVICE', 'HANDLE'],
     ...sessions.map((s) => [
-      s.user,
+      printable(s.user),
       s.createdAt,
       s.lastSeenAt,
-      (s.userAgent ?? '-').replace(/\s+/g, ' ').slice(0, 40),
+      printable((s.userAgent ?? '-').replace(/ +/g, ' ').slice(0, 40)),
       s.handle,
     ]),
   ]
@@ -139,9 +152,9 @@ export async function list(options: ListOptions, out: Output): Promise<number> {
     if (options.user !== undefined) {
       for (const info of await manager.listUserSessions(options.user))
         sessions.push(listed(options.user, info))
-      out.result({ sessions }, sessions.length === 0 ? '' : table(sessions))
+      const unopenable = await unopenableOf(manager, store, options.user)
       out.note(`${sessions.length} sessions of ${options.user}`)
-      return EXIT.ok
+      return listResult(out, { sessions, unopenable }, sessions)
     }
     if (!isListableStore(store)) throw unsupported(store, 'list all its sessions (try --user ID)')
     const users = new Set<string>()
@@ -150,28 +163,58 @@ export async function list(options: ListOptions, out: Output): Promise<number> {
     for await (const record of store.list()) {
       const kind = manager.inspect(record)
       if (kind === 'ended') continue
-      if (record.userId !== null) {
-        users.add(record.userId)
-        continue
-      }
       if (kind === 'unopenable') unopenable++
+      else if (record.userId !== null) users.add(record.userId)
       else if (kind === 'live') anonymous++
     }
     for (const user of [...users].sort()) {
       for (const info of await manager.listUserSessions(user)) sessions.push(listed(user, info))
     }
-    out.result({ sessions, anonymous }, sessions.length === 0 ? '' : table(sessions))
     out.note(
       `${sessions.length} signed-in sessions of ${users.size} users; ${anonymous} anonymous sessions (no handle)`,
     )
-    if (unopenable > 0) {
-      out.note(
-        `latchkey: warning: ${unopenable} anonymous records open with none of the keys given (pass every key the application uses)`,
-        true,
-      )
-    }
-    return EXIT.ok
+    return listResult(out, { sessions, anonymous, unopenable }, sessions)
   })
+}
+
+/** How many records in the user index of `userId` no key given opens. */
+async function unopenableOf(manager: SessionManager, store: SessionStore, userId: string): Promise<number> {
+  if (!isUserIndexedStore(store)) return 0
+  let count = 0
+  for (const record of await store.listByUser(userId)) {
+    if (record.userId === userId && manager.inspect(record) === 'unopenable') count++
+  }
+  return count
+}
+
+/**
+ * Prints what `list` found. Records no key opens are never hidden: they are counted, and the command
+ * ends with exit code 5 (`ERR_LATCHKEY_UNOPENABLE`), as `rekey` does for them.
+ */
+function listResult(
+  out: Output,
+  found: { sessions: ListedSession[]; unopenable: number; anonymous?: number },
+  sessions: readonly ListedSession[],
+): number {
+  const text = sessions.length === 0 ? '' : table(sessions)
+  if (found.unopenable === 0) {
+    out.result(found, text)
+    return EXIT.ok
+  }
+  if (!out.json && text !== '') out.io.stdout.write(`${out.io.redact(text)}\n`)
+  throw Object.assign(
+    new CliError(
+      EXIT.partial,
+      'ERR_LATCHKEY_UNOPENABLE',
+      `${found.unopenable} records open with none of the keys given (sealed with a key not passed, or damaged): pass every key the application uses`,
+    ),
+    { partial: found },
+  )
+}
+
+/** The part of a revoke's report about records no key given opens (ended all the same: an end needs no key). */
+function notOpened(unopenable: number): string {
+  return unopenable === 0 ? '' : ` (${unopenable} of them sealed with a key not given)`
 }
 
 /** Options of `revoke`. */
@@ -203,8 +246,11 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
       return EXIT.ok
     }
     if (options.user !== undefined) {
-      const revoked = await manager.revokeUserSessions(options.user)
-      out.result({ revoked }, `revoked ${revoked} sessions of ${options.user}`)
+      const { ended: revoked, unopenable } = await manager.revokeUserRecords(options.user)
+      out.result(
+        { revoked, unopenable },
+        `revoked ${revoked} sessions of ${options.user}${notOpened(unopenable)}`,
+      )
       return EXIT.ok
     }
     if (!isListableStore(store)) throw unsupported(store, 'list its sessions to revoke them all')
@@ -213,6 +259,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
     const users = new Set<string>()
     let revoked = 0
     let anonymous = 0
+    let unopenable = 0
     let failed = 0
     let failure: unknown
     try {
@@ -224,12 +271,15 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
         if (record.userId === null) {
           // Ended as the rule ends every session (an end needs no key): not merely removed.
           if (isEnded(record)) continue
+          if (manager.inspect(record) === 'unopenable') unopenable++
           await manager.endRecord(record)
           anonymous++
         } else if (!users.has(record.userId)) {
           users.add(record.userId)
           try {
-            revoked += await manager.revokeUserSessions(record.userId)
+            const count = await manager.revokeUserRecords(record.userId)
+            revoked += count.ended
+            unopenable += count.unopenable
           } catch (error) {
             // A lasting write conflict on one user's session: go on with the others, and say so.
             if ((error as { code?: unknown }).code !== 'ERR_LATCHKEY_CONFLICT') throw error
@@ -242,7 +292,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
     } finally {
       bar.stop()
     }
-    const done = { revoked, users: users.size, anonymous, failedUsers: failed }
+    const done = { revoked, users: users.size, anonymous, unopenable, failedUsers: failed }
     if (failure !== undefined) {
       out.note(`revoked ${revoked} sessions before the failure; run the command again to carry on`, true)
       throw Object.assign(failure as object, { partial: done })
@@ -269,7 +319,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
     }
     out.result(
       done,
-      `revoked ${revoked} sessions of ${users.size} users, and ended ${anonymous} anonymous records`,
+      `revoked ${revoked} sessions of ${users.size} users, and ended ${anonymous} anonymous records${notOpened(unopenable)}`,
     )
     return EXIT.ok
   })

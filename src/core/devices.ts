@@ -30,6 +30,14 @@ export interface UserSessionInfo {
   readonly current: boolean
 }
 
+/** What a revocation of every session of a user did. */
+export interface RevokeCount {
+  /** Sessions this call ended, openable or not. */
+  readonly ended: number
+  /** Of those, records that no key of the ring opens (sealed with a key this process was not given). */
+  readonly unopenable: number
+}
+
 /** A session named by a handle: its user and lineage. */
 interface Named {
   readonly userId: string
@@ -73,13 +81,19 @@ export class Devices {
     return ended
   }
 
-  /** Ends every session of `userId` but the one `except` names; resolves how many this call ended. */
-  async revokeAll(userId: string, except: string | undefined): Promise<number> {
+  /**
+   * Ends every session of `userId` but the one `except` names, including records no key of the ring
+   * opens (sealed with a key this process lacks: a rollback to that key must not bring them back).
+   * Resolves how many this call ended, and how many of those it could not open.
+   */
+  async revokeAll(userId: string, except: string | undefined): Promise<RevokeCount> {
     const kept = except === undefined ? null : this.open(except)
     const keep = kept?.userId === userId ? kept.lineage : null
-    const ended = await this.ending.endUserSessions(userId, (lineage) => lineage !== keep)
-    this.life.emit('revoked', null, userId, `${ended.size} sessions`)
-    return ended.size
+    const unopenable = { count: 0 }
+    const lineages = await this.ending.endUserSessions(userId, (lineage) => lineage !== keep, unopenable)
+    const ended = lineages.size + unopenable.count
+    this.life.emit('revoked', null, userId, `${ended} sessions`)
+    return { ended, unopenable: unopenable.count }
   }
 
   /** The handle of the session of `userId` with this lineage. */

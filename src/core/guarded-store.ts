@@ -1,6 +1,6 @@
-import { toStoreError } from './errors.js'
+import { ConfigError, toStoreError } from './errors.js'
 import type { SessionRecord, SessionStore, SyncSessionStore, UserIndexedStore } from './store.js'
-import { guardedResult, guardStoreCall, isClosableStore, isSyncStore, isUserIndexedStore } from './store.js'
+import { guardStoreCall, isClosableStore, isPromise, isSyncStore, isUserIndexedStore } from './store.js'
 
 /**
  * The store as the manager uses it: any rejection (or synchronous throw) of a store call, whatever
@@ -61,37 +61,49 @@ export class GuardedStore implements SessionStore {
     })
   }
 
-  /** The synchronous face: each method the store's own, through the same guard as the promise face. */
+  /**
+   * The synchronous face: each method the store's own, through the same guard as the promise face. A
+   * `*Sync` method that answers with a promise (a tracing `Proxy` that made every method async, say)
+   * is a `ConfigError` naming it: taken for a record, the promise would turn every request into a new
+   * anonymous session without a word.
+   */
   private guardSync(inner: SyncSessionStore): SyncSessionStore {
-    // guardStoreCall written out per method: these run on every request, and a closure per call
-    // (for guardStoreCall to run) is garbage the promise face can afford and this one need not make.
+    // Written out per method: these run on every request, and a closure per call (for
+    // guardStoreCall to run) is garbage the promise face can afford and this one need not make.
     const name = this.name
     return {
       getSync: (key) => {
+        let result: ReturnType<SyncSessionStore['getSync']>
         try {
-          return guardedResult(name, 'get', inner.getSync(key))
+          result = inner.getSync(key)
         } catch (error) {
           throw toStoreError(name, 'get', error)
         }
+        return answeredSynchronously(name, 'getSync', result)
       },
       createSync: (record) => {
+        let result: boolean
         try {
-          return guardedResult(name, 'create', inner.createSync(record))
+          result = inner.createSync(record)
         } catch (error) {
           throw toStoreError(name, 'create', error)
         }
+        return answeredSynchronously(name, 'createSync', result)
       },
       updateSync: (record, expectedVersion) => {
+        let result: boolean
         try {
-          return guardedResult(name, 'update', inner.updateSync(record, expectedVersion))
+          result = inner.updateSync(record, expectedVersion)
         } catch (error) {
           throw toStoreError(name, 'update', error)
         }
+        return answeredSynchronously(name, 'updateSync', result)
       },
       touchSync: (key, lastSeenAt, idleExpiresAt) => {
         try {
-          return guardedResult(name, 'touch', inner.touchSync(key, lastSeenAt, idleExpiresAt))
+          answeredSynchronously(name, 'touchSync', inner.touchSync(key, lastSeenAt, idleExpiresAt) as unknown)
         } catch (error) {
+          if (error instanceof ConfigError) throw error
           throw toStoreError(name, 'touch', error)
         }
       },
@@ -106,4 +118,15 @@ export class GuardedStore implements SessionStore {
       return Promise.reject(error)
     }
   }
+}
+
+/** A `*Sync` method's answer, or a `ConfigError` naming the method when it answered with a promise. */
+function answeredSynchronously<T>(store: string, method: keyof SyncSessionStore, result: T): T {
+  if (!isPromise(result)) return result
+  // Whatever it settles to, nothing waits for it: keep its rejection from going unhandled.
+  Promise.resolve(result).catch(() => {})
+  throw new ConfigError(
+    'store',
+    `${store}.${method}() answered with a promise, but a *Sync method must answer synchronously (is the store wrapped in something that makes every method async?): give the manager the store itself, or a wrapper without the *Sync methods`,
+  )
 }

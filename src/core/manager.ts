@@ -42,7 +42,7 @@ import type { CookieReading } from './cookie.js'
 import { readSessionCookie, serializeClearingCookie, serializeSessionCookie } from './cookie.js'
 import { Keyring } from './crypto.js'
 import { CsrfSecrets } from './csrf-secret.js'
-import { Devices, type UserSessionInfo } from './devices.js'
+import { Devices, type RevokeCount, type UserSessionInfo } from './devices.js'
 import type { CommitResult, RequestFacts } from './facts.js'
 import { GuardedStore } from './guarded-store.js'
 import { generateId } from './id.js'
@@ -61,7 +61,7 @@ import type { SessionData, SessionState } from './session.js'
 import { blankMeta, newState, Session, STATE } from './session.js'
 import type { SessionRecord } from './store.js'
 
-export type { UserSessionInfo } from './devices.js'
+export type { RevokeCount, UserSessionInfo } from './devices.js'
 export type { CommitResult, RequestFacts } from './facts.js'
 export type { RecordKind } from './lifecycle/record-state.js'
 export type { ResealOutcome } from './lifecycle/write.js'
@@ -239,11 +239,20 @@ export class SessionManager<T extends SessionData = SessionData> {
   }
 
   /**
-   * Ends every session of `userId` ("sign out everywhere"), but the one whose handle is `except`.
-   * Resolves how many sessions this call ended. Needs a store with a user index.
+   * Ends every session of `userId` ("sign out everywhere"), but the one whose handle is `except`,
+   * including records sealed with a key this manager was not given (an end needs no key). Resolves how
+   * many sessions this call ended. Needs a store with a user index.
    */
-  revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<number> {
-    return this.devices.revokeAll(userId, options.except)
+  async revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<number> {
+    return (await this.devices.revokeAll(userId, options.except)).ended
+  }
+
+  /**
+   * For operators (the CLI): {@link revokeUserSessions} of every session of `userId`, saying how many of
+   * the records it ended no key of the ring opens.
+   */
+  revokeUserRecords(userId: string): Promise<RevokeCount> {
+    return this.devices.revokeAll(userId, undefined)
   }
 
   /** The handle of a stored, signed-in session, as {@link listUserSessions} would give it; else `null`. */

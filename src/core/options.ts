@@ -61,6 +61,13 @@ export interface SessionManagerOptions {
   touchIntervalMs?: number
   /** How long a commit keeps retrying compare-and-set conflicts before `ConflictError`. Default 10 000 ms. */
   commitTimeoutMs?: number
+  /**
+   * The largest sealed payload a session may be stored with, in bytes (the data as JSON, encrypted and
+   * base64url-encoded: about 4/3 of the JSON plus 40 bytes). A commit of a larger session fails with a
+   * `SessionError` (`ERR_LATCHKEY_SESSION_TOO_LARGE`) and the stored session is left as it was. Default
+   * 65 536 (64 KiB), within every bundled store's defaults; at least 1 024.
+   */
+  maxPayloadBytes?: number
   /** Where time comes from. Default the system clock. */
   clock?: Clock
   /**
@@ -94,6 +101,7 @@ export const DEFAULTS = Object.freeze({
   renewalIntervalMs: 3_600_000,
   renewalGraceMs: 10_000,
   commitTimeoutMs: 10_000,
+  maxPayloadBytes: 65_536,
   csrfCookieName: '__Host-csrf',
   insecureCsrfCookieName: 'csrf',
   csrfCookieMaxAgeMs: 7_200_000,
@@ -118,6 +126,7 @@ export interface ResolvedOptions {
   readonly renewalGraceMs: number
   readonly touchIntervalMs: number
   readonly commitTimeoutMs: number
+  readonly maxPayloadBytes: number
   readonly clock: Clock
   /** The `Clear-Site-Data` header value for logout responses, or `null`. */
   readonly clearSiteData: string | null
@@ -261,6 +270,17 @@ export function resolveOptions(
   if (touchIntervalMs >= idleTimeoutMs)
     throw new ConfigError('touchIntervalMs', 'must be shorter than idleTimeoutMs')
   const commitTimeoutMs = duration(options, 'commitTimeoutMs', DEFAULTS.commitTimeoutMs)
+  const maxPayloadBytes = options.maxPayloadBytes ?? DEFAULTS.maxPayloadBytes
+  if (
+    typeof maxPayloadBytes !== 'number' ||
+    !Number.isSafeInteger(maxPayloadBytes) ||
+    maxPayloadBytes < 1024
+  ) {
+    throw new ConfigError(
+      'maxPayloadBytes',
+      `must be an integer number of bytes, at least 1024, got ${String(maxPayloadBytes)}`,
+    )
+  }
   const clock = options.clock ?? systemClock
   if (typeof clock.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
@@ -284,6 +304,7 @@ export function resolveOptions(
     renewalGraceMs,
     touchIntervalMs,
     commitTimeoutMs,
+    maxPayloadBytes,
     clock,
   })
 }

@@ -102,14 +102,27 @@ export class Ending {
   /**
    * Ends every session of `userId` whose lineage `select` picks, and resolves the lineages it ended.
    * It lists again until no such record is left: a rotation in flight may have created one meanwhile.
+   * With `unopenable`, the user's records that no key of the ring opens are ended too (an end needs no
+   * key; their lineage is unknown, so only a revocation of every session asks for them), and counted.
    */
-  async endUserSessions(userId: string, select: (lineage: string) => boolean): Promise<Set<string>> {
+  async endUserSessions(
+    userId: string,
+    select: (lineage: string) => boolean,
+    unopenable?: { count: number },
+  ): Promise<Set<string>> {
     const ended = new Set<string>()
     for (let round = 0; round < MAX_HOPS; round++) {
-      const targets = (await this.userSessions(userId)).filter(({ meta }) => select(meta.lid))
+      const records = await this.userRecords(userId)
+      const targets = records.filter(({ meta }) =>
+        meta === null ? unopenable !== undefined : select(meta.lid),
+      )
       if (targets.length === 0) break
       for (const { record, meta } of targets) {
-        if (await this.end(record, { follow: true, live: kindOf({ meta }) === 'live' })) ended.add(meta.lid)
+        if (meta === null) {
+          if (await this.end(record, { follow: false, live: true })) (unopenable as { count: number }).count++
+        } else if (await this.end(record, { follow: true, live: kindOf({ meta }) === 'live' })) {
+          ended.add(meta.lid)
+        }
       }
     }
     return ended
@@ -117,12 +130,16 @@ export class Ending {
 
   /** The records of `userId` that open (live sessions and forwarders), with their metadata. */
   async userSessions(userId: string): Promise<UserRecord[]> {
+    return (await this.userRecords(userId)).filter((entry): entry is UserRecord => entry.meta !== null)
+  }
+
+  /** Every record in the user index of `userId`, with its metadata, or `null` when no key of the ring opens it. */
+  private async userRecords(userId: string): Promise<{ record: SessionRecord; meta: SessionMeta | null }[]> {
     if (!this.life.store.indexed) throw new ConfigError('store', 'this store cannot list sessions by user')
-    const out: UserRecord[] = []
+    const out: { record: SessionRecord; meta: SessionMeta | null }[] = []
     for (const record of await this.life.store.listByUser(userId)) {
-      if (record.userId !== userId) continue
-      const opened = this.life.payloads.open(record, null)
-      if (opened) out.push({ record, meta: opened.meta })
+      if (record.userId !== userId || isEnded(record)) continue
+      out.push({ record, meta: this.life.payloads.open(record, null)?.meta ?? null })
     }
     return out
   }

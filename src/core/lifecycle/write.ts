@@ -10,6 +10,7 @@
  * the payload) at most once per touch interval.
  */
 import { ensureSecret } from '../csrf-secret.js'
+import { SessionError } from '../errors.js'
 import { keepRecent, type PayloadCodec } from '../payload.js'
 import type { SessionState } from '../session.js'
 import { applyChange } from '../session.js'
@@ -49,9 +50,21 @@ export class Writer {
     return this.life.queue
   }
 
-  /** Seals the state's data and metadata for the record under `key`. */
+  /**
+   * Seals the state's data and metadata for the record under `key`. A payload past `maxPayloadBytes` is
+   * the application's own error, thrown before anything is written: never a store outage, and the
+   * stored session stays as it was.
+   */
   seal(state: SessionState, key: string): string {
-    return this.life.payloads.seal(state.id, state.data, state.meta, key)
+    const payload = this.life.payloads.seal(state.id, state.data, state.meta, key)
+    const limit = this.life.options.maxPayloadBytes
+    if (payload.length > limit) {
+      throw new SessionError(
+        'ERR_LATCHKEY_SESSION_TOO_LARGE',
+        `the session is too large to store: ${payload.length} bytes sealed, more than maxPayloadBytes (${limit}); keep large data elsewhere and a reference to it in the session`,
+      )
+    }
+    return payload
   }
 
   /** The next version of `record` holding the state's data, seen now. */
