@@ -303,9 +303,10 @@ export class SessionManager<T extends SessionData = SessionData> {
     if (record === null) {
       if (state.data.size === 0 && state.userId === null)
         return state.cookie === 'clear' ? this.cleared : NOTHING
-      if (!this.rotation.insertSync(state, now)) return null
-      settle(state, state.record as unknown as SessionRecord)
-      this.life.emit('created', (state.record as unknown as SessionRecord).key, state.userId)
+      const created = this.rotation.insertSync(state, now)
+      if (created === null) return null
+      settle(state, created)
+      this.life.emit('created', created.key, state.userId)
       return this.issued(state, now)
     }
     if (state.rotation !== 'none') return null

@@ -51,14 +51,9 @@ export class Deadline {
     this.endsAt = performance.now() + budgetMs
   }
 
-  /** True once the budget is spent. */
-  get passed(): boolean {
-    return performance.now() > this.endsAt
-  }
-
   /** Before retry `attempt`: `ConflictError` past the deadline, else the jittered back-off. */
   async pause(attempt: number): Promise<void> {
-    if (this.passed) throw new ConflictError()
+    if (performance.now() > this.endsAt) throw new ConflictError()
     if (attempt > 1) await backOff(attempt)
   }
 }

@@ -134,13 +134,11 @@ export class Rotation {
     )
   }
 
-  /** {@link insert} of a new session on a synchronous store, one attempt; `false` when the store refused it. */
-  insertSync(state: SessionState, now: number): boolean {
+  /** {@link insert} of a new session on a synchronous store, one attempt; `null` when the store refused it. */
+  insertSync(state: SessionState, now: number): SessionRecord | null {
     this.prepareMeta(state, now)
     const created = this.newRecord(state, now, null)
-    if (!this.life.store.sync?.createSync(created)) return false
-    state.record = created
-    return true
+    return this.life.store.sync?.createSync(created) ? created : null
   }
 
   private prepareMeta(state: SessionState, now: number): void {

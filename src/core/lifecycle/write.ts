@@ -17,7 +17,7 @@ import { applyChange } from '../session.js'
 import type { SessionRecord } from '../store.js'
 import type { Lifecycle } from './context.js'
 import { MAX_HOPS } from './ending.js'
-import { backOff, Deadline, type KeyedQueue } from './queue.js'
+import { backOff, Deadline } from './queue.js'
 import type { Reader } from './read.js'
 import { isEnded, kindOf, successorOf } from './record-state.js'
 
@@ -44,11 +44,6 @@ export class Writer {
     private readonly life: Lifecycle,
     private readonly reader: Reader,
   ) {}
-
-  /** The per-key queue commits run in. */
-  get queue(): KeyedQueue {
-    return this.life.queue
-  }
 
   /**
    * Seals the state's data and metadata for the record under `key`. A payload past `maxPayloadBytes` is
