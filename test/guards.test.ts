@@ -250,3 +250,57 @@ describe('a session larger than maxPayloadBytes (issue 14)', () => {
     ).toThrow(/maxPayloadBytes: must be an integer number of bytes, at least 1024/)
   })
 })
+
+describe('a failed request (the manager alone: abandon)', () => {
+  /** A signed-in session of alice, stored; resolves its ID. */
+  async function signedIn(manager: SessionManager<Data>): Promise<string> {
+    const session = await load(manager, undefined)
+    session.set('cart', 1)
+    session.login('alice')
+    const id = cookieOf(await manager.commit(session))
+    if (!id) throw new Error('not signed in')
+    return id
+  }
+
+  test('saves no data change and ends nothing when no end was asked for', async () => {
+    const { manager } = setup()
+    const id = await signedIn(manager)
+    const session = await load(manager, id)
+    session.set('cart', 2)
+    expect(manager.abandonSync(session)).toEqual({ setCookie: null, private: true })
+    expect((await load(manager, id)).get('cart')).toBe(1)
+  })
+
+  test('applies a logout: the old cookie loads nobody, the cookie is cleared with Clear-Site-Data', async () => {
+    const { manager } = setup({ clearSiteDataOnLogout: ['cookies'] })
+    const id = await signedIn(manager)
+    const session = await load(manager, id)
+    session.logout()
+    expect(manager.abandonSync(session)).toBeNull()
+    const result = await manager.abandon(session)
+    expect(result.setCookie).toMatch(/^sid=;/)
+    expect(result.clearSiteData).toBe('"cookies"')
+    const after = await load(manager, id)
+    expect(after.isNew).toBe(true)
+    expect(after.userId).toBeNull()
+  })
+
+  test('ends the ID a sign-in or regenerate was to replace, and makes neither the new session nor its data', async () => {
+    for (const change of ['login', 'regenerate'] as const) {
+      const { manager, memory } = setup()
+      const id = await signedIn(manager)
+      const session = await load(manager, id)
+      session.set('cart', 99)
+      if (change === 'login') session.login('mallory')
+      else session.regenerate()
+      const result = await manager.abandon(session)
+      expect(result.setCookie, change).toMatch(/^sid=;/)
+      expect(result.clearSiteData, change).toBeUndefined()
+      expect((await load(manager, id)).isNew, change).toBe(true)
+      for await (const record of memory.list()) {
+        expect(record.userId, change).not.toBe('mallory')
+        expect(manager.inspect(record), change).not.toBe('live')
+      }
+    }
+  })
+})

@@ -15,15 +15,7 @@ import type { CsrfOptions } from '../csrf/index.js'
 import type { Committer } from './hold.js'
 import { holdUntilCommitted } from './hold.js'
 import type { NodeRequestView } from './kernel.js'
-import {
-  asHttpError,
-  DISCARDED,
-  encrypted,
-  FrontDoor,
-  logError,
-  NodeCsrfRequest,
-  sendFailure,
-} from './kernel.js'
+import { asHttpError, encrypted, FrontDoor, logError, NodeCsrfRequest, sendFailure } from './kernel.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -79,7 +71,8 @@ const EXPRESS_VIEW: NodeRequestView<ExpressRequest> = {
  * handler runs gives `next(err)` with a 503 `StoreError`; one that fails at commit gives a 503 answered here (the handler's response is
  * dropped, nothing of it has left). A handler error reaches the app's error handler and is not seen
  * here: a response with a 5xx status saves none of the request's session changes, as `withSessions`
- * does for a handler that throws.
+ * does for a handler that throws, but a logout or the end of the ID a login or `regenerate` replaces
+ * is applied all the same (ends fail closed).
  */
 export function sessions<T extends SessionData>(
   manager: SessionManager<T>,
@@ -88,7 +81,7 @@ export function sessions<T extends SessionData>(
   const door = new FrontDoor(manager, options.csrf)
   const onError = options.onError ?? logError
   const committer: Committer<Session<T>> = {
-    commit: (session, res) => (res.statusCode >= 500 ? DISCARDED : door.commit(session)),
+    commit: (session, res) => (res.statusCode >= 500 ? door.abandon(session) : door.commit(session)),
     fail: (res, error) => {
       onError(error)
       sendFailure(res, error)

@@ -14,7 +14,7 @@ import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
 import { isCsrfError } from '../csrf/index.js'
 import type { HeaderAccess, NodeRequestView } from './kernel.js'
-import { applyCommit, asHttpError, DISCARDED, FrontDoor, NodeCsrfRequest } from './kernel.js'
+import { applyCommit, asHttpError, FrontDoor, NodeCsrfRequest } from './kernel.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -133,7 +133,8 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
   }
 
   // Runs for any error before the reply is sent (a handler's, a hook's, a failed commit's): the
-  // request's session changes are not saved, as `withSessions` does for a handler that throws. A
+  // request's session changes are not saved, as `withSessions` does for a handler that throws, but the
+  // ends it asked for are (a logout, the old ID of a login or regenerate: ends fail closed). A
   // failed CSRF check is not one: the handler never ran, and the error page may show a new token.
   fastify.addHook('onError', (request, _reply, error, next) => {
     const tracked = request as unknown as Tracked
@@ -152,7 +153,7 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
     tracked[PHASE] = DONE
     let outcome: CommitResult | Promise<CommitResult>
     try {
-      outcome = phase === FAILED ? DISCARDED : door.commit(session)
+      outcome = phase === FAILED ? door.abandon(session) : door.commit(session)
     } catch (error) {
       next(asHttpError(error as Error))
       return

@@ -53,6 +53,14 @@ export class FrontDoor<T extends SessionData> {
   commit(session: Session<T>): CommitResult | Promise<CommitResult> {
     return this.manager.commitSync(session) ?? this.manager.commit(session)
   }
+
+  /**
+   * The commit of a request whose handler failed: its data changes dropped, the ends it asked for
+   * applied (see `SessionManager.abandon`). The result itself when no end was due, else a promise.
+   */
+  abandon(session: Session<T>): CommitResult | Promise<CommitResult> {
+    return this.manager.abandonSync(session) ?? this.manager.abandon(session)
+  }
 }
 
 /** Where a framework built on node's request keeps what the CSRF check reads besides headers. */
@@ -116,9 +124,6 @@ export class NodeCsrfRequest<R> implements CsrfRequest {
 export function encrypted(req: IncomingMessage): boolean {
   return (req.socket as TLSSocket | null)?.encrypted === true
 }
-
-/** The commit of a request whose handler failed: nothing saved, nothing set but the private headers. */
-export const DISCARDED: CommitResult = Object.freeze({ setCookie: null, private: true })
 
 /**
  * How to read and write one kind of response's headers, given the response: one static object per
@@ -227,16 +232,18 @@ export function sendAnswer(res: ServerResponse, answer: FailureAnswer): void {
 
 /**
  * Answers a request that the adapter itself must fail (store down, conflict, handler crash): 503 for
- * an unavailable store or a lasting conflict (by error code), 500 otherwise. A response whose head has
+ * an unavailable store or a lasting conflict (by error code), 500 otherwise, with the headers of
+ * `ended` (the failed request's {@link FrontDoor.abandon}: a cleared cookie). A response whose head has
  * already gone, or that cannot be answered, is destroyed instead. Never throws.
  */
-export function sendFailure(res: ServerResponse, error: unknown): void {
+export function sendFailure(res: ServerResponse, error: unknown, ended?: CommitResult): void {
   if (res.headersSent) {
     res.destroy()
     return
   }
   try {
     for (const name of res.getHeaderNames()) res.removeHeader(name)
+    if (ended !== undefined) applyCommit(NODE_HEADERS, res, ended)
     sendAnswer(res, isUnavailableError(error) ? UNAVAILABLE : INTERNAL)
   } catch {
     res.destroy()
@@ -309,7 +316,8 @@ export interface ChainBinding<T extends SessionData, C> {
 /**
  * One request through a middleware that runs the rest of its chain inside itself: load, the CSRF
  * check, `next()`, commit, the commit's headers. latchkey's errors are thrown as {@link asHttpError}
- * makes them; a chain that failed commits nothing and gets only the private headers ({@link DISCARDED}).
+ * makes them; a chain that failed saves none of its data changes, but the ends it asked for are
+ * applied ({@link FrontDoor.abandon}).
  * With a store that answers synchronously, nothing is awaited but `next()`.
  */
 export async function aroundChain<T extends SessionData, C>(
@@ -339,11 +347,12 @@ export async function aroundChain<T extends SessionData, C>(
   try {
     await next()
   } catch (error) {
-    binding.apply(ctx, DISCARDED)
-    throw error
+    const ended = await abandoned(door, session)
+    binding.apply(ctx, ended)
+    throw carryCookies(error, ended)
   }
   if (binding.failed?.(ctx)) {
-    binding.apply(ctx, DISCARDED)
+    binding.apply(ctx, await abandoned(door, session))
     return
   }
   let result: CommitResult
@@ -354,4 +363,36 @@ export async function aroundChain<T extends SessionData, C>(
     throw asHttpError(error)
   }
   binding.apply(ctx, result)
+}
+
+/** {@link FrontDoor.abandon}, awaited; a store failure is thrown as {@link asHttpError} makes it (503). */
+async function abandoned<T extends SessionData>(
+  door: FrontDoor<T>,
+  session: Session<T>,
+): Promise<CommitResult> {
+  try {
+    const ended = door.abandon(session)
+    return ended instanceof Promise ? await ended : ended
+  } catch (error) {
+    throw asHttpError(error)
+  }
+}
+
+/**
+ * Puts the cookie a failed request's end cleared on its error's `headers` (http-errors' convention),
+ * for error handlers that start the response afresh: Koa's removes every header set before, then sets
+ * the error's own. The error is returned as it is when it cannot carry them.
+ */
+function carryCookies<E>(error: E, ended: CommitResult): E {
+  if (ended.setCookie === null || typeof error !== 'object' || error === null) return error
+  try {
+    const own = (error as { headers?: unknown }).headers
+    const headers: Record<string, unknown> = typeof own === 'object' && own !== null ? { ...own } : {}
+    headers['Set-Cookie'] = ended.setCookie
+    if (ended.clearSiteData !== undefined) headers['Clear-Site-Data'] = ended.clearSiteData
+    ;(error as { headers?: unknown }).headers = headers
+  } catch {
+    // A frozen error keeps its headers; the response set them already for handlers that keep them.
+  }
+  return error
 }

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { CsrfError } from '../core/errors.js'
-import type { SessionManager } from '../core/manager.js'
+import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
 import { DEFAULT_MAX_BODY_BYTES, isCsrfError, isPlainlySafe } from '../csrf/index.js'
@@ -85,7 +85,8 @@ function sendCsrfFailure(error: CsrfError, _req: IncomingMessage, res: ServerRes
 /**
  * Wraps a node:http handler with sessions: `http.createServer(withSessions(manager, handler))`.
  * A failing store answers 503 (the handler never runs with a missing session); a handler that throws
- * before responding answers 500 and its session changes are not saved. A handler that throws after
+ * before responding answers 500 and its session changes are not saved (but a logout, or the end of the ID
+ * a login or `regenerate` replaces, is applied: ends fail closed). A handler that throws after
  * its response started gets the commit and its output finished, then an unfinished response is
  * aborted (socket destroyed); one it had already ended is left alone. `onError` hears of it once.
  *
@@ -125,12 +126,26 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
       },
     )
   }
-  const failed = async (res: ServerResponse, held: HeldResponse, error: unknown): Promise<void> => {
+  const failed = async (
+    res: ServerResponse,
+    held: HeldResponse,
+    session: Session<T>,
+    error: unknown,
+  ): Promise<void> => {
     onError(error)
     if (held.phase === 'waiting') {
-      // Nothing has left yet: drop the request's session changes and answer 500.
+      // Nothing has left yet: drop the request's data changes, apply the ends it asked for, answer 500.
       held.phase = 'open'
-      sendFailure(res, error)
+      let ended: CommitResult
+      try {
+        const outcome = door.abandon(session)
+        ended = outcome instanceof Promise ? await outcome : outcome
+      } catch (storeError) {
+        onError(storeError)
+        sendFailure(res, storeError)
+        return
+      }
+      sendFailure(res, error, ended)
       return
     }
     // The response started: let the commit and the held output finish, then end what is left open.
@@ -143,10 +158,10 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
     try {
       outcome = run(req, res, session)
     } catch (error) {
-      return failed(res, held, error)
+      return failed(res, held, session, error)
     }
     if (!isThenable(outcome)) return DONE
-    return Promise.resolve(outcome).then(noop, (error: unknown) => failed(res, held, error))
+    return Promise.resolve(outcome).then(noop, (error: unknown) => failed(res, held, session, error))
   }
   return (req, res) => {
     let loaded: Session<T> | Promise<Session<T>>

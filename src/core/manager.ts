@@ -168,16 +168,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     const destroyed = state.destroyed
     if (destroyed !== null) {
       state.destroyed = null
-      const { record, lineage } = destroyed
-      const userId = record.userId
-      const ended = await this.life.queue.run(record.key, () =>
-        this.ending.end(record, {
-          follow: true,
-          live: true,
-          lineage: userId === null ? undefined : { userId, lid: lineage },
-        }),
-      )
-      if (ended) this.life.emit('destroyed', record.key, userId)
+      await this.endLoaded(destroyed.record, destroyed.lineage)
     }
     if (state.record === null) {
       const result = await this.commitNew(state, now)
@@ -194,6 +185,36 @@ export class SessionManager<T extends SessionData = SessionData> {
       this.quiet(state, now) ?? (await this.life.queue.run(key, () => this.commitStored(state, now))),
       now,
     )
+  }
+
+  /**
+   * The commit of a request whose handler failed (it threw, or answered with a 5xx status): none of
+   * its data changes are saved, but the ends it asked for are applied, because ends fail closed. A
+   * `logout`/`destroy` ends the session; a `login` or `regenerate` ends the ID it was to replace (the
+   * signed-in session or the new ID is not made: that is a change of the failed request). When an end
+   * was due the cookie is cleared (with `Clear-Site-Data` after a logout); otherwise nothing is set
+   * but the private headers. Rejects with `StoreError` when the store fails.
+   */
+  async abandon(session: Session<T>): Promise<CommitResult> {
+    const state = session[STATE]
+    const destroyed = state.destroyed
+    const replaced = state.rotation !== 'none' ? state.record : null
+    if (destroyed === null && replaced === null) return PRIVATE
+    state.destroyed = null
+    if (destroyed !== null) await this.endLoaded(destroyed.record, destroyed.lineage)
+    // A sign-in cleared the lineage it started from; a regenerate kept it.
+    if (replaced !== null) await this.endLoaded(replaced, state.rotation === 'login' ? '' : state.meta.lid)
+    const clearSiteData = this.options.clearSiteData
+    return state.loggedOut && clearSiteData !== null ? { ...this.cleared, clearSiteData } : this.cleared
+  }
+
+  /**
+   * {@link abandon}, answered synchronously when the failed request asked for no end (the common
+   * case): `null` when {@link abandon} must run instead.
+   */
+  abandonSync(session: Session<T>): CommitResult | null {
+    const state = session[STATE]
+    return state.destroyed === null && (state.rotation === 'none' || state.record === null) ? PRIVATE : null
   }
 
   /**
@@ -292,6 +313,23 @@ export class SessionManager<T extends SessionData = SessionData> {
   /** Closes the store (if it holds resources). */
   async close(): Promise<void> {
     await this.life.store.close()
+  }
+
+  /**
+   * Ends a record this request loaded as a live session (a logout, or the ID a failed rotation was to
+   * replace), following it wherever it moved; `lineage` (`''` when unknown) lets a signed-in session's
+   * other records be found through the user index when the trail runs out.
+   */
+  private async endLoaded(record: SessionRecord, lineage: string): Promise<void> {
+    const userId = record.userId
+    const ended = await this.life.queue.run(record.key, () =>
+      this.ending.end(record, {
+        follow: true,
+        live: true,
+        lineage: userId === null || lineage === '' ? undefined : { userId, lid: lineage },
+      }),
+    )
+    if (ended) this.life.emit('destroyed', record.key, userId)
   }
 
   /** {@link commitSync} without the CSRF pre-session cookie. */

@@ -351,6 +351,20 @@ async function route(request: ConformanceRequest): Promise<ConformanceReply> {
     case '/throw':
       session.set('lost', true)
       return { kind: 'throw', error: new RouteFailure('handler failed') }
+    case '/logout-throw':
+      session.logout()
+      return { kind: 'throw', error: new RouteFailure('failed after logout') }
+    case '/logout-500':
+      session.logout()
+      return json(500, { error: 'failed after logout' })
+    case '/login-throw':
+      session.set('lost', true)
+      session.login(q.get('user') ?? 'mallory')
+      return { kind: 'throw', error: new RouteFailure('failed after login') }
+    case '/regenerate-throw':
+      session.set('lost', true)
+      session.regenerate()
+      return { kind: 'throw', error: new RouteFailure('failed after regenerate') }
     case '/form':
       // A page with a form: a freshly masked token on every render.
       return json(200, { token: session.csrfToken() })
@@ -884,6 +898,31 @@ export const adapterScenarios: Record<string, AdapterScenario> = {
       assert.equal(client.id, id)
       assert.equal((await client.state('lost')).value, null, 'the change was not saved')
     })
+  },
+
+  async 'a handler that fails after logout, login or regenerate: the end is applied all the same'(options) {
+    // Ends fail closed: only data writes follow the "a failed request saves nothing" rule. A stolen
+    // copy of the cookie must not outlive a logout because the page after it crashed.
+    for (const asyncStore of [false, true]) {
+      await withScene(options, { asyncStore }, async (scene) => {
+        for (const path of ['/logout-throw', '/logout-500', '/login-throw', '/regenerate-throw']) {
+          const client = await scene.signedIn('alice')
+          const stolen = client.tab()
+          const response = await client.post(path)
+          assert.equal(response.status, 500, `${path}: the failure is answered`)
+          assert.equal(client.id, undefined, `${path}: the session cookie is cleared`)
+          const after = await stolen.state('lost')
+          assert.equal(after.userId, null, `${path}: the old cookie no longer signs anyone in`)
+          assert.equal(after.isNew, true, `${path}: the old cookie names no session`)
+          for (const error of takeErrors(scene)) assert.ok(error instanceof RouteFailure, String(error))
+        }
+        const keys = await keysIn(scene.memory)
+        for (const key of keys) {
+          const record = await scene.memory.get(key)
+          assert.notEqual(record?.userId, 'mallory', 'the failed sign-in was not made')
+        }
+      })
+    }
   },
 
   async 'a handler that fails mid-stream: the session is committed, the response aborted'(options) {
