@@ -261,7 +261,7 @@ function backendSuite(backend: Backend): void {
     const text = await cli(['count'])
     expect(text.code).toBe(0)
     expect(text.stdout).toBe('6\n')
-    expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 6 })
+    expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 6, unopenable: 0 })
   })
 
   test('list --user: handles, user, created, last seen, device; never IDs or store keys', async () => {
@@ -330,7 +330,8 @@ function backendSuite(backend: Backend): void {
     expect(result.code).toBe(0)
     expect(jsonOf(result)).toEqual({ ok: true, revoked: 1, unopenable: 0 })
     expect(await isLive(manager, ids.bob!)).toBe(false)
-    expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 4 })
+    expect(jsonOf(await cli(['count', '--json'], null))).toEqual({ ok: true, count: 4 })
+    expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 4, unopenable: 0 })
   })
 
   test('sessions sealed with a key not given: list reports them (exit 5), revoke --user ends them and says so', async () => {
@@ -346,12 +347,22 @@ function backendSuite(backend: Backend): void {
     const everything = await cli(['list', '--json'])
     expect(everything.code).toBe(5)
     expect(jsonOf(everything)).toMatchObject({ ok: false, partial: { unopenable: 1, anonymous: 2 } })
+    // count agrees: with keys it opens the records and reports the one it cannot; without, it only counts.
+    const counted = await cli(['count', '--json'])
+    expect(counted.code).toBe(5)
+    expect(jsonOf(counted)).toMatchObject({
+      ok: false,
+      partial: { count: 5, unopenable: 1 },
+      error: { code: 'ERR_LATCHKEY_UNOPENABLE' },
+    })
+    expect((await cli(['count'])).stdout).toBe('5\n')
+    expect((await cli(['count', '--json'], null)).code).toBe(0)
     const text = await cli(['revoke', '--user', 'dave'])
     expect(text.code).toBe(0)
     expect(text.stdout).toBe('revoked 1 sessions of dave (1 of them sealed with a key not given)\n')
     expect(await isLive(stranger, id)).toBe(false)
     expect((await cli(['list', '--user', 'dave'])).code).toBe(0)
-    expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 4 })
+    expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 4, unopenable: 0 })
   })
 
   test('prune reports what it removed', async () => {
@@ -399,7 +410,7 @@ function backendSuite(backend: Backend): void {
     const result = await cli(['revoke', '--all', '--json'], [newKey, oldKey])
     expect(result.code).toBe(0)
     expect(jsonOf(result)).toMatchObject({ ok: true, revoked: 2, anonymous: 2, users: 1 })
-    expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 0 })
+    expect(jsonOf(await cli(['count', '--json'], null))).toEqual({ ok: true, count: 0 })
     const rotated = appManager(store, [newKey])
     for (const id of Object.values(ids)) expect(await isLive(rotated, id)).toBe(false)
   })

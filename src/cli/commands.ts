@@ -64,14 +64,49 @@ export async function migrate(options: StoreCommandOptions, out: Output): Promis
   })
 }
 
-/** `latchkey count` */
+/**
+ * `latchkey count`. Counting needs no keys; given keys (`LATCHKEY_KEYS` or `--keys-file`), it also
+ * opens every live record and reports those no key opens, ending with exit code 5 when it finds any,
+ * as `list` and `rekey` do: a record sealed with a key not given is never passed off as fine.
+ */
 export async function count(options: StoreCommandOptions, out: Output): Promise<number> {
+  const keys = hasKeys(options, out) ? readKeys(options, out) : null
   return withStore(options, true, async (store) => {
     if (!isCountableStore(store)) throw unsupported(store, 'count its sessions')
     const sessions = await store.count()
-    out.result({ count: sessions }, String(sessions))
-    return EXIT.ok
+    if (keys === null) {
+      out.result({ count: sessions }, String(sessions))
+      return EXIT.ok
+    }
+    if (!isListableStore(store)) throw unsupported(store, 'list its records to open them (count without keys)')
+    const manager = managerFor(store, keys)
+    let unopenable = 0
+    for await (const record of store.list()) if (manager.inspect(record) === 'unopenable') unopenable++
+    const found = { count: sessions, unopenable }
+    if (unopenable === 0) {
+      out.result(found, String(sessions))
+      return EXIT.ok
+    }
+    if (!out.json) out.io.stdout.write(`${sessions}\n`)
+    throw unopenableError(unopenable, found)
   })
+}
+
+/** Whether keys were given to a command that can do without them. */
+function hasKeys(options: StoreCommandOptions, out: Output): boolean {
+  return options.keysFile !== undefined || (out.io.env.LATCHKEY_KEYS ?? '').trim() !== ''
+}
+
+/** Exit code 5 (`ERR_LATCHKEY_UNOPENABLE`) for records no key given opens, with what was found. */
+function unopenableError(unopenable: number, found: object): CliError {
+  return Object.assign(
+    new CliError(
+      EXIT.partial,
+      'ERR_LATCHKEY_UNOPENABLE',
+      `${unopenable} records open with none of the keys given (sealed with a key not passed, or damaged): pass every key the application uses`,
+    ),
+    { partial: found },
+  )
 }
 
 /** `latchkey prune` */
@@ -202,14 +237,7 @@ function listResult(
     return EXIT.ok
   }
   if (!out.json && text !== '') out.io.stdout.write(`${out.io.redact(text)}\n`)
-  throw Object.assign(
-    new CliError(
-      EXIT.partial,
-      'ERR_LATCHKEY_UNOPENABLE',
-      `${found.unopenable} records open with none of the keys given (sealed with a key not passed, or damaged): pass every key the application uses`,
-    ),
-    { partial: found },
-  )
+  throw unopenableError(found.unopenable, found)
 }
 
 /** The part of a revoke's report about records no key given opens (ended all the same: an end needs no key). */

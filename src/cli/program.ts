@@ -129,7 +129,11 @@ old ones after it (LATCHKEY_KEYS=new,old), deploy, run \`latchkey rekey\`, then 
   storeCommand('schema', 'print the DDL that migrate runs, without connecting to the database').action(
     action<StoreCommandOptions>((options) => commands.schema(options, out)),
   )
-  storeCommand('count', 'print how many live sessions the store holds').action(
+  storeCommand(
+    'count',
+    'print how many live sessions the store holds; with keys, also how many of them no key opens',
+    { keys: true },
+  ).action(
     action<StoreCommandOptions>((options) => commands.count(options, out)),
   )
   storeCommand(
