@@ -123,3 +123,76 @@ describe('resolveOptions', () => {
     refused({ store: {} as never }, 'store')
   })
 })
+
+describe('unknown options are refused, never ignored', () => {
+  /** The message of the ConfigError `options` gets, after checking it names `option`. */
+  function messageFor(options: Record<string, unknown>, option: string): string {
+    let caught: unknown
+    try {
+      resolveOptions({ store, keys, ...options } as SessionManagerOptions, {})
+    } catch (error) {
+      caught = error
+    }
+    expect(caught, option).toBeInstanceOf(ConfigError)
+    expect((caught as ConfigError).option).toBe(option)
+    return (caught as ConfigError).message
+  }
+
+  test('a typo names the option it was probably meant to be', () => {
+    expect(messageFor({ idleTimeout: 1000 }, 'idleTimeout')).toContain('did you mean idleTimeoutMs?')
+    expect(messageFor({ absolutetimeoutms: 1000 }, 'absolutetimeoutms')).toContain(
+      'did you mean absoluteTimeoutMs?',
+    )
+    expect(messageFor({ renewalIntervallMs: 1 }, 'renewalIntervallMs')).toContain(
+      'did you mean renewalIntervalMs?',
+    )
+    expect(messageFor({ cookie: { sameSit: 'lax' } }, 'cookie.sameSit')).toContain(
+      'did you mean cookie.sameSite?',
+    )
+    expect(messageFor({ csrfCookie: { maxAge: 5 } }, 'csrfCookie.maxAge')).toContain(
+      'did you mean csrfCookie.maxAgeMs?',
+    )
+    // An option with nothing near it lists what there is.
+    expect(messageFor({ frobnicate: true }, 'frobnicate')).toContain('the options are store, keys, cookie')
+  })
+
+  test('undefined is no excuse: the name is still wrong', () => {
+    expect(messageFor({ idleTimeout: undefined }, 'idleTimeout')).toContain('idleTimeoutMs')
+  })
+
+  test("express-session's options say what latchkey does instead", () => {
+    expect(messageFor({ secret: 'keyboard cat' }, 'secret')).toContain('keys')
+    expect(messageFor({ rolling: true }, 'rolling')).toContain('idleTimeoutMs')
+    expect(messageFor({ saveUninitialized: false }, 'saveUninitialized')).toContain(
+      'stores a new session only',
+    )
+    expect(messageFor({ resave: false }, 'resave')).toContain('compare-and-set')
+    expect(messageFor({ genid: () => 'x' }, 'genid')).toContain('cannot be chosen')
+    expect(messageFor({ cookie: { maxAge: 60_000 } }, 'cookie.maxAge')).toContain('cookie.persistent')
+    expect(messageFor({ cookie: { httpOnly: false } }, 'cookie.httpOnly')).toContain('always HttpOnly')
+  })
+
+  test('every known option is accepted', () => {
+    expect(() =>
+      resolveOptions(
+        {
+          store,
+          keys,
+          cookie: { name: 'sid', secure: false, sameSite: 'lax', path: '/', persistent: false },
+          idleTimeoutMs: 60_000,
+          absoluteTimeoutMs: 120_000,
+          renewalIntervalMs: 30_000,
+          renewalGraceMs: 1_000,
+          touchIntervalMs: 1_000,
+          commitTimeoutMs: 5_000,
+          maxPayloadBytes: 4_096,
+          clock: { now: () => 0 },
+          onEvent: () => {},
+          clearSiteDataOnLogout: ['cookies'],
+          csrfCookie: { name: 'csrf', maxAgeMs: 60_000 },
+        },
+        {},
+      ),
+    ).not.toThrow()
+  })
+})

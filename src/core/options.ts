@@ -4,6 +4,7 @@ import type { SessionCookieSettings } from './cookie.js'
 import { decodeKey, MIN_KEY_BYTES } from './crypto.js'
 import { ConfigError } from './errors.js'
 import type { SessionEvent } from './events.js'
+import { type OptionHints, refuseUnknownOptions } from './known-options.js'
 import type { SessionStore } from './store.js'
 
 /** Cookie settings. Every field is optional; the defaults are the hardened ones. */
@@ -138,6 +139,65 @@ export interface ResolvedOptions {
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const ATTRIBUTE_VALUE = /^[\u0021-\u003a\u003c\u003e-\u007e]+$/
 
+/** Every option of `createSessionManager`, for {@link refuseUnknownOptions}. */
+const MANAGER_OPTIONS: readonly (keyof SessionManagerOptions)[] = [
+  'store',
+  'keys',
+  'cookie',
+  'idleTimeoutMs',
+  'absoluteTimeoutMs',
+  'renewalIntervalMs',
+  'renewalGraceMs',
+  'touchIntervalMs',
+  'commitTimeoutMs',
+  'maxPayloadBytes',
+  'clock',
+  'onEvent',
+  'clearSiteDataOnLogout',
+  'csrfCookie',
+]
+
+const COOKIE_OPTIONS: readonly (keyof CookieOptions)[] = [
+  'name',
+  'secure',
+  'sameSite',
+  'domain',
+  'path',
+  'persistent',
+]
+const CSRF_COOKIE_OPTIONS: readonly (keyof CsrfCookieOptions)[] = ['name', 'maxAgeMs']
+
+/** What latchkey does instead of express-session's (and its peers') options. */
+const MANAGER_HINTS: OptionHints = {
+  secret:
+    'latchkey seals each session with `keys` (make one with `npx latchkey keygen`); the cookie holds a random ID and needs no signing secret',
+  name: 'the cookie is named by cookie.name',
+  rolling:
+    'idle expiry always rolls with activity (see idleTimeoutMs); the cookie is re-sent when the ID renews',
+  resave: 'latchkey writes a session only when it changed, by compare-and-set, so no write is lost',
+  saveUninitialized:
+    'latchkey stores a new session only once it holds something (data, a sign-in or a CSRF secret)',
+  genid: 'session IDs are always 256 random bits from the operating system and cannot be chosen',
+  unset: 'a destroyed session is always ended in the store (session.destroy() or logout())',
+  proxy: "the adapters take the framework's trust-proxy setting; the CSRF check has csrf.trustProxy",
+  ttl: 'use idleTimeoutMs and absoluteTimeoutMs',
+  maxAge:
+    'use idleTimeoutMs and absoluteTimeoutMs (and cookie.persistent for a cookie that outlives the browser)',
+  timeout: 'use idleTimeoutMs and absoluteTimeoutMs',
+}
+
+const COOKIE_HINTS: OptionHints = {
+  maxAge:
+    'the session cookie lives as long as the session: see cookie.persistent, idleTimeoutMs and absoluteTimeoutMs',
+  expires:
+    'the session cookie lives as long as the session: see cookie.persistent, idleTimeoutMs and absoluteTimeoutMs',
+  httpOnly: 'the session cookie is always HttpOnly',
+  signed:
+    'the cookie holds a random 256-bit ID and needs no signature; the session itself is sealed with `keys`',
+  partitioned: 'not supported for the session cookie',
+  priority: 'not supported for the session cookie',
+}
+
 function duration(
   options: SessionManagerOptions,
   name: keyof SessionManagerOptions,
@@ -177,6 +237,12 @@ function resolveKeys(keys: readonly string[] | undefined, env: NodeJS.ProcessEnv
 }
 
 function resolveCookie(cookie: CookieOptions): SessionCookieSettings {
+  if (!cookie || typeof cookie !== 'object') throw new ConfigError('cookie', 'must be an object')
+  refuseUnknownOptions(cookie, COOKIE_OPTIONS, {
+    path: 'cookie',
+    owner: 'the session cookie',
+    hints: COOKIE_HINTS,
+  })
   const secure = cookie.secure ?? true
   if (typeof secure !== 'boolean') throw new ConfigError('cookie.secure', 'must be a boolean')
   const name = cookie.name ?? (secure ? DEFAULTS.cookieName : DEFAULTS.insecureCookieName)
@@ -224,6 +290,10 @@ function resolveCookie(cookie: CookieOptions): SessionCookieSettings {
 
 function resolveCsrfCookie(options: CsrfCookieOptions, session: SessionCookieSettings): CsrfCookieSettings {
   if (!options || typeof options !== 'object') throw new ConfigError('csrfCookie', 'must be an object')
+  refuseUnknownOptions(options, CSRF_COOKIE_OPTIONS, {
+    path: 'csrfCookie',
+    owner: 'the CSRF pre-session cookie',
+  })
   const secure = session.secure
   const name = options.name ?? (secure ? DEFAULTS.csrfCookieName : DEFAULTS.insecureCsrfCookieName)
   if (typeof name !== 'string' || !COOKIE_NAME.test(name)) {
@@ -252,6 +322,7 @@ export function resolveOptions(
   env: NodeJS.ProcessEnv = process.env,
 ): ResolvedOptions {
   if (!options || typeof options !== 'object') throw new ConfigError('options', 'must be an object')
+  refuseUnknownOptions(options, MANAGER_OPTIONS, { owner: 'createSessionManager', hints: MANAGER_HINTS })
   const store = options.store
   const methods = ['get', 'create', 'update', 'touch', 'destroy'] as const
   if (!store || methods.some((method) => typeof store[method] !== 'function')) {
