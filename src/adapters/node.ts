@@ -32,6 +32,16 @@ export type { FormKind } from '../csrf/index.js'
  * (1 MiB, `csrf.maxBodyBytes` and `readBody`'s `maxBytes`), a content type's form kind, a form's fields.
  */
 export { DEFAULT_MAX_BODY_BYTES, formKind, parseFormFields } from '../csrf/index.js'
+/** Sessions and the origin check on WebSocket (and other) upgrades, which no middleware sees. */
+export type {
+  ResolvedUpgradeGuardOptions,
+  UpgradeCheck,
+  UpgradeGuard,
+  UpgradeGuardOptions,
+  UpgradeRefusal,
+  UpgradeRefusalReason,
+} from './upgrade.js'
+export { createUpgradeGuard, refuseUpgrade } from './upgrade.js'
 
 /** A node:http handler that also receives the session. */
 export type SessionHandler<T extends SessionData, Req extends IncomingMessage = IncomingMessage> = (

@@ -18,7 +18,7 @@
 import { ConfigError, CsrfError } from '../core/errors.js'
 import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
-import { lastForwarded, normalizeOrigin, originOf, refererOrigin } from './origin.js'
+import { lastForwarded, normalizeOrigin, ownOrigin, refererOrigin } from './origin.js'
 
 export type { FormKind } from './form.js'
 export { formKind, parseFormFields } from './form.js'
@@ -221,25 +221,6 @@ export function resolveCsrfOptions(options: CsrfOptions = {}): ResolvedCsrfOptio
     )
   }
   return Object.freeze({ origin, trustedOrigins, trustProxy, exempt: predicate, maxBodyBytes })
-}
-
-/**
- * The app's own origin for `request`: the configured one; else, behind a trusted proxy, the one its
- * forwarding headers name; else the `Host` header with the scheme of the connection. Taking `Host` is
- * safe for this check: a browser always sends the host it is talking to, so a forged page cannot make
- * it claim the app's host while sending its own origin, and a request that names another host in both
- * `Host` and `Origin` (DNS rebinding) carries none of the app's cookies. `null` when `Host` is unusable.
- */
-function ownOrigin(options: ResolvedCsrfOptions, request: CsrfRequest): string | null {
-  if (options.origin !== null) return options.origin
-  let secure = request.secure
-  let host = request.host
-  if (options.trustProxy) {
-    const proto = lastForwarded(request.header('x-forwarded-proto'))?.toLowerCase()
-    if (proto === 'https' || proto === 'http') secure = proto === 'https'
-    host = lastForwarded(request.header('x-forwarded-host')) ?? host
-  }
-  return originOf(secure ? 'https' : 'http', host)
 }
 
 function isHttps(options: ResolvedCsrfOptions, request: CsrfRequest): boolean {

@@ -1,6 +1,6 @@
 /**
- * Origins for the CSRF check's first layer: configured origins checked and normalised once, the
- * app's own origin of a request, and the origin of a `Referer`.
+ * Origins for the CSRF check's first layer and the WebSocket upgrade guard: configured origins checked
+ * and normalised once, the app's own origin of a request, and the origin of a `Referer`.
  */
 import { ConfigError } from '../core/errors.js'
 
@@ -93,4 +93,41 @@ export function lastForwarded(value: string | undefined): string | undefined {
   if (value === undefined) return undefined
   const last = value.slice(value.lastIndexOf(',') + 1).trim()
   return last === '' ? undefined : last
+}
+
+/** Where the app's own origin is decided: {@link ownOrigin}'s options (the CSRF check's, the upgrade guard's). */
+export interface OwnOriginOptions {
+  /** The configured origin, normalised, or `null` to take it from each request. */
+  readonly origin: string | null
+  /** One reverse proxy in front sets `X-Forwarded-Proto` and `X-Forwarded-Host`. */
+  readonly trustProxy: boolean
+}
+
+/** What {@link ownOrigin} reads off a request. */
+export interface OriginFacts {
+  /** The request arrived over TLS (or a proxy the framework trusts says so). */
+  readonly secure: boolean
+  /** The `Host` header (for HTTP/2, `:authority`). */
+  readonly host: string | undefined
+  /** A request header by its lower-case name. */
+  header(name: string): string | undefined
+}
+
+/**
+ * The app's own origin for `request`: the configured one; else, behind a trusted proxy, the one its
+ * forwarding headers name; else the `Host` header with the scheme of the connection. Taking `Host` is
+ * safe for this check: a browser always sends the host it is talking to, so a forged page cannot make
+ * it claim the app's host while sending its own origin, and a request that names another host in both
+ * `Host` and `Origin` (DNS rebinding) carries none of the app's cookies. `null` when `Host` is unusable.
+ */
+export function ownOrigin(options: OwnOriginOptions, request: OriginFacts): string | null {
+  if (options.origin !== null) return options.origin
+  let secure = request.secure
+  let host = request.host
+  if (options.trustProxy) {
+    const proto = lastForwarded(request.header('x-forwarded-proto'))?.toLowerCase()
+    if (proto === 'https' || proto === 'http') secure = proto === 'https'
+    host = lastForwarded(request.header('x-forwarded-host')) ?? host
+  }
+  return originOf(secure ? 'https' : 'http', host)
 }
