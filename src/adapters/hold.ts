@@ -113,7 +113,9 @@ function replayHeld(state: HoldState, result: CommitResult): void {
     if (head) replayWriteHead(state, head[1], result)
     else applyCommit(NODE_HEADERS, state.res, result)
     for (const [index, args] of held) {
-      if (index !== 0 && callOriginal(state, index, args) === false && index === 1) nodeOwesDrain = true
+      if (index === 0) continue
+      const answer = callOriginal(state, index, args)
+      if (index === 1 && answer === false) nodeOwesDrain = true
     }
   } catch (error) {
     // Nobody is left to throw to: the handler's call returned long ago.
