@@ -62,6 +62,34 @@ function isMultipart(type: string | undefined): boolean {
   return type?.toLowerCase().startsWith('multipart/') ?? false
 }
 
+/**
+ * Writes a streamed reply into node's response as a pipe does: when `write()` says the buffer is
+ * full, waits for 'drain', and stops if the response closes instead.
+ */
+async function writeStreamed(res: ServerResponse, body: AsyncIterable<string>): Promise<void> {
+  for await (const chunk of body) {
+    if (!res.write(chunk) && !(await drained(res))) return
+  }
+  res.end()
+}
+
+/** True on the response's next 'drain', false on its 'close' (or at once when it is closed already). */
+function drained(res: ServerResponse): Promise<boolean> {
+  if (res.destroyed) return Promise.resolve(false)
+  return new Promise((resolve) => {
+    const onDrain = () => {
+      res.off('close', onClose)
+      resolve(true)
+    }
+    const onClose = () => {
+      res.off('drain', onDrain)
+      resolve(false)
+    }
+    res.once('drain', onDrain)
+    res.once('close', onClose)
+  })
+}
+
 const node: AdapterConformanceOptions = {
   name: 'node:http',
   serve: (app) => {
@@ -82,14 +110,14 @@ const node: AdapterConformanceOptions = {
           form: async () => ({
             ...(await parseFormFields(await readBody(req), req.headers['content-type'])),
           }),
+          nodeResponse: res,
         })
         if (reply.kind === 'throw') throw reply.error
         if (reply.kind === 'redirect') {
           res.writeHead(303, { Location: reply.location }).end()
         } else if (reply.kind === 'stream') {
           res.writeHead(200, { 'Content-Type': 'text/plain' })
-          for await (const chunk of reply.body()) res.write(chunk)
-          res.end()
+          await writeStreamed(res, reply.body())
         } else {
           send(req, res, reply)
         }
@@ -128,13 +156,13 @@ function expressDoor(name: string, createApp: typeof express): AdapterConformanc
             isMultipart(req.headers['content-type'])
               ? streamedForm(req, req.headers['content-type'])
               : ((req.body as Record<string, string> | undefined) ?? {}),
+          nodeResponse: res,
         })
         if (reply.kind === 'throw') throw reply.error
         if (reply.kind === 'redirect') return res.redirect(303, reply.location)
         if (reply.kind === 'stream') {
           res.type('text/plain')
-          for await (const chunk of reply.body()) res.write(chunk)
-          return res.end()
+          return writeStreamed(res, reply.body())
         }
         send(res, reply)
       }
@@ -191,6 +219,7 @@ const fastifyDoor: AdapterConformanceOptions = {
           isMultipart(type)
             ? streamedForm(request.raw, type)
             : ((request.body as Record<string, string> | undefined) ?? {}),
+        nodeResponse: reply.raw,
       })
       if (result.kind === 'throw') throw result.error
       if (result.kind === 'redirect') return reply.redirect(result.location, 303)
@@ -226,6 +255,7 @@ const honoDoor: AdapterConformanceOptions = {
         url: url.pathname + url.search,
         session: c.get('session'),
         form: async () => (await c.req.parseBody()) as Record<string, string>,
+        nodeResponse: (c.env as { outgoing: ServerResponse }).outgoing,
       })
       if (reply.kind === 'throw') throw reply.error
       if (reply.kind === 'redirect') return c.redirect(reply.location, 303)
@@ -287,6 +317,7 @@ const koaDoor: AdapterConformanceOptions = {
             isMultipart(type)
               ? streamedForm(ctx.req, type)
               : ((ctx.request.body as Record<string, string> | undefined) ?? {}),
+          nodeResponse: ctx.res,
         })
         if (reply.kind === 'throw') throw reply.error
         if (reply.kind === 'redirect') {

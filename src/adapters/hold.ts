@@ -2,7 +2,9 @@
  * Holding a node response (node:http, Express) until the session is committed: the first
  * `writeHead`/`write`/`end`/`flushHeaders` is held, the commit runs, its headers join the response's,
  * and the held calls are replayed in order. Only for front doors whose framework has no hook before
- * the response leaves; the backpressure of a held `write` is kept (it reports a full buffer).
+ * the response leaves. A held `write` keeps node's backpressure: past the response's high-water mark it
+ * returns false, and the response emits 'drain' once the hold opens and the held data has gone, so a
+ * stream piped into a response whose commit is slow waits instead of piling up in memory.
  */
 import type { OutgoingHttpHeaders } from 'node:http'
 import { OutgoingMessage, ServerResponse } from 'node:http'
@@ -45,6 +47,10 @@ interface HoldState extends HeldResponse {
   readonly originals: readonly OutputMethod[]
   /** Calls held while an asynchronous commit runs (none are kept while the commit is synchronous). */
   held: Held[] | null
+  /** Bytes of the held writes, against the response's high-water mark. */
+  heldBytes: number
+  /** A held write returned false: its writer waits for a 'drain'. */
+  owesDrain: boolean
 }
 
 type OutputMethod = (...args: unknown[]) => unknown
@@ -91,24 +97,61 @@ function openWith(state: HoldState, result: CommitResult, index: number, args: u
   return callOriginal(state, index, args)
 }
 
-/** Ends an asynchronous commit: replays the held output, or fails the response if replaying throws. */
+/**
+ * Ends an asynchronous commit: replays the held output, or fails the response if replaying throws.
+ * A writer told to wait gets its 'drain': from node, when a replayed write found node's buffer full
+ * (node owes it then), else from here, once the replayed data is in node's hands.
+ */
 function replayHeld(state: HoldState, result: CommitResult): void {
   const held = state.held ?? []
   state.held = null
+  let nodeOwesDrain = false
   try {
     open(state)
     // The head goes first, whenever it was called: the commit's headers are folded into it.
     const head = held.find(([index]) => index === 0)
     if (head) replayWriteHead(state, head[1], result)
     else applyCommit(NODE_HEADERS, state.res, result)
-    for (const [index, args] of held) if (index !== 0) callOriginal(state, index, args)
+    for (const [index, args] of held) {
+      if (index === 0) continue
+      const answer = callOriginal(state, index, args)
+      if (index === 1 && answer === false) nodeOwesDrain = true
+    }
   } catch (error) {
     // Nobody is left to throw to: the handler's call returned long ago.
     failHold(state, error)
+    return
   }
+  if (state.owesDrain && !nodeOwesDrain) process.nextTick(emitDrain, state.res)
+}
+
+/** The 'drain' a held write promised, as node emits its own: later, and not on a response that is done. */
+function emitDrain(res: ServerResponse): void {
+  if (!res.writableEnded && !res.destroyed) res.emit('drain')
+}
+
+/**
+ * Holds a write's chunk: true while the bytes held stay under the response's high-water mark, false
+ * (wait for 'drain') from the write that reaches it, as node's own `write` answers.
+ */
+function holdWrite(state: HoldState, args: unknown[]): boolean {
+  state.heldBytes += byteLengthOf(args[0], args[1])
+  if (state.heldBytes < state.res.writableHighWaterMark) return true
+  state.owesDrain = true
+  return false
+}
+
+/** A chunk's length in bytes, in its encoding; 0 for what node's `write` will refuse when replayed. */
+function byteLengthOf(chunk: unknown, encoding: unknown): number {
+  if (typeof chunk === 'string') {
+    return Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+  }
+  return chunk instanceof Uint8Array ? chunk.byteLength : 0
 }
 
 function failHold(state: HoldState, error: unknown): void {
+  // No 'drain' for a writer told to wait: the failure answer ends the response (or destroys it), and
+  // its 'close' is what lets such a writer go, as for any response that ends under it.
   // Open while the failure answer goes out through the interceptors, then closed to the handler:
   // its output after that (an end() after the writeHead whose commit failed) must not reach node,
   // which would throw write-after-end with nobody to catch it.
@@ -131,7 +174,7 @@ function intercept(state: HoldState, index: number, args: unknown[]): unknown {
     case 'committing':
       if (state.held === null) state.held = []
       state.held.push([index, args])
-      return index === 1 ? true : res
+      return index === 1 ? holdWrite(state, args) : res
   }
   state.phase = 'committing'
   let outcome: CommitResult | Promise<CommitResult>
@@ -148,7 +191,7 @@ function intercept(state: HoldState, index: number, args: unknown[]): unknown {
     (result) => replayHeld(state, result),
     (error: unknown) => failHold(state, error),
   )
-  return index === 1 ? true : res
+  return index === 1 ? holdWrite(state, args) : res
 }
 
 /**
@@ -312,6 +355,8 @@ export function holdUntilCommitted<S>(
     committer: committer as Committer<unknown>,
     originals: shared ?? originalsOf(target),
     held: null,
+    heldBytes: 0,
+    owesDrain: false,
     phase: 'waiting',
     settled: undefined,
   }

@@ -14,6 +14,9 @@
  * them through whatever `describe`/`test` pair it is handed.
  */
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { request as httpRequest } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseSetCookie, type SetCookie } from 'cookie'
 import { ManualClock } from '../core/clock.js'
@@ -40,6 +43,11 @@ export interface ConformanceRequest {
   readonly session: Session<ConformanceData>
   /** The form fields of the body as the app's body parser read them; `{}` when there are none. */
   form(): Promise<Record<string, unknown>> | Record<string, unknown>
+  /**
+   * node's response, where the framework lets the front door reach it (`res`, `reply.raw`, `ctx.res`,
+   * Hono's `c.env.outgoing`): the backpressure scenarios listen to its 'drain' and 'close'.
+   */
+  readonly nodeResponse?: ServerResponse
 }
 
 /** What the app sends; the front door sends it in its framework's own way. */
@@ -348,6 +356,8 @@ async function route(request: ConformanceRequest): Promise<ConformanceReply> {
     case '/stream-fail':
       session.set('streamed', true)
       return { kind: 'stream', body: () => chunks(['partial'], new RouteFailure('failed mid-stream')) }
+    case '/large':
+      return largeReply(request, q.get('body'))
     case '/throw':
       session.set('lost', true)
       return { kind: 'throw', error: new RouteFailure('handler failed') }
@@ -1206,6 +1216,54 @@ export const adapterScenarios: Record<string, AdapterScenario> = {
       for (const error of takeErrors(scene)) assert.ok(isCsrfError(error), String(error))
     })
   },
+
+  // -------------------------------------------------------------------------------------------
+  // Backpressure of a held response (issue 14): kept together here, after the other scenarios.
+
+  async 'a large stream waits while the commit is held, then reaches a slow client whole'(options) {
+    // While the commit is held, the writer must stop at a full buffer; once it is committed, it must go
+    // on (its 'drain' came) until a client that reads nothing holds it back; then the client reads,
+    // and every byte arrives in order.
+    await withScene(options, { asyncStore: true }, async (scene) => {
+      const body = largeBody()
+      const commit = scene.control.hold('create')
+      const answer = pausedGet(`${scene.origin}/large?body=${body.id}`)
+      await commit.reached
+      const held = await settled(() => body.produced)
+      assert.ok(
+        held <= HELD_BOUND,
+        `${held} bytes produced while the commit was held: a held write must say when the buffer is full`,
+      )
+      commit.release()
+      const response = await answer
+      assert.equal(response.statusCode, 200)
+      assert.equal(response.headers['set-cookie']?.length, 1, 'the commit’s cookie on the streamed response')
+      // The client still reads nothing: once the hold opens, the writer goes on until the socket is full.
+      const opened = await settled(() => body.produced)
+      assert.ok(opened > held, "the writer went on once the hold opened (its 'drain' came)")
+      assert.ok(opened < LARGE_BODY_BYTES, 'a client that reads nothing holds the writer back')
+      const received = await digestOf(response)
+      assert.equal(received.bytes, LARGE_BODY_BYTES, 'every byte arrived')
+      assert.equal(received.sha256, body.sha256(), 'in order, intact')
+      if (body.nodeResponse) assert.ok(body.drains > 0, "node's response emitted 'drain'")
+    })
+  },
+
+  async 'a large stream whose commit fails: 503, and the writer is let go'(options) {
+    await withScene(options, { asyncStore: true }, async (scene) => {
+      const body = largeBody()
+      scene.control.writesDown = true
+      const response = await pausedGet(`${scene.origin}/large?body=${body.id}`)
+      assert.equal(response.statusCode, 503)
+      assert.doesNotMatch((await digestOf(response)).text, /0{8}/, 'nothing of the stream left')
+      await settled(() => body.produced)
+      assert.ok(body.produced <= HELD_BOUND, `${body.produced} bytes produced for a response that failed`)
+      // A writer told to wait for 'drain' is let go by the response's 'close'.
+      if (body.nodeResponse) assert.ok(body.closed, "node's response closed")
+      const reported = takeErrors(scene)
+      assert.ok(reported.length > 0 && reported.every((error) => codeOf(error) === STORE_ERROR))
+    })
+  },
 }
 
 /**
@@ -1222,4 +1280,116 @@ export function defineAdapterConformance(
       runner.test(name, () => scenario(options))
     }
   })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backpressure of a held response (issue 14): the large body, its client, and what they measure.
+
+/** The large body's size: far more than every buffer on the way (socket buffers included) holds. */
+const LARGE_BODY_BYTES = 64 * 1024 * 1024
+/** Its chunks: 16 KiB of ASCII (node's high-water mark on Node 20). */
+const LARGE_CHUNK = 16 * 1024
+/**
+ * What the app may produce while its response is held: node's high-water mark (16 KiB on Node 20,
+ * 64 KiB from Node 22) plus the chunk that crossed it fit in it several times over,
+ * and a framework that commits before it reads the body (Fastify, Koa, Hono) has read a chunk at
+ * most; a hold that keeps taking writes takes the whole 64 MiB. No socket buffer counts here: nothing
+ * is sent while the commit is held.
+ */
+const HELD_BOUND = 1024 * 1024
+const LARGE_FILLER = '0123456789abcdef'.repeat(LARGE_CHUNK / 16)
+
+/** A large streamed body that counts and hashes what its reader pulled, and hears node's response. */
+class LargeBody {
+  readonly id = generateId()
+  produced = 0
+  drains = 0
+  closed = false
+  nodeResponse: ServerResponse | undefined
+  readonly #hash = createHash('sha256')
+
+  /** Chunk by chunk, each one numbered (so a chunk lost, repeated or out of order changes the hash). */
+  async *chunks(): AsyncIterable<string> {
+    for (let index = 0; this.produced < LARGE_BODY_BYTES; index++) {
+      const chunk = String(index).padStart(8, '0') + LARGE_FILLER.slice(8)
+      this.produced += chunk.length
+      this.#hash.update(chunk)
+      yield chunk
+    }
+  }
+
+  /** The SHA-256 of what was produced, hex. */
+  sha256(): string {
+    return this.#hash.copy().digest('hex')
+  }
+}
+
+/** Large bodies by id, while their scenario runs: `/large?body=id` streams one. */
+const LARGE_BODIES = new Map<string, LargeBody>()
+
+function largeBody(): LargeBody {
+  const body = new LargeBody()
+  LARGE_BODIES.set(body.id, body)
+  return body
+}
+
+/** `/large`: the session changes (so there is a commit to wait for), then the body is streamed. */
+function largeReply(request: ConformanceRequest, id: string | null): ConformanceReply {
+  const body = LARGE_BODIES.get(id ?? '')
+  if (body === undefined) return json(404, { error: 'no such large body' })
+  LARGE_BODIES.delete(body.id)
+  request.session.set('large', true)
+  const res = request.nodeResponse
+  if (res) {
+    body.nodeResponse = res
+    res.on('drain', () => {
+      body.drains++
+    })
+    res.once('close', () => {
+      body.closed = true
+    })
+  }
+  return { kind: 'stream', body: () => body.chunks() }
+}
+
+/**
+ * Waits until `read()` gives one value over many turns of the event loop in a row, and returns it:
+ * a writer still going moves it on every turn (the body is produced without waiting on anything), one
+ * held back by the client or the hold does not.
+ */
+async function settled(read: () => number): Promise<number> {
+  let value = read()
+  for (let still = 0; still < 20; ) {
+    await new Promise((resolve) => setImmediate(resolve))
+    const now = read()
+    still = now === value ? still + 1 : 0
+    value = now
+  }
+  return value
+}
+
+/** A GET whose response is not read until {@link digestOf}: a client that has stopped reading. */
+function pausedGet(url: string): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(url, { agent: false }, (response) => {
+      response.pause()
+      resolve(response)
+    })
+    request.on('error', reject)
+    request.end()
+  })
+}
+
+/** Reads a response to its end: its length, its SHA-256 (hex), and its start as text. */
+async function digestOf(response: IncomingMessage): Promise<{ bytes: number; sha256: string; text: string }> {
+  const hash = createHash('sha256')
+  let bytes = 0
+  let text = ''
+  for await (const chunk of response) {
+    const buffer = chunk as Buffer
+    bytes += buffer.length
+    hash.update(buffer)
+    if (text.length < 256) text += buffer.toString('latin1', 0, 256)
+  }
+  return { bytes, sha256: hash.digest('hex'), text }
 }
