@@ -199,7 +199,7 @@ const fastifyDoor: AdapterConformanceOptions = {
     await server.register(formbody)
     // As @fastify/multipart does: the body is left in the stream, for the handler to read.
     server.addContentTypeParser('multipart/form-data', (_request, _payload, done) => done(null))
-    await server.register(latchkey, { manager: app.manager, ...app.adapterOptions })
+    await server.register(latchkey, { manager: app.manager, csrf: app.adapterOptions.csrf })
     server.addHook('onError', (_request, _reply, error, done) => {
       app.onError(error)
       done()
@@ -240,7 +240,7 @@ const honoDoor: AdapterConformanceOptions = {
       for (const cookie of reply.cookies ?? []) c.header('Set-Cookie', cookie, { append: true })
       return c.json(reply.body, reply.status as 200)
     }
-    const server = new Hono().use(honoSessions(app.manager, app.adapterOptions))
+    const server = new Hono().use(honoSessions(app.manager, { csrf: app.adapterOptions.csrf }))
     server.onError((error, c) => {
       app.onError(error)
       const reply = app.csrfReply(error)
@@ -305,7 +305,7 @@ const koaDoor: AdapterConformanceOptions = {
           send(ctx, reply)
         }
       })
-      .use(koaSessions(app.manager, app.adapterOptions))
+      .use(koaSessions(app.manager, { csrf: app.adapterOptions.csrf }))
       .use(bodyParser())
       .use(async (ctx) => {
         const type = ctx.get('content-type')
@@ -595,4 +595,23 @@ test('Fastify: the plugin serves the scope it is registered in and its children,
   } finally {
     await app.close()
   }
+})
+
+describe('adapter options latchkey does not know are refused', () => {
+  const manager = createSessionManager({ store: new MemoryStore(), keys: [generateKey()] })
+
+  test('every adapter names the option, and where an express-session habit belongs', async () => {
+    const habits = { secret: 'keyboard cat', resave: false } as never
+    expect(() => withSessions(manager, () => {}, habits)).toThrow(/secret: .*createSessionManager/)
+    expect(() => expressSessions(manager, habits)).toThrow(/secret: .*createSessionManager/)
+    expect(() => honoSessions(manager, { csrf: false, onError: () => {} } as never)).toThrow(
+      /onError: is not an option of sessions\(\) of latchkey\/hono/,
+    )
+    expect(() => koaSessions(manager, { csfr: false } as never)).toThrow(/csfr: .*did you mean csrf\?/)
+    const fastify = Fastify()
+    await expect(fastify.register(latchkey, { manager, rolling: true } as never).ready()).rejects.toThrow(
+      /rolling: .*idle expiry always rolls/,
+    )
+    await fastify.close()
+  })
 })

@@ -346,6 +346,7 @@ describe('options', () => {
     [{ trustedOrigins: 'https://ok.example' }, 'upgrade.trustedOrigins'],
     [{ trustProxy: 'yes' }, 'upgrade.trustProxy'],
     [{ requireOrigin: 0 }, 'upgrade.requireOrigin'],
+    [{ trustedOrigin: ['https://ok.example'] }, 'upgrade.trustedOrigin'],
   ])('%j is a ConfigError naming %s', (options, option) => {
     const build = () => createUpgradeGuard(manager, options as unknown as UpgradeGuardOptions)
     expect(build).toThrow(ConfigError)

@@ -15,7 +15,15 @@ import type { CsrfOptions } from '../csrf/index.js'
 import type { Committer } from './hold.js'
 import { holdUntilCommitted } from './hold.js'
 import type { NodeRequestView } from './kernel.js'
-import { asHttpError, encrypted, FrontDoor, logError, NodeCsrfRequest, sendFailure } from './kernel.js'
+import {
+  asHttpError,
+  checkAdapterOptions,
+  encrypted,
+  FrontDoor,
+  logError,
+  NodeCsrfRequest,
+  sendFailure,
+} from './kernel.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -88,6 +96,7 @@ export function sessions<T extends SessionData>(
   manager: SessionManager<T>,
   options: ExpressSessionsOptions = {},
 ): ExpressSessions<T> {
+  checkAdapterOptions(options, ['csrf', 'onError'], 'sessions() of latchkey/express')
   const door = new FrontDoor(manager, options.csrf)
   const onError = options.onError ?? logError
   const committer: Committer<Session<T>> = {

@@ -14,7 +14,7 @@ import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
 import { isCsrfError } from '../csrf/index.js'
 import type { HeaderAccess, NodeRequestView } from './kernel.js'
-import { applyCommit, asHttpError, FrontDoor, NodeCsrfRequest } from './kernel.js'
+import { applyCommit, asHttpError, checkAdapterOptions, FrontDoor, NodeCsrfRequest } from './kernel.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -77,10 +77,20 @@ const PHASE = Symbol('latchkey.phase')
 
 type Tracked = { session: Session | null; [PHASE]: number }
 
+/** The plugin's options, and those Fastify's `register` takes in the same object. */
+const FASTIFY_OPTIONS = ['manager', 'csrf', 'prefix', 'logLevel', 'logSerializers']
+
 const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options, done) => {
   const manager = options.manager as SessionManager<SessionData> | undefined
   if (!manager || typeof manager.load !== 'function') {
     done(new TypeError('latchkey: register the plugin with { manager }, a SessionManager'))
+    return
+  }
+  try {
+    // Fastify's own register options (prefix, logLevel, ...) come in the same object.
+    checkAdapterOptions(options, FASTIFY_OPTIONS, 'the latchkey plugin of latchkey/fastify')
+  } catch (error) {
+    done(error as Error)
     return
   }
   const door = new FrontDoor(manager, options.csrf)

@@ -14,7 +14,7 @@ import type { CsrfOptions, CsrfRequest } from '../csrf/index.js'
 import { formKind, parseFormFields } from '../csrf/index.js'
 import { readWebBody } from './body.js'
 import type { ChainBinding } from './kernel.js'
-import { applyCommit, aroundChain, FrontDoor, WEB_HEADERS } from './kernel.js'
+import { applyCommit, aroundChain, checkAdapterOptions, FrontDoor, WEB_HEADERS } from './kernel.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -117,6 +117,7 @@ export function sessions<T extends SessionData>(
   manager: SessionManager<T>,
   options: HonoSessionsOptions = {},
 ): MiddlewareHandler<SessionEnv<T>> {
+  checkAdapterOptions(options, ['csrf'], 'sessions() of latchkey/hono')
   const door = new FrontDoor(manager, options.csrf)
   const binding = HONO as unknown as ChainBinding<T, Context>
   return (c, next) => aroundChain(door, binding, c as unknown as Context, next)

@@ -7,12 +7,36 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { STATUS_CODES } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import { isUnavailableError } from '../core/errors.js'
+import { ConfigError, isUnavailableError } from '../core/errors.js'
+import { refuseUnknownOptions } from '../core/known-options.js'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfGuard, CsrfOptions, CsrfRequest } from '../csrf/index.js'
 import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, formKind, parseFormFields } from '../csrf/index.js'
 import { parsedFields, peekBody } from './body.js'
+
+/**
+ * Refuses an adapter's options it does not know (a `ConfigError` naming the nearest known one), and
+ * anything but an object: `owner` is the factory, as the user calls it (`sessions() of latchkey/koa`).
+ */
+export function checkAdapterOptions(options: unknown, known: readonly string[], owner: string): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new ConfigError('options', `${owner} takes an object of options`)
+  refuseUnknownOptions(options, known, { owner, hints: ADAPTER_HINTS })
+}
+
+/** express-session's options, said where a user brings them to an adapter. */
+const ADAPTER_HINTS = {
+  secret:
+    'the session options (keys, cookie, timeouts) belong to createSessionManager, whose manager the adapter takes',
+  store: 'the store is an option of createSessionManager, whose manager the adapter takes',
+  cookie: 'cookie is an option of createSessionManager, whose manager the adapter takes',
+  name: 'the cookie is named by cookie.name, an option of createSessionManager',
+  resave: 'latchkey writes a session only when it changed, by compare-and-set, so no write is lost',
+  saveUninitialized: 'latchkey stores a new session only once it holds something',
+  rolling: 'idle expiry always rolls with activity (idleTimeoutMs, an option of createSessionManager)',
+  manager: 'pass the manager as the first argument',
+}
 
 /** One manager behind one adapter, with its CSRF check: built once per app, used for every request. */
 export class FrontDoor<T extends SessionData> {

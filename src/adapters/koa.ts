@@ -11,7 +11,14 @@ import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
 import type { ChainBinding, NodeRequestView } from './kernel.js'
-import { applyCommit, aroundChain, FrontDoor, NODE_HEADERS, NodeCsrfRequest } from './kernel.js'
+import {
+  applyCommit,
+  aroundChain,
+  checkAdapterOptions,
+  FrontDoor,
+  NODE_HEADERS,
+  NodeCsrfRequest,
+} from './kernel.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -63,6 +70,7 @@ export function sessions<T extends SessionData>(
   manager: SessionManager<T>,
   options: KoaSessionsOptions = {},
 ): Middleware<DefaultState, SessionContext<T>> {
+  checkAdapterOptions(options, ['csrf'], 'sessions() of latchkey/koa')
   const door = new FrontDoor(manager, options.csrf)
   const binding = KOA as unknown as ChainBinding<T, ParameterizedContext>
   return (ctx, next) => aroundChain(door, binding, ctx as unknown as ParameterizedContext, next)

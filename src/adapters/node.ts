@@ -16,6 +16,7 @@ import type { Committer, HeldResponse } from './hold.js'
 import { holdUntilCommitted } from './hold.js'
 import type { NodeRequestView } from './kernel.js'
 import {
+  checkAdapterOptions,
   csrfAnswer,
   encrypted,
   FrontDoor,
@@ -109,6 +110,7 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
   handler: SessionHandler<T, Req>,
   options: NodeAdapterOptions<T, Req> = {},
 ): (req: Req, res: ServerResponse) => Promise<void> {
+  checkAdapterOptions(options, ['csrf', 'onError', 'onCsrfError'], 'withSessions() of latchkey/node')
   const door = new FrontDoor(manager, options.csrf)
   const onError = options.onError ?? logError
   const onCsrfError = options.onCsrfError ?? sendCsrfFailure

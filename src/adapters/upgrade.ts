@@ -10,10 +10,12 @@
  * (`ownOrigin`), with the same options. Nothing is committed: the session is read-only for the socket.
  * `refuseUpgrade(socket, refusal)` answers a refused upgrade on the raw socket.
  */
+
 import type { IncomingMessage } from 'node:http'
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { ConfigError, isUnavailableError } from '../core/errors.js'
+import { refuseUnknownOptions } from '../core/known-options.js'
 import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { OriginFacts, OwnOriginOptions } from '../csrf/origin.js'
@@ -114,6 +116,10 @@ const SESSION_CHANGED = refusal(403, 'session-changed')
 /** Applies defaults and validates. Throws `ConfigError` naming the first bad option (`upgrade.origin`...). */
 function resolveUpgradeGuardOptions(options: UpgradeGuardOptions = {}): ResolvedUpgradeGuardOptions {
   if (!options || typeof options !== 'object') throw new ConfigError('upgrade', 'must be an object')
+  refuseUnknownOptions(options, ['origin', 'trustedOrigins', 'trustProxy', 'requireOrigin'], {
+    path: 'upgrade',
+    owner: 'createUpgradeGuard',
+  })
   const origin = options.origin === undefined ? null : normalizeOrigin(options.origin, 'upgrade.origin')
   const list = options.trustedOrigins ?? []
   if (!Array.isArray(list)) throw new ConfigError('upgrade.trustedOrigins', 'must be an array of origins')

@@ -59,20 +59,27 @@ export function nearestOption(name: string, known: readonly string[]): string | 
   return best
 }
 
-/** Levenshtein distance (insertions, deletions, substitutions) between two short strings. */
+/**
+ * The edit distance between two short strings, counting an insertion, a deletion, a substitution or
+ * a swap of two neighbours (`csfr` for `csrf`) as one edit (optimal string alignment).
+ */
 function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, index) => index)
+  const rows: number[][] = [Array.from({ length: b.length + 1 }, (_, j) => j)]
   for (let i = 1; i <= a.length; i++) {
-    const current = [i]
+    const row = [i]
     for (let j = 1; j <= b.length; j++) {
+      const above = rows[i - 1] as number[]
       const cost = a[i - 1] === b[j - 1] ? 0 : 1
-      current[j] = Math.min(
-        (previous[j] as number) + 1,
-        (current[j - 1] as number) + 1,
-        (previous[j - 1] as number) + cost,
+      let best = Math.min(
+        (above[j] as number) + 1,
+        (row[j - 1] as number) + 1,
+        (above[j - 1] as number) + cost,
       )
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, ((rows[i - 2] as number[])[j - 2] as number) + 1)
+      row[j] = best
     }
-    previous = current
+    rows.push(row)
   }
-  return previous[b.length] as number
+  return (rows[a.length] as number[])[b.length] as number
 }
