@@ -26,7 +26,9 @@
  * file, a folder with something in it, another name). It is never trusted as anyone's lock, and never
  * wedges the key: once a waiter has seen it for `staleMs` it is moved aside whole (to
  * `<key>.lock.<token>.stale`, which needs only the shard folder to be writable), removed if this user
- * may, and reported.
+ * may, and reported. Only the lock judged is moved (same inode, checked just before); a fresh lock taken
+ * in the instant between that check and the rename would be moved too, and its owner, finding its entry
+ * gone, loses its write: as with any broken lock, never two writes through.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'
