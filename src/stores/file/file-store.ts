@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { type Stats, statSync } from 'node:fs'
+import { open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { type Clock, systemClock } from '../../core/clock.js'
@@ -17,12 +18,14 @@ import {
   warningHook,
 } from '../shared.js'
 import { type HeldLock, LOCK_SUFFIX, type LockPolicy, removeIfEmpty, takeLock } from './lock.js'
+import { distrust, makeFolder } from './ownership.js'
 
 /** Options of {@link FileStore}. */
 export interface FileStoreOptions extends StoreOptions {
   /**
    * The session folder. Created with mode 0700 on first use when missing; its parent must exist (the
    * store never creates anything above it). Resolved against the working directory at construction.
+   * One that exists must belong to this process's user and be writable by nobody else (`ConfigError`).
    */
   directory: string
   /**
@@ -58,8 +61,11 @@ type Read = Stored | null | typeof UNREADABLE
 const NAME = 'FileStore'
 /** One character of base64url: the name of a shard directory. */
 const SHARD = /^[A-Za-z0-9_-]$/
-/** A temp file or lock being built, named `<key>.<token>.tmp` or `<key>.lock.<token>.new`. */
-const LEFTOVER = /^[A-Za-z0-9_-]{43}(\.lock)?\.[A-Za-z0-9_-]{22}\.(tmp|new)$/
+/**
+ * A temp file, a lock being built or a foreign lock moved aside: `<key>.<token>.tmp`,
+ * `<key>.lock.<token>.new`, `<key>.lock.<token>.stale`.
+ */
+const LEFTOVER = /^[A-Za-z0-9_-]{43}(\.lock)?\.[A-Za-z0-9_-]{22}\.(tmp|new|stale)$/
 /** The `latchkey` field of every session file: the format version. */
 const FORMAT = 1
 const SESSIONS = 'sessions'
@@ -117,6 +123,7 @@ export class FileStore implements BundledStore {
     this.warn = warningHook(onWarning)
     const interval = validatePruneInterval(pruneIntervalMs)
     this.directory = resolve(directory)
+    refuseUntrustedFolders(this.directory)
     this.lockPolicy = { staleMs: lockStaleMs, onBreak: (message) => this.warn(message) }
     this.stopPruning = schedulePrune(
       () => this.prune(),
@@ -324,18 +331,24 @@ export class FileStore implements BundledStore {
     return UNREADABLE
   }
 
-  /** Checks the folder is there (creating it, 0700, when only it is missing): a missing file then means "no record". */
+  /**
+   * Checks the folder is there and trusted (creating it, 0700, when only it is missing): a missing file
+   * then means "no record". One that another user made meanwhile is refused as at construction.
+   */
   private async ensureFolder(): Promise<void> {
-    try {
-      if ((await stat(this.directory)).isDirectory()) return
-      throw Object.assign(new Error(`ENOTDIR: ${this.directory} is not a folder`), { code: 'ENOTDIR' })
-    } catch (error) {
-      if (errorCode(error) !== 'ENOENT') throw error
+    const found = await stat(this.directory).catch((error: unknown) => {
+      if (errorCode(error) === 'ENOENT') return null
+      throw error
+    })
+    if (found) {
+      trust(this.directory, found)
+      return
     }
     try {
-      await mkdir(this.directory, { mode: 0o700 })
+      await makeFolder(this.directory)
     } catch (error) {
       if (errorCode(error) !== 'EEXIST') throw error
+      trust(this.directory, await stat(this.directory))
     }
   }
 
@@ -347,10 +360,11 @@ export class FileStore implements BundledStore {
       const parent = path
       path = join(path, segment)
       try {
-        await mkdir(path, { mode: 0o700 })
+        await makeFolder(path)
       } catch (error) {
-        if (errorCode(error) === 'EEXIST') continue
-        throw error
+        if (errorCode(error) !== 'EEXIST') throw error
+        trust(path, await stat(path))
+        continue
       }
       await syncFolder(parent)
     }
@@ -506,8 +520,12 @@ export class FileStore implements BundledStore {
     else if (LEFTOVER.test(name)) {
       const path = join(dir, name)
       const info = await stat(path).catch(() => null)
-      if (info && Date.now() - info.mtimeMs > LEFTOVER_AGE_MS)
-        await rm(path, { recursive: true, force: true })
+      if (info && Date.now() - info.mtimeMs > LEFTOVER_AGE_MS) {
+        // A foreign lock moved aside may hold what this user cannot remove: reported, and prune goes on.
+        await rm(path, { recursive: true, force: true }).catch((error: unknown) =>
+          this.warn(`${NAME}: could not remove the leftover ${path}: ${messageOf(error)}`),
+        )
+      }
     }
     return false
   }
@@ -545,6 +563,32 @@ export class FileStore implements BundledStore {
       return []
     }
   }
+}
+
+/**
+ * Refuses, at construction, a session folder (or its `sessions` or `users`) that exists and that another
+ * user owns or may write to. The folders below are reached only through these; a missing one is made
+ * 0700 later, and one that cannot be looked at now is left to the operations, which report it.
+ */
+function refuseUntrustedFolders(directory: string): void {
+  for (const path of [directory, join(directory, SESSIONS), join(directory, USERS)]) {
+    let stats: Stats
+    try {
+      stats = statSync(path)
+    } catch {
+      continue
+    }
+    if (stats.isDirectory()) trust(path, stats)
+  }
+}
+
+/** Throws unless `stats` describe a folder this process's user alone may change: `ConfigError` says why. */
+function trust(path: string, stats: Stats): void {
+  if (!stats.isDirectory()) {
+    throw Object.assign(new Error(`ENOTDIR: ${path} is not a folder`), { code: 'ENOTDIR' })
+  }
+  const why = distrust(path, stats)
+  if (why) throw new ConfigError('directory', why)
 }
 
 function batches<T>(items: readonly T[], size = BATCH): T[][] {

@@ -20,13 +20,23 @@
  *
  * An owner checks its entry is still there right before it commits, so a lock broken under a live but
  * stuck owner costs that owner its write (it rejects) rather than letting two writes through.
+ *
+ * A lock no taker here can have made is foreign: a `<key>.lock` that is not a folder, or that another
+ * user owns or may write to (see `ownership.ts`), or an entry in it that is not an empty owner folder (a
+ * file, a folder with something in it, another name). It is never trusted as anyone's lock, and never
+ * wedges the key: once a waiter has seen it for `staleMs` it is moved aside whole (to
+ * `<key>.lock.<token>.stale`, which needs only the shard folder to be writable), removed if this user
+ * may, and reported. Only the lock judged is moved (same inode, checked just before); a fresh lock taken
+ * in the instant between that check and the rename would be moved too, and its owner, finding its entry
+ * gone, loses its write: as with any broken lock, never two writes through.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'
-import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises'
+import { lstat, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { threadId } from 'node:worker_threads'
+import { distrust, makeFolder } from './ownership.js'
 
 /** How {@link takeLock} decides a lock is stale, and whom it tells about breaking one. */
 export interface LockPolicy {
@@ -108,12 +118,12 @@ export async function takeLock(path: string, policy: LockPolicy, wait: boolean):
   const token = randomBytes(16).toString('base64url')
   const entry = `${token}.${process.pid}.${threadId}.${machine()}`
   const staging = `${path}.${token}.new`
-  await mkdir(staging, { mode: 0o700 })
+  await makeFolder(staging)
   let taken = false
   try {
     await mkdir(join(staging, entry), { mode: 0o700 })
     const started = performance.now()
-    let seen = { name: '', since: started }
+    let seen = { id: '', since: started }
     let pollMs = FIRST_POLL_MS
     for (;;) {
       try {
@@ -122,25 +132,30 @@ export async function takeLock(path: string, policy: LockPolicy, wait: boolean):
         heldHere.add(token)
         return held(path, token, entry)
       } catch (error) {
-        if (errorCode(error) !== 'ENOTEMPTY' && errorCode(error) !== 'EEXIST') throw error
+        const code = errorCode(error)
+        // ENOTDIR: something that is not a folder sits at `path`, a foreign lock.
+        if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error
       }
-      const name = await owner(path)
-      if (name === null) continue
+      const holder = await holderOf(path)
+      if (holder === null) continue
       const now = performance.now()
-      if (name !== seen.name) seen = { name, since: now }
+      if (holder.id !== seen.id) seen = { id: holder.id, since: now }
       const why =
-        gone(name) ??
+        (holder.foreign === undefined ? gone(holder.name) : null) ??
         (wait && now - seen.since >= policy.staleMs ? `held for over ${policy.staleMs} ms` : null)
       if (why) {
-        await breakEntry(join(path, name))
-        await removeIfEmpty(path)
-        policy.onBreak(`broke the lock ${path} of ${describe(name)}: ${why}`)
+        const broke =
+          holder.foreign === undefined
+            ? await breakEntry(path, holder.name, token)
+            : await moveAside(path, holder.ino, token)
+        if (broke !== null)
+          policy.onBreak(`broke the lock ${path} of ${describeHolder(holder)}: ${why}${broke}`)
         continue
       }
       if (!wait) return null
       if (now - started >= 2 * policy.staleMs) {
         throw new Error(
-          `gave up after ${2 * policy.staleMs} ms waiting for the lock ${path} of ${describe(name)}`,
+          `gave up after ${2 * policy.staleMs} ms waiting for the lock ${path} of ${describeHolder(holder)}`,
         )
       }
       await sleep(pollMs * (0.5 + Math.random()))
@@ -151,23 +166,75 @@ export async function takeLock(path: string, policy: LockPolicy, wait: boolean):
   }
 }
 
-/** The owner entry of the lock at `path`, or `null` when it is free. */
-async function owner(path: string): Promise<string | null> {
+/** Who holds a lock: `id` tells one holding apart from the next, `foreign` says why it is nobody's lock. */
+type Holder =
+  | { readonly id: string; readonly name: string; readonly foreign?: undefined }
+  | { readonly id: string; readonly ino: number; readonly foreign: string }
+
+/** The holder of the lock at `path`, or `null` when it is free. */
+async function holderOf(path: string): Promise<Holder | null> {
+  const stats = await lstat(path).catch(ignoreMissing)
+  if (!stats) return null
+  const untrusted = stats.isDirectory() ? distrust(path, stats) : 'it is not a folder'
+  if (untrusted) return { id: `${stats.ino}`, ino: stats.ino, foreign: untrusted }
+  const entries = await readdir(path, { withFileTypes: true }).catch(ignoreMissing)
+  const first = entries?.[0]
+  if (!first) return null
+  if (OWNER.test(first.name) && first.isDirectory()) return { id: first.name, name: first.name }
+  const foreign = `it holds ${first.isDirectory() ? 'a folder' : 'a file'} no lock owner made (${first.name})`
+  return { id: `${stats.ino}/${first.name}`, ino: stats.ino, foreign }
+}
+
+function describeHolder(holder: Holder): string {
+  return holder.foreign === undefined ? describe(holder.name) : `nobody (${holder.foreign})`
+}
+
+/**
+ * Removes the owner entry judged stale (only that one: its name carries the token), then the lock if it
+ * is empty. An entry that is not empty was never an owner's: the lock is moved aside instead. Resolves
+ * what to add to the report ('' when nothing more happened), or `null` when nothing was broken.
+ */
+async function breakEntry(path: string, name: string, token: string): Promise<string | null> {
   try {
-    return (await readdir(path))[0] ?? null
+    await rmdir(join(path, name))
+  } catch (error) {
+    const code = errorCode(error)
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+      const stats = await lstat(path).catch(ignoreMissing)
+      const moved = stats ? await moveAside(path, stats.ino, token) : null
+      return moved === null ? null : `; its entry held something no lock owner puts there${moved}`
+    }
+    if (code !== 'ENOENT') throw error
+  }
+  await removeIfEmpty(path)
+  return ''
+}
+
+/**
+ * Moves the foreign lock at `path` aside, if it is still the one judged (same inode), and removes it if
+ * this user may. Resolves what to add to the report, or `null` when another waiter already dealt with it.
+ */
+async function moveAside(path: string, ino: number, token: string): Promise<string | null> {
+  const aside = `${path}.${token}.stale`
+  if ((await lstat(path).catch(ignoreMissing))?.ino !== ino) return null
+  try {
+    await rename(path, aside)
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return null
     throw error
   }
+  try {
+    await rm(aside, { recursive: true, force: true })
+    return '; the lock was moved aside and removed'
+  } catch (error) {
+    const why = errorCode(error) ?? String(error)
+    return `; the lock was moved aside to ${aside}, which this user cannot remove (${why}): remove it as its owner`
+  }
 }
 
-/** Removes the owner entry judged stale (only that one: its name carries the token). */
-async function breakEntry(path: string): Promise<void> {
-  try {
-    await rmdir(path)
-  } catch (error) {
-    if (errorCode(error) !== 'ENOENT') throw error
-  }
+function ignoreMissing(error: unknown): null {
+  if (errorCode(error) === 'ENOENT') return null
+  throw error
 }
 
 /** `rmdir`: removes an empty directory (a free lock, an owner entry) and leaves anything else alone. */
@@ -176,7 +243,7 @@ export async function removeIfEmpty(path: string): Promise<void> {
     await rmdir(path)
   } catch (error) {
     const code = errorCode(error)
-    if (code !== 'ENOENT' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error
+    if (code !== 'ENOENT' && code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error
   }
 }
 
