@@ -73,6 +73,8 @@ export function parseFormFields(
         fields: cap,
         parts: cap,
         fieldSize: limits.maxValueBytes ?? Number.POSITIVE_INFINITY,
+        // A file is counted, and none of its bytes kept: busboy cuts it at once and skips the rest.
+        fileSize: 0,
       },
     })
   } catch {
@@ -90,6 +92,10 @@ export function parseFormFields(
       if (++count > limits.maxFields) return tooMany()
       if (!(name in fields)) fields[name] = value
       if (name === limits.stopAt) outcome = 'found'
+    })
+    parser.on('file', (_name, file) => {
+      file.resume()
+      if (outcome === 'open' && ++count > limits.maxFields) tooMany()
     })
     parser.on('partsLimit', tooMany)
     parser.on('fieldsLimit', tooMany)
