@@ -290,7 +290,7 @@ describe('the body is not read when the answer is known without it', () => {
 describe('csrf.maxFields', () => {
   test(`defaults to ${DEFAULT_MAX_FIELDS}; a bad value is a ConfigError naming it`, () => {
     const manager = createSessionManager({ store: new MemoryStore(), keys: [generateKey()] })
-    expect(createCsrfGuard(manager).options?.maxFields).toBe(1000)
+    expect(createCsrfGuard(manager).options?.maxFields).toBe(100)
     for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '10']) {
       expect(() => createCsrfGuard(manager, { maxFields: bad as number })).toThrow(ConfigError)
       expect(() => createCsrfGuard(manager, { maxFields: bad as number })).toThrow(/csrf\.maxFields/)
@@ -359,7 +359,7 @@ describe('csrf.maxFields', () => {
       spy.fields = 0
       const answer = await post(s.port, '/echo', { ...headers, cookie }, body)
       expect(answer).toEqual({ status: 200, body: { body } })
-      // At most one slice (4 KiB) of fields past the token: a few hundred, not 10 000.
+      // At most one slice (2 KiB) of fields past the token: a few hundred, not 10 000.
       expect(spy.fields).toBeGreaterThanOrEqual(1)
       expect(spy.fields).toBeLessThan(1000)
     }

@@ -37,8 +37,8 @@ export const CSRF_HEADER = 'x-csrf-token'
 export const CSRF_FIELD = '_csrf'
 /** The default of {@link CsrfOptions.maxBodyBytes}: 1 MiB. */
 export const DEFAULT_MAX_BODY_BYTES = 1_048_576
-/** The default of {@link CsrfOptions.maxFields}: 1 000 (body-parser's default too). */
-export const DEFAULT_MAX_FIELDS = 1000
+/** The default of {@link CsrfOptions.maxFields}: 100 fields before `_csrf`. */
+export const DEFAULT_MAX_FIELDS = 100
 /** Form values are cut to this many bytes while looking for the token (a token has 86). */
 const MAX_TOKEN_FIELD_BYTES = 1024
 
@@ -107,7 +107,7 @@ export interface CsrfOptions {
    * The most form fields read to find the `_csrf` field (for multipart, parts, files included). The
    * form is parsed only up to `_csrf`; one that has more fields than this before it is refused with a
    * `CsrfError` `too-many-fields` (403). Render `_csrf` first in the form, or send the token in the
-   * `x-csrf-token` header. Default 1 000.
+   * `x-csrf-token` header. Default 100.
    */
   maxFields?: number
 }
