@@ -8,7 +8,7 @@
  * time (process.cpuUsage: user + system) per request is taken around each case, and the medians of
  * the repeats are printed, with their ratio to the honest form with a cookie.
  *
- *   npm run bench:csrf                       5 repeats of 60 requests per case
+ *   npm run bench:csrf                       7 repeats of 60 requests per case
  *   CSRF_BENCH_REQUESTS=50 CSRF_BENCH_REPEATS=3 npm run bench:csrf     (smoke test)
  *   CSRF_BENCH_MAX_FIELDS=100 npm run bench:csrf                        (csrf.maxFields other than the default)
  */
