@@ -10,7 +10,7 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
-import type { CsrfOptions, CsrfRequest } from '../csrf/index.js'
+import type { CsrfOptions, CsrfRequest, FormLimits } from '../csrf/index.js'
 import { formKind, parseFormFields } from '../csrf/index.js'
 import { readWebBody } from './body.js'
 import type { ChainBinding } from './kernel.js'
@@ -69,7 +69,7 @@ class HonoCsrfRequest implements CsrfRequest {
     return this.c.req.raw.headers.get(name) ?? undefined
   }
 
-  async form(): Promise<Readonly<Record<string, string>> | null> {
+  async form(limits?: FormLimits): Promise<Readonly<Record<string, string>> | null> {
     const req = this.c.req
     const type = req.raw.headers.get('content-type') ?? undefined
     if (formKind(type) === null) return null
@@ -86,7 +86,7 @@ class HonoCsrfRequest implements CsrfRequest {
       const buffer = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)
       cache.arrayBuffer = Promise.resolve(buffer)
     }
-    return parseFormFields(body, type)
+    return parseFormFields(body, type, limits)
   }
 }
 

@@ -11,7 +11,7 @@ import { ConfigError, isUnavailableError } from '../core/errors.js'
 import { refuseUnknownOptions } from '../core/known-options.js'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
-import type { CsrfGuard, CsrfOptions, CsrfRequest } from '../csrf/index.js'
+import type { CsrfGuard, CsrfOptions, CsrfRequest, FormLimits } from '../csrf/index.js'
 import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, formKind, parseFormFields } from '../csrf/index.js'
 import { parsedFields, peekBody } from './body.js'
 
@@ -132,15 +132,16 @@ export class NodeCsrfRequest<R> implements CsrfRequest {
 
   /**
    * The form's string fields: from the framework's parsed body when a parser has read the stream
-   * already, else read from the stream and put back for whatever reads it later.
+   * already, else read from the stream (all of it, at most `maxBodyBytes`), put back for whatever
+   * reads it later, and parsed as far as `limits` say.
    */
-  async form(): Promise<Readonly<Record<string, string>> | null> {
+  async form(limits?: FormLimits): Promise<Readonly<Record<string, string>> | null> {
     const type = this.req.headers['content-type']
     if (formKind(type) === null) return null
     if (this.view.parsedBody !== undefined && this.req.readableEnded) {
       return parsedFields(this.view.parsedBody(this.source))
     }
-    return parseFormFields(await peekBody(this.req, this.maxBodyBytes), type)
+    return parseFormFields(await peekBody(this.req, this.maxBodyBytes), type, limits)
   }
 }
 

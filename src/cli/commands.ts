@@ -78,7 +78,8 @@ export async function count(options: StoreCommandOptions, out: Output): Promise<
       out.result({ count: sessions }, String(sessions))
       return EXIT.ok
     }
-    if (!isListableStore(store)) throw unsupported(store, 'list its records to open them (count without keys)')
+    if (!isListableStore(store))
+      throw unsupported(store, 'list its records to open them (count without keys)')
     const manager = managerFor(store, keys)
     let unopenable = 0
     for await (const record of store.list()) if (manager.inspect(record) === 'unopenable') unopenable++

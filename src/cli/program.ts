@@ -133,9 +133,7 @@ old ones after it (LATCHKEY_KEYS=new,old), deploy, run \`latchkey rekey\`, then 
     'count',
     'print how many live sessions the store holds; with keys, also how many of them no key opens',
     { keys: true },
-  ).action(
-    action<StoreCommandOptions>((options) => commands.count(options, out)),
-  )
+  ).action(action<StoreCommandOptions>((options) => commands.count(options, out)))
   storeCommand(
     'list',
     'list signed-in sessions: handle, user, created, last seen, device (never IDs or store keys)',

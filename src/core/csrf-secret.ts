@@ -81,6 +81,11 @@ export class CsrfSecrets implements CsrfTokens {
     return this.keyring.csrfToken(state.meta.csrf)
   }
 
+  /** Whether the state has a secret at all: without one, {@link verify} is false for every token. */
+  hasSecret(state: SessionState): boolean {
+    return state.meta.csrf !== ''
+  }
+
   /** Whether `token` was made from the state's current secret, with any key of the ring. Never throws. */
   verify(state: SessionState, token: string): boolean {
     return this.keyring.verifyCsrfToken(state.meta.csrf, token)

@@ -49,9 +49,16 @@ export class StoreError extends SessionError {
  * - `missing-token`: no token in the `x-csrf-token` header or the `_csrf` form field;
  * - `bad-token`: a token that is malformed, or not made for this session (or this browser's
  *   pre-session secret);
- * - `body-too-large`: the token had to be read from a form body larger than `maxBodyBytes` (413).
+ * - `body-too-large`: the token had to be read from a form body larger than `maxBodyBytes` (413);
+ * - `too-many-fields`: the form had more than `maxFields` fields (or multipart parts) before `_csrf`.
  */
-export type CsrfReason = 'cross-site' | 'origin-mismatch' | 'missing-token' | 'bad-token' | 'body-too-large'
+export type CsrfReason =
+  | 'cross-site'
+  | 'origin-mismatch'
+  | 'missing-token'
+  | 'bad-token'
+  | 'body-too-large'
+  | 'too-many-fields'
 
 /**
  * A request failed the CSRF check. Adapters answer `status` (403, or 413 for `body-too-large`);

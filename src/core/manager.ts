@@ -241,6 +241,15 @@ export class SessionManager<T extends SessionData = SessionData> {
   }
 
   /**
+   * Whether some token could pass {@link verifyCsrfToken} for this session: false only for a session
+   * not stored that came without a usable pre-session cookie. The CSRF guard then refuses a form
+   * without reading its body.
+   */
+  hasCsrfSecret(session: Session<T>): boolean {
+    return this.csrf.hasSecret(session[STATE])
+  }
+
+  /**
    * The live sessions of `userId`, most recent first, for a "your devices" page. Pass the request's
    * session as `current` to have it marked. Needs a store with a user index.
    */

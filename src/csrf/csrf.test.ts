@@ -257,6 +257,8 @@ describe('the guard', () => {
     const m = manager()
     const guard = createCsrfGuard(m)
     const session = await m.load({})
+    // A session with a secret: without one, the body would not be read at all.
+    session.csrfToken()
     const tooLarge: CsrfRequest = {
       ...request(),
       form: () => Promise.reject(new CsrfError('body-too-large')),

@@ -11,6 +11,12 @@
  *    a urlencoded or multipart form (never the query string), bound to the session's CSRF secret, or,
  *    before there is a stored session, to the secret of the sealed pre-session cookie.
  *
+ * The body is read last, and only when it can change the answer: never when the first layer refuses,
+ * never when the token is in the header, never when the session has no secret (no session cookie and
+ * no usable pre-session cookie: no token could pass). A form is then parsed up to its `_csrf` field
+ * and no further, and at most `maxFields` fields deep: a hostile body costs little more than an
+ * honest one.
+ *
  * Unsafe means anything but GET, HEAD and OPTIONS, and a safe request that a framework would route as
  * another method (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, or a `_method`
  * query parameter) is checked too. The Content-Type never decides whether a request is checked.
@@ -18,9 +24,11 @@
 import { ConfigError, CsrfError } from '../core/errors.js'
 import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
+import type { FormLimits } from './form.js'
+import { formKind } from './form.js'
 import { lastForwarded, normalizeOrigin, ownOrigin, refererOrigin } from './origin.js'
 
-export type { FormKind } from './form.js'
+export type { FormKind, FormLimits } from './form.js'
 export { formKind, parseFormFields } from './form.js'
 
 /** The header a token is read from (lower-case). */
@@ -29,6 +37,10 @@ export const CSRF_HEADER = 'x-csrf-token'
 export const CSRF_FIELD = '_csrf'
 /** The default of {@link CsrfOptions.maxBodyBytes}: 1 MiB. */
 export const DEFAULT_MAX_BODY_BYTES = 1_048_576
+/** The default of {@link CsrfOptions.maxFields}: 100 fields before `_csrf`. */
+export const DEFAULT_MAX_FIELDS = 100
+/** Form values are cut to this many bytes while looking for the token (a token has 86). */
+const MAX_TOKEN_FIELD_BYTES = 1024
 
 /**
  * What the check needs from a request. Each adapter builds one from its framework's request; the
@@ -48,10 +60,12 @@ export interface CsrfRequest {
   /**
    * The string fields of the body when it is a form (urlencoded or multipart, by essence,
    * case-insensitively: see {@link formKind}), read once and left usable by the application; `null`
-   * for any other body. May reject with a `CsrfError` `body-too-large` past `maxBodyBytes`.
-   * Called only when the token is not in the header.
+   * for any other body. May reject with a `CsrfError` `body-too-large` past `maxBodyBytes`. With
+   * `limits` (the check always passes them), parsing stops as they say and may reject with a
+   * `CsrfError` `too-many-fields` (see {@link parseFormFields}); a body a framework parsed already is
+   * taken as it is. Called only when the token is not in the header.
    */
-  form(): Promise<Readonly<Record<string, string>> | null>
+  form(limits?: FormLimits): Promise<Readonly<Record<string, string>> | null>
 }
 
 /** Options of the CSRF check (`csrf` of every adapter). */
@@ -89,6 +103,13 @@ export interface CsrfOptions {
    * in the `x-csrf-token` header: then the body is not read at all. Default 1 048 576 (1 MiB).
    */
   maxBodyBytes?: number
+  /**
+   * The most form fields read to find the `_csrf` field (for multipart, parts, files included). The
+   * form is parsed only up to `_csrf`; one that has more fields than this before it is refused with a
+   * `CsrfError` `too-many-fields` (403). Render `_csrf` first in the form, or send the token in the
+   * `x-csrf-token` header. Default 100.
+   */
+  maxFields?: number
 }
 
 /** {@link CsrfOptions} after defaults and validation. */
@@ -98,6 +119,7 @@ export interface ResolvedCsrfOptions {
   readonly trustProxy: boolean
   readonly exempt: ((request: CsrfRequest) => boolean) | null
   readonly maxBodyBytes: number
+  readonly maxFields: number
 }
 
 /** The CSRF check, built once per app by {@link createCsrfGuard}. */
@@ -220,7 +242,14 @@ export function resolveCsrfOptions(options: CsrfOptions = {}): ResolvedCsrfOptio
       `must be a positive integer number of bytes, got ${String(maxBodyBytes)}`,
     )
   }
-  return Object.freeze({ origin, trustedOrigins, trustProxy, exempt: predicate, maxBodyBytes })
+  const maxFields = options.maxFields ?? DEFAULT_MAX_FIELDS
+  if (typeof maxFields !== 'number' || !Number.isSafeInteger(maxFields) || maxFields <= 0) {
+    throw new ConfigError(
+      'csrf.maxFields',
+      `must be a positive integer number of fields, got ${String(maxFields)}`,
+    )
+  }
+  return Object.freeze({ origin, trustedOrigins, trustProxy, exempt: predicate, maxBodyBytes, maxFields })
 }
 
 function isHttps(options: ResolvedCsrfOptions, request: CsrfRequest): boolean {
@@ -238,6 +267,8 @@ const ORIGIN_MESSAGE =
   "CSRF check failed: origin-mismatch (Origin or Referer is neither this app's origin nor trusted; behind a proxy, set csrf.origin or csrf.trustProxy)"
 const MISSING_MESSAGE = 'CSRF check failed: missing-token (no x-csrf-token header and no _csrf form field)'
 const BAD_MESSAGE = 'CSRF check failed: bad-token (the token is malformed or was not made for this session)'
+const NO_SECRET_MESSAGE =
+  'CSRF check failed: bad-token (the request has no session cookie and no usable pre-session cookie, so no token can be valid; the form was not read. Load the page with the form first, with cookies on)'
 
 /** Layer 1: throws a `CsrfError` unless the request may come from where it says it comes from. */
 function checkSource(options: ResolvedCsrfOptions, request: CsrfRequest): void {
@@ -262,11 +293,9 @@ function checkSource(options: ResolvedCsrfOptions, request: CsrfRequest): void {
   throw new CsrfError('origin-mismatch', ORIGIN_MESSAGE)
 }
 
-/** The token the request carries: the header's, else the form field's. */
-async function tokenOf(request: CsrfRequest): Promise<string | undefined> {
-  const header = request.header(CSRF_HEADER)
-  if (header !== undefined) return header
-  const form = await request.form()
+/** The token in the request's form body, read as far as `limits` allow. */
+async function formToken(request: CsrfRequest, limits: FormLimits): Promise<string | undefined> {
+  const form = await request.form(limits)
   if (form === null) return undefined
   // A framework's parser may hand a repeated field over as an array: its first value counts.
   const value: unknown = Object.hasOwn(form, CSRF_FIELD) ? form[CSRF_FIELD] : undefined
@@ -275,10 +304,18 @@ async function tokenOf(request: CsrfRequest): Promise<string | undefined> {
 }
 
 class Guard<T extends SessionData> implements CsrfGuard<T> {
+  private readonly limits: FormLimits
+
   constructor(
     private readonly manager: SessionManager<T>,
     readonly options: ResolvedCsrfOptions,
-  ) {}
+  ) {
+    this.limits = Object.freeze({
+      maxFields: options.maxFields,
+      stopAt: CSRF_FIELD,
+      maxValueBytes: MAX_TOKEN_FIELD_BYTES,
+    })
+  }
 
   applies(request: CsrfRequest): boolean {
     if (isSafe(request.method) && !tunnelled(request)) return false
@@ -288,7 +325,13 @@ class Guard<T extends SessionData> implements CsrfGuard<T> {
   async check(session: Session<T>, request: CsrfRequest): Promise<void> {
     if (!this.applies(request)) return
     checkSource(this.options, request)
-    const token = await tokenOf(request)
+    let token = request.header(CSRF_HEADER)
+    if (token === undefined) {
+      // The body is worth reading only if some token could pass.
+      if (this.manager.hasCsrfSecret(session)) token = await formToken(request, this.limits)
+      else if (formKind(request.header('content-type')) !== null)
+        throw new CsrfError('bad-token', NO_SECRET_MESSAGE)
+    }
     if (token === undefined || token === '') throw new CsrfError('missing-token', MISSING_MESSAGE)
     if (!this.manager.verifyCsrfToken(session, token)) throw new CsrfError('bad-token', BAD_MESSAGE)
   }
