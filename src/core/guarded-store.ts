@@ -1,12 +1,41 @@
-import { ConfigError, toStoreError } from './errors.js'
+import { ConfigError, SessionError, StoreError, toStoreError } from './errors.js'
 import type { SessionRecord, SessionStore, SyncSessionStore, UserIndexedStore } from './store.js'
-import { guardStoreCall, isClosableStore, isPromise, isSyncStore, isUserIndexedStore } from './store.js'
+import { isClosableStore, isPromise, isSyncStore, isUserIndexedStore } from './store.js'
+
+/**
+ * The code of a store's refusal of a record too large for it (past MariaDB's `max_allowed_packet`,
+ * say): the same as the manager's own `maxPayloadBytes` refusal, because it is the same fault, the
+ * request's own. Never a store outage: it passes every guard as it is and is answered 500, not 503.
+ */
+export const TOO_LARGE = 'ERR_LATCHKEY_SESSION_TOO_LARGE'
+
+/** A store's refusal of the request itself (see {@link TOO_LARGE}), for a store to reject with. */
+export function storeRefusal(message: string, cause?: unknown): SessionError {
+  return new SessionError(TOO_LARGE, message, { cause })
+}
+
+/** True for a {@link storeRefusal} (by code, so one from another copy of latchkey counts too). */
+export function isStoreRefusal(error: unknown): error is SessionError {
+  return error instanceof Error && (error as { code?: unknown }).code === TOO_LARGE
+}
+
+/** What a failed store call rejects with: a refusal as it is, anything else as a `StoreError`. */
+export function toGuardedError(store: string, operation: string, error: unknown): Error {
+  return isStoreRefusal(error) ? error : toStoreError(store, operation, error)
+}
 
 /**
  * The store as the manager uses it: any rejection (or synchronous throw) of a store call, whatever
  * the store rejects with, becomes a `StoreError` naming the store and the operation with the original
  * error as `cause`. Adapters answer those 503, so a third-party store that rejects with a plain `Error`
- * fails closed exactly as a bundled one does.
+ * fails closed exactly as a bundled one does. The one exception is a store's refusal of a record too
+ * large for it ({@link storeRefusal}): the request's own fault, passed on as it is (500).
+ *
+ * Every promise call has a deadline, `storeTimeoutMs`: a call that has not settled by then rejects
+ * with a `StoreError` (503 with `Retry-After`), so a store that stops answering without closing its
+ * connections (a partition, a database frozen by a lock) never holds requests for as long as TCP takes
+ * to give up. What the call does later is ignored; the store's own timeouts free its connection. The
+ * `*Sync` face needs no timer: it cannot hang without blocking the whole process anyway.
  *
  * One guard serves both faces: the promise methods here, and {@link sync}, the same guard over the
  * store's `*Sync` methods, present only when the store has that capability (one dispatch, made here,
@@ -20,7 +49,14 @@ export class GuardedStore implements SessionStore {
   /** The store's synchronous methods, guarded the same way, when it has them; else `null`. */
   readonly sync: SyncSessionStore | null
 
-  constructor(readonly inner: SessionStore) {
+  /**
+   * `timeoutMs` is the manager's `storeTimeoutMs`, already validated: a whole number of ms that
+   * `setTimeout` honours.
+   */
+  constructor(
+    readonly inner: SessionStore,
+    private readonly timeoutMs: number,
+  ) {
     this.name = (inner.constructor as { name?: unknown } | undefined)?.name
       ? String(inner.constructor.name)
       : 'store'
@@ -77,7 +113,7 @@ export class GuardedStore implements SessionStore {
         try {
           result = inner.getSync(key)
         } catch (error) {
-          throw toStoreError(name, 'get', error)
+          throw toGuardedError(name, 'get', error)
         }
         return answeredSynchronously(name, 'getSync', result)
       },
@@ -86,7 +122,7 @@ export class GuardedStore implements SessionStore {
         try {
           result = inner.createSync(record)
         } catch (error) {
-          throw toStoreError(name, 'create', error)
+          throw toGuardedError(name, 'create', error)
         }
         return answeredSynchronously(name, 'createSync', result)
       },
@@ -95,7 +131,7 @@ export class GuardedStore implements SessionStore {
         try {
           result = inner.updateSync(record, expectedVersion)
         } catch (error) {
-          throw toStoreError(name, 'update', error)
+          throw toGuardedError(name, 'update', error)
         }
         return answeredSynchronously(name, 'updateSync', result)
       },
@@ -104,19 +140,49 @@ export class GuardedStore implements SessionStore {
           answeredSynchronously(name, 'touchSync', inner.touchSync(key, lastSeenAt, idleExpiresAt) as unknown)
         } catch (error) {
           if (error instanceof ConfigError) throw error
-          throw toStoreError(name, 'touch', error)
+          throw toGuardedError(name, 'touch', error)
         }
       },
     }
   }
 
-  /** A promise method: the guard, with a synchronous throw (or a non-promise answer) turned into a promise. */
+  /**
+   * A promise method: a synchronous throw (or a non-promise answer) turned into a promise, a failure
+   * into what {@link toGuardedError} makes of it, and the deadline.
+   */
   private call<R>(operation: string, run: () => Promise<R>): Promise<R> {
+    let pending: Promise<R>
     try {
-      return Promise.resolve(guardStoreCall(this.name, operation, run))
+      const answer: unknown = run()
+      if (!isPromise(answer)) return Promise.resolve(answer as R)
+      pending = answer as Promise<R>
     } catch (error) {
-      return Promise.reject(error)
+      return Promise.reject(toGuardedError(this.name, operation, error))
     }
+    return new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => reject(this.timedOut(operation)), this.timeoutMs)
+      Promise.resolve(pending).then(
+        (value) => {
+          clearTimeout(timer)
+          resolve(value)
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          reject(toGuardedError(this.name, operation, error))
+        },
+      )
+    })
+  }
+
+  /** The `StoreError` of a call that did not settle within the deadline. */
+  private timedOut(operation: string): StoreError {
+    return new StoreError(
+      this.name,
+      operation,
+      new Error(
+        `no answer within storeTimeoutMs (${this.timeoutMs} ms): the store is not answering (a network partition, a database waiting on a lock or a full disk?)`,
+      ),
+    )
   }
 }
 

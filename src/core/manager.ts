@@ -93,7 +93,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     this.life = {
       options: this.options,
       keyring,
-      store: new GuardedStore(this.options.store),
+      store: new GuardedStore(this.options.store, this.options.storeTimeoutMs),
       payloads: new PayloadCache(this.codec),
       queue: new KeyedQueue(),
       emit: emitter(keyring, this.options, options.onEvent),

@@ -69,6 +69,12 @@ export interface SessionManagerOptions {
    * 65 536 (64 KiB), within every bundled store's defaults; at least 1 024.
    */
   maxPayloadBytes?: number
+  /**
+   * The deadline of every store call, in ms: a call that has not answered by then fails the request
+   * with a `StoreError` (503 with `Retry-After`), so a store that stops answering without closing its
+   * connections never holds requests for minutes. Default 5 000; 1 to 60 000.
+   */
+  storeTimeoutMs?: number
   /** Where time comes from. Default the system clock. */
   clock?: Clock
   /**
@@ -103,6 +109,7 @@ export const DEFAULTS = Object.freeze({
   renewalGraceMs: 10_000,
   commitTimeoutMs: 10_000,
   maxPayloadBytes: 65_536,
+  storeTimeoutMs: 5_000,
   csrfCookieName: '__Host-csrf',
   insecureCsrfCookieName: 'csrf',
   csrfCookieMaxAgeMs: 7_200_000,
@@ -128,6 +135,7 @@ export interface ResolvedOptions {
   readonly touchIntervalMs: number
   readonly commitTimeoutMs: number
   readonly maxPayloadBytes: number
+  readonly storeTimeoutMs: number
   readonly clock: Clock
   /** The `Clear-Site-Data` header value for logout responses, or `null`. */
   readonly clearSiteData: string | null
@@ -150,6 +158,7 @@ const MANAGER_OPTIONS: readonly (keyof SessionManagerOptions)[] = [
   'renewalGraceMs',
   'touchIntervalMs',
   'commitTimeoutMs',
+  'storeTimeoutMs',
   'maxPayloadBytes',
   'clock',
   'onEvent',
@@ -352,6 +361,10 @@ export function resolveOptions(
       `must be an integer number of bytes, at least 1024, got ${String(maxPayloadBytes)}`,
     )
   }
+  const storeTimeoutMs = duration(options, 'storeTimeoutMs', DEFAULTS.storeTimeoutMs)
+  if (storeTimeoutMs > 60_000) {
+    throw new ConfigError('storeTimeoutMs', `must be at most 60000 ms, got ${storeTimeoutMs}`)
+  }
   const clock = options.clock ?? systemClock
   if (typeof clock.now !== 'function') throw new ConfigError('clock', 'must have a now() method')
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
@@ -376,6 +389,7 @@ export function resolveOptions(
     touchIntervalMs,
     commitTimeoutMs,
     maxPayloadBytes,
+    storeTimeoutMs,
     clock,
   })
 }

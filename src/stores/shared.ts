@@ -5,10 +5,10 @@
  */
 import type { Clock } from '../core/clock.js'
 import { ConfigError } from '../core/errors.js'
+import { toGuardedError } from '../core/guarded-store.js'
 import {
   type ClosableStore,
   type CountableStore,
-  guardStoreCall,
   isPromise,
   type ListableStore,
   type MaybePromise,
@@ -55,14 +55,21 @@ export function validateClock(clock: Clock | undefined): Clock {
 
 /**
  * Runs one operation of a store: with `closed`, fails at once; otherwise runs `call`. Either way a
- * failure comes out as a `StoreError` naming `store` and `operation`, thrown when `call` answers
- * synchronously and rejected when it answers with a promise (see `guardStoreCall`).
+ * failure comes out as a `StoreError` naming `store` and `operation` (a refusal of a record too large
+ * for the store, `storeRefusal`, as it is), thrown when `call` answers synchronously and rejected when
+ * it answers with a promise.
  */
 export function storeOperation<T>(store: string, operation: string, closed: boolean, call: () => T): T {
-  return guardStoreCall(store, operation, () => {
+  try {
     if (closed) throw new Error('the store is closed')
-    return call()
-  })
+    const result = call()
+    if (!isPromise(result)) return result
+    return Promise.resolve(result).catch((error: unknown) => {
+      throw toGuardedError(store, operation, error)
+    }) as T
+  } catch (error) {
+    throw toGuardedError(store, operation, error)
+  }
 }
 
 /**

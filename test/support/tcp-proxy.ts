@@ -6,6 +6,13 @@
  *     const proxy = await startTcpProxy(5432)   // up; proxy.port stands in for 5432
  *     proxy.down()                              // the server is gone
  *     proxy.up()                                // and back
+ *
+ * It can also stop answering without closing anything, as a network partition or a frozen server
+ * does: while frozen, connections stay open (new ones are accepted) but no byte passes either way;
+ * thawed, what was held back passes on, as TCP delivers it when a partition heals.
+ *
+ *     proxy.freeze()                            // silent, every connection left open
+ *     proxy.thaw()                              // bytes flow again
  */
 
 import type { AddressInfo } from 'node:net'
@@ -19,6 +26,10 @@ export interface TcpProxy {
   down(): void
   /** Lets connections through again. */
   up(): void
+  /** Stops every byte both ways, open and new connections alike, without closing any. */
+  freeze(): void
+  /** Lets the bytes held back by {@link freeze} through, and every later one. */
+  thaw(): void
   /** Stops listening and cuts everything. */
   close(): Promise<void>
 }
@@ -29,6 +40,7 @@ export async function startTcpProxy(
   { targetHost = '127.0.0.1', up = true }: { targetHost?: string; up?: boolean } = {},
 ): Promise<TcpProxy> {
   let passing = up
+  let frozen = false
   const open = new Set<Socket>()
   const track = (socket: Socket) => {
     open.add(socket)
@@ -50,6 +62,10 @@ export async function startTcpProxy(
     upstream.pipe(client)
     client.on('close', () => upstream.destroy())
     upstream.on('close', () => client.destroy())
+    if (frozen) {
+      client.pause()
+      upstream.pause()
+    }
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
@@ -60,6 +76,14 @@ export async function startTcpProxy(
     },
     up() {
       passing = true
+    },
+    freeze() {
+      frozen = true
+      for (const socket of open) socket.pause()
+    },
+    thaw() {
+      frozen = false
+      for (const socket of open) socket.resume()
     },
     close: () =>
       new Promise<void>((resolve) => {

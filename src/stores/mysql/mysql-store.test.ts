@@ -37,8 +37,19 @@ await defineServerStoreTests<MySqlStoreOptions, MySqlStore, Pool>(
       rows,
       end: (pool) => pool.end(),
       spyStatements(pool) {
-        const execute = vi.spyOn(pool, 'execute')
-        return () => execute.mock.calls.map(([options]) => (options as { sql: string }).sql)
+        // The store runs each statement on a connection of its own: spy on each one it takes.
+        const statements: string[] = []
+        const getConnection = pool.getConnection.bind(pool)
+        vi.spyOn(pool, 'getConnection').mockImplementation(async () => {
+          const connection = await getConnection()
+          const execute = connection.execute.bind(connection)
+          connection.execute = ((options: { sql: string }, values: unknown) => {
+            statements.push(options.sql)
+            return execute(options, values as never)
+          }) as typeof connection.execute
+          return connection
+        })
+        return () => [...statements]
       },
     },
     sql: {

@@ -1,7 +1,9 @@
 import type mysql from 'mysql2/promise'
-import type { Pool, PoolOptions, ResultSetHeader, RowDataPacket } from 'mysql2/promise'
+import type { Pool, PoolConnection, PoolOptions, ResultSetHeader, RowDataPacket } from 'mysql2/promise'
 import { ConfigError } from '../../core/errors.js'
+import { storeRefusal } from '../../core/guarded-store.js'
 import { requireDriver } from '../../core/optional-peer.js'
+import { validateDelay } from '../shared.js'
 import { mysqlDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
 import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'
@@ -17,7 +19,22 @@ export interface MySqlStoreOptions extends SqlStoreOptions {
   uri?: string
   /** mysql2 pool options (host, user, database, connectionLimit, ssl, ...) for the store's own pool, with or without `uri`. */
   poolOptions?: PoolOptions
+  /**
+   * How long the store waits for a connection from the pool and for each statement's answer, in ms.
+   * Past it the operation rejects with `StoreError` and the connection is destroyed, not returned to
+   * the pool, so a server that stops answering costs no pool slot. Migrations are exempt. Default 2000.
+   */
+  commandTimeoutMs?: number
 }
+
+/** Default of `commandTimeoutMs`, in ms. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2000
+
+/**
+ * The server's error for a packet past its `max_allowed_packet`; MariaDB closes the connection after
+ * it. The request's own fault (a record too large for this server), never the server being down.
+ */
+const PACKET_TOO_LARGE = 1153
 
 /** How long a migration waits for another process's migration to finish, in seconds. */
 const MIGRATION_LOCK_TIMEOUT_S = 60
@@ -25,18 +42,76 @@ const MIGRATION_LOCK_TIMEOUT_S = 60
 /** The named lock migrations hold, one per database (lock names are server-wide, at most 64 characters). */
 const MIGRATION_LOCK = "CONCAT('latchkey_schema.', LEFT(DATABASE(), 48))"
 
-/** Anything that runs a prepared statement: the pool, or one connection taken from it. */
-type Executor = Pick<Pool, 'execute'>
+/** One statement's options: its SQL, rows as objects. */
+function statement(sql: string) {
+  return { sql, rowsAsArray: false }
+}
 
-function portOf(db: Executor): SqlPort {
-  // Server-side prepared statements: values never pass through mysql2's escaping, whatever the sql_mode.
-  const execute = <T extends ResultSetHeader | RowDataPacket[]>(sql: string, values: readonly SqlValue[]) =>
-    db.execute<T>({ sql, rowsAsArray: false }, [...values])
+/** The port over `run`, which executes one prepared statement; server-side, values never pass through mysql2's escaping, whatever the sql_mode. */
+function portOver(
+  run: <T extends ResultSetHeader | RowDataPacket[]>(sql: string, values: SqlValue[]) => Promise<T>,
+): SqlPort {
   return {
-    run: async (sql, params) => (await execute<ResultSetHeader>(sql, params))[0].affectedRows,
-    one: async (sql, params) => (await execute<RowDataPacket[]>(sql, params))[0][0] as SqlRow | undefined,
-    all: async (sql, params) => (await execute<RowDataPacket[]>(sql, params))[0] as SqlRow[],
+    run: async (sql, params) => (await run<ResultSetHeader>(sql, [...params])).affectedRows,
+    one: async (sql, params) => (await run<RowDataPacket[]>(sql, [...params]))[0] as SqlRow | undefined,
+    all: async (sql, params) => (await run<RowDataPacket[]>(sql, [...params])) as SqlRow[],
   }
+}
+
+/** The port over one connection (a migration's): no timeout, the connection is the caller's. */
+function connectionPort(connection: Pick<PoolConnection, 'execute'>): SqlPort {
+  return portOver(async (sql, values) => (await connection.execute(statement(sql), values))[0] as never)
+}
+
+/**
+ * The port over the pool for requests: each statement on a connection of its own, the wait for the
+ * connection and the statement's answer both within `timeoutMs` (mysql2's own per-query timeout does
+ * not cover preparing the statement). A connection that failed in any way (past the deadline, a packet
+ * the server refused and closed the connection over, a dropped link) is destroyed, never handed to the
+ * next request: after a timeout its state is unknown, and after a too-large packet MariaDB has closed
+ * it. Errors are rare here and a new connection is cheap. A packet past `max_allowed_packet` rejects
+ * with a `storeRefusal`.
+ */
+function poolPort(pool: Pool, timeoutMs: number): SqlPort {
+  return portOver(async (sql, values) => {
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer from the server within commandTimeoutMs (${timeoutMs} ms)`)),
+        timeoutMs,
+      )
+    })
+    const connecting = pool.getConnection()
+    let connection: PoolConnection
+    try {
+      connection = await Promise.race([connecting, deadline])
+    } catch (error) {
+      clearTimeout(timer)
+      connecting.then(
+        (late) => late.destroy(),
+        () => {},
+      )
+      throw error
+    }
+    const executing = connection.execute(statement(sql), values)
+    executing.catch(() => {})
+    try {
+      const [result] = await Promise.race([executing, deadline])
+      connection.release()
+      return result as never
+    } catch (error) {
+      connection.destroy()
+      if ((error as { errno?: unknown })?.errno === PACKET_TOO_LARGE) {
+        throw storeRefusal(
+          `the server refused the statement as larger than its max_allowed_packet (${(error as Error).message}): the session is too large for this server; lower maxPayloadBytes, or raise max_allowed_packet`,
+          error,
+        )
+      }
+      throw error
+    } finally {
+      clearTimeout(timer)
+    }
+  })
 }
 
 /**
@@ -55,7 +130,7 @@ export class MySqlStore extends SqlStore {
   private readonly poolPort: SqlPort
 
   constructor(options: MySqlStoreOptions) {
-    const { pool, uri, poolOptions } = options ?? {}
+    const { pool, uri, poolOptions, commandTimeoutMs = DEFAULT_COMMAND_TIMEOUT_MS } = options ?? {}
     if ((pool === undefined) === (uri === undefined && poolOptions === undefined)) {
       throw new ConfigError('pool', 'give either a mysql2 pool (pool) or a uri and/or poolOptions, not both')
     }
@@ -71,6 +146,7 @@ export class MySqlStore extends SqlStore {
     if (poolOptions !== undefined && (typeof poolOptions !== 'object' || poolOptions === null)) {
       throw new ConfigError('poolOptions', 'must be mysql2 pool options')
     }
+    validateDelay(commandTimeoutMs, 'commandTimeoutMs', 1)
     super('MySqlStore', mysqlDialect, options)
     this.ownsPool = pool === undefined
     // mysql2 reads only mysql:// URIs; mariadb:// names the same server.
@@ -80,7 +156,7 @@ export class MySqlStore extends SqlStore {
         ...poolOptions,
         uri: uri?.replace(/^mariadb:/, 'mysql:'),
       })
-    this.poolPort = portOf(this.pool)
+    this.poolPort = poolPort(this.pool, commandTimeoutMs)
   }
 
   protected async open(): Promise<SqlPort> {
@@ -99,7 +175,7 @@ export class MySqlStore extends SqlStore {
       if (rows[0]?.locked !== 1) {
         throw new Error(`another migration held the lock for ${MIGRATION_LOCK_TIMEOUT_S} s`)
       }
-      await this.queries.migrate(portOf(connection))
+      await this.queries.migrate(connectionPort(connection))
       await connection.query(`DO RELEASE_LOCK(${MIGRATION_LOCK})`)
       connection.release()
     } catch (error) {

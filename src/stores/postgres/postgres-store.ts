@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto'
 import type pg from 'pg'
 import { ConfigError, StoreError } from '../../core/errors.js'
+import { storeRefusal } from '../../core/guarded-store.js'
 import { requireDriver } from '../../core/optional-peer.js'
+import { validateDelay } from '../shared.js'
 import { postgresDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow } from '../sql/port.js'
 import { SCHEMA_TABLE } from '../sql/queries.js'
@@ -21,7 +23,18 @@ export interface PostgresStoreOptions extends SqlStoreOptions {
   connectionString?: string
   /** The schema holding the tables; it must exist. Default: the first schema of the `search_path` (usually `public`). */
   schema?: string
+  /**
+   * How long the store waits for each statement's answer, in ms (pg's `query_timeout`). Past it the
+   * operation rejects with `StoreError` and the connection is closed, not returned to the pool, so a
+   * server that stops answering costs no pool slot. The store's own pool also sets the server's
+   * `statement_timeout` to it, so a statement blocked on a lock is cancelled there and never lands
+   * late. Migrations are exempt. Default 2000.
+   */
+  commandTimeoutMs?: number
 }
+
+/** Default of `commandTimeoutMs`, in ms. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2000
 
 /** How long the store's own pool waits for a new connection before the operation fails, in ms. */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -32,8 +45,39 @@ const MIGRATION_LOCK = createHash('sha256').update(SCHEMA_TABLE).digest().readBi
 /** Anything that runs a query: the pool, or one client checked out of it. */
 type Queryable = Pick<pg.Pool, 'query'>
 
-function portOf(db: Queryable): SqlPort {
-  const query = (text: string, values: readonly unknown[]) => db.query<SqlRow>({ text, values: [...values] })
+/**
+ * SQLSTATE class 54, "program limit exceeded": a statement too large or too complex for the server.
+ * The request's own fault (a value past what the server takes), never the server being down.
+ */
+const PROGRAM_LIMIT_EXCEEDED = /^54/
+
+/**
+ * The port over `db`. With `timeoutMs`, each query rejects past it (pg's `query_timeout`); `pool.query`
+ * then releases its client with the error, which closes it. A statement past the server's limits
+ * rejects with a `storeRefusal`. (A pool's `query` closes the client on every error, so nothing a
+ * request does leaves a broken connection in the pool.)
+ */
+function portOf(db: Queryable, timeoutMs?: number): SqlPort {
+  const query = async (text: string, values: readonly unknown[]) => {
+    try {
+      // pg reads `query_timeout` from a query's config too; its types only know it on the client's.
+      const config: pg.QueryConfig & { query_timeout?: number } = {
+        text,
+        values: [...values],
+        query_timeout: timeoutMs,
+      }
+      return await db.query<SqlRow>(config)
+    } catch (error) {
+      const code = (error as { code?: unknown })?.code
+      if (typeof code === 'string' && PROGRAM_LIMIT_EXCEEDED.test(code)) {
+        throw storeRefusal(
+          `PostgreSQL refused the statement as past its limits (${(error as Error).message}): the session is too large for the store; lower maxPayloadBytes`,
+          error,
+        )
+      }
+      throw error
+    }
+  }
   return {
     run: async (sql, params) => (await query(sql, params)).rowCount ?? 0,
     one: async (sql, params) => (await query(sql, params)).rows[0],
@@ -56,7 +100,7 @@ export class PostgresStore extends SqlStore {
   private readonly poolPort: SqlPort
 
   constructor(options: PostgresStoreOptions) {
-    const { pool, connectionString, schema } = options ?? {}
+    const { pool, connectionString, schema, commandTimeoutMs = DEFAULT_COMMAND_TIMEOUT_MS } = options ?? {}
     if ((pool === undefined) === (connectionString === undefined)) {
       throw new ConfigError('pool', 'give either a pg pool (pool) or a URL (connectionString), not both')
     }
@@ -66,6 +110,7 @@ export class PostgresStore extends SqlStore {
     if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString === '')) {
       throw new ConfigError('connectionString', 'must be a postgres:// URL')
     }
+    validateDelay(commandTimeoutMs, 'commandTimeoutMs', 1)
     super('PostgresStore', postgresDialect, options, schema)
     this.ownsPool = pool === undefined
     this.pool =
@@ -73,11 +118,12 @@ export class PostgresStore extends SqlStore {
       new (requireDriver<typeof pg>('pg', 'PostgresStore').Pool)({
         connectionString,
         connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+        statement_timeout: commandTimeoutMs,
       })
     if (this.ownsPool) {
       this.pool.on('error', (error) => this.warn(new StoreError('PostgresStore', 'idle connection', error)))
     }
-    this.poolPort = portOf(this.pool)
+    this.poolPort = portOf(this.pool, commandTimeoutMs)
   }
 
   protected async open(): Promise<SqlPort> {
@@ -90,6 +136,8 @@ export class PostgresStore extends SqlStore {
     const client = await this.pool.connect()
     try {
       await client.query('BEGIN')
+      // A migration may wait for another process's: the statement timeout is for requests.
+      await client.query('SET LOCAL statement_timeout = 0')
       await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
       await this.queries.migrate(portOf(client))
       await client.query('COMMIT')

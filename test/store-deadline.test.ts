@@ -1,0 +1,289 @@
+/**
+ * The deadline on every store operation. A store that stops answering without closing its
+ * connections (a partition, a frozen server) must fail the request with an unavailable `StoreError`
+ * (503) within the deadline, not hold it until TCP gives up; and once the server answers again the
+ * store must work without a restart, its pool not short of a slot.
+ *
+ * Each server store runs behind a TCP proxy that freezes (holds every byte, closes nothing). At the
+ * manager, a custom store whose promise never settles is cut off by `storeTimeoutMs`.
+ */
+import mysql from 'mysql2/promise'
+import pg from 'pg'
+import { createClient } from 'redis'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { systemClock } from '../src/core/clock.js'
+import { generateKey } from '../src/core/crypto.js'
+import { ConfigError, isUnavailableError, StoreError } from '../src/core/errors.js'
+import type { SessionStore } from '../src/core/store.js'
+import { createSessionManager } from '../src/index.js'
+import { MemoryStore } from '../src/stores/memory/index.js'
+import { MySqlStore } from '../src/stores/mysql/index.js'
+import { PostgresStore } from '../src/stores/postgres/index.js'
+import { RedisStore } from '../src/stores/redis/index.js'
+import type { BundledStore } from '../src/stores/shared.js'
+import { makeRecord, randomStoreKey } from '../src/testing/conformance.js'
+import { describeWithService, SERVICE_URLS, service } from './support/services.js'
+import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js'
+
+/** The store's deadline in these tests: short, so a frozen server is noticed quickly. */
+const DEADLINE_MS = 300
+/** Connections in each pool under test. */
+const POOL_SIZE = 2
+/** A vitest timeout well past every deadline here: a store that never gives up fails the test. */
+const TEST_TIMEOUT_MS = 20_000
+
+const postgres = await service('PostgreSQL', SERVICE_URLS.postgres, async () => {
+  const client = new pg.Client({ connectionString: SERVICE_URLS.postgres })
+  await client.connect()
+  await client.end()
+})
+const mariadb = await service('MariaDB', SERVICE_URLS.mysql, async () => {
+  const connection = await mysql.createConnection({ uri: SERVICE_URLS.mysql, connectTimeout: 4000 })
+  await connection.end()
+})
+const redis = await service('Redis', SERVICE_URLS.redis, async () => {
+  const client = createClient({ url: SERVICE_URLS.redis })
+  client.on('error', () => {})
+  await client.connect()
+  await client.close()
+})
+
+/** A URL with its port replaced by the proxy's. */
+function throughProxy(url: string, proxy: TcpProxy): string {
+  const parsed = new URL(url)
+  parsed.port = String(proxy.port)
+  return parsed.toString()
+}
+
+/** A fresh table name, so tests never share rows. */
+const freshTable = () =>
+  `latchkey_deadline_${randomStoreKey()
+    .slice(0, 10)
+    .replace(/[^A-Za-z0-9]/g, '_')}`
+
+/** Rejects with an unavailable `StoreError` naming `operation`, however long the driver would wait. */
+async function expectUnavailable(pending: Promise<unknown>, operation: string): Promise<void> {
+  const error = await pending.then(
+    () => new Error('resolved, but the server was frozen'),
+    (rejection: unknown) => rejection,
+  )
+  expect(error).toBeInstanceOf(StoreError)
+  expect(isUnavailableError(error)).toBe(true)
+  expect((error as StoreError).operation).toBe(operation)
+}
+
+/**
+ * The scenario every server store goes through: it answers; frozen, `POOL_SIZE` operations at once
+ * each reject within its deadline, and `openConnections` (when the test sees the store's pool) says
+ * none of their connections is kept, neither checked out nor back in the pool to be handed out again;
+ * thawed, `POOL_SIZE` operations at once all succeed.
+ */
+async function freezeAndThaw(
+  proxy: TcpProxy,
+  store: BundledStore,
+  openConnections?: () => number,
+): Promise<void> {
+  const records = Array.from({ length: POOL_SIZE }, () => makeRecord(systemClock))
+  // Warm: every connection of the pool opened, and each record stored.
+  expect(await Promise.all(records.map((record) => store.create(record)))).toEqual(records.map(() => true))
+
+  proxy.freeze()
+  await Promise.all(records.map((record) => expectUnavailable(store.get(record.key), 'get')))
+  if (openConnections) expect(openConnections()).toBe(0)
+
+  proxy.thaw()
+  const after = await Promise.all(records.map((record) => store.get(record.key)))
+  expect(after).toEqual(records)
+  // And the store writes again.
+  const next = { ...(records[0] as (typeof records)[0]), version: 2, payload: 'after the thaw' }
+  expect(await store.update(next, 1)).toBe(true)
+  expect(await store.get(next.key)).toEqual(next)
+}
+
+describeWithService(postgres, 'PostgresStore behind a frozen link', () => {
+  let proxy: TcpProxy
+  beforeAll(async () => {
+    proxy = await startTcpProxy(Number(new URL(SERVICE_URLS.postgres).port || 5432))
+  })
+  afterAll(() => proxy.close())
+
+  test(
+    'its own pool: an operation rejects within commandTimeoutMs, and the store answers after the thaw',
+    async () => {
+      const store = new PostgresStore({
+        connectionString: throughProxy(SERVICE_URLS.postgres, proxy),
+        tableName: freshTable(),
+        commandTimeoutMs: DEADLINE_MS,
+        pruneIntervalMs: 0,
+        onWarning: () => {},
+      })
+      try {
+        await store.migrate()
+        await freezeAndThaw(proxy, store)
+      } finally {
+        await store.close()
+      }
+    },
+    TEST_TIMEOUT_MS,
+  )
+
+  test(
+    'a pool handed in: each timed-out connection is closed, not kept checked out',
+    async () => {
+      const pool = new pg.Pool({
+        connectionString: throughProxy(SERVICE_URLS.postgres, proxy),
+        max: POOL_SIZE,
+      })
+      pool.on('error', () => {})
+      const store = new PostgresStore({
+        pool,
+        tableName: freshTable(),
+        commandTimeoutMs: DEADLINE_MS,
+        pruneIntervalMs: 0,
+      })
+      try {
+        await store.migrate()
+        await freezeAndThaw(proxy, store, () => pool.totalCount)
+      } finally {
+        await store.close()
+        await pool.end()
+      }
+    },
+    TEST_TIMEOUT_MS,
+  )
+
+  test('commandTimeoutMs is validated', () => {
+    expect(() => new PostgresStore({ connectionString: SERVICE_URLS.postgres, commandTimeoutMs: 0 })).toThrow(
+      ConfigError,
+    )
+  })
+})
+
+describeWithService(mariadb, 'MySqlStore behind a frozen link', () => {
+  let proxy: TcpProxy
+  beforeAll(async () => {
+    proxy = await startTcpProxy(Number(new URL(SERVICE_URLS.mysql).port || 3306))
+  })
+  afterAll(() => proxy.close())
+
+  test(
+    'an operation rejects within commandTimeoutMs, its connection is destroyed, and the store answers after the thaw',
+    async () => {
+      const pool = mysql.createPool({
+        uri: throughProxy(SERVICE_URLS.mysql, proxy),
+        connectionLimit: POOL_SIZE,
+      })
+      // mysql2 has no public count of a pool's connections; this array is its own.
+      const slots = (pool as unknown as { pool: { _allConnections: { length: number } } }).pool
+      const store = new MySqlStore({
+        pool,
+        tableName: freshTable(),
+        commandTimeoutMs: DEADLINE_MS,
+        pruneIntervalMs: 0,
+      })
+      try {
+        await store.migrate()
+        await freezeAndThaw(proxy, store, () => slots._allConnections.length)
+      } finally {
+        await store.close()
+        await pool.end()
+      }
+    },
+    TEST_TIMEOUT_MS,
+  )
+
+  test('commandTimeoutMs is validated', () => {
+    expect(() => new MySqlStore({ uri: SERVICE_URLS.mysql, commandTimeoutMs: 1.5 })).toThrow(ConfigError)
+  })
+})
+
+describeWithService(redis, 'RedisStore behind a frozen link', () => {
+  let proxy: TcpProxy
+  beforeAll(async () => {
+    proxy = await startTcpProxy(Number(new URL(SERVICE_URLS.redis).port || 6379))
+  })
+  afterAll(() => proxy.close())
+
+  test(
+    'an operation rejects within commandTimeoutMs, and the store answers after the thaw',
+    async () => {
+      const store = new RedisStore({
+        url: throughProxy(SERVICE_URLS.redis, proxy),
+        prefix: `latchkey-deadline:${randomStoreKey()
+          .slice(0, 8)
+          .replace(/[^A-Za-z0-9]/g, '_')}:`,
+        commandTimeoutMs: DEADLINE_MS,
+        onWarning: () => {},
+      })
+      try {
+        await freezeAndThaw(proxy, store)
+      } finally {
+        await store.close()
+      }
+    },
+    TEST_TIMEOUT_MS,
+  )
+})
+
+describe('storeTimeoutMs at the manager', () => {
+  /** A store whose promise methods never settle, the way a hung custom store behaves. */
+  function hungStore(): SessionStore {
+    const never = () => new Promise<never>(() => {})
+    return { get: never, create: never, update: never, touch: never, destroy: never }
+  }
+
+  test(
+    'a store call that never settles fails the request with an unavailable StoreError',
+    async () => {
+      const manager = createSessionManager({
+        store: hungStore(),
+        keys: [generateKey()],
+        cookie: { secure: false },
+        storeTimeoutMs: 50,
+      })
+      const session = await manager.load({})
+      session.set('user', 'ann')
+      const error = await manager.commit(session).then(
+        () => new Error('committed to a store that never answers'),
+        (rejection: unknown) => rejection,
+      )
+      expect(error).toBeInstanceOf(StoreError)
+      expect(isUnavailableError(error)).toBe(true)
+      expect((error as StoreError).message).toMatch(/storeTimeoutMs/)
+
+      const loaded = await manager.load({ cookie: `sid=${'a'.repeat(43)}` }).then(
+        () => new Error('loaded from a store that never answers'),
+        (rejection: unknown) => rejection,
+      )
+      expect(isUnavailableError(loaded)).toBe(true)
+    },
+    TEST_TIMEOUT_MS,
+  )
+
+  test('a store that answers in time is unaffected', async () => {
+    const manager = createSessionManager({
+      store: new MemoryStore(),
+      keys: [generateKey()],
+      cookie: { secure: false },
+      storeTimeoutMs: 1000,
+    })
+    const session = await manager.load({})
+    session.set('user', 'ann')
+    expect((await manager.commit(session)).setCookie).toMatch(/^sid=/)
+  })
+
+  test.each([0, -1, 1.5, 60_001, '5000'])('storeTimeoutMs %j is a ConfigError naming it', (value) => {
+    let error: unknown
+    try {
+      createSessionManager({
+        store: new MemoryStore(),
+        keys: [generateKey()],
+        storeTimeoutMs: value as number,
+      })
+    } catch (thrown) {
+      error = thrown
+    }
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).option).toBe('storeTimeoutMs')
+  })
+})
