@@ -144,7 +144,8 @@ describe('the synchronous fast path', () => {
     expect((await manager.load({ cookie })).get('n')).toBe(0)
     // Expired by this manager's (shorter) idle timeout while the store still holds it: the full path ends it.
     const strict = createSessionManager<Data>({
-      ...manager.options,
+      store: manager.options.store,
+      clock: manager.options.clock,
       keys: KEYS,
       cookie: { secure: false },
       idleTimeoutMs: 5 * MINUTE,

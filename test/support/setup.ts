@@ -31,9 +31,16 @@ export async function harness<S extends SessionStore = MemoryStore>(
   const clock = (options.clock as ManualClock | undefined) ?? new ManualClock()
   const store = (options.store ?? new MemoryStore({ clock })) as S
   const keys = (options.keys as string[] | undefined) ?? [generateKey()]
-  const manager = createSessionManager<AppData>({ cookie: { secure: false }, ...options, store, keys, clock })
+  const { hooks, ...managerOptions } = options
+  const manager = createSessionManager<AppData>({
+    cookie: { secure: false },
+    ...managerOptions,
+    store,
+    keys,
+    clock,
+  })
   const errors: unknown[] = []
-  const server = await serve(manager, testApp(options.hooks), errors)
+  const server = await serve(manager, testApp(hooks), errors)
   const cookieName = manager.options.cookie.name
   return {
     clock,
