@@ -1,7 +1,7 @@
 /**
- * The opt-in typing of `req.session` (latchkey/express/augment), checked by the TypeScript compiler on
- * programs of their own: a global augmentation cannot be tried in the project's program, which
- * imports express-session (it types `req.session` too). Each source must compile without an error;
+ * The typing of `req.session` (by latchkey/express, and still by latchkey/express/augment), checked by
+ * the TypeScript compiler on programs of their own: a global augmentation cannot be tried in the
+ * project's program, which imports express-session (it types `req.session` too). Each source must compile without an error;
  * its `@ts-expect-error` lines are the errors it must have.
  */
 import { fileURLToPath } from 'node:url'
@@ -56,17 +56,22 @@ import { createSessionManager, MemoryStore } from '../src/index.js'
 const manager = createSessionManager<{ cart: string[] }>({ store: new MemoryStore() })
 `
 
-test('without latchkey/express/augment, req.session is not declared', () => {
+test('importing latchkey/express types req.session on every request, its data declared once', () => {
   const source = `${prelude}
+declare module '../src/adapters/express.js' {
+  interface ExpressSessionData { cart: string[] }
+}
 express().use(sessions(manager)).get('/', (req, res) => {
-  // @ts-expect-error not declared without the augmentation
-  res.json(req.session)
+  const cart: string[] | undefined = req.session.get('cart')
+  // @ts-expect-error a value of the wrong type
+  req.session.set('cart', 'apples')
+  res.json({ cart, user: req.session.userId })
 })
 `
   expect(diagnosticsOf(source)).toEqual([])
 })
 
-test('latchkey/express/augment types req.session on every request, its data declared once', () => {
+test('latchkey/express/augment still types req.session, as it did before latchkey/express did', () => {
   const source = `${prelude}
 import '../src/adapters/express-augment.js'
 declare module '../src/adapters/express-augment.js' {

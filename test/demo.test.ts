@@ -1,6 +1,10 @@
 // The demo app (examples/demo, Express 5 on SQLite) over real HTTP: every page, the CSRF token on
 // every POST (form field and fetch header), the counter, sign-in, the sessions list, revoke, sign out
 // everywhere else, sign-out and its flash, the favicon, and a 503 while the store is down.
+// The demo imports latchkey by its package name, as an app does. Node would resolve that to the built
+// dist (the package's exports map); TypeScript and tsx (`npm start`) resolve it to src through the paths
+// of tsconfig.json; vitest reads neither, so the mocks below hand it src too: no build to wait for, and
+// the demo is tested against the code as it is. The built package is run by declarations.test.ts.
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -9,6 +13,10 @@ import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import type { DemoServer } from '../examples/demo/app.js'
 import { createDemoServer, MAX_BODY_BYTES } from '../examples/demo/app.js'
 import { generateKey } from '../src/index.js'
+
+vi.mock('latchkey', () => import('../src/index.js'))
+vi.mock('latchkey/express', () => import('../src/adapters/express.js'))
+vi.mock('latchkey/stores/sqlite', () => import('../src/stores/sqlite/index.js'))
 
 let demo: DemoServer
 let dir: string

@@ -11,10 +11,10 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { NextFunction, Request, Response } from 'express'
 import express from 'express'
-import { sessions } from '../../src/adapters/express.js'
-import type { Session, SessionManager, UserSessionInfo } from '../../src/index.js'
-import { createSessionManager, isCsrfError, isUnavailableError } from '../../src/index.js'
-import { SqliteStore } from '../../src/stores/sqlite/index.js'
+import type { Session, SessionManager, UserSessionInfo } from 'latchkey'
+import { createSessionManager, isCsrfError, isUnavailableError } from 'latchkey'
+import { sessions } from 'latchkey/express'
+import { SqliteStore } from 'latchkey/stores/sqlite'
 
 /** What the demo keeps in a session. */
 export type DemoData = {

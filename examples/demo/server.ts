@@ -7,7 +7,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { generateKey } from '../../src/index.js'
+import { generateKey } from 'latchkey'
 import { createDemoServer } from './app.js'
 
 const VAR_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'var')

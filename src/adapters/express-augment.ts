@@ -1,15 +1,16 @@
 /**
- * Opt-in typing of `req.session` on every Express request: `import 'latchkey/express/augment'` once.
+ * The typing of `req.session` on every Express request, as `@types/express-session` does it: a global
+ * declaration, loaded by importing `latchkey/express` (which re-exports `ExpressSessionData` from here).
+ * `import 'latchkey/express/augment'` loads it alone, as before `latchkey/express` did. `req.session` is
+ * a `Session<ExpressSessionData>`; give the data its type once by merging into that interface:
  *
- * Without it, reach the session through `auth.session(req)` or `(req as SessionRequest<Data>).session`
- * (see `latchkey/express`). With it, `req.session` is a `Session<ExpressSessionData>`; give the data
- * its type once by merging into that interface:
- *
- *     declare module 'latchkey/express/augment' {
+ *     declare module 'latchkey/express' {
  *       interface ExpressSessionData { cart: string[] }
  *     }
  *
- * It cannot be combined with another library that types `req.session` (express-session does).
+ * Only one library can type `req.session`: in a program that also imports express-session, TypeScript
+ * reports the second declaration it meets (TS2717), or with `skipLibCheck` keeps the first silently.
+ * Reach the session through `auth.session(req)` there (see `latchkey/express`).
  */
 import type { Session } from '../core/session.js'
 

@@ -10,6 +10,15 @@ import {
 const NONCE_BYTES = 12
 const TAG_BYTES = 16
 const KEY_ID_LENGTH = 8
+/**
+ * node's `Buffer` where node's types are loaded (in this package's own build), else the `Uint8Array` every
+ * Buffer is. The declarations this module publishes name it instead of `Buffer`, so that they compile in
+ * a project without `@types/node` (TypeScript 7 loads no `@types` package its `types` does not list).
+ */
+export type NodeBytes = typeof globalThis extends { Buffer: { alloc(size: number): infer B } }
+  ? B
+  : Uint8Array
+
 /** Smallest accepted master key, in bytes. */
 export const MIN_KEY_BYTES = 32
 
@@ -44,7 +53,7 @@ let poolOffset = 0
  * nonces instead of one each. Every byte is handed out once; a spent pool is replaced, never refilled
  * in place, so a slice stays valid for as long as its holder keeps it.
  */
-export function secureRandomBytes(size: number): Buffer {
+export function secureRandomBytes(size: number): NodeBytes {
   if (poolOffset + size > pool.length) {
     pool = randomFillSync(Buffer.allocUnsafeSlow(Math.max(POOL_BYTES, size)))
     poolOffset = 0
@@ -54,11 +63,11 @@ export function secureRandomBytes(size: number): Buffer {
   return bytes
 }
 
-function subkey(master: Buffer, purpose: string): Buffer {
+function subkey(master: Uint8Array, purpose: string): Buffer {
   return Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), `latchkey/${purpose}/v1`, 32))
 }
 
-function deriveEntry(master: Buffer): KeyEntry {
+function deriveEntry(master: Uint8Array): KeyEntry {
   const id = createHmac('sha256', master)
     .update('latchkey/key-id/v1')
     .digest('base64url')
@@ -74,7 +83,7 @@ function deriveEntry(master: Buffer): KeyEntry {
 }
 
 /** Decodes a configured key (base64url or base64). Returns null if it is not valid base64. */
-export function decodeKey(text: string): Buffer | null {
+export function decodeKey(text: string): NodeBytes | null {
   if (!/^[A-Za-z0-9_+/-]+={0,2}$/.test(text)) return null
   return Buffer.from(text, text.includes('+') || text.includes('/') ? 'base64' : 'base64url')
 }
@@ -96,7 +105,7 @@ export class Keyring {
   private readonly byId: ReadonlyMap<string, KeyEntry>
 
   /** @param masters master keys, newest first, each at least 32 bytes. */
-  constructor(masters: readonly Buffer[]) {
+  constructor(masters: readonly Uint8Array[]) {
     if (masters.length === 0) throw new RangeError('Keyring needs at least one key')
     this.entries = masters.map(deriveEntry)
     this.byId = new Map(this.entries.map((entry) => [entry.id, entry]))

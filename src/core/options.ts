@@ -1,6 +1,7 @@
 import type { Clock } from './clock.js'
 import { systemClock } from './clock.js'
 import type { SessionCookieSettings } from './cookie.js'
+import type { NodeBytes } from './crypto.js'
 import { decodeKey, MIN_KEY_BYTES } from './crypto.js'
 import { ConfigError } from './errors.js'
 import type { SessionEvent } from './events.js'
@@ -123,10 +124,13 @@ export interface CsrfCookieSettings {
   readonly maxAgeMs: number
 }
 
+/** Environment variables, as `process.env` holds them (named without node's types: see `NodeBytes`). */
+export type Environment = Readonly<Record<string, string | undefined>>
+
 /** Options after defaults and validation. */
 export interface ResolvedOptions {
   readonly store: SessionStore
-  readonly keys: readonly Buffer[]
+  readonly keys: readonly NodeBytes[]
   readonly cookie: SessionCookieSettings
   readonly idleTimeoutMs: number
   readonly absoluteTimeoutMs: number
@@ -219,7 +223,7 @@ function duration(
   return value
 }
 
-function resolveKeys(keys: readonly string[] | undefined, env: NodeJS.ProcessEnv): Buffer[] {
+function resolveKeys(keys: readonly string[] | undefined, env: Environment): NodeBytes[] {
   const source = keys ?? env.LATCHKEY_KEYS?.split(',').map((key) => key.trim())
   const option = keys ? 'keys' : 'LATCHKEY_KEYS'
   if (!source || source.length === 0 || (source.length === 1 && source[0] === '')) {
@@ -328,7 +332,7 @@ function resolveCsrfCookie(options: CsrfCookieOptions, session: SessionCookieSet
 /** Applies defaults and validates. Throws {@link ConfigError} naming the first bad option. */
 export function resolveOptions(
   options: SessionManagerOptions,
-  env: NodeJS.ProcessEnv = process.env,
+  env: Environment = process.env,
 ): ResolvedOptions {
   if (!options || typeof options !== 'object') throw new ConfigError('options', 'must be an object')
   refuseUnknownOptions(options, MANAGER_OPTIONS, { owner: 'createSessionManager', hints: MANAGER_HINTS })

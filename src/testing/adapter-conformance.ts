@@ -15,7 +15,7 @@
  */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { request as httpRequest } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseSetCookie, type SetCookie } from 'cookie'
@@ -47,7 +47,16 @@ export interface ConformanceRequest {
    * node's response, where the framework lets the front door reach it (`res`, `reply.raw`, `ctx.res`,
    * Hono's `c.env.outgoing`): the backpressure scenarios listen to its 'drain' and 'close'.
    */
-  readonly nodeResponse?: ServerResponse
+  readonly nodeResponse?: NodeResponseEvents
+}
+
+/**
+ * What the backpressure scenarios need of node's response (`ServerResponse` has it): its 'drain' and
+ * 'close' events. Typed by shape, so `latchkey/testing` compiles without node's types.
+ */
+export interface NodeResponseEvents {
+  on(event: 'drain', listener: () => void): unknown
+  once(event: 'close', listener: () => void): unknown
 }
 
 /** What the app sends; the front door sends it in its framework's own way. */
@@ -1305,7 +1314,7 @@ class LargeBody {
   produced = 0
   drains = 0
   closed = false
-  nodeResponse: ServerResponse | undefined
+  nodeResponse: NodeResponseEvents | undefined
   readonly #hash = createHash('sha256')
 
   /** Chunk by chunk, each one numbered (so a chunk lost, repeated or out of order changes the hash). */

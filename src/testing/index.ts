@@ -14,6 +14,7 @@ export {
   type ConformanceReply,
   type ConformanceRequest,
   defineAdapterConformance,
+  type NodeResponseEvents,
   type ServedConformanceApp,
 } from './adapter-conformance.js'
 export {
