@@ -26,7 +26,7 @@ export type {
   SessionManagerOptions,
 } from './core/options.js'
 export { DEFAULTS } from './core/options.js'
-export type { SessionData } from './core/session.js'
+export type { LoginOptions, SessionCookie, SessionData } from './core/session.js'
 export { Session } from './core/session.js'
 export type {
   ClosableStore,

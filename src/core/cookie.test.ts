@@ -49,13 +49,13 @@ describe('readSessionCookie', () => {
 
 describe('serializing', () => {
   test('hardened attributes and no expiry by default', () => {
-    expect(serializeSessionCookie(settings, 'abc', 100)).toBe(
+    expect(serializeSessionCookie(settings, 'abc', null)).toBe(
       '__Host-sid=abc; Path=/; HttpOnly; Secure; SameSite=Lax',
     )
   })
 
   test('persistent cookies carry Max-Age', () => {
-    expect(serializeSessionCookie({ ...settings, persistent: true }, 'abc', 99.9)).toContain('Max-Age=99')
+    expect(serializeSessionCookie(settings, 'abc', 99.9)).toContain('Max-Age=99')
   })
 
   test('the clearing cookie matches name, path, domain and flags', () => {

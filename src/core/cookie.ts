@@ -1,6 +1,9 @@
 import { parseCookie, stringifySetCookie } from 'cookie'
+import type { Clock } from './clock.js'
 import { isWellFormedId } from './id.js'
 import type { CsrfCookieSettings } from './options.js'
+import type { CookieFacts, SessionCookie, SessionMeta, SessionState } from './session.js'
+import type { SessionRecord } from './store.js'
 
 /** The resolved cookie settings the core writes with. */
 export interface SessionCookieSettings {
@@ -10,6 +13,7 @@ export interface SessionCookieSettings {
   readonly httpOnly: true
   readonly path: string
   readonly domain: string | undefined
+  /** The default of every session: a persistent cookie, or one that dies with the browser. `login` may choose otherwise. */
   readonly persistent: boolean
 }
 
@@ -66,11 +70,11 @@ function countCookies(header: string, name: string): number {
 
 const suffixes = new WeakMap<SessionCookieSettings, string>()
 
-/** The Set-Cookie value that hands `id` to the browser. `maxAgeSeconds` only for persistent cookies. */
+/** The Set-Cookie value that hands `id` to the browser: persistent with `maxAgeSeconds`, a browser-session cookie with `null`. */
 export function serializeSessionCookie(
   settings: SessionCookieSettings,
   id: string,
-  maxAgeSeconds?: number,
+  maxAgeSeconds: number | null,
 ): string {
   const attributes = {
     httpOnly: true,
@@ -79,7 +83,7 @@ export function serializeSessionCookie(
     path: settings.path,
     domain: settings.domain,
   } as const
-  if (settings.persistent && maxAgeSeconds !== undefined) {
+  if (maxAgeSeconds !== null) {
     const maxAge = Math.max(0, Math.floor(maxAgeSeconds))
     return stringifySetCookie(settings.name, id, { ...attributes, maxAge, encode: identity })
   }
@@ -91,6 +95,53 @@ export function serializeSessionCookie(
     suffixes.set(settings, suffix)
   }
   return `${settings.name}=${id}${suffix}`
+}
+
+/**
+ * The kind and lifetime of each session's cookie: persistent (Max-Age = the time left until the
+ * session's absolute deadline) or a browser-session cookie, as the session chose at `login` ("remember
+ * me", kept in its sealed metadata so every renewal sends the same kind), else as the settings say.
+ */
+export class CookieLifetime implements CookieFacts {
+  constructor(
+    private readonly settings: SessionCookieSettings,
+    private readonly absoluteTimeoutMs: number,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Whether a session with this metadata gets a persistent cookie. */
+  persistent(meta: SessionMeta): boolean {
+    return meta.p ?? this.settings.persistent
+  }
+
+  /** The Set-Cookie value that hands a stored session's ID to the browser at `now`. */
+  issue(state: SessionState, now: number): string {
+    const expiresAt = (state.record as SessionRecord).absoluteExpiresAt
+    const maxAgeSeconds = this.persistent(state.meta) ? (expiresAt - now) / 1000 : null
+    return serializeSessionCookie(this.settings, state.id, maxAgeSeconds)
+  }
+
+  /** The session's cookie as it would be sent now, for `session.cookie`. */
+  describe(state: SessionState): SessionCookie {
+    const persistent = this.persistent(state.meta)
+    const now = this.clock.now()
+    // A session stored at this commit (a new one, or a sign-in) gets a new record and the full lifetime.
+    const expiresAt =
+      state.record === null || state.rotation === 'login'
+        ? now + this.absoluteTimeoutMs
+        : state.record.absoluteExpiresAt
+    const { secure, httpOnly, sameSite, path, domain } = this.settings
+    return {
+      persistent,
+      maxAge: persistent ? Math.max(0, expiresAt - now) : null,
+      expires: persistent ? new Date(expiresAt) : null,
+      secure,
+      httpOnly,
+      sameSite,
+      path,
+      domain,
+    }
+  }
 }
 
 /** The Set-Cookie value that removes the session cookie: same name, Path, Domain and flags, expired. */

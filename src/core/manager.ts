@@ -39,7 +39,7 @@
  * `regenerate` of an ended session is discarded.
  */
 import type { CookieReading } from './cookie.js'
-import { readSessionCookie, serializeClearingCookie, serializeSessionCookie } from './cookie.js'
+import { CookieLifetime, readSessionCookie, serializeClearingCookie } from './cookie.js'
 import { Keyring } from './crypto.js'
 import { CsrfSecrets } from './csrf-secret.js'
 import { Devices, type RevokeCount, type UserSessionInfo } from './devices.js'
@@ -85,6 +85,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   private readonly ending: Ending
   private readonly devices: Devices
   private readonly cleared: CommitResult
+  private readonly lifetime: CookieLifetime
 
   constructor(options: SessionManagerOptions) {
     this.options = resolveOptions(options)
@@ -105,6 +106,11 @@ export class SessionManager<T extends SessionData = SessionData> {
     this.rotation = new Rotation(this.life, this.writer, this.ending)
     this.devices = new Devices(this.life, this.ending)
     this.cleared = Object.freeze({ setCookie: serializeClearingCookie(this.options.cookie), private: true })
+    this.lifetime = new CookieLifetime(
+      this.options.cookie,
+      this.options.absoluteTimeoutMs,
+      this.options.clock,
+    )
   }
 
   /**
@@ -405,10 +411,9 @@ export class SessionManager<T extends SessionData = SessionData> {
     return PRIVATE
   }
 
+  /** The session cookie for the state's stored record, of the kind the session chose ("remember me") or the default. */
   private issued(state: SessionState, now: number): CommitResult {
-    const record = state.record as SessionRecord
-    const maxAgeSeconds = (record.absoluteExpiresAt - now) / 1000
-    return { setCookie: serializeSessionCookie(this.options.cookie, state.id, maxAgeSeconds), private: true }
+    return { setCookie: this.lifetime.issue(state, now), private: true }
   }
 
   /** A fresh session for a request whose cookie named none; a rejected cookie is reported and cleared. */
@@ -430,6 +435,7 @@ export class SessionManager<T extends SessionData = SessionData> {
         userId: null,
         userAgent: facts.userAgent,
         csrf: this.csrf,
+        cookieFacts: this.lifetime,
         csrfCookie: pre.cookie,
         cookie: clearCookie ? 'clear' : 'keep',
       }),
@@ -446,6 +452,7 @@ export class SessionManager<T extends SessionData = SessionData> {
         userId: loaded.record.userId,
         userAgent: facts.userAgent,
         csrf: this.csrf,
+        cookieFacts: this.lifetime,
         csrfCookie: this.csrf.leftover(facts),
         cookie: reissue ? 'reissue' : 'keep',
         reseal: loaded.stale,

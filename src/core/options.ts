@@ -22,7 +22,8 @@ export interface CookieOptions {
   path?: string
   /**
    * Persistent cookie: `Max-Age` set to the time left until the absolute timeout. Default `false`
-   * (the cookie dies with the browser).
+   * (the cookie dies with the browser). The default of every session: a sign-in may choose otherwise
+   * for its own session ("remember me") with `session.login(userId, { persistent })`.
    */
   persistent?: boolean
 }

@@ -1,4 +1,5 @@
 import { SessionError } from './errors.js'
+import { absentMethod, readOnlyCookie, refuseCallback, SESSION_TRAPS } from './habits.js'
 import { generateId } from './id.js'
 import type { SessionRecord } from './store.js'
 
@@ -41,6 +42,46 @@ export interface SessionMeta {
    * the session before the change still commit their writes to the successor, and ends follow it there.
    */
   retired?: true
+  /**
+   * The session's "remember me" choice, made at `login(userId, { persistent })`: a persistent cookie
+   * (`true`) or a browser-session cookie (`false`). Absent: the manager's `cookie.persistent`. Kept
+   * through renewals and `regenerate`, so every cookie the session is handed is of the kind chosen.
+   */
+  p?: boolean
+}
+
+/** What `session.cookie` reports: the session cookie as latchkey sends it. Read-only. */
+export interface SessionCookie {
+  /**
+   * A persistent cookie (it lasts until the session's absolute deadline) or a browser-session cookie
+   * (it dies with the browser): the choice made at `login(userId, { persistent })`, else the manager's
+   * `cookie.persistent`.
+   */
+  readonly persistent: boolean
+  /** Milliseconds until a persistent cookie expires (the session's absolute deadline); `null` for a browser-session cookie. */
+  readonly maxAge: number | null
+  /** When a persistent cookie expires; `null` for a browser-session cookie. */
+  readonly expires: Date | null
+  readonly secure: boolean
+  readonly httpOnly: true
+  readonly sameSite: 'lax' | 'strict' | 'none'
+  readonly path: string
+  readonly domain: string | undefined
+}
+
+/** Describes a session's cookie (the manager's settings and clock), for `session.cookie`. */
+export interface CookieFacts {
+  describe(state: SessionState): SessionCookie
+}
+
+/** The options of `login`. */
+export interface LoginOptions {
+  /**
+   * "Remember me": `true` hands this session a persistent cookie (it lasts until the absolute
+   * deadline), `false` a browser-session cookie (it dies with the browser). Kept for the session's
+   * life, through every renewal of its ID. Default: the manager's `cookie.persistent`.
+   */
+  persistent?: boolean
 }
 
 /**
@@ -90,6 +131,8 @@ export interface SessionState {
   readonly userAgent: string | undefined
   /** Makes CSRF tokens (the manager's keyring, kept out of sight of logs and inspectors). */
   readonly csrf: CsrfTokens
+  /** Describes the session cookie, for `session.cookie`. */
+  readonly cookieFacts: CookieFacts
   /** The CSRF pre-session cookie the request brought, and what the commit must do about it. */
   csrfCookie: CsrfCookieState
   csrfUse: CsrfUse
@@ -104,7 +147,7 @@ export function blankMeta(): SessionMeta {
 export function newState(
   fields: Pick<
     SessionState,
-    'id' | 'record' | 'data' | 'meta' | 'userId' | 'userAgent' | 'csrf' | 'csrfCookie'
+    'id' | 'record' | 'data' | 'meta' | 'userId' | 'userAgent' | 'csrf' | 'cookieFacts' | 'csrfCookie'
   > &
     Partial<Pick<SessionState, 'cookie' | 'reseal'>>,
 ): SessionState {
@@ -124,6 +167,7 @@ export function newState(
     reseal: fields.reseal ?? false,
     userAgent: fields.userAgent,
     csrf: fields.csrf,
+    cookieFacts: fields.cookieFacts,
     csrfCookie: fields.csrfCookie,
     csrfUse: 'none',
   }
@@ -146,6 +190,11 @@ export const STATE: unique symbol = Symbol('latchkey.session')
  * Changes are recorded, not written: the adapter commits them once, before the response leaves.
  * Values must be JSON-serialisable; mutate an object in place and the change is not seen, so `set` it
  * again or use `update`.
+ *
+ * express-session habits are loud: an assignment to the object (`session.user = 'x'`), a callback
+ * (`destroy(cb)`), `save`/`reload`/`touch` and a write to `session.cookie` throw a `TypeError` saying
+ * what to do instead, in sloppy-mode CommonJS too (the manager hands out the session behind a proxy
+ * that traps writes, never reads).
  */
 export class Session<T extends SessionData = SessionData> {
   /** @internal */
@@ -154,6 +203,8 @@ export class Session<T extends SessionData = SessionData> {
   /** @internal Built by the manager only. */
   constructor(state: SessionState) {
     this[STATE] = state
+    // biome-ignore lint/correctness/noConstructorReturn: the session is handed out behind its write traps
+    return new Proxy<this>(this, SESSION_TRAPS)
   }
 
   /** The session ID. A secret: never log it, put it in a URL or render it. */
@@ -169,6 +220,17 @@ export class Session<T extends SessionData = SessionData> {
   /** The signed-in user, or `null`. Set by `login`, cleared by `logout`. */
   get userId(): string | null {
     return this[STATE].userId
+  }
+
+  /**
+   * The session cookie as latchkey sends it: persistent or not ("remember me", chosen at `login`),
+   * its `maxAge` and `expires` (`null` for a browser-session cookie), its attributes. Read-only: a
+   * write throws a `TypeError` (set the lifetime with `login(userId, { persistent })` and the
+   * manager's `cookie` options).
+   */
+  get cookie(): SessionCookie {
+    const state = this[STATE]
+    return readOnlyCookie(state.cookieFacts.describe(state))
   }
 
   /** The value under `key`, or `undefined`. */
@@ -208,10 +270,13 @@ export class Session<T extends SessionData = SessionData> {
 
   /**
    * Signs `userId` in: a new ID (the old one dies at once), the data kept, a new CSRF secret,
-   * the user indexed for `listUserSessions`. Throws `SessionError` (`ERR_LATCHKEY_USER_ID`) for a user
-   * ID that is not a string of 1 to {@link MAX_USER_ID_LENGTH} characters.
+   * the user indexed for `listUserSessions`. `{ persistent }` is the "remember me" box: a persistent
+   * cookie or a browser-session cookie for this session, through every later renewal; left out, the
+   * manager's `cookie.persistent` (each sign-in makes the choice afresh). Throws `SessionError`
+   * (`ERR_LATCHKEY_USER_ID`) for a user ID that is not a string of 1 to {@link MAX_USER_ID_LENGTH}
+   * characters, a `TypeError` for options that are not `{ persistent?: boolean }` (a callback too).
    */
-  login(userId: string): void {
+  login(userId: string, options?: LoginOptions): void {
     if (typeof userId !== 'string' || userId.length === 0 || userId.length > MAX_USER_ID_LENGTH) {
       throw new SessionError(
         'ERR_LATCHKEY_USER_ID',
@@ -220,12 +285,15 @@ export class Session<T extends SessionData = SessionData> {
         }`,
       )
     }
+    const persistent = loginPersistence(options)
     const state = this[STATE]
     state.userId = userId
     state.rotation = 'login'
-    // A sign-in starts a new lineage with a new CSRF secret.
+    // A sign-in starts a new lineage with a new CSRF secret, and makes its own "remember me" choice.
     state.meta.csrf = ''
     state.meta.lid = ''
+    if (persistent === undefined) delete state.meta.p
+    else state.meta.p = persistent
   }
 
   /**
@@ -241,22 +309,32 @@ export class Session<T extends SessionData = SessionData> {
     return state.csrf.token(state)
   }
 
-  /** Signs out: the record is destroyed server-side and the cookie cleared. */
-  logout(): void {
+  /**
+   * Signs out: the record is destroyed server-side and the cookie cleared, when the response is
+   * committed. Takes no callback (a `TypeError`): there is nothing to wait for.
+   */
+  logout(callback?: never): void {
+    refuseCallback('logout', callback)
     this.destroy()
   }
 
-  /** A new ID for the same data (use at every privilege change); the old ID dies at once. */
-  regenerate(): void {
+  /**
+   * A new ID for the same data (use at every privilege change); the old ID dies at once. Applied when
+   * the response is committed; takes no callback (a `TypeError`): there is nothing to wait for.
+   */
+  regenerate(callback?: never): void {
+    refuseCallback('regenerate', callback)
     const state = this[STATE]
     if (state.record && state.rotation === 'none') state.rotation = 'regenerate'
   }
 
   /**
    * Destroys the session: its record leaves a tombstone (a slow request cannot bring it back) and the
-   * cookie is cleared. The object becomes a fresh, empty session for the rest of the request.
+   * cookie is cleared, when the response is committed. The object becomes a fresh, empty session for
+   * the rest of the request. Takes no callback (a `TypeError`): there is nothing to wait for.
    */
-  destroy(): void {
+  destroy(callback?: never): void {
+    refuseCallback('destroy', callback)
     const state = this[STATE]
     if (state.record) state.destroyed = { record: state.record, lineage: state.meta.lid }
     state.loggedOut = true
@@ -278,6 +356,31 @@ export class Session<T extends SessionData = SessionData> {
     applyChange(state.data, change)
     state.changes.push(change)
   }
+}
+
+// express-session's save(cb), reload(cb) and touch(): on the prototype, outside the class, so that
+// JavaScript gets a TypeError saying what latchkey does instead and TypeScript sees no such method.
+for (const name of ['save', 'reload', 'touch'] as const) {
+  Object.defineProperty(Session.prototype, name, { value: absentMethod(name), configurable: true })
+}
+
+/** The "remember me" choice of `login`'s options; a `TypeError` for anything but `{ persistent?: boolean }`. */
+function loginPersistence(options: LoginOptions | undefined): boolean | undefined {
+  if (options === undefined) return undefined
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      typeof options === 'function'
+        ? 'latchkey: session.login(userId, options) takes no callback: the sign-in is applied when the response is committed, so there is nothing to wait for; its options are { persistent?: boolean }'
+        : `latchkey: session.login(userId, options): options must be { persistent?: boolean }, got ${options === null ? 'null' : typeof options}`,
+    )
+  }
+  const persistent = options.persistent
+  if (persistent !== undefined && typeof persistent !== 'boolean') {
+    throw new TypeError(
+      `latchkey: session.login(userId, { persistent }): persistent must be a boolean, got ${typeof persistent}`,
+    )
+  }
+  return persistent
 }
 
 /** Applies one change to a data map; used for the request itself and for replays after a conflict. */

@@ -161,8 +161,9 @@ export class Writer {
     state.data = fresh.data
     state.record = fresh.record
     if (!login) state.userId = fresh.record.userId
-    const { csrf, lid } = state.meta
-    state.meta = login ? { ...fresh.meta, csrf, lid } : fresh.meta
+    // A sign-in keeps what it chose: its new CSRF secret, its new lineage, its "remember me".
+    const { csrf, lid, p } = state.meta
+    state.meta = login ? { ...fresh.meta, csrf, lid, p } : fresh.meta
     state.reseal ||= fresh.stale
     return true
   }
