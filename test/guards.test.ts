@@ -304,3 +304,15 @@ describe('a failed request (the manager alone: abandon)', () => {
     }
   })
 })
+
+describe('a callback where latchkey returns a promise', () => {
+  test('is a TypeError naming the promise form, thrown before anything is done', async () => {
+    const { manager } = setup()
+    const callback = (() => {}) as never
+    expect(() => manager.listUserSessions('alice', callback)).toThrow(
+      /listUserSessions\(\) takes no callback/,
+    )
+    expect(() => manager.revoke('handle', callback)).toThrow(/revoke\(\) takes no callback.*promise/)
+    await expect(manager.revokeUserSessions('alice', callback)).rejects.toThrow(TypeError)
+  })
+})

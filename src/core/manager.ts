@@ -260,6 +260,7 @@ export class SessionManager<T extends SessionData = SessionData> {
    * session as `current` to have it marked. Needs a store with a user index.
    */
   listUserSessions(userId: string, options: { current?: Session<T> } = {}): Promise<UserSessionInfo[]> {
+    refuseCallback('listUserSessions', options)
     const current = options.current?.[STATE]
     return this.devices.list(userId, current?.record ? current.meta.lid : undefined)
   }
@@ -271,6 +272,7 @@ export class SessionManager<T extends SessionData = SessionData> {
    * stale handle, or a session already ended. Needs a store with a user index.
    */
   revoke(handle: string, options: { userId?: string } = {}): Promise<boolean> {
+    refuseCallback('revoke', options)
     return this.devices.revoke(handle, options.userId)
   }
 
@@ -280,6 +282,7 @@ export class SessionManager<T extends SessionData = SessionData> {
    * many sessions this call ended. Needs a store with a user index.
    */
   async revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<number> {
+    refuseCallback('revokeUserSessions', options)
     return (await this.devices.revokeAll(userId, options.except)).ended
   }
 
@@ -457,6 +460,18 @@ export class SessionManager<T extends SessionData = SessionData> {
         cookie: reissue ? 'reissue' : 'keep',
         reseal: loaded.stale,
       }),
+    )
+  }
+}
+
+/**
+ * A callback passed where latchkey returns a promise (express-session's habit) would never be called:
+ * a `TypeError` that names the promise form. Checked synchronously, before anything is done.
+ */
+function refuseCallback(method: string, options: unknown): void {
+  if (typeof options === 'function') {
+    throw new TypeError(
+      `latchkey: ${method}() takes no callback; it returns a promise: await manager.${method}(...) or use .then()`,
     )
   }
 }

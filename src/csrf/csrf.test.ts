@@ -87,6 +87,10 @@ describe('options', () => {
       [{ maxBodyBytes: 0 }, 'csrf.maxBodyBytes'],
       [{ maxBodyBytes: 1.5 }, 'csrf.maxBodyBytes'],
       [{ maxBodyBytes: '1' as unknown as number }, 'csrf.maxBodyBytes'],
+      // Unknown options: a typo, and csurf's habits.
+      [{ trustedOrigin: ['https://a.example'] } as CsrfOptions, 'csrf.trustedOrigin'],
+      [{ ignoreMethods: ['GET'] } as CsrfOptions, 'csrf.ignoreMethods'],
+      [{ cookie: true } as CsrfOptions, 'csrf.cookie'],
     ]
     for (const [options, option] of bad) {
       expect(() => resolveCsrfOptions(options), JSON.stringify(options)).toThrow(ConfigError)

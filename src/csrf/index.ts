@@ -22,6 +22,7 @@
  * query parameter) is checked too. The Content-Type never decides whether a request is checked.
  */
 import { ConfigError, CsrfError } from '../core/errors.js'
+import { refuseUnknownOptions } from '../core/known-options.js'
 import type { SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { FormLimits } from './form.js'
@@ -219,9 +220,30 @@ function exemptPaths(paths: readonly string[]): (request: CsrfRequest) => boolea
   }
 }
 
+/** Every option of the CSRF check, for {@link refuseUnknownOptions}. */
+const CSRF_OPTIONS: readonly (keyof CsrfOptions)[] = [
+  'origin',
+  'trustedOrigins',
+  'trustProxy',
+  'exempt',
+  'maxBodyBytes',
+  'maxFields',
+]
+
+/** What latchkey does instead of csurf's (and its peers') options. */
+const CSRF_HINTS = {
+  cookie:
+    'the CSRF secret lives in the session (or, before one is stored, in the pre-session cookie: the manager option csrfCookie)',
+  ignoreMethods:
+    'GET, HEAD and OPTIONS are never checked; use exempt for other routes that must skip the check',
+  value: 'the token is read from the x-csrf-token header or the _csrf form field',
+  sessionKey: 'the CSRF secret lives in the session, where latchkey keeps it',
+}
+
 /** Applies defaults and validates. Throws `ConfigError` naming the first bad option (`csrf.origin`...). */
 export function resolveCsrfOptions(options: CsrfOptions = {}): ResolvedCsrfOptions {
   if (!options || typeof options !== 'object') throw new ConfigError('csrf', 'must be an object or false')
+  refuseUnknownOptions(options, CSRF_OPTIONS, { path: 'csrf', owner: 'the CSRF check', hints: CSRF_HINTS })
   const origin = options.origin === undefined ? null : normalizeOrigin(options.origin, 'csrf.origin')
   const list = options.trustedOrigins ?? []
   if (!Array.isArray(list)) throw new ConfigError('csrf.trustedOrigins', 'must be an array of origins')
