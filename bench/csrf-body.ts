@@ -133,20 +133,26 @@ async function drive(): Promise<void> {
     return (await reply).cpu as number
   }
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  // A refusal that leaves the body unread closes the connection, possibly while the body is still
+  // being sent: the answer counts, and the write error that may follow it does not.
   const send = (method: string, path: string, headers: Record<string, string>, body?: Buffer) =>
     new Promise<{ status: number; text: string; cookies: string[] }>((resolve, reject) => {
+      let answered = false
       const req = request({ host: '127.0.0.1', port, method, path, headers, agent }, (res) => {
         const chunks: Buffer[] = []
         res.on('data', (chunk: Buffer) => chunks.push(chunk))
-        res.on('end', () =>
+        res.on('end', () => {
+          answered = true
           resolve({
             status: res.statusCode ?? 0,
             text: Buffer.concat(chunks).toString(),
             cookies: res.headers['set-cookie'] ?? [],
-          }),
-        )
+          })
+        })
       })
-      req.on('error', reject)
+      req.on('error', (error) => {
+        if (!answered) reject(error)
+      })
       req.end(body)
     })
   const stored = await send('GET', '/store', {})

@@ -135,6 +135,8 @@ export function formScan(contentType: string | undefined, limits: FormLimits = U
     if (name === limits.stopAt) outcome = 'found'
   })
   parser.on('file', (_name, file) => {
+    // A parse stopped inside a file ends it with an error: it is skipped all the same.
+    file.on('error', () => {})
     file.resume()
     if (outcome === 'open' && ++count > limits.maxFields) tooMany()
   })
@@ -160,7 +162,7 @@ export function formScan(contentType: string | undefined, limits: FormLimits = U
         parsed += slice.length
         if (outcome !== 'open') break
         if (parser.errored !== null) outcome = 'failed'
-        else if (parsed > budget) outcome = 'too-large'
+        else if (parsed >= budget) outcome = 'too-large'
       }
       return outcome !== 'open'
     },
