@@ -1,7 +1,9 @@
 /**
  * What the CSRF check costs the server per request, by the body it is sent (issue 14, item 2): an
  * honest one-field form against hostile 1 MiB forms (many urlencoded fields, many multipart parts,
- * one huge field), each with a stored session's cookie and with no cookie at all. The server is
+ * one huge field), each with a stored session's cookie and with no cookie at all; and the honest form
+ * on a new connection each time, since a refusal that leaves the body unread closes its connection
+ * (so each hostile request here pays for a new one). The server is
  * node:http with latchkey's node adapter (from dist/, MemoryStore) in a child process, so that only
  * its CPU is counted, not the client's; the client sends the requests one after another over one
  * keep-alive connection. Every case runs once per repeat, in an order that rotates; the server's CPU
@@ -74,6 +76,8 @@ interface Case {
   readonly cookie: boolean
   /** The status the server must answer, to be sure the case measures what it says. */
   readonly status: number
+  /** Each request on a new connection (the client sends `Connection: close`). */
+  readonly close?: boolean
 }
 
 function urlencodedFields(bytes: number): string {
@@ -110,6 +114,8 @@ function cases(token: string): Case[] {
   }
   return [
     honest,
+    // A refusal that leaves the body unread closes the connection: the next request pays for a new one.
+    { ...honest, name: 'one-field form, a new connection each', close: true },
     ...hostile.map((c) => ({ ...c, cookie: true, status: 403 })),
     ...hostile.map((c) => ({ ...c, cookie: false, status: 403 })),
   ]
@@ -133,20 +139,26 @@ async function drive(): Promise<void> {
     return (await reply).cpu as number
   }
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  // A refusal that leaves the body unread closes the connection, possibly while the body is still
+  // being sent: the answer counts, and the write error that may follow it does not.
   const send = (method: string, path: string, headers: Record<string, string>, body?: Buffer) =>
     new Promise<{ status: number; text: string; cookies: string[] }>((resolve, reject) => {
+      let answered = false
       const req = request({ host: '127.0.0.1', port, method, path, headers, agent }, (res) => {
         const chunks: Buffer[] = []
         res.on('data', (chunk: Buffer) => chunks.push(chunk))
-        res.on('end', () =>
+        res.on('end', () => {
+          answered = true
           resolve({
             status: res.statusCode ?? 0,
             text: Buffer.concat(chunks).toString(),
             cookies: res.headers['set-cookie'] ?? [],
-          }),
-        )
+          })
+        })
       })
-      req.on('error', reject)
+      req.on('error', (error) => {
+        if (!answered) reject(error)
+      })
       req.end(body)
     })
   const stored = await send('GET', '/store', {})
@@ -160,6 +172,7 @@ async function drive(): Promise<void> {
       'sec-fetch-site': 'same-origin',
     }
     if (c.cookie) headers.cookie = cookie
+    if (c.close) headers.connection = 'close'
     for (let i = 0; i < count; i++) {
       const answer = await send('POST', '/act', headers, c.body)
       if (answer.status !== c.status)

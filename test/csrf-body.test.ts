@@ -4,12 +4,17 @@
 // multipart forms parse whatever their boundary and whatever their fields hold. busboy is wrapped by
 // a spy that counts the parsers made and the fields they hand over: what was parsed is counted, not
 // timed.
+
+import { once } from 'node:events'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { createServer, request as httpRequest } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { Agent, createServer, request as httpRequest } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { serve as honoServe } from '@hono/node-server'
 import { Hono } from 'hono'
+import Koa from 'koa'
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest'
 import { sessions as honoSessions } from '../src/adapters/hono.js'
+import { sessions as koaSessions } from '../src/adapters/koa.js'
 import { readBody, withSessions } from '../src/adapters/node.js'
 import { DEFAULT_MAX_FIELDS, parseFormFields } from '../src/csrf/index.js'
 import type { CsrfOptions, CsrfRequest, Session } from '../src/index.js'
@@ -22,7 +27,7 @@ import {
   MemoryStore,
 } from '../src/index.js'
 
-const spy = vi.hoisted(() => ({ parsers: 0, fields: 0 }))
+const spy = vi.hoisted(() => ({ parsers: 0, fields: 0, handler: undefined as (() => void) | undefined }))
 
 vi.mock('busboy', async (importOriginal) => {
   const real = (await importOriginal<{ default: typeof import('busboy') }>()).default
@@ -40,6 +45,7 @@ vi.mock('busboy', async (importOriginal) => {
 beforeEach(() => {
   spy.parsers = 0
   spy.fields = 0
+  spy.handler = undefined
 })
 
 type Data = { k?: string }
@@ -55,7 +61,10 @@ async function app(req: IncomingMessage, res: ServerResponse, session: Session<D
     return send(200, { token: session.csrfToken() })
   }
   if (req.url === '/form') return send(200, { token: session.csrfToken() })
-  if (req.url === '/echo') return send(200, { body: (await readBody(req)).toString('latin1') })
+  if (req.url === '/echo') {
+    spy.handler?.()
+    return send(200, { body: (await readBody(req)).toString('latin1') })
+  }
   return send(200, { ok: true })
 }
 
@@ -379,5 +388,253 @@ describe('csrf.maxFields', () => {
     const error = await parseFormFields(body, type, { maxFields: 100 }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(CsrfError)
     expect((error as CsrfError).reason).toBe('too-many-fields')
+  })
+})
+
+interface Exchange extends Answer {
+  /** The answer's `Connection` header. */
+  readonly connection: string | undefined
+  /** Settles when the connection is closed (by the server: the client keeps it alive). */
+  readonly closed: Promise<unknown>
+}
+
+const keepAlive = () => {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  cleanups.push(async () => agent.destroy())
+  return agent
+}
+
+/**
+ * A POST over a keep-alive connection, `first` sent and, when `declared` is longer, the rest left
+ * unsent (then `rest` is written once the answer is in, if given): the answer, its `Connection`
+ * header, and the connection's close.
+ */
+function exchange(
+  port: number,
+  path: string,
+  headers: Record<string, string>,
+  first: string | Buffer,
+  declared = Buffer.byteLength(first),
+): Promise<Exchange> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({
+      host: '127.0.0.1',
+      port,
+      path,
+      method: 'POST',
+      agent: keepAlive(),
+      headers: { ...headers, 'content-length': String(declared) },
+    })
+    let closed: Promise<unknown> = new Promise(() => {})
+    request.on('socket', (socket: Socket) => {
+      closed = once(socket, 'close')
+    })
+    request.on('response', (response) => {
+      const chunks: Buffer[] = []
+      response.on('data', (chunk: Buffer) => chunks.push(chunk))
+      response.on('end', () => {
+        const text = Buffer.concat(chunks).toString()
+        resolve({
+          status: response.statusCode ?? 0,
+          body: response.headers['content-type']?.includes('json') ? JSON.parse(text) : { text },
+          connection: response.headers.connection,
+          closed,
+        })
+      })
+    })
+    request.on('error', (error) => {
+      if (!['ECONNRESET', 'EPIPE'].includes((error as NodeJS.ErrnoException).code ?? '')) reject(error)
+    })
+    request.write(first)
+    if (Buffer.byteLength(first) === declared) request.end()
+  })
+}
+
+describe('the form is read as it arrives, and only as far as the answer needs', () => {
+  test('a large body whose token comes first passes while its tail is still on the wire; the handler reads it whole', async () => {
+    const s = await start()
+    const { token, cookie } = await s.visit('/store')
+    const head = `_csrf=${token}&${fillers(2000)}&`
+    const tail = `note=${'t'.repeat(600_000)}&${fillers(2000, 2000)}`
+    const body = head + tail
+    const entered = new Promise<void>((resolve) => {
+      spy.handler = resolve
+    })
+    const answer = new Promise<Answer>((resolve, reject) => {
+      const request = httpRequest({
+        host: '127.0.0.1',
+        port: s.port,
+        path: '/echo',
+        method: 'POST',
+        headers: { ...URLENCODED, cookie, 'content-length': String(Buffer.byteLength(body)) },
+      })
+      request.on('response', (response) => {
+        const chunks: Buffer[] = []
+        response.on('data', (chunk: Buffer) => chunks.push(chunk))
+        response.on('end', () =>
+          resolve({ status: response.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString()) }),
+        )
+      })
+      request.on('error', reject)
+      // The tail leaves only once the check has passed and the handler runs: the check did not wait for it.
+      request.write(head)
+      entered.then(() => request.end(tail))
+    })
+    expect(await answer).toEqual({ status: 200, body: { body } })
+    // Parsing stopped at the token, within one slice.
+    expect(spy.fields).toBeLessThan(1000)
+  })
+
+  test('maxBodyBytes: 413 for bytes received past it without a token, and for a declared length over it', async () => {
+    const s = await start({ maxBodyBytes: 4096, maxFields: 100_000 })
+    const { token, cookie } = await s.visit('/store')
+    const chunked = await new Promise<Answer>((resolve, reject) => {
+      const request = httpRequest({
+        host: '127.0.0.1',
+        port: s.port,
+        path: '/act',
+        method: 'POST',
+        headers: { ...URLENCODED, cookie, 'transfer-encoding': 'chunked' },
+      })
+      request.on('response', (response) => {
+        const chunks: Buffer[] = []
+        response.on('data', (chunk: Buffer) => chunks.push(chunk))
+        response.on('end', () =>
+          resolve({ status: response.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString()) }),
+        )
+      })
+      request.on('error', (error) => {
+        if ((error as NodeJS.ErrnoException).code !== 'ECONNRESET') reject(error)
+      })
+      request.end(`${fillers(2000)}&_csrf=${token}`)
+    })
+    expect(chunked).toEqual({ status: 413, body: { reason: 'body-too-large' } })
+    const declared = await exchange(s.port, '/act', { ...URLENCODED, cookie }, `_csrf=${token}&`, 5000)
+    expect(declared).toMatchObject({ status: 413, body: { reason: 'body-too-large' }, connection: 'close' })
+    await declared.closed
+  })
+})
+
+describe('a refusal that leaves the body unread closes the connection', () => {
+  test('node:http: refused before the body (no secret), at the field cap, at a bad token with the tail unsent: Connection: close, and the socket ends', async () => {
+    const s = await start({ maxFields: 10 })
+    const { token, cookie } = await s.visit('/store')
+    const cases: [Record<string, string>, string, string][] = [
+      [URLENCODED, `_csrf=${token}&`, 'bad-token'],
+      [{ ...URLENCODED, cookie }, `${fillers(20)}&`, 'too-many-fields'],
+      [{ ...URLENCODED, cookie }, `_csrf=${token.slice(0, 80)}aaaaaa&`, 'bad-token'],
+    ]
+    for (const [headers, first, reason] of cases) {
+      const answer = await exchange(s.port, '/act', headers, first, 1_000_000)
+      expect(answer, reason).toMatchObject({ status: 403, body: { reason }, connection: 'close' })
+      await answer.closed
+    }
+  })
+
+  test('node:http: a refusal whose whole body was received keeps the connection', async () => {
+    const s = await start()
+    const { token, cookie } = await s.visit('/store')
+    const answer = await exchange(
+      s.port,
+      '/act',
+      { ...URLENCODED, cookie },
+      `_csrf=${token.slice(0, 80)}aaaaaa`,
+    )
+    expect(answer).toMatchObject({ status: 403, body: { reason: 'bad-token' }, connection: 'keep-alive' })
+  })
+
+  test('Koa and Hono: the refusal thrown to the framework carries Connection: close, and the socket ends', async () => {
+    const manager = createSessionManager<Data>({
+      cookie: { secure: false },
+      store: new MemoryStore(),
+      keys: [generateKey()],
+    })
+    cleanups.push(() => manager.close())
+    const koa = new Koa().use(koaSessions(manager))
+    const koaServer = koa.listen(0, '127.0.0.1')
+    await once(koaServer, 'listening')
+    const hono = new Hono().use(honoSessions(manager)).post('/act', (c) => c.text('ok'))
+    const honoServer = await new Promise<Server>((resolve) => {
+      const started: Server = honoServe({ fetch: hono.fetch, port: 0, hostname: '127.0.0.1' }, () =>
+        resolve(started),
+      ) as Server
+    })
+    for (const server of [koaServer, honoServer]) {
+      cleanups.push(async () => {
+        server.closeAllConnections()
+        await new Promise<void>((resolve) => server.close(() => resolve()))
+      })
+      const { port } = server.address() as AddressInfo
+      const answer = await exchange(port, '/act', URLENCODED, '_csrf=x&', 1_000_000)
+      expect(answer).toMatchObject({ status: 403, connection: 'close' })
+      await answer.closed
+    }
+  })
+})
+
+describe('a huge field costs at most 64 KiB of parsing', () => {
+  test('a _csrf longer than a token is refused, whatever it starts with', async () => {
+    const s = await start()
+    const { token, cookie } = await s.visit('/store')
+    for (const extra of ['x', 'x'.repeat(100), 'x'.repeat(5000)]) {
+      expect(await post(s.port, '/act', { ...URLENCODED, cookie }, `_csrf=${token}${extra}`)).toEqual({
+        status: 403,
+        body: { reason: 'bad-token' },
+      })
+    }
+  })
+
+  test('_csrf after more than 64 KiB of other fields is refused (too-many-fields); within 64 KiB it passes', async () => {
+    const s = await start()
+    const { token, cookie } = await s.visit('/store')
+    const send = (headers: Record<string, string>, body: string) =>
+      post(s.port, '/act', { ...headers, cookie }, body)
+    expect(await send(URLENCODED, `note=${'x'.repeat(60_000)}&_csrf=${token}`)).toEqual({
+      status: 200,
+      body: { ok: true },
+    })
+    expect(await send(URLENCODED, `note=${'x'.repeat(70_000)}&_csrf=${token}`)).toEqual({
+      status: 403,
+      body: { reason: 'too-many-fields' },
+    })
+    const big = multipart('zz', [['_csrf', token]], 'x'.repeat(70_000)).replace(
+      /--zz--\r\n$/,
+      multipart('zz', [['_csrf', token]]),
+    )
+    const fileFirst = big.slice(big.indexOf('--zz\r\nContent-Disposition: form-data; name="upload"'))
+    expect(await send(multipartType('zz'), fileFirst)).toEqual({
+      status: 403,
+      body: { reason: 'too-many-fields' },
+    })
+    // One huge field and no token: the same reason, said as such.
+    const error = await parseFormFields(
+      Buffer.from(`a=${'x'.repeat(200_000)}`),
+      'application/x-www-form-urlencoded',
+      {
+        maxFields: 100,
+        stopAt: '_csrf',
+        maxBytesBeforeStop: 65_536,
+      },
+    ).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(CsrfError)
+    expect((error as CsrfError).message).toMatch(
+      /more than 65536 bytes before its _csrf field; put _csrf first/,
+    )
+  })
+
+  test('an upload whose token comes first passes whole, its file untouched', async () => {
+    const s = await start()
+    const { token, cookie } = await s.visit('/store')
+    const file = Buffer.alloc(900_000, 'abcdefgh\r\n-').toString('latin1')
+    const body = multipart(
+      'zz',
+      [
+        ['_csrf', token],
+        ['title', 'x'.repeat(100_000)],
+      ],
+      file,
+    )
+    const answer = await post(s.port, '/echo', { ...multipartType('zz'), cookie }, body)
+    expect(answer).toEqual({ status: 200, body: { body } })
   })
 })

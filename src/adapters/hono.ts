@@ -11,7 +11,7 @@ import type { Context, MiddlewareHandler } from 'hono'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions, CsrfRequest, FormLimits } from '../csrf/index.js'
-import { formKind, parseFormFields } from '../csrf/index.js'
+import { formKind, formScan, parseFormFields } from '../csrf/index.js'
 import { readWebBody } from './body.js'
 import type { ChainBinding } from './kernel.js'
 import { applyCommit, aroundChain, checkAdapterOptions, FrontDoor, WEB_HEADERS } from './kernel.js'
@@ -36,11 +36,15 @@ export interface HonoSessionsOptions {
 }
 
 /**
- * A Hono request for the CSRF check. A form body it reads is kept in Hono's body cache, so
+ * A Hono request for the CSRF check. A form body is read as it arrives, only as far as the check
+ * needs to refuse it; one whose token was found is read to its end and kept in Hono's body cache, so
  * `c.req.parseBody()`, `formData()`, `text()` and `arrayBuffer()` still work; `c.req.raw`'s own body
  * is used up then.
  */
 class HonoCsrfRequest implements CsrfRequest {
+  /** Whether the check read the body to its end (or found it read already). */
+  private readToEnd = false
+
   constructor(
     private readonly c: Context,
     private readonly maxBodyBytes: number,
@@ -74,19 +78,34 @@ class HonoCsrfRequest implements CsrfRequest {
     const type = req.raw.headers.get('content-type') ?? undefined
     if (formKind(type) === null) return null
     const cache = req.bodyCache as { arrayBuffer?: unknown }
-    let body: Uint8Array
     if (Object.keys(cache).length > 0) {
       // Read by the app before (a middleware parsed it): Hono's cache has it.
-      body = new Uint8Array(await req.arrayBuffer())
-    } else if (req.raw.bodyUsed) {
-      // Read past Hono's cache: nothing is left to find a token in.
-      return {}
-    } else {
-      body = await readWebBody(req.raw.body, this.maxBodyBytes, req.raw.headers.get('content-length'))
-      const buffer = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)
-      cache.arrayBuffer = Promise.resolve(buffer)
+      this.readToEnd = true
+      return parseFormFields(new Uint8Array(await req.arrayBuffer()), type, limits)
     }
-    return parseFormFields(body, type, limits)
+    // Read past Hono's cache: nothing is left to find a token in.
+    if (req.raw.bodyUsed) return {}
+    const scan = formScan(type, limits)
+    const declared = req.raw.headers.get('content-length')
+    const first = await readWebBody(req.raw.body, this.maxBodyBytes, declared, (chunk) => scan.write(chunk))
+    this.readToEnd = first.ended
+    const fields = await scan.finish(first.ended)
+    let body = first.bytes
+    if (!first.ended) {
+      // Without the token the check refuses: the rest stays unread. With it, the app gets it all.
+      if (limits?.stopAt === undefined || !(limits.stopAt in fields)) return fields
+      const rest = await readWebBody(req.raw.body, this.maxBodyBytes - body.byteLength, null)
+      body = Buffer.concat([body, rest.bytes])
+    }
+    this.readToEnd = true
+    cache.arrayBuffer = Promise.resolve(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength))
+    return fields
+  }
+
+  /** The body was not read to its end by the check, and there is one. */
+  bodyPending(): boolean {
+    const raw = this.c.req.raw
+    return !this.readToEnd && raw.body !== null && raw.headers.get('content-length') !== '0'
   }
 }
 

@@ -12,8 +12,8 @@ import { refuseUnknownOptions } from '../core/known-options.js'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfGuard, CsrfOptions, CsrfRequest, FormLimits } from '../csrf/index.js'
-import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, formKind, parseFormFields } from '../csrf/index.js'
-import { parsedFields, peekBody } from './body.js'
+import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, formKind, formScan, leftBodyUnread } from '../csrf/index.js'
+import { parsedFields, peekUntil } from './body.js'
 
 /**
  * Refuses an adapter's options it does not know (a `ConfigError` naming the nearest known one), and
@@ -132,8 +132,9 @@ export class NodeCsrfRequest<R> implements CsrfRequest {
 
   /**
    * The form's string fields: from the framework's parsed body when a parser has read the stream
-   * already, else read from the stream (all of it, at most `maxBodyBytes`), put back for whatever
-   * reads it later, and parsed as far as `limits` say.
+   * already, else read from the stream and parsed as the bytes arrive, only as far as `limits` say
+   * (at most `maxBodyBytes`); the bytes read are put back for whatever reads the body later, and the
+   * rest is left in the stream.
    */
   async form(limits?: FormLimits): Promise<Readonly<Record<string, string>> | null> {
     const type = this.req.headers['content-type']
@@ -141,7 +142,20 @@ export class NodeCsrfRequest<R> implements CsrfRequest {
     if (this.view.parsedBody !== undefined && this.req.readableEnded) {
       return parsedFields(this.view.parsedBody(this.source))
     }
-    return parseFormFields(await peekBody(this.req, this.maxBodyBytes), type, limits)
+    const scan = formScan(type, limits)
+    let ended: boolean
+    try {
+      ended = await peekUntil(this.req, this.maxBodyBytes, (chunk) => scan.write(chunk))
+    } catch (error) {
+      scan.finish(false).catch(() => {})
+      throw error
+    }
+    return scan.finish(ended)
+  }
+
+  /** Part of the body is still on the wire (node has not received all of it). */
+  bodyPending(): boolean {
+    return !this.req.complete
   }
 }
 
@@ -226,11 +240,14 @@ const INTERNAL: FailureAnswer = Object.freeze({
 
 /**
  * The answer to a failed CSRF check: its status (403, or 413 for a form body too large) and reason.
- * After a 413 the connection closes: the rest of the oversized body is left unread, so it cannot
- * carry another request.
+ * After a 413, and after any refusal that left part of the body unread (refused before the body was
+ * read, or before its end: see `leftBodyUnread`), the connection closes: node would otherwise
+ * receive and discard the rest of a body the client chose (up to `maxBodyBytes` and beyond) to keep
+ * the connection for another request.
  */
 export function csrfAnswer(error: { readonly status?: unknown; readonly reason?: unknown }): FailureAnswer {
   const status = typeof error.status === 'number' ? error.status : 403
+  const close = leftBodyUnread(error)
   if (status === 413) {
     return {
       status,
@@ -240,7 +257,7 @@ export function csrfAnswer(error: { readonly status?: unknown; readonly reason?:
   }
   return {
     status,
-    headers: {},
+    headers: close ? { Connection: 'close' } : {},
     message: `Forbidden: this request was refused as a possible cross-site request forgery (${String(error.reason)}). Reload the page and try again.\n`,
   }
 }

@@ -1,9 +1,10 @@
 /**
  * Form bodies for the CSRF check: which content types are forms (by essence, case-insensitively),
  * and their string fields, parsed by busboy (urlencoded and multipart alike, whatever the boundary
- * and whatever the fields hold). For the check the parse is bounded: it stops at the field it looks
- * for, and refuses a form with more fields than allowed, so a hostile body costs little more than
- * an honest one. Files are skipped, never buffered.
+ * and whatever the fields hold). For the check the parse is bounded and incremental: a
+ * {@link FormScan} is fed the body as it arrives and says as soon as the answer is known (the field
+ * looked for found, too many fields, too many bytes without it, a malformed body), so that the rest
+ * of a hostile body is neither parsed nor read. Files are skipped, never buffered.
  */
 import busboy from 'busboy'
 import { CsrfError } from '../core/errors.js'
@@ -22,6 +23,26 @@ export interface FormLimits {
   readonly stopAt?: string
   /** Field values longer than this are cut to it (a token is far shorter); default no cut. */
   readonly maxValueBytes?: number
+  /**
+   * With `stopAt`: the most body bytes parsed without finding it; past them, a `CsrfError`
+   * `too-many-fields`, so that one huge field before it costs no more than this many bytes. Default
+   * no limit.
+   */
+  readonly maxBytesBeforeStop?: number
+}
+
+/**
+ * An incremental parse of one form body: {@link FormScan.write} its bytes as they arrive until it
+ * answers `true` (the answer is known: read no more), then {@link FormScan.finish}.
+ */
+export interface FormScan {
+  /** Parses `chunk`; `true` once nothing more needs reading (parsing then stops, whatever follows). */
+  write(chunk: Uint8Array): boolean
+  /**
+   * The fields read, once the scan answered `true` or the body `ended`; rejects with a `CsrfError`
+   * `too-many-fields` past the limits. A body that did not parse gives the fields before the fault.
+   */
+  finish(ended: boolean): Promise<Readonly<Record<string, string>>>
 }
 
 /**
@@ -49,20 +70,35 @@ export function formKind(contentType: string | undefined): FormKind | null {
 const TOO_MANY_FIELDS_MESSAGE =
   'CSRF check failed: too-many-fields (the form has more fields than csrf.maxFields before its _csrf field; put _csrf first, or send the token in the x-csrf-token header)'
 
+const TOO_MANY_BYTES_MESSAGE = (bytes: number) =>
+  `CSRF check failed: too-many-fields (the form has more than ${bytes} bytes before its _csrf field; put _csrf first, or send the token in the x-csrf-token header)`
+
 /**
- * The string fields of a form body (files are left out), the first value of each name, in an object
- * without a prototype. A body that does not parse gives the fields read before the fault (`{}` for a
- * content type that is no form): then there is no token, and the check fails with `missing-token`,
- * never with an exception. With `limits`: the fields up to the first named `stopAt`, and a rejection
- * with a `CsrfError` `too-many-fields` past `maxFields`.
+ * The string fields of a whole form body (files are left out), the first value of each name, in an
+ * object without a prototype. A body that does not parse gives the fields read before the fault
+ * (`{}` for a content type that is no form): then there is no token, and the check fails with
+ * `missing-token`, never with an exception. With `limits`: the fields up to the first named
+ * `stopAt`, and a rejection with a `CsrfError` `too-many-fields` past `maxFields` (or
+ * `maxBytesBeforeStop`).
  */
 export function parseFormFields(
   body: Uint8Array,
   contentType: string | undefined,
   limits: FormLimits = UNLIMITED,
 ): Promise<Readonly<Record<string, string>>> {
-  const fields: Record<string, string> = Object.create(null)
-  if (formKind(contentType) === null) return Promise.resolve(fields)
+  const scan = formScan(contentType, limits)
+  return scan.finish(!scan.write(body))
+}
+
+/** No fields, for a body that is no form or cannot be parsed (a multipart type without a boundary). */
+const EMPTY_SCAN: FormScan = {
+  write: () => true,
+  finish: () => Promise.resolve(Object.create(null)),
+}
+
+/** A {@link FormScan} of a body of this content type, bounded by `limits`. */
+export function formScan(contentType: string | undefined, limits: FormLimits = UNLIMITED): FormScan {
+  if (formKind(contentType) === null) return EMPTY_SCAN
   const cap = limits.maxFields + 1
   let parser: busboy.Busboy
   try {
@@ -79,42 +115,64 @@ export function parseFormFields(
     })
   } catch {
     // busboy refuses a multipart type without a boundary.
+    return EMPTY_SCAN
+  }
+  const fields: Record<string, string> = Object.create(null)
+  const budget =
+    limits.stopAt === undefined
+      ? Number.POSITIVE_INFINITY
+      : (limits.maxBytesBeforeStop ?? Number.POSITIVE_INFINITY)
+  let count = 0
+  let parsed = 0
+  let outcome: 'open' | 'found' | 'failed' | 'too-many' | 'too-large' = 'open'
+  const tooMany = () => {
+    if (outcome === 'open') outcome = 'too-many'
+  }
+  parser.on('field', (name, value) => {
+    if (outcome !== 'open') return
+    if (++count > limits.maxFields) return tooMany()
+    if (!(name in fields)) fields[name] = value
+    if (name === limits.stopAt) outcome = 'found'
+  })
+  parser.on('file', (_name, file) => {
+    // A parse stopped inside a file ends it with an error: it is skipped all the same.
+    file.on('error', () => {})
+    file.resume()
+    if (outcome === 'open' && ++count > limits.maxFields) tooMany()
+  })
+  parser.on('partsLimit', tooMany)
+  parser.on('fieldsLimit', tooMany)
+  // busboy reports a malformed part and goes on with the next; a malformed body ends the parse
+  // where it broke (the parser is errored then, see write).
+  parser.on('error', () => {})
+  const closed = new Promise<void>((resolve) => parser.on('close', resolve))
+  const settle = (): Promise<Readonly<Record<string, string>>> => {
+    if (outcome === 'too-many')
+      return Promise.reject(new CsrfError('too-many-fields', TOO_MANY_FIELDS_MESSAGE))
+    if (outcome === 'too-large')
+      return Promise.reject(new CsrfError('too-many-fields', TOO_MANY_BYTES_MESSAGE(budget)))
     return Promise.resolve(fields)
   }
-  return new Promise((resolve, reject) => {
-    let count = 0
-    let outcome: 'open' | 'found' | 'too-many' = 'open'
-    const tooMany = () => {
-      if (outcome === 'open') outcome = 'too-many'
-    }
-    parser.on('field', (name, value) => {
-      if (outcome !== 'open') return
-      if (++count > limits.maxFields) return tooMany()
-      if (!(name in fields)) fields[name] = value
-      if (name === limits.stopAt) outcome = 'found'
-    })
-    parser.on('file', (_name, file) => {
-      file.resume()
-      if (outcome === 'open' && ++count > limits.maxFields) tooMany()
-    })
-    parser.on('partsLimit', tooMany)
-    parser.on('fieldsLimit', tooMany)
-    // A malformed body ends the parse where it broke; 'close' follows.
-    parser.on('error', () => {})
-    const settle = () => {
-      if (outcome === 'too-many') reject(new CsrfError('too-many-fields', TOO_MANY_FIELDS_MESSAGE))
-      else resolve(fields)
-    }
-    parser.on('close', settle)
-    const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
-    for (let offset = 0; offset < bytes.length && outcome === 'open'; offset += SLICE_BYTES) {
-      parser.write(bytes.subarray(offset, offset + SLICE_BYTES))
-    }
-    if (outcome === 'open') {
-      parser.end()
-      return
-    }
-    parser.destroy()
-    settle()
-  })
+  return {
+    write(chunk) {
+      const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+      for (let offset = 0; offset < bytes.length && outcome === 'open'; offset += SLICE_BYTES) {
+        const slice = bytes.subarray(offset, offset + SLICE_BYTES)
+        parser.write(slice)
+        parsed += slice.length
+        if (outcome !== 'open') break
+        if (parser.errored !== null) outcome = 'failed'
+        else if (parsed >= budget) outcome = 'too-large'
+      }
+      return outcome !== 'open'
+    },
+    finish(ended) {
+      if (outcome === 'open' && ended) {
+        parser.end()
+        return closed.then(settle)
+      }
+      parser.destroy()
+      return settle()
+    },
+  }
 }

@@ -13,9 +13,10 @@
  *
  * The body is read last, and only when it can change the answer: never when the first layer refuses,
  * never when the token is in the header, never when the session has no secret (no session cookie and
- * no usable pre-session cookie: no token could pass). A form is then parsed up to its `_csrf` field
- * and no further, and at most `maxFields` fields deep: a hostile body costs little more than an
- * honest one.
+ * no usable pre-session cookie: no token could pass). A form is then read and parsed as it arrives,
+ * up to its `_csrf` field and no further, at most `maxFields` fields and 64 KiB deep: a hostile body
+ * costs little more than an honest one. A refusal that leaves part of the body unread is marked so
+ * (see {@link leftBodyUnread}): the adapters then close the connection rather than read the rest.
  *
  * Unsafe means anything but GET, HEAD and OPTIONS, and a safe request that a framework would route as
  * another method (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, or a `_method`
@@ -29,8 +30,8 @@ import type { FormLimits } from './form.js'
 import { formKind } from './form.js'
 import { lastForwarded, normalizeOrigin, ownOrigin, refererOrigin } from './origin.js'
 
-export type { FormKind, FormLimits } from './form.js'
-export { formKind, parseFormFields } from './form.js'
+export type { FormKind, FormLimits, FormScan } from './form.js'
+export { formKind, formScan, parseFormFields } from './form.js'
 
 /** The header a token is read from (lower-case). */
 export const CSRF_HEADER = 'x-csrf-token'
@@ -40,8 +41,16 @@ export const CSRF_FIELD = '_csrf'
 export const DEFAULT_MAX_BODY_BYTES = 1_048_576
 /** The default of {@link CsrfOptions.maxFields}: 100 fields before `_csrf`. */
 export const DEFAULT_MAX_FIELDS = 100
-/** Form values are cut to this many bytes while looking for the token (a token has 86). */
-const MAX_TOKEN_FIELD_BYTES = 1024
+/**
+ * Form values are cut to this many bytes while looking for the token: a token has 86, so a longer
+ * `_csrf` is invalid whatever it is cut to, and no other value is kept longer.
+ */
+const MAX_TOKEN_FIELD_BYTES = 128
+/**
+ * The most form bytes parsed without finding `_csrf` (one huge field before it): past them the form
+ * is refused with `too-many-fields`, as past `maxFields`.
+ */
+export const MAX_BYTES_BEFORE_TOKEN = 65_536
 
 /**
  * What the check needs from a request. Each adapter builds one from its framework's request; the
@@ -67,6 +76,14 @@ export interface CsrfRequest {
    * taken as it is. Called only when the token is not in the header.
    */
   form(limits?: FormLimits): Promise<Readonly<Record<string, string>> | null>
+  /**
+   * Whether part of the body has not reached the server yet (it is still on its way, or was left
+   * in the stream unread). Asked only when the check refuses: such a refusal is marked (see
+   * {@link leftBodyUnread}) for the answer to close the connection instead of reading the rest.
+   * Without it, a request that declares a body (a `Content-Length` other than 0, or a
+   * `Transfer-Encoding`) counts as pending.
+   */
+  bodyPending?(): boolean
 }
 
 /** Options of the CSRF check (`csrf` of every adapter). */
@@ -315,6 +332,24 @@ function checkSource(options: ResolvedCsrfOptions, request: CsrfRequest): void {
   throw new CsrfError('origin-mismatch', ORIGIN_MESSAGE)
 }
 
+/** Refusals whose request still had part of its body unread. */
+const UNREAD = new WeakSet<object>()
+
+/**
+ * Whether `error` is a refusal of the check that left part of the request's body unread (not yet
+ * received, or not read past the token or the limits). Answer it with `Connection: close`: the
+ * server then stops reading instead of receiving the rest of a body it refused.
+ */
+export function leftBodyUnread(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && UNREAD.has(error)
+}
+
+function bodyPending(request: CsrfRequest): boolean {
+  if (request.bodyPending !== undefined) return request.bodyPending()
+  const length = request.header('content-length')
+  return (length !== undefined && length.trim() !== '0') || request.header('transfer-encoding') !== undefined
+}
+
 /** The token in the request's form body, read as far as `limits` allow. */
 async function formToken(request: CsrfRequest, limits: FormLimits): Promise<string | undefined> {
   const form = await request.form(limits)
@@ -336,6 +371,7 @@ class Guard<T extends SessionData> implements CsrfGuard<T> {
       maxFields: options.maxFields,
       stopAt: CSRF_FIELD,
       maxValueBytes: MAX_TOKEN_FIELD_BYTES,
+      maxBytesBeforeStop: MAX_BYTES_BEFORE_TOKEN,
     })
   }
 
@@ -346,6 +382,15 @@ class Guard<T extends SessionData> implements CsrfGuard<T> {
 
   async check(session: Session<T>, request: CsrfRequest): Promise<void> {
     if (!this.applies(request)) return
+    try {
+      await this.verify(session, request)
+    } catch (error) {
+      if (error instanceof CsrfError && bodyPending(request)) UNREAD.add(error)
+      throw error
+    }
+  }
+
+  private async verify(session: Session<T>, request: CsrfRequest): Promise<void> {
     checkSource(this.options, request)
     let token = request.header(CSRF_HEADER)
     if (token === undefined) {
