@@ -3,7 +3,11 @@
  * record is read again, this request's own changes (sets, deletes, `update` functions) are replayed on
  * the fresh data, and the write is retried, backing off with jitter and bounded by `commitTimeoutMs`.
  * Inside one process commits on a session queue behind each other (the manager's {@link KeyedQueue}),
- * so a retry means another process is writing too. A session found ended meanwhile is not written
+ * and a commit that loaded an older version than this process has since written starts from that
+ * write instead (its changes replayed on it): one compare-and-set where a failed one, a reread and a
+ * second would do. That is only a guess, checked by the compare-and-set itself: when another process
+ * wrote (or anything ended the session) in between, it fails, and the full path runs. So a retry means
+ * another process is writing too. A session found ended meanwhile is not written
  * back: the request's changes are dropped.
  *
  * A request that changes nothing is activity: the record is touched (its idle deadline moved, never
@@ -12,7 +16,7 @@
 import { ensureSecret } from '../csrf-secret.js'
 import { SessionError } from '../errors.js'
 import { keepRecent, type PayloadCodec } from '../payload.js'
-import type { SessionState } from '../session.js'
+import type { SessionMeta, SessionState } from '../session.js'
 import { applyChange } from '../session.js'
 import type { SessionRecord } from '../store.js'
 import type { Lifecycle } from './context.js'
@@ -35,10 +39,19 @@ export function settle(state: SessionState, record: SessionRecord): void {
   if (state.cookie === 'clear') state.cookie = 'keep'
 }
 
+/** A session as this process last wrote it: the record, and copies of what its payload holds. */
+interface Written {
+  readonly record: SessionRecord
+  readonly data: ReadonlyMap<string, unknown>
+  readonly meta: SessionMeta
+}
+
 /** Writes, touches and rebases sessions for one manager. */
 export class Writer {
   /** When this process last touched each recently touched store key. */
   private readonly touched = new Map<string, number>()
+  /** What this process last wrote under each recently written store key. */
+  private readonly written = new Map<string, Written>()
 
   constructor(
     private readonly life: Lifecycle,
@@ -97,11 +110,12 @@ export class Writer {
    */
   async write(state: SessionState, now: number): Promise<boolean> {
     const deadline = new Deadline(this.life.options.commitTimeoutMs)
+    this.catchUp(state)
     for (let attempt = 1; ; attempt++) {
       const record = state.record as SessionRecord
       const next = this.nextVersion(state, record, now)
       if (await this.life.store.update(next, record.version)) {
-        settle(state, next)
+        this.wrote(state, next)
         return true
       }
       if (!(await this.rebase(state, true))) return false
@@ -111,11 +125,29 @@ export class Writer {
 
   /** {@link write}'s first compare-and-set on a synchronous store; `false` when it conflicted (nothing written). */
   writeSync(state: SessionState, now: number): boolean {
+    this.catchUp(state)
     const record = state.record as SessionRecord
     const next = this.nextVersion(state, record, now)
     if (!this.life.store.sync?.updateSync(next, record.version)) return false
-    settle(state, next)
+    this.wrote(state, next)
     return true
+  }
+
+  /** A write landed: the state is settled on it, and this process remembers it for the commits queued behind. */
+  private wrote(state: SessionState, record: SessionRecord): void {
+    settle(state, record)
+    keepRecent(this.written, record.key, { record, data: new Map(state.data), meta: { ...state.meta } })
+  }
+
+  /**
+   * When this process has written the session since the state loaded it, moves the state onto that
+   * write, replaying the request's changes on a copy of it (see the note at the top of this file).
+   */
+  private catchUp(state: SessionState): void {
+    const record = state.record as SessionRecord
+    const written = this.written.get(record.key)
+    if (written === undefined || written.record.version <= record.version) return
+    adopt(state, written.record, new Map(written.data), { ...written.meta }, false)
   }
 
   /** Moves the record's idle deadline (never its payload) to `now` plus the idle timeout. */
@@ -156,15 +188,7 @@ export class Writer {
     if (!fresh) return false
     if (hops > 0 && renewedOnly) state.cookie = 'reissue'
     if (!force && fresh.record.version === record.version && fresh.record.key === record.key) return true
-    for (const change of state.changes) applyChange(fresh.data, change)
-    const login = state.rotation === 'login'
-    state.data = fresh.data
-    state.record = fresh.record
-    if (!login) state.userId = fresh.record.userId
-    // A sign-in keeps what it chose: its new CSRF secret, its new lineage, its "remember me".
-    const { csrf, lid, p } = state.meta
-    state.meta = login ? { ...fresh.meta, csrf, lid, p } : fresh.meta
-    state.reseal ||= fresh.stale
+    adopt(state, fresh.record, fresh.data, fresh.meta, fresh.stale)
     return true
   }
 
@@ -185,6 +209,28 @@ export class Writer {
     state.record = { ...record, lastSeenAt: now, idleExpiresAt }
     keepRecent(this.touched, record.key, now)
   }
+}
+
+/**
+ * Moves the state onto a newer version of its session (`data` and `meta` are the state's from now on):
+ * the request's own changes are replayed on it, and a sign-in keeps what it chose.
+ */
+function adopt(
+  state: SessionState,
+  record: SessionRecord,
+  data: Map<string, unknown>,
+  meta: SessionMeta,
+  stale: boolean,
+): void {
+  for (const change of state.changes) applyChange(data, change)
+  const login = state.rotation === 'login'
+  state.data = data
+  state.record = record
+  if (!login) state.userId = record.userId
+  // A sign-in keeps what it chose: its new CSRF secret, its new lineage, its "remember me".
+  const { csrf, lid, p } = state.meta
+  state.meta = login ? { ...meta, csrf, lid, p } : meta
+  state.reseal ||= stale
 }
 
 /** What {@link reseal} did with a record. */
