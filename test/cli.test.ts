@@ -359,7 +359,7 @@ function backendSuite(backend: Backend): void {
     expect((await cli(['count', '--json'], null)).code).toBe(0)
     const text = await cli(['revoke', '--user', 'dave'])
     expect(text.code).toBe(0)
-    expect(text.stdout).toBe('revoked 1 sessions of dave (1 of them sealed with a key not given)\n')
+    expect(text.stdout).toBe('revoked 1 session of dave (1 of them sealed with a key not given)\n')
     expect(await isLive(stranger, id)).toBe(false)
     expect((await cli(['list', '--user', 'dave'])).code).toBe(0)
     expect(jsonOf(await cli(['count', '--json']))).toEqual({ ok: true, count: 4, unopenable: 0 })

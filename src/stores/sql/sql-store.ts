@@ -63,6 +63,8 @@ export interface MigrationReport {
   /** The sessions table (with its schema, when one was given). */
   readonly table: string
   readonly outcome: 'created' | 'upgraded' | 'current'
+  /** The database file (SQLite), when the database is one. */
+  readonly file?: string
   /** The schema version the table had before: 0 when there was none. */
   readonly from: number
   /** The schema version it has now. */
@@ -179,7 +181,14 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
         throw asRefusal(this.storeName, error)
       }
       const outcome = from === 0 ? 'created' : from < SCHEMA_VERSION ? 'upgraded' : 'current'
-      return { table: this.queries.qualifiedName, outcome, from, to: SCHEMA_VERSION } as const
+      const file = this.file
+      return {
+        table: this.queries.qualifiedName,
+        ...(file === undefined ? {} : { file }),
+        outcome,
+        from,
+        to: SCHEMA_VERSION,
+      } as const
     })
   }
 
@@ -253,6 +262,11 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
    */
   protected get pruneBatchSize(): number {
     return PRUNE_BATCH_SIZE
+  }
+
+  /** The database file, for {@link MigrationReport.file}: only SQLite's database is one. */
+  protected get file(): string | undefined {
+    return undefined
   }
 
   /** True once `close()` was called. */

@@ -94,6 +94,10 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
    * 100 rows 45 ms (11 ms CPU), 50 rows no less (44 ms); the rest is the disk, when a statement's
    * commit runs a WAL checkpoint.
    */
+  protected override get file(): string {
+    return this.path
+  }
+
   protected override get pruneBatchSize(): number {
     return 100
   }
