@@ -18,7 +18,7 @@ import { ConfigError, StoreError } from '../core/errors.js'
 import { refuseUnknownOptions } from '../core/known-options.js'
 import type { SessionStore, StoreOptions } from '../core/store.js'
 import { isClosableStore } from '../core/store.js'
-import { missingSchema, NO_SCHEMA } from './refusal.js'
+import { asRefusal, isServerRefusal, missingSchema, NO_SCHEMA } from './refusal.js'
 import { checkServerUrl } from './server-url.js'
 
 /** Options of {@link openStore}: the clock, and options passed on to the store the URL names. */
@@ -119,6 +119,10 @@ const SERVER_SCHEMES = new Set(['postgres', 'postgresql', 'mysql', 'mariadb', 'r
  */
 function openFailure(error: unknown, masked: string): Error {
   const cause = error instanceof StoreError ? error.cause : error
+  if (isServerRefusal(cause)) {
+    const refusal = asRefusal(error instanceof StoreError ? error.store : 'store', cause) as ConfigError
+    return Object.assign(new ConfigError('store', `${masked}: ${messageOf(refusal)}`), { cause: error })
+  }
   if (cause instanceof ConfigError) {
     return Object.assign(new ConfigError(cause.option, `${masked}: ${messageOf(cause)}`), { cause })
   }

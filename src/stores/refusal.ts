@@ -1,7 +1,9 @@
 /**
  * A server that answers and refuses is not a server that is down. A role or database that does not
- * exist, a wrong password, a Redis DB index out of range: retrying never helps, so the store says so
- * as a `ConfigError` carrying the server's own reason, and keeps "does not answer" for what is down.
+ * exist, a wrong password, a Redis DB index out of range: retrying never helps. The stores reject with
+ * a `StoreError` whose cause is the server's own error (Redis's too, not "the client is offline"), and
+ * `openStore` turns it into a `ConfigError` carrying the server's reason, keeping "does not answer"
+ * for what is down.
  * Also the "nothing there" error of a store told not to create its table, file or folder
  * (`createSchema: false`, `createDirectory: false`), with a code of its own.
  */

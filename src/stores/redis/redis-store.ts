@@ -3,7 +3,7 @@ import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError, toStoreError } from '../../core/errors.js'
 import { requireDriver } from '../../core/optional-peer.js'
 import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
-import { asRefusal, isServerRefusal } from '../refusal.js'
+import { isServerRefusal } from '../refusal.js'
 import {
   type BundledStore,
   storeOperation,
@@ -453,10 +453,9 @@ export class RedisStore implements BundledStore {
       try {
         return await body(this.send, this.clock.now())
       } catch (error) {
-        // Not connected because the server refused (a wrong password, no such DB index): say that.
-        if (this.owned?.isReady === false && isServerRefusal(this.lastError)) {
-          throw asRefusal('RedisStore', this.lastError)
-        }
+        // Not connected because the server refused (a wrong password, no such DB index): its reason,
+        // not "the client is offline".
+        if (this.owned?.isReady === false && isServerRefusal(this.lastError)) throw this.lastError
         throw error
       }
     })

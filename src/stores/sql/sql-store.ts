@@ -18,7 +18,7 @@ import {
   type StoreOptions,
 } from '../../core/store.js'
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
-import { asRefusal, isMissingTable, missingSchema } from '../refusal.js'
+import { isMissingTable, missingSchema } from '../refusal.js'
 import {
   andThen,
   type BundledStore,
@@ -174,12 +174,7 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
   /** {@link migrate}, saying what it did: created the table, upgraded it, or found it up to date. */
   runMigration(): Promise<MigrationReport> {
     return storeOperation(this.storeName, 'migrate', this.closed, async () => {
-      let from: number
-      try {
-        from = await this.migrateSchema()
-      } catch (error) {
-        throw asRefusal(this.storeName, error)
-      }
+      const from = await this.migrateSchema()
       const outcome = from === 0 ? 'created' : from < SCHEMA_VERSION ? 'upgraded' : 'current'
       const file = this.file
       return {
@@ -312,18 +307,13 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
    */
   private connect(): MaybePromise<SqlPort> {
     if (this.opening) return this.opening
-    let opened: MaybePromise<SqlPort>
-    try {
-      opened = this.open()
-    } catch (error) {
-      throw asRefusal(this.storeName, error)
-    }
+    const opened = this.open()
     if (!isPromise(opened)) return this.attach(opened)
     this.opening = opened.then(
       (port) => this.attach(port),
       (error: unknown) => {
         this.opening = undefined
-        throw asRefusal(this.storeName, error)
+        throw error
       },
     )
     return this.opening
