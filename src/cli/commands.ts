@@ -1,5 +1,6 @@
-import { setImmediate } from 'node:timers/promises'
 /** What each `latchkey` command does, once its arguments are parsed. */
+import { writeFileSync } from 'node:fs'
+import { setImmediate } from 'node:timers/promises'
 import { generateKey } from '../core/crypto.js'
 import { isEnded } from '../core/lifecycle/record-state.js'
 import { createSessionManager, type SessionManager, type UserSessionInfo } from '../core/manager.js'
@@ -11,6 +12,7 @@ import {
   isUserIndexedStore,
   type SessionStore,
 } from '../core/store.js'
+import type { MigrationReport } from '../stores/sql/sql-store.js'
 import {
   CliError,
   EXIT,
@@ -33,20 +35,53 @@ function managerFor(store: SessionStore, keys: string[]): SessionManager {
   return createSessionManager({ store, keys, idleTimeoutMs: FOREVER, absoluteTimeoutMs: FOREVER })
 }
 
+/** `count` and `noun`, the noun plural unless the count is 1: `1 session`, `0 sessions`, `2 users`. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`
+}
+
+/** What to say of `count` records no key given opens. */
+function unopenableText(count: number): string {
+  return `${plural(count, 'record')} ${count === 1 ? 'opens' : 'open'} with none of the keys given (sealed with a key not passed, or damaged)`
+}
+
 function iso(ms: number): string {
   return new Date(ms).toISOString()
 }
 
-/** `latchkey keygen` */
-export function keygen(out: Output): number {
+/**
+ * `latchkey keygen [--out FILE]`: a new key on stdout, or in a new file of mode 0600 (never over an
+ * existing one: overwriting a key in use would sign everyone out).
+ */
+export function keygen(out: Output, file?: string): number {
   const key = generateKey()
-  out.result({ key }, key)
+  if (file === undefined) {
+    out.result({ key }, key)
+    return EXIT.ok
+  }
+  try {
+    // Created 0600 at once (the umask can only take bits away), so it is never readable by others.
+    writeFileSync(file, `${key}\n`, { mode: 0o600, flag: 'wx' })
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    throw new CliError(
+      EXIT.usage,
+      'ERR_LATCHKEY_USAGE',
+      code === 'EEXIST'
+        ? `--out ${file} exists: keygen never overwrites a key file (a key in use, lost, signs everyone out); remove it or choose another name`
+        : `cannot write --out ${file}: ${(error as Error).message}`,
+    )
+  }
+  out.result({ file }, '')
+  out.note(
+    `wrote a new key to ${file} (mode 0600); pass it as --keys-file ${file}, or LATCHKEY_KEYS="$(cat ${file})"`,
+  )
   return EXIT.ok
 }
 
 /** `latchkey schema`: the DDL, without connecting. */
 export async function schema(options: StoreCommandOptions, out: Output): Promise<number> {
-  return withStore(options, false, async (store) => {
+  return withStore(options, 'offline', async (store) => {
     if (!isMigratableStore(store)) throw unsupported(store, 'print a schema: it has none (nothing to create)')
     const sql = store.schemaSql()
     out.result({ store: options.store, sql }, sql.trimEnd())
@@ -54,12 +89,46 @@ export async function schema(options: StoreCommandOptions, out: Output): Promise
   })
 }
 
-/** `latchkey migrate` */
+/** A store that says what its migration did (every bundled SQL store). */
+function reportsMigrations(store: object): store is { runMigration(): Promise<MigrationReport> } {
+  return typeof (store as { runMigration?: unknown }).runMigration === 'function'
+}
+
+/** What `migrate` says it did, by outcome. */
+const MIGRATED = Object.freeze({
+  created: 'created the table',
+  upgraded: 'upgraded the table',
+  current: 'the table is already up to date:',
+})
+
+/**
+ * `latchkey migrate`: names the table (and for SQLite the file) and says whether it created it,
+ * upgraded it or found it up to date; `migrated` is true only when it changed something.
+ */
 export async function migrate(options: StoreCommandOptions, out: Output): Promise<number> {
-  return withStore(options, false, async (store) => {
+  return withStore(options, 'migrate', async (store) => {
     if (!isMigratableStore(store)) throw unsupported(store, 'migrate: it has no schema (nothing to do)')
-    await store.migrate()
-    out.result({ store: options.store, migrated: true }, `${options.store}: the schema is up to date`)
+    if (!reportsMigrations(store)) {
+      await store.migrate()
+      out.result({ store: options.store, migrated: true }, `${options.store}: migrated`)
+      return EXIT.ok
+    }
+    const { table, file, outcome, from, to } = await store.runMigration()
+    const where = file === undefined ? '' : ` in ${file}`
+    const versions =
+      outcome === 'upgraded' ? ` from schema version ${from} to ${to}` : ` (schema version ${to})`
+    out.result(
+      {
+        store: options.store,
+        table,
+        ...(file === undefined ? {} : { file }),
+        outcome,
+        from,
+        to,
+        migrated: outcome !== 'current',
+      },
+      `${options.store}: ${MIGRATED[outcome]} ${table}${where}${versions}`,
+    )
     return EXIT.ok
   })
 }
@@ -71,7 +140,7 @@ export async function migrate(options: StoreCommandOptions, out: Output): Promis
  */
 export async function count(options: StoreCommandOptions, out: Output): Promise<number> {
   const keys = hasKeys(options, out) ? readKeys(options, out) : null
-  return withStore(options, true, async (store) => {
+  return withStore(options, 'existing', async (store) => {
     if (!isCountableStore(store)) throw unsupported(store, 'count its sessions')
     const sessions = await store.count()
     if (keys === null) {
@@ -104,7 +173,7 @@ function unopenableError(unopenable: number, found: object): CliError {
     new CliError(
       EXIT.partial,
       'ERR_LATCHKEY_UNOPENABLE',
-      `${unopenable} records open with none of the keys given (sealed with a key not passed, or damaged): pass every key the application uses`,
+      `${unopenableText(unopenable)}: pass every key the application uses`,
     ),
     { partial: found },
   )
@@ -112,7 +181,7 @@ function unopenableError(unopenable: number, found: object): CliError {
 
 /** `latchkey prune` */
 export async function prune(options: StoreCommandOptions, out: Output): Promise<number> {
-  return withStore(options, true, async (store) => {
+  return withStore(options, 'existing', async (store) => {
     if (!isPrunableStore(store)) throw unsupported(store, 'prune (it removes expired records by itself)')
     const bar = progress(out, 'pruning expired records', undefined, options.progress !== false)
     let removed: number
@@ -121,7 +190,10 @@ export async function prune(options: StoreCommandOptions, out: Output): Promise<
     } finally {
       bar.stop()
     }
-    out.result({ removed }, `removed ${removed} expired records and tombstones`)
+    out.result(
+      { removed },
+      `removed ${plural(removed, 'expired record')} (sessions and tombstones past their deadline); the tombstones of ended sessions stay until they expire, so that an ended session's cookie keeps failing`,
+    )
     return EXIT.ok
   })
 }
@@ -181,7 +253,7 @@ export type ListOptions = StoreCommandOptions & { user?: string }
 /** `latchkey list [--user ID]` */
 export async function list(options: ListOptions, out: Output): Promise<number> {
   const keys = readKeys(options, out)
-  return withStore(options, true, async (store) => {
+  return withStore(options, 'existing', async (store) => {
     if (!isUserIndexedStore(store)) throw unsupported(store, 'list sessions by user (it has no user index)')
     const manager = managerFor(store, keys)
     const sessions: ListedSession[] = []
@@ -189,7 +261,7 @@ export async function list(options: ListOptions, out: Output): Promise<number> {
       for (const info of await manager.listUserSessions(options.user))
         sessions.push(listed(options.user, info))
       const unopenable = await unopenableOf(manager, store, options.user)
-      out.note(`${sessions.length} sessions of ${options.user}`)
+      out.note(`${plural(sessions.length, 'session')} of ${options.user}`)
       return listResult(out, { sessions, unopenable }, sessions)
     }
     if (!isListableStore(store)) throw unsupported(store, 'list all its sessions (try --user ID)')
@@ -207,7 +279,7 @@ export async function list(options: ListOptions, out: Output): Promise<number> {
       for (const info of await manager.listUserSessions(user)) sessions.push(listed(user, info))
     }
     out.note(
-      `${sessions.length} signed-in sessions of ${users.size} users; ${anonymous} anonymous sessions (no handle)`,
+      `${plural(sessions.length, 'signed-in session')} of ${plural(users.size, 'user')}; ${plural(anonymous, 'anonymous session')} (no handle)`,
     )
     return listResult(out, { sessions, anonymous, unopenable }, sessions)
   })
@@ -260,7 +332,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
     )
   }
   const keys = readKeys(options, out)
-  return withStore(options, true, async (store) => {
+  return withStore(options, 'existing', async (store) => {
     if (!isUserIndexedStore(store)) throw unsupported(store, 'revoke sessions (it has no user index)')
     const manager = managerFor(store, keys)
     if (options.handle !== undefined) {
@@ -278,7 +350,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
       const { ended: revoked, unopenable } = await manager.revokeUserRecords(options.user)
       out.result(
         { revoked, unopenable },
-        `revoked ${revoked} sessions of ${options.user}${notOpened(unopenable)}`,
+        `revoked ${plural(revoked, 'session')} of ${options.user}${notOpened(unopenable)}`,
       )
       return EXIT.ok
     }
@@ -323,7 +395,10 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
     }
     const done = { revoked, users: users.size, anonymous, unopenable, failedUsers: failed }
     if (failure !== undefined) {
-      out.note(`revoked ${revoked} sessions before the failure; run the command again to carry on`, true)
+      out.note(
+        `revoked ${plural(revoked, 'session')} before the failure; run the command again to carry on`,
+        true,
+      )
       throw Object.assign(failure as object, { partial: done })
     }
     if (out.io.signal.aborted) {
@@ -331,7 +406,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
         new CliError(
           EXIT.interrupted,
           'ERR_LATCHKEY_INTERRUPTED',
-          `interrupted after revoking ${revoked} sessions; run the command again to carry on`,
+          `interrupted after revoking ${plural(revoked, 'session')}; run the command again to carry on`,
         ),
         { partial: done },
       )
@@ -341,14 +416,14 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
         new CliError(
           EXIT.partial,
           'ERR_LATCHKEY_PARTIAL',
-          `revoked ${revoked} sessions, but the sessions of ${failed} users kept conflicting with the application's writes: run the command again`,
+          `revoked ${plural(revoked, 'session')}, but the sessions of ${plural(failed, 'user')} kept conflicting with the application's writes: run the command again`,
         ),
         { partial: done },
       )
     }
     out.result(
       done,
-      `revoked ${revoked} sessions of ${users.size} users, and ended ${anonymous} anonymous records${notOpened(unopenable)}`,
+      `revoked ${plural(revoked, 'session')} of ${plural(users.size, 'user')}, and ended ${plural(anonymous, 'anonymous record')}${notOpened(unopenable)}`,
     )
     return EXIT.ok
   })
@@ -360,7 +435,7 @@ export type RekeyCommandOptions = StoreCommandOptions & { concurrency?: number }
 /** `latchkey rekey` */
 export async function rekeyCommand(options: RekeyCommandOptions, out: Output): Promise<number> {
   const keys = readKeys(options, out)
-  return withStore(options, true, async (store) => {
+  return withStore(options, 'existing', async (store) => {
     if (!isListableStore(store)) throw unsupported(store, 'list its sessions to re-seal them')
     // Validates the keys exactly as the application does, and re-seals as the manager's operation.
     const manager = managerFor(store, keys)
@@ -379,7 +454,7 @@ export async function rekeyCommand(options: RekeyCommandOptions, out: Output): P
     } catch (error) {
       bar.stop()
       out.note(
-        `re-sealed ${report.resealed} records before the failure; run the command again to carry on`,
+        `re-sealed ${plural(report.resealed, 'record')} before the failure; run the command again to carry on`,
         true,
       )
       throw Object.assign(error as object, { partial: report })
@@ -398,13 +473,11 @@ export async function rekeyCommand(options: RekeyCommandOptions, out: Output): P
     }
     const problems: string[] = []
     if (report.unopenable > 0) {
-      problems.push(
-        `${report.unopenable} records open with none of the keys given (sealed with a key not passed, or damaged): they were left as they are`,
-      )
+      problems.push(`${unopenableText(report.unopenable)}: they were left as they are`)
     }
     if (report.busy > 0) {
       problems.push(
-        `${report.busy} records kept conflicting with the application's writes: run the command again`,
+        `${plural(report.busy, 'record')} kept conflicting with the application's writes: run the command again`,
       )
     }
     if (problems.length > 0) {

@@ -8,6 +8,7 @@ import { resolveOptions } from '../core/options.js'
 import type { SessionStore } from '../core/store.js'
 import { isClosableStore } from '../core/store.js'
 import { openStore } from '../stores/index.js'
+import { NO_SCHEMA } from '../stores/refusal.js'
 
 /** The exit codes of `latchkey`, documented in `latchkey --help` and docs/cli.md. */
 export const EXIT = Object.freeze({
@@ -23,6 +24,8 @@ export const EXIT = Object.freeze({
   unsupported: 4,
   /** Partly done: some records could not be processed (see the message); the rest were. */
   partial: 5,
+  /** Nothing there: no such table, database file or folder (`ERR_LATCHKEY_NO_SCHEMA`); run `migrate`, or check the URL. */
+  missing: 6,
   /** Interrupted (SIGINT/SIGTERM) after finishing the records in flight; run the command again to go on. */
   interrupted: 130,
 })
@@ -35,6 +38,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   3    the store did not answer or failed (work done before the failure stays done)
   4    the store cannot do that (capability missing, e.g. schema on Redis)
   5    partial failure: some records could not be processed, the others were
+  6    no such table, database file or folder: run \`latchkey migrate\`, or check the URL and tableName
   130  interrupted; run the same command again to carry on`
 
 /** An error with the exit code it ends the process with. */
@@ -54,6 +58,8 @@ export class CliError extends Error {
 export function classify(error: unknown): { exitCode: number; code: string } {
   if (error instanceof CliError) return { exitCode: error.exitCode, code: error.code }
   if (error instanceof ConfigError) return { exitCode: EXIT.usage, code: error.code }
+  if (error instanceof SessionError && error.code === NO_SCHEMA)
+    return { exitCode: EXIT.missing, code: error.code }
   if (error instanceof StoreError) return { exitCode: EXIT.unavailable, code: error.code }
   if (error instanceof SessionError) return { exitCode: EXIT.failure, code: error.code }
   return { exitCode: EXIT.failure, code: 'ERR_LATCHKEY_CLI' }
@@ -172,25 +178,38 @@ export function parseStoreOptions(pairs: readonly string[] = []): Record<string,
 
 /** The schemes of stores that prune on a timer: the CLI turns it off (it prunes only when asked). */
 const SCHEDULED_PRUNE = /^(file|sqlite|postgres|postgresql|mysql|mariadb):/i
+/** The schemes of SQL stores, which create their table (and SQLite its file) on first use unless told not to. */
+const SQL_SCHEMES = /^(sqlite|postgres|postgresql|mysql|mariadb):/i
 
 /**
- * Opens the store `--store` names, as `openStore` takes it. `check` asks the store to answer first
- * (not for `schema`, which must not touch the database, nor `migrate`, which reports its own failure).
+ * How a command opens its store:
+ * - `offline`: never touches it (`schema` prints DDL without connecting);
+ * - `migrate`: opens without a first lookup (`migrate` reports its own failure) and may create;
+ * - `existing`: checks that the store answers, and never creates anything: a missing table, SQLite
+ *   file or FileStore folder is the `ERR_LATCHKEY_NO_SCHEMA` error (exit code 6), so that a typo in
+ *   the URL never turns into an empty store reported as "0 sessions".
  */
-export async function openCliStore(options: StoreCommandOptions, check: boolean): Promise<SessionStore> {
+export type OpenMode = 'offline' | 'migrate' | 'existing'
+
+/** Opens the store `--store` names, as `openStore` takes it, as `mode` says. */
+export async function openCliStore(options: StoreCommandOptions, mode: OpenMode): Promise<SessionStore> {
   const url = options.store
   const storeOptions = parseStoreOptions(options.storeOption)
   if (SCHEDULED_PRUNE.test(url) && !('pruneIntervalMs' in storeOptions)) storeOptions.pruneIntervalMs = 0
-  return openStore(url, { check, storeOptions })
+  if (mode === 'existing') {
+    if (SQL_SCHEMES.test(url)) storeOptions.createSchema = false
+    if (/^file:/i.test(url)) storeOptions.createDirectory = false
+  }
+  return openStore(url, { check: mode === 'existing', storeOptions })
 }
 
-/** Runs `task` with the store open, and closes it whatever happens. */
+/** Runs `task` with the store open (as `mode` says), and closes it whatever happens. */
 export async function withStore<R>(
   options: StoreCommandOptions,
-  check: boolean,
+  mode: OpenMode,
   task: (store: SessionStore) => Promise<R>,
 ): Promise<R> {
-  const store = await openCliStore(options, check)
+  const store = await openCliStore(options, mode)
   try {
     return await task(store)
   } finally {

@@ -112,15 +112,17 @@ export async function run(
 
   program
     .command('keygen')
-    .description('print a new random key (32 bytes, base64url) for LATCHKEY_KEYS')
-    .option('--json', 'print {"ok":true,"key":"..."}')
+    .description('print a new random key (32 bytes, base64url) for LATCHKEY_KEYS, or write it to a file')
+    .option('--out <file>', 'write the key to this new file, mode 0600 (never over an existing file)')
+    .option('--json', 'print {"ok":true,"key":"..."} ({"ok":true,"file":"..."} with --out)')
     .addHelpText(
       'after',
       `
-Start with one key: LATCHKEY_KEYS=$(npx latchkey keygen). To rotate, put a new key first and keep the
+Start with one key: npx latchkey keygen --out .latchkey-keys, then --keys-file .latchkey-keys (or
+LATCHKEY_KEYS="$(cat .latchkey-keys)" for the application). To rotate, put a new key first and keep the
 old ones after it (LATCHKEY_KEYS=new,old), deploy, run \`latchkey rekey\`, then drop the old key.`,
     )
-    .action(action(() => commands.keygen(out)))
+    .action(action<{ out?: string }>((options) => commands.keygen(out, options.out)))
 
   storeCommand(
     'migrate',

@@ -15,8 +15,11 @@
 import { isAbsolute } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ConfigError, StoreError } from '../core/errors.js'
+import { refuseUnknownOptions } from '../core/known-options.js'
 import type { SessionStore, StoreOptions } from '../core/store.js'
 import { isClosableStore } from '../core/store.js'
+import { asRefusal, isServerRefusal, missingSchema, NO_SCHEMA } from './refusal.js'
+import { checkServerUrl } from './server-url.js'
 
 /** Options of {@link openStore}: the clock, and options passed on to the store the URL names. */
 export interface OpenStoreOptions extends StoreOptions {
@@ -75,9 +78,13 @@ const DRIVERS: Record<string, string> = {
 }
 
 /**
- * Opens the store `url` names. Rejects with `ConfigError` for an unknown scheme, a malformed URL or a
- * missing driver package (naming it and the install command), and, unless `check: false`, with
- * `StoreError` when the store does not answer. Every message shows the URL with its password masked.
+ * Opens the store `url` names. Rejects with `ConfigError` for an unknown scheme, a malformed URL, an
+ * option the store does not know or a missing driver package (naming it and the install command).
+ * Unless `check: false`, it then looks one key up: a server that refuses (a role, database or password
+ * it does not accept) rejects with `ConfigError` carrying the server's reason; a table, database file
+ * or folder a store was told not to create (`createSchema: false`, `createDirectory: false`) with the
+ * `ERR_LATCHKEY_NO_SCHEMA` error; a store that does not answer with `StoreError`. Every message shows
+ * the URL with its password masked.
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<SessionStore> {
   if (typeof url !== 'string') throw new ConfigError('store', 'must be a store URL string')
@@ -86,6 +93,8 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
   if (scheme === undefined || !STORE_SCHEMES.includes(`${scheme}:`)) {
     throw new ConfigError('store', `unknown store URL ${masked}: use one of ${STORE_SCHEMES.join(' ')}`)
   }
+  refuseUnknownOptions(options, ['check', 'storeOptions', 'clock'], { owner: 'openStore' })
+  if (SERVER_SCHEMES.has(scheme)) checkServerUrl(url, scheme, masked)
   const { check = true, storeOptions = {}, ...common } = options
   const base = { ...storeOptions, ...common }
   const store = await build(scheme, url, masked, base)
@@ -94,19 +103,43 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       await store.get('A'.repeat(43))
     } catch (error) {
       if (isClosableStore(store)) await store.close().catch(() => {})
-      const name = error instanceof StoreError ? error.store : 'store'
-      throw new StoreError(
-        name,
-        'open',
-        new Error(`${masked} does not answer: ${describe(error)}`, { cause: error }),
-      )
+      throw openFailure(error, masked)
     }
   }
   return store
 }
 
-function describe(error: unknown): string {
-  if (error instanceof StoreError && error.cause instanceof Error) return error.cause.message
+/** The schemes of stores on a server, whose URLs {@link checkServerUrl} checks. */
+const SERVER_SCHEMES = new Set(['postgres', 'postgresql', 'mysql', 'mariadb', 'redis', 'rediss'])
+
+/**
+ * Why the first lookup failed, naming the URL: a server that refused (a `ConfigError` with its
+ * reason), a table, file or folder that is not there (`ERR_LATCHKEY_NO_SCHEMA`), or else a
+ * `StoreError`, "does not answer".
+ */
+function openFailure(error: unknown, masked: string): Error {
+  const cause = error instanceof StoreError ? error.cause : error
+  if (isServerRefusal(cause)) {
+    const refusal = asRefusal(error instanceof StoreError ? error.store : 'store', cause) as ConfigError
+    return Object.assign(new ConfigError('store', `${masked}: ${messageOf(refusal)}`), { cause: error })
+  }
+  if (cause instanceof ConfigError) {
+    return Object.assign(new ConfigError(cause.option, `${masked}: ${messageOf(cause)}`), { cause })
+  }
+  if ((cause as { code?: unknown })?.code === NO_SCHEMA) {
+    return missingSchema(`${masked}: ${messageOf(cause)}`, cause)
+  }
+  const name = error instanceof StoreError ? error.store : 'store'
+  return new StoreError(
+    name,
+    'open',
+    new Error(`${masked} does not answer: ${messageOf(cause)}`, { cause: error }),
+  )
+}
+
+/** An error's message, without the `option: ` that a `ConfigError` starts with. */
+function messageOf(error: unknown): string {
+  if (error instanceof ConfigError) return error.message.slice(error.option.length + 2)
   return error instanceof Error ? error.message : String(error)
 }
 

@@ -8,6 +8,7 @@ import { ConfigError } from '../../core/errors.js'
 import { KeyedQueue } from '../../core/lifecycle/queue.js'
 import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
+import { missingSchema } from '../refusal.js'
 import {
   type BundledStore,
   copyRecord,
@@ -17,6 +18,7 @@ import {
   type WarningHook,
   warningHook,
 } from '../shared.js'
+import { refuseUnknownStoreOptions } from '../store-options.js'
 import { type HeldLock, LOCK_SUFFIX, type LockPolicy, removeIfEmpty, takeLock } from './lock.js'
 import { distrust, makeFolder } from './ownership.js'
 
@@ -45,6 +47,13 @@ export interface FileStoreOptions extends StoreOptions {
    * on `console.warn`. What it throws is ignored.
    */
   onWarning?: WarningHook
+  /**
+   * Whether a missing session folder is created on first use. Default `true`. With `false` the store
+   * never creates it: every operation then fails with a `StoreError` whose cause has the code
+   * `ERR_LATCHKEY_NO_SCHEMA` ("no such folder"), so that a tool that only reads never turns a
+   * mistyped path into an empty store.
+   */
+  createDirectory?: boolean
 }
 
 /** What a session file holds, as read back. */
@@ -96,6 +105,7 @@ const MAX_REPORTED = 1000
 export class FileStore implements BundledStore {
   /** The session folder, absolute. */
   readonly directory: string
+  private readonly createDirectory: boolean
   private readonly clock: Clock
   private readonly warn: (warning: Error | string) => void
   private readonly lockPolicy: LockPolicy
@@ -108,13 +118,19 @@ export class FileStore implements BundledStore {
   private closed = false
 
   constructor(options: FileStoreOptions) {
+    refuseUnknownStoreOptions('FileStore', options ?? {})
     const {
       directory,
       clock = systemClock,
       pruneIntervalMs = 600_000,
       lockStaleMs = 10_000,
       onWarning,
+      createDirectory = true,
     } = options ?? {}
+    if (typeof createDirectory !== 'boolean') {
+      throw new ConfigError('createDirectory', `must be true or false, got ${String(createDirectory)}`)
+    }
+    this.createDirectory = createDirectory
     if (typeof directory !== 'string' || directory === '' || directory.includes('\0')) {
       throw new ConfigError('directory', `must be a folder path, got ${JSON.stringify(directory)}`)
     }
@@ -343,6 +359,11 @@ export class FileStore implements BundledStore {
     if (found) {
       trust(this.directory, found)
       return
+    }
+    if (!this.createDirectory) {
+      throw missingSchema(
+        `no such folder ${this.directory}: check the path (the application's FileStore makes it on first use)`,
+      )
     }
     try {
       await makeFolder(this.directory)

@@ -2,6 +2,7 @@ import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError, toStoreError } from '../../core/errors.js'
 import { expiresAt, type SessionRecord, type StoreOptions, type SyncSessionStore } from '../../core/store.js'
 import { type BundledStore, copyRecord, storeOperation, validateClock, validateDelay } from '../shared.js'
+import { refuseUnknownStoreOptions } from '../store-options.js'
 
 /** Options of {@link MemoryStore}. */
 export interface MemoryStoreOptions extends StoreOptions {
@@ -65,6 +66,7 @@ export class MemoryStore implements BundledStore, SyncSessionStore {
   private closed = false
 
   constructor(options: MemoryStoreOptions = {}) {
+    refuseUnknownStoreOptions('MemoryStore', options ?? {})
     const { clock = systemClock, maxSessions = 100_000, sweepIntervalMs = 60_000 } = options
     this.clock = validateClock(clock)
     if (!Number.isSafeInteger(maxSessions) || maxSessions < 1) {

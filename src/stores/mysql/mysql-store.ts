@@ -7,6 +7,7 @@ import { validateDelay } from '../shared.js'
 import { mysqlDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
 import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'
+import { refuseUnknownStoreOptions } from '../store-options.js'
 
 /** Options of {@link MySqlStore}: a `pool`, or a `uri` and/or `poolOptions` for a pool of its own. */
 export interface MySqlStoreOptions extends SqlStoreOptions {
@@ -130,6 +131,7 @@ export class MySqlStore extends SqlStore {
   private readonly poolPort: SqlPort
 
   constructor(options: MySqlStoreOptions) {
+    refuseUnknownStoreOptions('MySqlStore', options ?? {})
     const { pool, uri, poolOptions, commandTimeoutMs = DEFAULT_COMMAND_TIMEOUT_MS } = options ?? {}
     if ((pool === undefined) === (uri === undefined && poolOptions === undefined)) {
       throw new ConfigError('pool', 'give either a mysql2 pool (pool) or a uri and/or poolOptions, not both')
@@ -165,7 +167,7 @@ export class MySqlStore extends SqlStore {
   }
 
   /** On one connection holding the named lock. DDL commits at once here, so every statement is idempotent. */
-  protected async migrateSchema(): Promise<void> {
+  protected async migrateSchema(): Promise<number> {
     const connection = await this.pool.getConnection()
     try {
       const [rows] = await connection.query<RowDataPacket[]>(
@@ -175,9 +177,10 @@ export class MySqlStore extends SqlStore {
       if (rows[0]?.locked !== 1) {
         throw new Error(`another migration held the lock for ${MIGRATION_LOCK_TIMEOUT_S} s`)
       }
-      await this.queries.migrate(connectionPort(connection))
+      const from = await this.queries.migrate(connectionPort(connection))
       await connection.query(`DO RELEASE_LOCK(${MIGRATION_LOCK})`)
       connection.release()
+      return from
     } catch (error) {
       // Ending the session frees its named lock.
       connection.destroy()

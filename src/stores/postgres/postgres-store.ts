@@ -8,6 +8,7 @@ import { postgresDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow } from '../sql/port.js'
 import { SCHEMA_TABLE } from '../sql/queries.js'
 import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'
+import { refuseUnknownStoreOptions } from '../store-options.js'
 
 /** Options of {@link PostgresStore}: a `pool` or a `connectionString`, not both. */
 export interface PostgresStoreOptions extends SqlStoreOptions {
@@ -100,6 +101,7 @@ export class PostgresStore extends SqlStore {
   private readonly poolPort: SqlPort
 
   constructor(options: PostgresStoreOptions) {
+    refuseUnknownStoreOptions('PostgresStore', options ?? {})
     const { pool, connectionString, schema, commandTimeoutMs = DEFAULT_COMMAND_TIMEOUT_MS } = options ?? {}
     if ((pool === undefined) === (connectionString === undefined)) {
       throw new ConfigError('pool', 'give either a pg pool (pool) or a URL (connectionString), not both')
@@ -132,16 +134,17 @@ export class PostgresStore extends SqlStore {
   }
 
   /** One transaction holding the advisory lock: DDL is transactional here, so a failed run leaves nothing. */
-  protected async migrateSchema(): Promise<void> {
+  protected async migrateSchema(): Promise<number> {
     const client = await this.pool.connect()
     try {
       await client.query('BEGIN')
       // A migration may wait for another process's: the statement timeout is for requests.
       await client.query('SET LOCAL statement_timeout = 0')
       await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
-      await this.queries.migrate(portOf(client))
+      const from = await this.queries.migrate(portOf(client))
       await client.query('COMMIT')
       client.release()
+      return from
     } catch (error) {
       // Closing the connection rolls the transaction back and frees the lock.
       client.release(true)

@@ -3,6 +3,7 @@ import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError, toStoreError } from '../../core/errors.js'
 import { requireDriver } from '../../core/optional-peer.js'
 import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
+import { isServerRefusal } from '../refusal.js'
 import {
   type BundledStore,
   storeOperation,
@@ -11,6 +12,7 @@ import {
   type WarningHook,
   warningHook,
 } from '../shared.js'
+import { refuseUnknownStoreOptions } from '../store-options.js'
 import {
   CREATE,
   DESTROY,
@@ -175,11 +177,14 @@ export class RedisStore implements BundledStore {
   private evictionCheck: { done: Promise<void>; cancel: AbortController } | undefined
   /** The client the store created from `url`, which it connects and closes. */
   private readonly owned: OwnedClient | undefined
+  /** The last connection error of the client the store owns, until it is ready again. */
+  private lastError: Error | undefined
   /** Settles when the owned client's connection attempt in progress succeeds or fails. */
   private attempt: Promise<void> | undefined
   private closed = false
 
   constructor(options: RedisStoreOptions) {
+    refuseUnknownStoreOptions('RedisStore', options ?? {})
     const {
       client,
       url,
@@ -243,6 +248,7 @@ export class RedisStore implements BundledStore {
     this.owned = owned
     this.client = owned
     owned.on('error', (error: Error) => {
+      this.lastError = error
       this.attemptDone()
       try {
         onError?.(error)
@@ -250,7 +256,10 @@ export class RedisStore implements BundledStore {
         // A throwing hook must not become an uncaught exception in node-redis's event emitter.
       }
     })
-    owned.on('ready', () => this.attemptDone())
+    owned.on('ready', () => {
+      this.lastError = undefined
+      this.attemptDone()
+    })
     owned.on('reconnecting', () => this.attemptStarted())
     this.attemptStarted()
     owned.connect().catch(() => {
@@ -441,7 +450,14 @@ export class RedisStore implements BundledStore {
     const result = await storeOperation('RedisStore', operation, this.closed, async () => {
       const attempt = this.attempt
       if (attempt) await this.withDeadline(() => attempt)
-      return body(this.send, this.clock.now())
+      try {
+        return await body(this.send, this.clock.now())
+      } catch (error) {
+        // Not connected because the server refused (a wrong password, no such DB index): its reason,
+        // not "the client is offline".
+        if (this.owned?.isReady === false && isServerRefusal(this.lastError)) throw this.lastError
+        throw error
+      }
     })
     if (!this.evictionCheck && !this.closed) {
       const cancel = new AbortController()

@@ -117,6 +117,8 @@ export interface BoundStatement {
 export class SessionQueries {
   /** The validated table name. */
   readonly tableName: string
+  /** The table's name as messages show it: `schema.table` when a schema was given. */
+  readonly qualifiedName: string
   /** `migrations[v]` takes the schema from version `v` to `v + 1`; every statement is idempotent. */
   readonly migrations: readonly (readonly string[])[]
   /** Creates the schema-version table; run before reading the version. */
@@ -142,6 +144,7 @@ export class SessionQueries {
   constructor(dialect: SqlDialect, tableName: string, schema?: string) {
     this.dialect = dialect
     this.tableName = validateTableName(tableName)
+    this.qualifiedName = schema === undefined ? this.tableName : `${schema}.${this.tableName}`
     const c = (column: string) => dialect.quote(column)
     const qualified = (name: string) =>
       schema === undefined ? c(name) : `${c(validateIdentifier(schema, 'schema'))}.${c(name)}`
@@ -268,10 +271,11 @@ export class SessionQueries {
    * Creates or upgrades the schema over `port`. Not atomic by itself: the store runs it on one
    * connection holding the database's lock (a transaction, an advisory lock), so concurrent runs queue.
    * Over a synchronous port (SQLite) it runs to the end before returning, inside the caller's transaction.
+   * Answers the version the table had before: 0 when it had none.
    */
-  migrate(port: SqlPort): MaybePromise<void> {
+  migrate(port: SqlPort): MaybePromise<number> {
     const steps = andThen(port.run(this.createSchemaTable, []), () => this.version(port))
-    return andThen(steps, (current) => andThen(runInOrder(port, this.upgrade(current)), () => undefined))
+    return andThen(steps, (current) => andThen(runInOrder(port, this.upgrade(current)), () => current))
   }
 
   /** {@link SessionStore.get} on `port`. */

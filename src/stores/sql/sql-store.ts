@@ -9,7 +9,7 @@
  * itself), with a promise otherwise. The promise methods settle what it answers.
  */
 import { type Clock, systemClock } from '../../core/clock.js'
-import { toStoreError } from '../../core/errors.js'
+import { ConfigError, toStoreError } from '../../core/errors.js'
 import {
   isPromise,
   type MaybePromise,
@@ -18,6 +18,7 @@ import {
   type StoreOptions,
 } from '../../core/store.js'
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
+import { isMissingTable, missingSchema } from '../refusal.js'
 import {
   andThen,
   type BundledStore,
@@ -46,6 +47,28 @@ export interface SqlStoreOptions extends StoreOptions {
    * is ignored.
    */
   onWarning?: WarningHook
+  /**
+   * Whether a missing table is created on first use (and SQLite's missing database file with it).
+   * Default `true`. With `false` the store never creates anything: a missing table (or file), or one at
+   * an older schema version, fails every operation with a `StoreError` whose cause has the code
+   * `ERR_LATCHKEY_NO_SCHEMA` and says to run `latchkey migrate` (`openStore` rejects with that cause).
+   * For tools that only read, so that a mistyped name never creates an empty store. `migrate()` still
+   * creates the schema.
+   */
+  createSchema?: boolean
+}
+
+/** What {@link SqlStore.migrate} did: created the table, upgraded it, or found it up to date. */
+export interface MigrationReport {
+  /** The sessions table (with its schema, when one was given). */
+  readonly table: string
+  readonly outcome: 'created' | 'upgraded' | 'current'
+  /** The database file (SQLite), when the database is one. */
+  readonly file?: string
+  /** The schema version the table had before: 0 when there was none. */
+  readonly from: number
+  /** The schema version it has now. */
+  readonly to: number
 }
 
 /** Default of {@link SqlStoreOptions.pruneIntervalMs}: 5 minutes. */
@@ -64,6 +87,8 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
   private readonly storeName: string
   private readonly clock: Clock
   private readonly pruneIntervalMs: number
+  /** Whether a missing table is created on first use ({@link SqlStoreOptions.createSchema}). */
+  protected readonly createSchema: boolean
   /** Hands a warning to `onWarning`, which may not throw or reject back into the store. */
   protected readonly warn: (warning: Error | string) => void
   private port: SqlPort | undefined
@@ -78,7 +103,12 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
       tableName = 'latchkey_sessions',
       pruneIntervalMs = DEFAULT_PRUNE_INTERVAL_MS,
       onWarning,
+      createSchema = true,
     } = options
+    if (typeof createSchema !== 'boolean') {
+      throw new ConfigError('createSchema', `must be true or false, got ${String(createSchema)}`)
+    }
+    this.createSchema = createSchema
     this.clock = validateClock(clock)
     this.warn = warningHook(onWarning)
     this.pruneIntervalMs = validatePruneInterval(pruneIntervalMs)
@@ -133,9 +163,28 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
     }
   }
 
-  /** Creates or upgrades the schema (it also happens on first use). Idempotent, also across processes. */
-  migrate(): Promise<void> {
-    return this.settle('migrate', () => this.migrateSchema())
+  /**
+   * Creates or upgrades the schema (it also happens on first use, unless `createSchema: false`).
+   * Idempotent, also across processes.
+   */
+  async migrate(): Promise<void> {
+    await this.runMigration()
+  }
+
+  /** {@link migrate}, saying what it did: created the table, upgraded it, or found it up to date. */
+  runMigration(): Promise<MigrationReport> {
+    return storeOperation(this.storeName, 'migrate', this.closed, async () => {
+      const from = await this.migrateSchema()
+      const outcome = from === 0 ? 'created' : from < SCHEMA_VERSION ? 'upgraded' : 'current'
+      const file = this.file
+      return {
+        table: this.queries.qualifiedName,
+        ...(file === undefined ? {} : { file }),
+        outcome,
+        from,
+        to: SCHEMA_VERSION,
+      } as const
+    })
   }
 
   schemaSql(): string {
@@ -161,21 +210,45 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
    */
   protected abstract open(): SqlPort | Promise<SqlPort>
 
-  /** Runs {@link SessionQueries.migrate} holding the database's lock, so that concurrent runs queue. */
-  protected abstract migrateSchema(): void | Promise<void>
+  /**
+   * Runs {@link SessionQueries.migrate} holding the database's lock, so that concurrent runs queue;
+   * answers the version the table had before (0: none).
+   */
+  protected abstract migrateSchema(): number | Promise<number>
 
   /** Releases the connections the store owns (called once, by `close()`). */
   protected abstract release(): void | Promise<void>
 
   /** For {@link open}: migrates only when the table is not at {@link SCHEMA_VERSION} (or cannot be read). */
   protected async ensureSchema(port: SqlPort): Promise<void> {
-    let current = 0
+    let found: number | { error: unknown }
     try {
-      current = await this.queries.version(port)
-    } catch {
-      // No version table yet, or no table at all: the migration creates them.
+      found = await this.queries.version(port)
+    } catch (error) {
+      found = { error }
     }
-    if (current !== SCHEMA_VERSION) await this.migrateSchema()
+    if (this.needsMigration(found)) await this.migrateSchema()
+  }
+
+  /**
+   * Whether opening must migrate, given the version found (or the error reading it: no version table
+   * yet, or no table at all). With `createSchema: false`, a missing or older table throws the
+   * `ERR_LATCHKEY_NO_SCHEMA` error instead, and any other error reading it is thrown as it is.
+   */
+  protected needsMigration(found: number | { error: unknown }): boolean {
+    const table = this.queries.qualifiedName
+    if (typeof found !== 'number') {
+      if (this.createSchema) return true
+      if (!isMissingTable(found.error)) throw found.error
+      throw missingSchema(`no such table ${table}: run \`latchkey migrate\` to create it, or check tableName`)
+    }
+    if (found === SCHEMA_VERSION || this.createSchema || found > SCHEMA_VERSION)
+      return found !== SCHEMA_VERSION
+    throw missingSchema(
+      found === 0
+        ? `no such table ${table}: run \`latchkey migrate\` to create it, or check tableName`
+        : `the table ${table} is at schema version ${found}, this latchkey needs ${SCHEMA_VERSION}: run \`latchkey migrate\``,
+    )
   }
 
   /**
@@ -184,6 +257,11 @@ export abstract class SqlStore implements BundledStore, MigratableStore {
    */
   protected get pruneBatchSize(): number {
     return PRUNE_BATCH_SIZE
+  }
+
+  /** The database file, for {@link MigrationReport.file}: only SQLite's database is one. */
+  protected get file(): string | undefined {
+    return undefined
   }
 
   /** True once `close()` was called. */

@@ -1,12 +1,14 @@
-import { closeSync, openSync } from 'node:fs'
+import { closeSync, existsSync, openSync } from 'node:fs'
 import type Database from 'better-sqlite3'
 import { ConfigError } from '../../core/errors.js'
 import { requireDriver } from '../../core/optional-peer.js'
 import { isPromise, type MaybePromise, type SessionRecord, type SyncSessionStore } from '../../core/store.js'
+import { missingSchema } from '../refusal.js'
 import { validateDelay } from '../shared.js'
 import { sqliteDialect } from '../sql/dialects.js'
 import type { SqlPort, SqlRow, SqlValue } from '../sql/port.js'
 import { SqlStore, type SqlStoreOptions } from '../sql/sql-store.js'
+import { refuseUnknownStoreOptions } from '../store-options.js'
 
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions extends SqlStoreOptions {
@@ -51,6 +53,7 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
   private readonly driver: typeof Database
 
   constructor(options: SqliteStoreOptions) {
+    refuseUnknownStoreOptions('SqliteStore', options ?? {})
     const { path, busyTimeoutMs = 5000, synchronous = 'normal' } = options ?? {}
     if (synchronous !== 'normal' && synchronous !== 'full') {
       throw new ConfigError('synchronous', `must be 'normal' or 'full', got ${JSON.stringify(synchronous)}`)
@@ -91,17 +94,30 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
    * 100 rows 45 ms (11 ms CPU), 50 rows no less (44 ms); the rest is the disk, when a statement's
    * commit runs a WAL checkpoint.
    */
+  protected override get file(): string {
+    return this.path
+  }
+
   protected override get pruneBatchSize(): number {
     return 100
   }
 
+  /** Opens the database, then creates or upgrades the schema when it is not current (see `createSchema`). */
   protected open(): SqlPort {
-    this.connection()
+    const db = this.connection()
+    let found: number | { error: unknown }
+    try {
+      found = now(this.queries.version(this.sqlPort))
+    } catch (error) {
+      found = { error }
+    }
+    if (this.needsMigration(found)) this.migrateOn(db)
     return this.sqlPort
   }
 
-  protected migrateSchema(): void {
-    this.migrateOn(this.connection())
+  /** Creates or upgrades the schema, creating the database file if need be, whatever `createSchema` says. */
+  protected migrateSchema(): number {
+    return this.migrateOn(this.connection(true))
   }
 
   protected release(): void {
@@ -111,18 +127,30 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
     db?.close()
   }
 
-  /** The open database, opening it (and creating the schema) on first use or after a failed open. */
-  private connection(): Database.Database {
+  /**
+   * The open database, opening it on first use or after a failed open. A missing file is created
+   * when `create` (by default unless `createSchema: false`), else it is the `ERR_LATCHKEY_NO_SCHEMA` error.
+   */
+  private connection(create = this.createSchema): Database.Database {
     if (this.closed) throw new Error('the store is closed')
     if (this.db) return this.db
     const inMemory = this.path === ':memory:'
-    if (!inMemory) createPrivateFile(this.path)
-    const db = new this.driver(this.path, { timeout: this.busyTimeoutMs })
+    if (!inMemory) {
+      if (create) createPrivateFile(this.path)
+      else if (!existsSync(this.path)) {
+        throw missingSchema(
+          `no such database file ${this.path}: run \`latchkey migrate\` to create it, or check the path`,
+        )
+      }
+    }
+    const db = new this.driver(this.path, {
+      timeout: this.busyTimeoutMs,
+      fileMustExist: !inMemory && !create,
+    })
     try {
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${this.synchronous === 'full' ? 'FULL' : 'NORMAL'}`)
       db.pragma('secure_delete = ON')
-      this.migrateOn(db)
     } catch (error) {
       db.close()
       throw error
@@ -144,9 +172,9 @@ export class SqliteStore extends SqlStore implements SyncSessionStore {
    * Brings the schema to the current version in one immediate transaction, so concurrent migrations
    * queue: the shared migration, run to the end synchronously inside it.
    */
-  private migrateOn(db: Database.Database): void {
+  private migrateOn(db: Database.Database): number {
     const port = portOver((sql) => db.prepare<SqlValue[], SqlRow>(sql))
-    db.transaction(() => now(this.queries.migrate(port))).immediate()
+    return db.transaction(() => now(this.queries.migrate(port))).immediate()
   }
 }
 
