@@ -1,4 +1,5 @@
 import { ConfigError, SessionError, StoreError, toStoreError } from './errors.js'
+import { NO_METRICS, type SessionMetrics } from './metrics.js'
 import type { SessionRecord, SessionStore, SyncSessionStore, UserIndexedStore } from './store.js'
 import { isClosableStore, isPromise, isSyncStore, isUserIndexedStore } from './store.js'
 
@@ -56,12 +57,13 @@ export class GuardedStore implements SessionStore {
   constructor(
     readonly inner: SessionStore,
     private readonly timeoutMs: number,
+    private readonly metrics: SessionMetrics = NO_METRICS,
   ) {
     this.name = (inner.constructor as { name?: unknown } | undefined)?.name
       ? String(inner.constructor.name)
       : 'store'
     this.indexed = isUserIndexedStore(inner)
-    this.sync = isSyncStore(inner) ? this.guardSync(inner) : null
+    this.sync = isSyncStore(inner) ? timedSync(this.guardSync(inner), metrics) : null
   }
 
   get(key: string): Promise<SessionRecord | null> {
@@ -159,15 +161,22 @@ export class GuardedStore implements SessionStore {
     } catch (error) {
       return Promise.reject(toGuardedError(this.name, operation, error))
     }
+    const metrics = this.metrics
+    const started = metrics.enabled ? performance.now() : 0
     return new Promise<R>((resolve, reject) => {
-      const timer = setTimeout(() => reject(this.timedOut(operation)), this.timeoutMs)
+      const timer = setTimeout(() => {
+        if (metrics.enabled) metrics.storeCall(operation, false, performance.now() - started)
+        reject(this.timedOut(operation))
+      }, this.timeoutMs)
       Promise.resolve(pending).then(
         (value) => {
           clearTimeout(timer)
+          if (metrics.enabled) metrics.storeCall(operation, true, performance.now() - started)
           resolve(value)
         },
         (error: unknown) => {
           clearTimeout(timer)
+          if (metrics.enabled) metrics.storeCall(operation, false, performance.now() - started)
           reject(toGuardedError(this.name, operation, error))
         },
       )
@@ -183,6 +192,33 @@ export class GuardedStore implements SessionStore {
         `no answer within storeTimeoutMs (${this.timeoutMs} ms): the store is not answering (a network partition, a database waiting on a lock or a full disk?)`,
       ),
     )
+  }
+}
+
+/**
+ * The synchronous face with each call's duration recorded, when metrics are on; the face itself when
+ * they are off, so the fast path pays nothing for them.
+ */
+function timedSync(sync: SyncSessionStore, metrics: SessionMetrics): SyncSessionStore {
+  if (!metrics.enabled) return sync
+  const timed = <A extends unknown[], R>(operation: string, method: (...args: A) => R) => {
+    return (...args: A): R => {
+      const started = performance.now()
+      let ok = false
+      try {
+        const result = method(...args)
+        ok = true
+        return result
+      } finally {
+        metrics.storeCall(operation, ok, performance.now() - started)
+      }
+    }
+  }
+  return {
+    getSync: timed('get', sync.getSync),
+    createSync: timed('create', sync.createSync),
+    updateSync: timed('update', sync.updateSync),
+    touchSync: timed('touch', sync.touchSync),
   }
 }
 

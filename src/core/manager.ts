@@ -94,10 +94,11 @@ export class SessionManager<T extends SessionData = SessionData> {
     this.life = {
       options: this.options,
       keyring,
-      store: new GuardedStore(this.options.store, this.options.storeTimeoutMs),
+      store: new GuardedStore(this.options.store, this.options.storeTimeoutMs, this.options.metrics),
       payloads: new PayloadCache(this.codec),
       queue: new KeyedQueue(),
-      emit: emitter(keyring, this.options, options.onEvent),
+      metrics: this.options.metrics,
+      emit: emitter(keyring, this.options, options.onEvent, this.options.metrics),
     }
     this.csrf = new CsrfSecrets(keyring, this.options)
     this.ending = new Ending(this.life)
@@ -171,6 +172,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   async commit(session: Session<T>): Promise<CommitResult> {
     const state = session[STATE]
     const now = this.options.clock.now()
+    this.life.metrics.commit('async')
     const destroyed = state.destroyed
     if (destroyed !== null) {
       state.destroyed = null
@@ -203,6 +205,7 @@ export class SessionManager<T extends SessionData = SessionData> {
    */
   async abandon(session: Session<T>): Promise<CommitResult> {
     const state = session[STATE]
+    this.life.metrics.commit('abandoned')
     const destroyed = state.destroyed
     const replaced = state.rotation !== 'none' ? state.record : null
     if (destroyed === null && replaced === null) return PRIVATE
@@ -220,7 +223,9 @@ export class SessionManager<T extends SessionData = SessionData> {
    */
   abandonSync(session: Session<T>): CommitResult | null {
     const state = session[STATE]
-    return state.destroyed === null && (state.rotation === 'none' || state.record === null) ? PRIVATE : null
+    if (state.destroyed !== null || (state.rotation !== 'none' && state.record !== null)) return null
+    this.life.metrics.commit('abandoned')
+    return PRIVATE
   }
 
   /**
@@ -234,7 +239,9 @@ export class SessionManager<T extends SessionData = SessionData> {
     const now = this.options.clock.now()
     const state = session[STATE]
     const result = this.commitSyncWithoutCsrf(state, now)
-    return result === null ? null : this.csrf.finish(state, result, now)
+    if (result === null) return null
+    this.life.metrics.commit('sync')
+    return this.csrf.finish(state, result, now)
   }
 
   /**
@@ -426,6 +433,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   }
 
   private fresh(clearCookie: boolean, facts: RequestFacts): Session<T> {
+    this.life.metrics.load(clearCookie ? 'rejected' : 'anonymous')
     const pre = this.csrf.preSession(facts)
     const meta = blankMeta()
     meta.csrf = pre.csrf
@@ -446,6 +454,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   }
 
   private restore(id: string, loaded: OpenedRecord, reissue: boolean, facts: RequestFacts): Session<T> {
+    this.life.metrics.load('live')
     return new Session<T>(
       newState({
         id,

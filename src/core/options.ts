@@ -6,6 +6,7 @@ import { decodeKey, MIN_KEY_BYTES } from './crypto.js'
 import { ConfigError } from './errors.js'
 import type { SessionEvent } from './events.js'
 import { type OptionHints, refuseUnknownOptions } from './known-options.js'
+import { type MeterLike, resolveMetrics, type SessionMetrics } from './metrics.js'
 import type { SessionStore } from './store.js'
 
 /** Cookie settings. Every field is optional; the defaults are the hardened ones. */
@@ -92,6 +93,11 @@ export interface SessionManagerOptions {
   clearSiteDataOnLogout?: readonly ClearSiteDataType[]
   /** The CSRF pre-session cookie; see {@link CsrfCookieOptions}. */
   csrfCookie?: CsrfCookieOptions
+  /**
+   * Metrics (see docs/metrics.md): an OpenTelemetry `Meter` to record into, or `false` for none.
+   * Default: the global meter of `@opentelemetry/api` when that package is installed, else none.
+   */
+  metrics?: MeterLike | false
 }
 
 /** A directive of the `Clear-Site-Data` response header. */
@@ -141,6 +147,8 @@ export interface ResolvedOptions {
   readonly commitTimeoutMs: number
   readonly maxPayloadBytes: number
   readonly storeTimeoutMs: number
+  /** Where the manager counts what it does (records nothing when metrics are off). */
+  readonly metrics: SessionMetrics
   readonly clock: Clock
   /** The `Clear-Site-Data` header value for logout responses, or `null`. */
   readonly clearSiteData: string | null
@@ -169,6 +177,7 @@ const MANAGER_OPTIONS: readonly (keyof SessionManagerOptions)[] = [
   'onEvent',
   'clearSiteDataOnLogout',
   'csrfCookie',
+  'metrics',
 ]
 
 const COOKIE_OPTIONS: readonly (keyof CookieOptions)[] = [
@@ -395,6 +404,7 @@ export function resolveOptions(
     commitTimeoutMs,
     maxPayloadBytes,
     storeTimeoutMs,
+    metrics: resolveMetrics(options.metrics),
     clock,
   })
 }

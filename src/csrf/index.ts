@@ -385,7 +385,10 @@ class Guard<T extends SessionData> implements CsrfGuard<T> {
     try {
       await this.verify(session, request)
     } catch (error) {
-      if (error instanceof CsrfError && bodyPending(request)) UNREAD.add(error)
+      if (error instanceof CsrfError) {
+        if (bodyPending(request)) UNREAD.add(error)
+        this.manager.options.metrics.csrfRefusal(error.reason)
+      }
       throw error
     }
   }

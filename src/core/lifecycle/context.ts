@@ -6,6 +6,7 @@
 import type { Keyring } from '../crypto.js'
 import type { SessionEvent } from '../events.js'
 import type { GuardedStore } from '../guarded-store.js'
+import type { SessionMetrics } from '../metrics.js'
 import type { ResolvedOptions } from '../options.js'
 import type { PayloadCache } from '../payload.js'
 import type { KeyedQueue } from './queue.js'
@@ -19,6 +20,8 @@ export interface Lifecycle {
   readonly payloads: PayloadCache
   /** Commits on one session queue behind each other within this process, so they never conflict here. */
   readonly queue: KeyedQueue
+  /** Where loads, commits, conflicts, events and store latency are counted (nothing when off). */
+  readonly metrics: SessionMetrics
   /** Reports a lifecycle event to the application's `onEvent` hook, if any; never throws. */
   emit(type: SessionEvent['type'], key: string | null, userId: string | null, reason?: string): void
 }
@@ -28,9 +31,12 @@ export function emitter(
   keyring: Keyring,
   options: ResolvedOptions,
   onEvent: ((event: SessionEvent) => void) | undefined,
+  metrics: SessionMetrics,
 ): Lifecycle['emit'] {
-  if (!onEvent) return () => {}
+  if (!onEvent)
+    return metrics.enabled ? (type, _key, _userId, reason) => metrics.event(type, reason) : () => {}
   return (type, key, userId, reason) => {
+    metrics.event(type, reason)
     const event: SessionEvent = {
       type,
       session: key === null ? null : keyring.digest(key),

@@ -118,8 +118,10 @@ export class Writer {
         this.wrote(state, next)
         return true
       }
+      this.life.metrics.conflict()
       if (!(await this.rebase(state, true))) return false
       await deadline.pause(attempt)
+      this.life.metrics.retry()
     }
   }
 
@@ -128,7 +130,10 @@ export class Writer {
     this.catchUp(state)
     const record = state.record as SessionRecord
     const next = this.nextVersion(state, record, now)
-    if (!this.life.store.sync?.updateSync(next, record.version)) return false
+    if (!this.life.store.sync?.updateSync(next, record.version)) {
+      this.life.metrics.conflict()
+      return false
+    }
     this.wrote(state, next)
     return true
   }

@@ -1,0 +1,127 @@
+/**
+ * Metrics through the OpenTelemetry API, read back through the real SDK: loads by outcome, commits by
+ * path, lifecycle events (ends by reason), compare-and-set conflicts and retries, CSRF refusals by
+ * reason, and store call durations; `metrics: false` records nothing; a bad option is a ConfigError.
+ */
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
+import { describe, expect, test } from 'vitest'
+import { ConfigError } from '../src/core/errors.js'
+import { type CsrfRequest, createCsrfGuard } from '../src/csrf/index.js'
+import { createSessionManager } from '../src/index.js'
+import { cookieOf, type Data, KEYS, load, setup } from './support/managers.js'
+
+/** A reader the test collects from when it wants. */
+class TestReader extends MetricReader {
+  protected override async onShutdown(): Promise<void> {}
+  protected override async onForceFlush(): Promise<void> {}
+}
+
+/** Every data point collected, as `name{attr=value,...}` → value (sum, or count for a histogram). */
+async function collected(reader: TestReader): Promise<Map<string, number>> {
+  const points = new Map<string, number>()
+  const { resourceMetrics } = await reader.collect()
+  for (const scope of resourceMetrics.scopeMetrics) {
+    for (const metric of scope.metrics) {
+      for (const point of metric.dataPoints) {
+        const attributes = Object.entries(point.attributes)
+          .map(([name, value]) => `${name}=${String(value)}`)
+          .sort()
+          .join(',')
+        const value = point.value as number | { count: number }
+        points.set(
+          `${metric.descriptor.name}{${attributes}}`,
+          typeof value === 'number' ? value : value.count,
+        )
+      }
+    }
+  }
+  return points
+}
+
+function meter() {
+  const reader = new TestReader()
+  const provider = new MeterProvider({ readers: [reader] })
+  return { reader, meter: provider.getMeter('test') }
+}
+
+describe('metrics', () => {
+  test('count loads, commits, events, conflicts, retries and store calls', async () => {
+    const { reader, meter: m } = meter()
+    const { make } = setup()
+    const manager = make({ metrics: m })
+    const other = make({ metrics: false })
+    // A visitor signs in (an anonymous load, an async commit, a creation), then loads as a live session.
+    const visitor = await load(manager, undefined)
+    visitor.login('alice')
+    const id = cookieOf(await manager.commit(visitor))
+    const first = await load(manager, id)
+    // Another process writes in between: this commit's compare-and-set conflicts, then is retried.
+    const elsewhere = await load(other, id)
+    elsewhere.set('x', 1)
+    await other.commit(elsewhere)
+    first.set('y', 2)
+    await manager.commit(first)
+    // An unknown cookie is a rejected load; a logout is an end.
+    await load(manager, 'A'.repeat(43))
+    const leaving = await load(manager, id)
+    leaving.logout()
+    await manager.commit(leaving)
+    const points = await collected(reader)
+    expect(points.get('latchkey.session.loads{outcome=anonymous}')).toBe(1)
+    expect(points.get('latchkey.session.loads{outcome=live}')).toBe(2)
+    expect(points.get('latchkey.session.loads{outcome=rejected}')).toBe(1)
+    expect(points.get('latchkey.session.commits{path=async}')).toBe(3)
+    expect(points.get('latchkey.session.events{event=created}')).toBe(1)
+    expect(points.get('latchkey.session.events{event=destroyed}')).toBe(1)
+    expect(points.get('latchkey.session.events{event=rejected,reason=unknown}')).toBe(1)
+    expect(points.get('latchkey.store.conflicts{}')).toBe(1)
+    expect(points.get('latchkey.store.retries{}')).toBe(1)
+    expect(points.get('latchkey.store.duration{operation=update,outcome=ok}')).toBeGreaterThanOrEqual(2)
+    expect(points.get('latchkey.store.duration{operation=get,outcome=ok}')).toBeGreaterThanOrEqual(3)
+  })
+
+  test('count CSRF refusals by reason', async () => {
+    const { reader, meter: m } = meter()
+    const { make } = setup()
+    const manager = make({ metrics: m })
+    const guard = createCsrfGuard(manager, {})
+    const session = await load(manager, undefined)
+    const request: CsrfRequest = {
+      method: 'POST',
+      url: '/',
+      secure: false,
+      host: 'app.test',
+      header: (name) => (name === 'origin' ? 'https://evil.test' : undefined),
+      form: async () => null,
+    }
+    await expect(guard.check(session, request)).rejects.toThrow()
+    const points = await collected(reader)
+    expect(points.get('latchkey.csrf.refusals{reason=origin-mismatch}')).toBe(1)
+  })
+
+  test('count the synchronous path and time its store calls too', async () => {
+    const { reader, meter: m } = meter()
+    const { memory, clock } = setup()
+    const manager = createSessionManager<Data>({
+      store: memory,
+      keys: KEYS,
+      clock,
+      cookie: { secure: false },
+      metrics: m,
+    })
+    const session = manager.loadSync({ cookie: undefined })
+    session?.set('n', 1)
+    expect(session && manager.commitSync(session)).not.toBeNull()
+    const points = await collected(reader)
+    expect(points.get('latchkey.session.commits{path=sync}')).toBe(1)
+    expect(points.get('latchkey.store.duration{operation=create,outcome=ok}')).toBe(1)
+  })
+
+  test('metrics: false records nothing; a bad value is a ConfigError', () => {
+    const { make } = setup()
+    expect(make({ metrics: false }).options.metrics.enabled).toBe(false)
+    // @opentelemetry/api is installed here: by default the manager records into its global meter.
+    expect(make().options.metrics.enabled).toBe(true)
+    expect(() => make({ metrics: {} as never })).toThrow(ConfigError)
+  })
+})
