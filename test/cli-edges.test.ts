@@ -9,13 +9,12 @@ import { PassThrough } from 'node:stream'
 import Database from 'better-sqlite3'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
-import { createClient } from 'redis'
 import { afterAll, describe, expect, test } from 'vitest'
 import { run } from '../src/cli/program.js'
 import { generateKey } from '../src/core/crypto.js'
 import { openStore } from '../src/stores/index.js'
 import { appManager, closeStore, seedSession } from './support/cli-backends.js'
-import { describeWithService, SERVICE_URLS, service } from './support/services.js'
+import { describeWithService, SERVICE_URLS, serverServices } from './support/services.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'latchkey-cli-edges-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -186,21 +185,7 @@ describe('numbers agree with their nouns; prune says tombstones stay', () => {
 
 // Servers that answer and refuse: a configuration error with the server's reason, not "does not answer".
 
-const postgres = await service('PostgreSQL', SERVICE_URLS.postgres, async () => {
-  const client = new pg.Client({ connectionString: SERVICE_URLS.postgres })
-  await client.connect()
-  await client.end()
-})
-const mariadb = await service('MariaDB', SERVICE_URLS.mysql, async () => {
-  const connection = await mysql.createConnection({ uri: SERVICE_URLS.mysql, connectTimeout: 4000 })
-  await connection.end()
-})
-const redis = await service('Redis', SERVICE_URLS.redis, async () => {
-  const client = createClient({ url: SERVICE_URLS.redis })
-  client.on('error', () => {})
-  await client.connect()
-  await client.close()
-})
+const { postgres, mariadb, redis } = await serverServices()
 
 /** `url` with its user, database or password replaced. */
 function changed(url: string, change: { user?: string; password?: string; path?: string }): string {

@@ -9,7 +9,6 @@
  */
 import mysql from 'mysql2/promise'
 import pg from 'pg'
-import { createClient } from 'redis'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { systemClock } from '../src/core/clock.js'
 import { generateKey } from '../src/core/crypto.js'
@@ -22,7 +21,7 @@ import { PostgresStore } from '../src/stores/postgres/index.js'
 import { RedisStore } from '../src/stores/redis/index.js'
 import type { BundledStore } from '../src/stores/shared.js'
 import { makeRecord, randomStoreKey } from '../src/testing/conformance.js'
-import { describeWithService, SERVICE_URLS, service } from './support/services.js'
+import { describeWithService, SERVICE_URLS, serverServices } from './support/services.js'
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js'
 
 /** The store's deadline in these tests: short, so a frozen server is noticed quickly. */
@@ -32,21 +31,7 @@ const POOL_SIZE = 2
 /** A vitest timeout well past every deadline here: a store that never gives up fails the test. */
 const TEST_TIMEOUT_MS = 20_000
 
-const postgres = await service('PostgreSQL', SERVICE_URLS.postgres, async () => {
-  const client = new pg.Client({ connectionString: SERVICE_URLS.postgres })
-  await client.connect()
-  await client.end()
-})
-const mariadb = await service('MariaDB', SERVICE_URLS.mysql, async () => {
-  const connection = await mysql.createConnection({ uri: SERVICE_URLS.mysql, connectTimeout: 4000 })
-  await connection.end()
-})
-const redis = await service('Redis', SERVICE_URLS.redis, async () => {
-  const client = createClient({ url: SERVICE_URLS.redis })
-  client.on('error', () => {})
-  await client.connect()
-  await client.close()
-})
+const { postgres, mariadb, redis } = await serverServices()
 
 /** A URL with its port replaced by the proxy's. */
 function throughProxy(url: string, proxy: TcpProxy): string {

@@ -72,3 +72,34 @@ export function describeWithService(status: ServiceStatus, title: string, body: 
   console.warn(`skipped: ${title}: ${status.reason} (set CI=true to make this a failure)`)
   describe.skip(`${title} (skipped: ${status.reason})`, body)
 }
+
+/** The three test servers, each probed (connect, then close) as {@link service} does. */
+export async function serverServices(): Promise<{
+  postgres: ServiceStatus
+  mariadb: ServiceStatus
+  redis: ServiceStatus
+}> {
+  const [{ default: pg }, { default: mysql }, { createClient }] = await Promise.all([
+    import('pg'),
+    import('mysql2/promise'),
+    import('redis'),
+  ])
+  const [postgres, mariadb, redis] = await Promise.all([
+    service('PostgreSQL', SERVICE_URLS.postgres, async () => {
+      const client = new pg.Client({ connectionString: SERVICE_URLS.postgres })
+      await client.connect()
+      await client.end()
+    }),
+    service('MariaDB', SERVICE_URLS.mysql, async () => {
+      const connection = await mysql.createConnection({ uri: SERVICE_URLS.mysql, connectTimeout: 4000 })
+      await connection.end()
+    }),
+    service('Redis', SERVICE_URLS.redis, async () => {
+      const client = createClient({ url: SERVICE_URLS.redis })
+      client.on('error', () => {})
+      await client.connect()
+      await client.close()
+    }),
+  ])
+  return { postgres, mariadb, redis }
+}
