@@ -202,3 +202,8 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
     typeof (value as { then?: unknown }).then === 'function'
   )
 }
+
+export {
+  type NodeFreshAuthOptions as FreshAuthOptions,
+  nodeFreshAuth as requireFreshAuth,
+} from './fresh-auth.js'
