@@ -37,6 +37,9 @@
  * record learns of the end through its own CAS. A `login` whose old session ended meanwhile still
  * stands (the user proved who they are in that request, and it starts a new lineage); a renewal or a
  * `regenerate` of an ended session is discarded.
+ *
+ * A sign-in under `maxSessionsPerUser` is held to the cap once its session is stored (`devices.ts`):
+ * the sessions past it are ended by the same rule, never deleted around it.
  */
 import type { CookieReading } from './cookie.js'
 import { CookieLifetime, readSessionCookie, serializeClearingCookie } from './cookie.js'
