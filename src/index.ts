@@ -6,11 +6,12 @@
 export type { Clock } from './core/clock.js'
 export { ManualClock, systemClock } from './core/clock.js'
 export { generateKey } from './core/crypto.js'
-export type { CsrfReason } from './core/errors.js'
+export type { CsrfReason, FreshAuthReason } from './core/errors.js'
 export {
   ConfigError,
   ConflictError,
   CsrfError,
+  FreshAuthError,
   isUnavailableError,
   SessionError,
   StoreError,
@@ -23,6 +24,7 @@ export type {
   CookieOptions,
   CsrfCookieOptions,
   ResolvedOptions,
+  SessionCapPolicy,
   SessionManagerOptions,
 } from './core/options.js'
 export { DEFAULTS } from './core/options.js'

@@ -162,3 +162,4 @@ export function sessions<T extends SessionData>(
 
 // Importing `latchkey/express` types `req.session` on every Express request, as express-session's types do.
 export type { ExpressSessionData } from './express-augment.js'
+export { expressFreshAuth as requireFreshAuth } from './fresh-auth.js'

@@ -197,4 +197,5 @@ const latchkey = fp(plugin, { fastify: '5.x', name: 'latchkey' }) as FastifyPlug
   (<T extends SessionData>(...args: Parameters<FastifyPluginCallback<FastifySessionsOptions<T>>>) => void)
 
 export default latchkey
+export { fastifyFreshAuth as requireFreshAuth } from './fresh-auth.js'
 export { latchkey }

@@ -141,3 +141,4 @@ export function sessions<T extends SessionData>(
   const binding = HONO as unknown as ChainBinding<T, Context>
   return (c, next) => aroundChain(door, binding, c as unknown as Context, next)
 }
+export { honoFreshAuth as requireFreshAuth } from './fresh-auth.js'

@@ -238,6 +238,37 @@ const INTERNAL: FailureAnswer = Object.freeze({
   message: 'Internal server error.\n',
 })
 
+/** The answer to a sign-in past `maxSessionsPerUser` that was refused (`ERR_LATCHKEY_SESSION_CAP`). */
+const SESSION_CAP: FailureAnswer = Object.freeze({
+  status: 403,
+  headers: Object.freeze({}),
+  message:
+    'Forbidden: this account has as many sessions signed in as it may have. Sign out on another device and sign in again.\n',
+})
+
+/** The answer to a route refused by the fresh-authentication guard (`ERR_LATCHKEY_FRESH_AUTH`), by its reason. */
+export function freshAuthAnswer(error: { readonly reason?: unknown }): FailureAnswer {
+  return {
+    status: 403,
+    headers: {},
+    message:
+      error.reason === 'not-signed-in'
+        ? 'Forbidden: sign in first (not-signed-in).\n'
+        : 'Forbidden: confirm who you are to continue (reauthentication-required).\n',
+  }
+}
+
+/** latchkey's answer to an error the adapter answers itself: 503, 403 for a refused sign-in, else 500. */
+function failureAnswer(error: unknown): FailureAnswer {
+  if (isUnavailableError(error)) return UNAVAILABLE
+  return codeOf(error) === 'ERR_LATCHKEY_SESSION_CAP' ? SESSION_CAP : INTERNAL
+}
+
+/** The `code` of an error-like value, or `undefined`. */
+function codeOf(error: unknown): unknown {
+  return typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined
+}
+
 /**
  * The answer to a failed CSRF check: its status (403, or 413 for a form body too large) and reason.
  * After a 413, and after any refusal that left part of the body unread (refused before the body was
@@ -286,7 +317,7 @@ export function sendFailure(res: ServerResponse, error: unknown, ended?: CommitR
   try {
     for (const name of res.getHeaderNames()) res.removeHeader(name)
     if (ended !== undefined) applyCommit(NODE_HEADERS, res, ended)
-    sendAnswer(res, isUnavailableError(error) ? UNAVAILABLE : INTERNAL)
+    sendAnswer(res, failureAnswer(error))
   } catch {
     res.destroy()
   }
@@ -306,14 +337,17 @@ export interface HttpErrorFields {
 /**
  * Gives a latchkey error the fields Express, Fastify, Koa and Hono read to answer it: a store failure
  * or a lasting conflict becomes 503 with `Retry-After: 1`, a `CsrfError` its own `status` (403, or
- * 413). The error keeps its class and identity, so the app's error handler can still test
+ * 413), a `FreshAuthError` and a sign-in refused by `maxSessionsPerUser` 403. The error keeps its class and identity, so the app's error handler can still test
  * `instanceof CsrfError`. Fields the error already has are kept; any other error is returned as it is.
  */
 export function asHttpError<E>(error: E): E {
   if (typeof error !== 'object' || error === null || !Object.isExtensible(error)) return error
   let answer: FailureAnswer
+  const code = codeOf(error)
   if (isUnavailableError(error)) answer = UNAVAILABLE
-  else if ((error as { code?: unknown }).code === 'ERR_LATCHKEY_CSRF') answer = csrfAnswer(error)
+  else if (code === 'ERR_LATCHKEY_CSRF') answer = csrfAnswer(error)
+  else if (code === 'ERR_LATCHKEY_FRESH_AUTH') answer = freshAuthAnswer(error)
+  else if (code === 'ERR_LATCHKEY_SESSION_CAP') answer = SESSION_CAP
   else return error
   const { status, headers, message } = answer
   const fields: HttpErrorFields = {

@@ -75,3 +75,4 @@ export function sessions<T extends SessionData>(
   const binding = KOA as unknown as ChainBinding<T, ParameterizedContext>
   return (ctx, next) => aroundChain(door, binding, ctx as unknown as ParameterizedContext, next)
 }
+export { koaFreshAuth as requireFreshAuth } from './fresh-auth.js'

@@ -6,12 +6,13 @@
  * `writeHead`/`write`/`end`/`flushHeaders` is held until the commit is done.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { CsrfError } from '../core/errors.js'
+import type { CsrfError, FreshAuthError } from '../core/errors.js'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
 import { DEFAULT_MAX_BODY_BYTES, isCsrfError, isPlainlySafe } from '../csrf/index.js'
 import { peekBody } from './body.js'
+import { checked, freshAuthRefusal } from './fresh-auth.js'
 import type { Committer, HeldResponse } from './hold.js'
 import { holdUntilCommitted } from './hold.js'
 import type { NodeRequestView } from './kernel.js'
@@ -20,6 +21,7 @@ import {
   csrfAnswer,
   encrypted,
   FrontDoor,
+  freshAuthAnswer,
   logError,
   NodeCsrfRequest,
   sendAnswer,
@@ -201,4 +203,32 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
     value !== null &&
     typeof (value as { then?: unknown }).then === 'function'
   )
+}
+
+/** Options of the node:http guard. */
+export interface FreshAuthOptions<T extends SessionData, Req extends IncomingMessage> {
+  /**
+   * Answers a refused request instead of the handler ("confirm your password"): `error.reason` says
+   * why. The session is committed as for the handler. Default: a short plain-text 403 page.
+   */
+  onRefused?: (error: FreshAuthError, req: Req, res: ServerResponse, session: Session<T>) => unknown
+}
+
+/**
+ * node:http: wraps a `withSessions` handler so it runs only after a proof at most `maxAgeMs` old:
+ * `withSessions(manager, requireFreshAuth(5 * 60_000, changePassword))`.
+ */
+export function requireFreshAuth<T extends SessionData, Req extends IncomingMessage = IncomingMessage>(
+  maxAgeMs: number,
+  handler: (req: Req, res: ServerResponse, session: Session<T>) => unknown,
+  options: FreshAuthOptions<T, Req> = {},
+): (req: Req, res: ServerResponse, session: Session<T>) => unknown {
+  checked(maxAgeMs)
+  const onRefused =
+    options.onRefused ??
+    ((error: FreshAuthError, _req: Req, res: ServerResponse) => sendAnswer(res, freshAuthAnswer(error)))
+  return (req, res, session) => {
+    const refusal = freshAuthRefusal(session as Session, maxAgeMs)
+    return refusal === null ? handler(req, res, session) : onRefused(refusal, req, res, session)
+  }
 }

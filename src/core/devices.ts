@@ -3,9 +3,17 @@
  * session to its owner: its user and lineage (kept through renewal and `regenerate`), sealed with the
  * keyring's handle subkey. Neither the ID nor the store key is in it, it cannot be forged, it cannot be
  * used for another user's session, and it needs no index of its own.
+ *
+ * The cap on sessions per user (`maxSessionsPerUser`) counts through the same list, after a sign-in
+ * has stored its session: past the cap it ends the least recently used sessions, or the new one
+ * (`sessionCapPolicy: 'refuse'`), through the ending path. Every process ranks a user's sessions in the
+ * same order (last request, then creation, then lineage), so sign-ins racing in several processes end
+ * the same sessions, and each lists again after its ends until the cap holds.
  */
+import { SessionError } from './errors.js'
 import type { Lifecycle } from './lifecycle/context.js'
 import type { Ending } from './lifecycle/ending.js'
+import { MAX_HOPS } from './lifecycle/ending.js'
 import { isExpired, kindOf } from './lifecycle/record-state.js'
 import { MAX_USER_ID_LENGTH } from './session.js'
 
@@ -38,6 +46,22 @@ export interface RevokeCount {
   readonly unopenable: number
 }
 
+/** One live session of a user, by lineage, as the cap ranks it. */
+interface Ranked {
+  readonly lineage: string
+  readonly lastSeenAt: number
+  readonly createdAt: number
+}
+
+/** Most recently used first; ties broken the same way in every process. */
+function byRecency(a: Ranked, b: Ranked): number {
+  return (
+    b.lastSeenAt - a.lastSeenAt ||
+    b.createdAt - a.createdAt ||
+    (a.lineage < b.lineage ? 1 : a.lineage > b.lineage ? -1 : 0)
+  )
+}
+
 /** A session named by a handle: its user and lineage. */
 interface Named {
   readonly userId: string
@@ -53,22 +77,58 @@ export class Devices {
 
   /** The live sessions of `userId`, most recent first; `currentLineage` marks the request's own. */
   async list(userId: string, currentLineage: string | undefined): Promise<UserSessionInfo[]> {
+    return (await this.live(userId)).map(({ lineage, createdAt, lastSeenAt, userAgent }) => ({
+      handle: this.handle(userId, lineage),
+      createdAt,
+      lastSeenAt,
+      userAgent,
+      current: lineage === currentLineage,
+    }))
+  }
+
+  /**
+   * Holds `maxSessionsPerUser` after `userId` signed in with the session of lineage `lineage` (stored
+   * already): while the user has more live sessions, ends those past the cap in recency order (policy
+   * `end-least-recent`), or this new one (`refuse`), and lists again. Throws `SessionError`
+   * (`ERR_LATCHKEY_SESSION_CAP`) when the new session did not survive: refused, or outranked by
+   * sign-ins of the same user that raced it. Without a cap, does nothing.
+   */
+  async holdCap(userId: string, lineage: string): Promise<void> {
+    const { maxSessionsPerUser: cap, sessionCapPolicy } = this.life.options
+    if (cap === null) return
+    for (let round = 0; round < MAX_HOPS; round++) {
+      const live = await this.live(userId)
+      if (!live.some((session) => session.lineage === lineage)) break
+      if (live.length <= cap) return
+      if (sessionCapPolicy === 'refuse') {
+        await this.ending.endUserSessions(userId, (lid) => lid === lineage)
+        this.life.emit('revoked', null, userId, 'session cap: sign-in refused')
+        throw capError(cap, 'this sign-in was refused')
+      }
+      const past = new Set(live.slice(cap).map((session) => session.lineage))
+      const ended = await this.ending.endUserSessions(userId, (lid) => past.has(lid))
+      if (ended.size > 0) this.life.emit('revoked', null, userId, `session cap: ${ended.size} sessions`)
+    }
+    throw capError(cap, 'sign-ins of the same user at the same moment took the places first')
+  }
+
+  /** The live sessions of `userId`, one per lineage (mid-rotation one can show under two keys), most recent first. */
+  private async live(userId: string): Promise<(Ranked & { userAgent: string | null })[]> {
     const now = this.life.options.clock.now()
-    const byLineage = new Map<string, UserSessionInfo>()
+    const byLineage = new Map<string, Ranked & { userAgent: string | null }>()
     for (const { record, meta } of await this.ending.userSessions(userId)) {
       if (kindOf({ meta }) !== 'live' || isExpired(record, now, this.life.options)) continue
       const known = byLineage.get(meta.lid)
-      // Mid-rotation a session can briefly show under two keys: list it once, by its latest activity.
+      // List it once, by its latest activity.
       if (known && known.lastSeenAt >= record.lastSeenAt) continue
       byLineage.set(meta.lid, {
-        handle: this.handle(userId, meta.lid),
+        lineage: meta.lid,
         createdAt: record.createdAt,
         lastSeenAt: record.lastSeenAt,
         userAgent: meta.ua ?? null,
-        current: meta.lid === currentLineage,
       })
     }
-    return [...byLineage.values()].sort((a, b) => b.lastSeenAt - a.lastSeenAt)
+    return [...byLineage.values()].sort(byRecency)
   }
 
   /** Ends the session `handle` names (only `userId`'s, when given); `true` only when this call ended a live session. */
@@ -115,4 +175,12 @@ export class Devices {
     if (parsed[1] === '') return null
     return { userId: parsed[0], lineage: parsed[1] }
   }
+}
+
+/** The sign-in failed the cap on sessions per user: `why` says how. */
+function capError(cap: number, why: string): SessionError {
+  return new SessionError(
+    'ERR_LATCHKEY_SESSION_CAP',
+    `this user has ${cap} sessions signed in already (maxSessionsPerUser): ${why}; sign out of another device (listUserSessions, revoke) and sign in again`,
+  )
 }

@@ -78,6 +78,39 @@ export class CsrfError extends SessionError {
 }
 
 /**
+ * Why a route behind the fresh-authentication guard (`requireFreshAuth(maxAgeMs)`) was refused:
+ * - `not-signed-in`: no user is signed in to the session;
+ * - `reauthentication-required`: a user is signed in, but proved who they are longer than `maxAgeMs`
+ *   ago (or before latchkey kept the time): ask for the password again, then `session.reauthenticate()`.
+ */
+export type FreshAuthReason = 'not-signed-in' | 'reauthentication-required'
+
+/**
+ * A route needs the user to have proved who they are recently (OWASP ASVS V7.5), and they have not.
+ * The adapters' `requireFreshAuth(maxAgeMs)` raises it with `status` 403; catch it by its `code`
+ * (`ERR_LATCHKEY_FRESH_AUTH`) or class to render a "confirm your password" page.
+ */
+export class FreshAuthError extends SessionError {
+  /** Why the route was refused; see {@link FreshAuthReason}. */
+  readonly reason: FreshAuthReason
+  /** The HTTP status to answer: 403. */
+  readonly status: 403 = 403
+  /** The age the route asked for, in milliseconds. */
+  readonly maxAgeMs: number
+
+  constructor(reason: FreshAuthReason, maxAgeMs: number) {
+    super(
+      'ERR_LATCHKEY_FRESH_AUTH',
+      reason === 'not-signed-in'
+        ? 'this action needs a signed-in user (not-signed-in)'
+        : `this action needs the user to have proved who they are within ${maxAgeMs} ms (reauthentication-required): ask for the password again, then call session.reauthenticate()`,
+    )
+    this.reason = reason
+    this.maxAgeMs = maxAgeMs
+  }
+}
+
+/**
  * A session write kept losing compare-and-set races past `commitTimeoutMs`.
  * Rare by design: in one process commits on a session queue, across processes they retry with jitter.
  */

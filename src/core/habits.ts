@@ -61,13 +61,15 @@ export const SESSION_TRAPS: ProxyHandler<object> = {
 }
 
 /** What a session's methods do instead of calling a callback. */
-const INSTEAD: Readonly<Record<'destroy' | 'logout' | 'regenerate', string>> = {
+const INSTEAD: Readonly<Record<'destroy' | 'logout' | 'regenerate' | 'reauthenticate', string>> = {
   destroy:
     'the session is ended when the response is committed, before it leaves: call session.destroy() and answer the request',
   logout:
     'the session is ended when the response is committed, before it leaves: call session.logout() and answer the request',
   regenerate:
     'the new ID is made when the response is committed and leaves with it: call session.regenerate() and carry on',
+  reauthenticate:
+    'the new ID is made when the response is committed and leaves with it: call session.reauthenticate() and carry on',
 }
 
 /** Throws when a session method that takes no callback is given an argument (express-session's `destroy(cb)`). */

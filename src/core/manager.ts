@@ -37,6 +37,9 @@
  * record learns of the end through its own CAS. A `login` whose old session ended meanwhile still
  * stands (the user proved who they are in that request, and it starts a new lineage); a renewal or a
  * `regenerate` of an ended session is discarded.
+ *
+ * A sign-in under `maxSessionsPerUser` is held to the cap once its session is stored (`devices.ts`):
+ * the sessions past it are ended by the same rule, never deleted around it.
  */
 import type { CookieReading } from './cookie.js'
 import { CookieLifetime, readSessionCookie, serializeClearingCookie } from './cookie.js'
@@ -366,6 +369,8 @@ export class SessionManager<T extends SessionData = SessionData> {
     if (record === null) {
       if (state.data.size === 0 && state.userId === null)
         return state.cookie === 'clear' ? this.cleared : NOTHING
+      // A sign-in under a cap on sessions per user lists the user's sessions: not a synchronous commit.
+      if (state.userId !== null && this.options.maxSessionsPerUser !== null) return null
       const created = this.rotation.insertSync(state, now)
       if (created === null) return null
       settle(state, created)
@@ -397,12 +402,16 @@ export class SessionManager<T extends SessionData = SessionData> {
     const record = await this.rotation.insert(state, now, false, null)
     settle(state, record)
     this.life.emit('created', record.key, state.userId)
+    if (state.userId !== null) await this.devices.holdCap(state.userId, state.meta.lid)
     return this.issued(state, now)
   }
 
   private async commitStored(state: SessionState, now: number): Promise<CommitResult> {
     if (state.rotation !== 'none') {
-      return (await this.rotation.rotate(state, now)) ? this.issued(state, now) : this.dropped(state)
+      const login = state.rotation === 'login'
+      if (!(await this.rotation.rotate(state, now))) return this.dropped(state)
+      if (login) await this.devices.holdCap(state.userId as string, state.meta.lid)
+      return this.issued(state, now)
     }
     if (hasChanges(state)) {
       if (!(await this.writer.write(state, now))) return this.dropped(state)
@@ -449,6 +458,7 @@ export class SessionManager<T extends SessionData = SessionData> {
         cookieFacts: this.lifetime,
         csrfCookie: pre.cookie,
         cookie: clearCookie ? 'clear' : 'keep',
+        clock: this.options.clock,
       }),
     )
   }
@@ -468,6 +478,7 @@ export class SessionManager<T extends SessionData = SessionData> {
         csrfCookie: this.csrf.leftover(facts),
         cookie: reissue ? 'reissue' : 'keep',
         reseal: loaded.stale,
+        clock: this.options.clock,
       }),
     )
   }

@@ -8,6 +8,7 @@ import type { SessionEvent } from './events.js'
 import { type OptionHints, refuseUnknownOptions } from './known-options.js'
 import { type MeterLike, resolveMetrics, type SessionMetrics } from './metrics.js'
 import type { SessionStore } from './store.js'
+import { isUserIndexedStore } from './store.js'
 
 /** Cookie settings. Every field is optional; the defaults are the hardened ones. */
 export interface CookieOptions {
@@ -98,7 +99,26 @@ export interface SessionManagerOptions {
    * Default: the global meter of `@opentelemetry/api` when that package is installed, else none.
    */
   metrics?: MeterLike | false
+  /**
+   * The most sessions one user may have signed in at once (ASVS V7.1), checked through the store's
+   * user index at every sign-in; what happens past it is {@link sessionCapPolicy}. An integer from 1
+   * to 1000; needs a store with a user index. Default: no cap.
+   */
+  maxSessionsPerUser?: number
+  /**
+   * What a sign-in past {@link maxSessionsPerUser} does: `'end-least-recent'` ends the user's sessions
+   * used least recently (by their last request) until the cap holds, and the sign-in stands;
+   * `'refuse'` ends the new session and fails the sign-in with a `SessionError`
+   * (`ERR_LATCHKEY_SESSION_CAP`, answered 403), the others untouched. Default `'end-least-recent'`.
+   */
+  sessionCapPolicy?: SessionCapPolicy
 }
+
+/** What a sign-in past `maxSessionsPerUser` does; see {@link SessionManagerOptions.sessionCapPolicy}. */
+export type SessionCapPolicy = 'end-least-recent' | 'refuse'
+
+/** The largest `maxSessionsPerUser`: a cap is a handful of devices, and each sign-in lists them all. */
+const MAX_SESSION_CAP = 1000
 
 /** A directive of the `Clear-Site-Data` response header. */
 export type ClearSiteDataType = 'cache' | 'cookies' | 'storage' | 'executionContexts' | '*'
@@ -121,6 +141,7 @@ export const DEFAULTS = Object.freeze({
   csrfCookieName: '__Host-csrf',
   insecureCsrfCookieName: 'csrf',
   csrfCookieMaxAgeMs: 7_200_000,
+  sessionCapPolicy: 'end-least-recent' as const,
 })
 
 /** The resolved settings of the CSRF pre-session cookie. */
@@ -154,6 +175,9 @@ export interface ResolvedOptions {
   readonly clearSiteData: string | null
   /** The CSRF pre-session cookie. */
   readonly csrfCookie: CsrfCookieSettings
+  /** The most sessions a user may have at once, or `null` for no cap. */
+  readonly maxSessionsPerUser: number | null
+  readonly sessionCapPolicy: SessionCapPolicy
 }
 
 // RFC 6265 token for names; attribute values may not hold separators, spaces or controls either.
@@ -178,6 +202,8 @@ const MANAGER_OPTIONS: readonly (keyof SessionManagerOptions)[] = [
   'clearSiteDataOnLogout',
   'csrfCookie',
   'metrics',
+  'maxSessionsPerUser',
+  'sessionCapPolicy',
 ]
 
 const COOKIE_OPTIONS: readonly (keyof CookieOptions)[] = [
@@ -339,6 +365,35 @@ function resolveCsrfCookie(options: CsrfCookieOptions, session: SessionCookieSet
   return Object.freeze({ name, secure, sameSite: session.sameSite, maxAgeMs })
 }
 
+function resolveSessionCap(
+  options: SessionManagerOptions,
+): Pick<ResolvedOptions, 'maxSessionsPerUser' | 'sessionCapPolicy'> {
+  const cap = options.maxSessionsPerUser ?? null
+  if (
+    cap !== null &&
+    (typeof cap !== 'number' || !Number.isSafeInteger(cap) || cap < 1 || cap > MAX_SESSION_CAP)
+  ) {
+    throw new ConfigError(
+      'maxSessionsPerUser',
+      `must be an integer from 1 to ${MAX_SESSION_CAP} (leave it out for no cap), got ${String(cap)}`,
+    )
+  }
+  if (cap !== null && !isUserIndexedStore(options.store)) {
+    throw new ConfigError(
+      'maxSessionsPerUser',
+      'needs a store with a user index (listByUser): every bundled store has one, the cap counts through it',
+    )
+  }
+  const policy = options.sessionCapPolicy ?? DEFAULTS.sessionCapPolicy
+  if (policy !== 'end-least-recent' && policy !== 'refuse') {
+    throw new ConfigError(
+      'sessionCapPolicy',
+      `must be 'end-least-recent' or 'refuse', got ${JSON.stringify(policy)}`,
+    )
+  }
+  return { maxSessionsPerUser: cap, sessionCapPolicy: policy }
+}
+
 /** Applies defaults and validates. Throws {@link ConfigError} naming the first bad option. */
 export function resolveOptions(
   options: SessionManagerOptions,
@@ -390,7 +445,10 @@ export function resolveOptions(
   }
   const keys = resolveKeys(options.keys, env)
   const cookie = resolveCookie(options.cookie ?? {})
+  const { maxSessionsPerUser, sessionCapPolicy } = resolveSessionCap(options)
   return Object.freeze({
+    maxSessionsPerUser,
+    sessionCapPolicy,
     clearSiteData: clearSiteData.length > 0 ? clearSiteData.map((type) => `"${type}"`).join(', ') : null,
     store,
     keys,

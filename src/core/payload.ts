@@ -31,6 +31,7 @@ export function parsePayload(text: string): PayloadContents | null {
   if (meta.ua !== undefined && typeof meta.ua !== 'string') return null
   if (meta.next !== undefined && typeof meta.next !== 'string') return null
   if (meta.p !== undefined && typeof meta.p !== 'boolean') return null
+  if (meta.at !== undefined && typeof meta.at !== 'number') return null
   if (meta.retired !== undefined && (meta.retired !== true || meta.next === undefined)) return null
   return { data: new Map(Object.entries(d)), meta: meta as SessionMeta }
 }
@@ -83,7 +84,8 @@ function sameMeta(a: Readonly<SessionMeta>, b: Readonly<SessionMeta>): boolean {
     a.ua === b.ua &&
     a.next === b.next &&
     a.retired === b.retired &&
-    a.p === b.p
+    a.p === b.p &&
+    a.at === b.at
   )
 }
 

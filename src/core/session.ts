@@ -1,3 +1,4 @@
+import type { Clock } from './clock.js'
 import { SessionError } from './errors.js'
 import { absentMethod, readOnlyCookie, refuseCallback, SESSION_TRAPS } from './habits.js'
 import { generateId } from './id.js'
@@ -48,6 +49,12 @@ export interface SessionMeta {
    * through renewals and `regenerate`, so every cookie the session is handed is of the kind chosen.
    */
   p?: boolean
+  /**
+   * When the user last proved who they are (epoch ms): the sign-in, or the last `reauthenticate()`.
+   * Kept through renewals and `regenerate`; absent for an anonymous session, and for one signed in
+   * before latchkey kept it (the fresh-authentication guard counts that as too old).
+   */
+  at?: number
 }
 
 /** What `session.cookie` reports: the session cookie as latchkey sends it. Read-only. */
@@ -127,6 +134,10 @@ export interface SessionState {
   cookie: CookieAction
   /** A retired key opened the payload: re-seal on this commit. */
   reseal: boolean
+  /** When this request's `login` or `reauthenticate` was called (epoch ms): `meta.at` at commit; else `null`. */
+  proved: number | null
+  /** The manager's clock: the time of a proof, and the age `authenticatedWithin` measures. */
+  readonly clock: Clock
   /** User agent of this request, kept in the payload at creation and login (trimmed). */
   readonly userAgent: string | undefined
   /** Makes CSRF tokens (the manager's keyring, kept out of sight of logs and inspectors). */
@@ -147,7 +158,16 @@ export function blankMeta(): SessionMeta {
 export function newState(
   fields: Pick<
     SessionState,
-    'id' | 'record' | 'data' | 'meta' | 'userId' | 'userAgent' | 'csrf' | 'cookieFacts' | 'csrfCookie'
+    | 'id'
+    | 'record'
+    | 'data'
+    | 'meta'
+    | 'userId'
+    | 'userAgent'
+    | 'csrf'
+    | 'cookieFacts'
+    | 'csrfCookie'
+    | 'clock'
   > &
     Partial<Pick<SessionState, 'cookie' | 'reseal'>>,
 ): SessionState {
@@ -165,6 +185,8 @@ export function newState(
     loggedOut: false,
     cookie: fields.cookie ?? 'keep',
     reseal: fields.reseal ?? false,
+    proved: null,
+    clock: fields.clock,
     userAgent: fields.userAgent,
     csrf: fields.csrf,
     cookieFacts: fields.cookieFacts,
@@ -220,6 +242,28 @@ export class Session<T extends SessionData = SessionData> {
   /** The signed-in user, or `null`. Set by `login`, cleared by `logout`. */
   get userId(): string | null {
     return this[STATE].userId
+  }
+
+  /**
+   * When the signed-in user last proved who they are (epoch ms, by the manager's clock): their
+   * `login`, or their last `reauthenticate()`, this request's included. `null` when nobody is signed
+   * in, or for a session signed in before latchkey kept the time.
+   */
+  get authenticatedAt(): number | null {
+    const state = this[STATE]
+    if (state.userId === null) return null
+    return state.proved ?? state.meta.at ?? null
+  }
+
+  /**
+   * True when a user is signed in and proved who they are at most `maxAgeMs` ago (see
+   * {@link authenticatedAt}): what the adapters' `requireFreshAuth(maxAgeMs)` guard asks before a
+   * sensitive action. Throws a `TypeError` for a `maxAgeMs` that is not a positive integer.
+   */
+  authenticatedWithin(maxAgeMs: number): boolean {
+    checkMaxAge(maxAgeMs)
+    const at = this.authenticatedAt
+    return at !== null && this[STATE].clock.now() - at <= maxAgeMs
   }
 
   /**
@@ -289,6 +333,7 @@ export class Session<T extends SessionData = SessionData> {
     const state = this[STATE]
     state.userId = userId
     state.rotation = 'login'
+    state.proved = state.clock.now()
     // A sign-in starts a new lineage with a new CSRF secret, and makes its own "remember me" choice.
     state.meta.csrf = ''
     state.meta.lid = ''
@@ -329,6 +374,27 @@ export class Session<T extends SessionData = SessionData> {
   }
 
   /**
+   * The signed-in user proved who they are again (the app checked their password, a passkey, a
+   * one-time code): {@link authenticatedAt} becomes now, and the session gets a new ID as with
+   * {@link regenerate} (the old one dies at once), when the response is committed. Throws
+   * `SessionError` (`ERR_LATCHKEY_NOT_SIGNED_IN`) when nobody is signed in: use `login(userId)` then.
+   * Takes no callback (a `TypeError`): there is nothing to wait for.
+   */
+  reauthenticate(callback?: never): void {
+    refuseCallback('reauthenticate', callback)
+    const state = this[STATE]
+    if (state.userId === null) {
+      throw new SessionError(
+        'ERR_LATCHKEY_NOT_SIGNED_IN',
+        'reauthenticate: no user is signed in to this session; after checking the credentials, call login(userId) instead',
+      )
+    }
+    state.proved = state.clock.now()
+    // A sign-in in this request renews the ID already.
+    if (state.rotation === 'none') state.rotation = 'regenerate'
+  }
+
+  /**
    * Destroys the session: its record leaves a tombstone (a slow request cannot bring it back) and the
    * cookie is cleared, when the response is committed. The object becomes a fresh, empty session for
    * the rest of the request. Takes no callback (a `TypeError`): there is nothing to wait for.
@@ -344,6 +410,7 @@ export class Session<T extends SessionData = SessionData> {
     state.changes.length = 0
     state.userId = null
     state.rotation = 'none'
+    state.proved = null
     state.cookie = 'clear'
     state.meta = blankMeta()
     // A pre-session secret the browser holds dies with the session too.
@@ -362,6 +429,15 @@ export class Session<T extends SessionData = SessionData> {
 // JavaScript gets a TypeError saying what latchkey does instead and TypeScript sees no such method.
 for (const name of ['save', 'reload', 'touch'] as const) {
   Object.defineProperty(Session.prototype, name, { value: absentMethod(name), configurable: true })
+}
+
+/** `authenticatedWithin`'s argument: a `TypeError` for anything but a positive integer number of milliseconds. */
+export function checkMaxAge(maxAgeMs: unknown): void {
+  if (typeof maxAgeMs !== 'number' || !Number.isSafeInteger(maxAgeMs) || maxAgeMs <= 0) {
+    throw new TypeError(
+      `latchkey: maxAgeMs must be a positive integer number of milliseconds (e.g. 300000 for 5 minutes), got ${String(maxAgeMs)}`,
+    )
+  }
 }
 
 /** The "remember me" choice of `login`'s options; a `TypeError` for anything but `{ persistent?: boolean }`. */

@@ -150,6 +150,8 @@ export class Rotation {
       if (ua) meta.ua = ua.slice(0, MAX_USER_AGENT)
     }
     meta.iat = now
+    // A proof of identity in this request (login, reauthenticate) is sealed with the session.
+    if (state.proved !== null) meta.at = state.proved
   }
 
   /** The first record of the session under `state.id`; `previous` lends its creation time and absolute deadline. */
