@@ -397,6 +397,11 @@ describe('the package', () => {
     const key = await run(bin, ['keygen'], dir)
     expect(key.code, key.stderr).toBe(0)
     expect(key.stdout).toMatch(/^[A-Za-z0-9_-]{43}\n$/)
+    // A read-only command creates nothing: exit 6 until migrate has made the database.
+    const missing = await run(bin, ['count', '--store', 'sqlite:cli.db', '--json'], dir)
+    expect(missing.code, missing.stderr).toBe(6)
+    const migrate = await run(bin, ['migrate', '--store', 'sqlite:cli.db'], dir)
+    expect(migrate.code, migrate.stderr).toBe(0)
     const count = await run(bin, ['count', '--store', 'sqlite:cli.db', '--json'], dir)
     expect(count.code, count.stderr).toBe(0)
     expect(JSON.parse(count.stdout)).toEqual({ ok: true, count: 0 })
