@@ -11,14 +11,14 @@
  * - `regenerate` keeps nothing unless called with `{ keepData: true }`.
  */
 import { randomBytes } from 'node:crypto'
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Cookie, type CookieOptions } from './cookie.js'
 import { MemoryStore } from './memory.js'
 import { mergeInto, type Snapshot, snapshotOf } from './merge.js'
 import { beforeHeaders, holdEnd } from './response.js'
 import { type Callback, type RegenerateOptions, Session, type SessionRequest } from './session.js'
 import { isSecure, readSessionId, type Secret, writeSessionCookie } from './signing.js'
-import type { SessionData, Store } from './store.js'
+import { type SessionData, Store } from './store.js'
 
 /** express-session's options (its README documents each). */
 export interface SessionOptions {
@@ -49,7 +49,8 @@ export interface SessionOptions {
 export type SessionCookieOptions = CookieOptions
 
 export type Next = (error?: unknown) => void
-export type SessionMiddleware = (req: SessionRequest, res: ServerResponse, next: Next) => void
+/** Typed on node's request, so that it fits Express's `app.use` with or without @types/express-session. */
+export type SessionMiddleware = (req: IncomingMessage, res: ServerResponse, next: Next) => void
 
 const DEFAULT_NAME = 'connect.sid'
 
@@ -122,7 +123,8 @@ export function session(options: SessionOptions): SessionMiddleware {
     connected = true
   })
 
-  return function sessionMiddleware(req, res, next) {
+  return function sessionMiddleware(incoming, res, next) {
+    const req = incoming as SessionRequest
     if (req.session) return next()
     if (!connected) {
       return next(
@@ -185,6 +187,9 @@ export function session(options: SessionOptions): SessionMiddleware {
       })
     }
 
+    /** `req.session` from a stored record, always this module's Session and Cookie, whatever the store extends. */
+    const inflate = (fresh: SessionData): Session => Store.prototype.createSession.call(store, req, fresh)
+
     const adopt = (sess: Session): void => {
       originalId = sess.id
       originalHash = hash(sess)
@@ -198,12 +203,13 @@ export function session(options: SessionOptions): SessionMiddleware {
           return this
         },
         reload(this: Session, callback: Callback): Session {
-          Session.prototype.reload.call(this, (error) => {
-            if (!error && req.session && req.session !== this) {
-              loaded = snapshotOf(req.session)
-              wrap(req.session)
-            }
-            callback(error)
+          store.get(this.id, (error, fresh) => {
+            if (error) return callback(error)
+            if (!fresh) return callback(new Error('failed to load session'))
+            const reloaded = inflate(fresh)
+            loaded = snapshotOf(reloaded)
+            wrap(reloaded)
+            callback()
           })
           return this
         },
@@ -276,7 +282,7 @@ export function session(options: SessionOptions): SessionMiddleware {
         if (error || !stored) {
           generate()
         } else {
-          const sess = store.createSession(req, stored as SessionData)
+          const sess = inflate(stored as SessionData)
           adopt(sess)
           loaded = snapshotOf(sess)
           if (!resave) savedHash = originalHash
