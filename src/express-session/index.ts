@@ -13,7 +13,7 @@ import { Store } from './store.js'
 export type { CookieData, CookieOptions } from './cookie.js'
 export type { Next, SessionCookieOptions, SessionMiddleware, SessionOptions } from './middleware.js'
 export type { Callback, RegenerateOptions, SessionRequest } from './session.js'
-export type { GetCallback, SessionData, StoreConstructor } from './store.js'
+export type { GetCallback, SessionData, StoreConstructor, StoreLike } from './store.js'
 export { Cookie, MemoryStore, Session, Store }
 
 const session = Object.assign(createMiddleware, { Store, MemoryStore, Cookie, Session })

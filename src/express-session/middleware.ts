@@ -18,7 +18,7 @@ import { mergeInto, type Snapshot, snapshotOf } from './merge.js'
 import { beforeHeaders, holdEnd } from './response.js'
 import { type Callback, type RegenerateOptions, Session, type SessionRequest } from './session.js'
 import { isSecure, readSessionId, type Secret, writeSessionCookie } from './signing.js'
-import { type SessionData, Store } from './store.js'
+import { type SessionData, Store, type StoreLike } from './store.js'
 
 /** express-session's options (its README documents each). */
 export interface SessionOptions {
@@ -42,7 +42,7 @@ export interface SessionOptions {
   /** Trust X-Forwarded-Proto (true), ignore it (false), or follow Express's "trust proxy" (unset). */
   proxy?: boolean
   /** Where sessions live; default a MemoryStore. */
-  store?: Store
+  store?: Store | StoreLike
 }
 
 /** Cookie options, where `secure` and `sameSite` may be `auto` (decided by the request's protocol). */
@@ -93,7 +93,7 @@ export function session(options: SessionOptions): SessionMiddleware {
   const secrets = checkedSecrets(opts.secret)
   const signer = secrets[0] as Secret
   const name = opts.name || opts.key || DEFAULT_NAME
-  const store: Store = opts.store ?? new MemoryStore()
+  const store = (opts.store ?? new MemoryStore()) as Store
   const cookieOptions = opts.cookie ?? {}
   const cookieFor = (req: SessionRequest): SessionCookieOptions =>
     typeof cookieOptions === 'function' ? cookieOptions(req) : cookieOptions

@@ -31,6 +31,16 @@ export interface Store extends EventEmitter {
   createSession(req: SessionRequest, stored: SessionData): Session
 }
 
+/**
+ * Any store package, however its own types spell sessions (most use @types/express-session's): the
+ * `store` option checks only that the methods are there.
+ */
+export interface StoreLike extends EventEmitter {
+  get(sid: string, callback: never): unknown
+  set(sid: string, session: never, callback?: never): unknown
+  destroy(sid: string, callback?: never): unknown
+}
+
 export interface StoreConstructor {
   new (): Store
   (this: Store): void
