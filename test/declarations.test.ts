@@ -38,6 +38,8 @@ const NEEDS_NODE: Record<string, string> = {
   'latchkey/node': "its handlers take node's IncomingMessage and ServerResponse",
   'latchkey/express': "Express's types (@types/express) are built on node's",
   'latchkey/express/augment': "Express's types (@types/express) are built on node's",
+  'latchkey/express-session':
+    "its middleware takes node's IncomingMessage and ServerResponse, its Store is node's EventEmitter",
   'latchkey/fastify': "Fastify's types import node:http",
   'latchkey/koa': "Koa's types (@types/koa) are built on node's",
   'latchkey/stores/postgres': "pg's types (@types/pg) are built on node's",

@@ -49,6 +49,7 @@ const EXPECTED: Record<string, string[]> = {
   'latchkey/fastify': ['latchkey'],
   'latchkey/hono': ['sessions'],
   'latchkey/koa': ['sessions'],
+  'latchkey/express-session': ['Store', 'MemoryStore', 'Cookie', 'Session'],
 }
 
 interface Manifest {

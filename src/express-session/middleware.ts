@@ -1,0 +1,316 @@
+/**
+ * The middleware factory: express-session's options and request lifecycle (load by the signed cookie,
+ * `req.session`, the cookie set when the README says, save or touch before the response completes),
+ * with latchkey's guarantees where they do not change the API:
+ * - a secret is required, refused at startup when missing;
+ * - a store error, or a disconnected store, goes to `next(err)` (status 503 for the latter): there is
+ *   never a request without `req.session` that looks like a signed-out user;
+ * - saving a session loaded from the store merges this request's changes into the fresh record, and
+ *   does not write back a record destroyed meanwhile (merge.ts);
+ * - a failed save or touch never completes the response as if it had worked (response.ts);
+ * - `regenerate` keeps nothing unless called with `{ keepData: true }`.
+ */
+import { randomBytes } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { Cookie, type CookieOptions } from './cookie.js'
+import { MemoryStore } from './memory.js'
+import { mergeInto, type Snapshot, snapshotOf } from './merge.js'
+import { beforeHeaders, holdEnd } from './response.js'
+import { type Callback, type RegenerateOptions, Session, type SessionRequest } from './session.js'
+import { isSecure, readSessionId, type Secret, writeSessionCookie } from './signing.js'
+import { type SessionData, Store, type StoreLike } from './store.js'
+
+/** express-session's options (its README documents each). */
+export interface SessionOptions {
+  /** Signs the cookie: one secret, or several (the first signs, any of them verifies). Required. */
+  secret: Secret | Secret[]
+  /** The cookie's name; default `connect.sid`. `key` is the old spelling. */
+  name?: string
+  key?: string
+  /** The cookie's attributes, or a function of the request that returns them. */
+  cookie?: SessionCookieOptions | ((req: SessionRequest) => SessionCookieOptions)
+  /** Makes a new session ID; default 32 random bytes, base64url. */
+  genid?: (req: SessionRequest) => string
+  /** Sets the cookie on every response, restarting its `maxAge`; default false. */
+  rolling?: boolean
+  /** Saves an unmodified session at the end of each request; default true, as express-session. */
+  resave?: boolean
+  /** Saves (and sends the cookie of) a new, unmodified session; default true, as express-session. */
+  saveUninitialized?: boolean
+  /** What `req.session = null` (or `delete req.session`) does: `keep` (default) or `destroy`. */
+  unset?: 'keep' | 'destroy'
+  /** Trust X-Forwarded-Proto (true), ignore it (false), or follow Express's "trust proxy" (unset). */
+  proxy?: boolean
+  /** Where sessions live; default a MemoryStore. */
+  store?: Store | StoreLike
+}
+
+/** Cookie options, where `secure` and `sameSite` may be `auto` (decided by the request's protocol). */
+export type SessionCookieOptions = CookieOptions
+
+export type Next = (error?: unknown) => void
+/** Typed on node's request, so that it fits Express's `app.use` with or without @types/express-session. */
+export type SessionMiddleware = (req: IncomingMessage, res: ServerResponse, next: Next) => void
+
+const DEFAULT_NAME = 'connect.sid'
+
+function defaultGenid(): string {
+  return randomBytes(32).toString('base64url')
+}
+
+/** An error for `next` with the HTTP status Express should answer. */
+function withStatus(message: string, status: number): Error {
+  return Object.assign(new Error(message), { status, statusCode: status, expose: false })
+}
+
+function checkedSecrets(secret: unknown): Secret[] {
+  const isSecret = (s: unknown): s is Secret => (typeof s === 'string' && s !== '') || Buffer.isBuffer(s)
+  if (Array.isArray(secret)) {
+    if (secret.length === 0) {
+      throw new TypeError('secret option array must contain one or more strings (the first one signs)')
+    }
+    if (!secret.every(isSecret))
+      throw new TypeError('secret option array must hold non-empty strings or Buffers')
+    return secret
+  }
+  if (!isSecret(secret)) {
+    throw new TypeError(
+      'latchkey/express-session: the `secret` option is required (a string, a Buffer or an array of them; ' +
+        'the same secret as before the switch keeps users signed in). express-session fell back to ' +
+        'req.secret; latchkey refuses to start without one.',
+    )
+  }
+  return [secret]
+}
+
+export function session(options: SessionOptions): SessionMiddleware {
+  const opts = (options ?? {}) as Partial<SessionOptions>
+  const genid = opts.genid ?? defaultGenid
+  if (typeof genid !== 'function') throw new TypeError('genid option must be a function that returns an ID')
+  if (opts.unset !== undefined && opts.unset !== 'destroy' && opts.unset !== 'keep') {
+    throw new TypeError('unset option must be "destroy" or "keep"')
+  }
+  const secrets = checkedSecrets(opts.secret)
+  const signer = secrets[0] as Secret
+  const name = opts.name || opts.key || DEFAULT_NAME
+  const store = (opts.store ?? new MemoryStore()) as Store
+  const cookieOptions = opts.cookie ?? {}
+  const cookieFor = (req: SessionRequest): SessionCookieOptions =>
+    typeof cookieOptions === 'function' ? cookieOptions(req) : cookieOptions
+  const proxy = opts.proxy
+  const resave = opts.resave ?? true
+  const saveUninitialized = opts.saveUninitialized ?? true
+  const rolling = Boolean(opts.rolling)
+  const unsetDestroy = opts.unset === 'destroy'
+  const storeTouches = typeof store.touch === 'function'
+
+  store.generate = (req) => {
+    req.sessionID = genid(req)
+    const session = new Session(req)
+    const wanted = cookieFor(req)
+    session.cookie = new Cookie(wanted)
+    const secure = isSecure(req, proxy)
+    if (wanted.secure === 'auto') session.cookie.secure = secure
+    if (wanted.sameSite === 'auto') session.cookie.sameSite = secure ? 'none' : 'lax'
+    req.session = session
+  }
+
+  let connected = true
+  store.on('disconnect', () => {
+    connected = false
+  })
+  store.on('connect', () => {
+    connected = true
+  })
+
+  return function sessionMiddleware(incoming, res, next) {
+    const req = incoming as SessionRequest
+    if (req.session) return next()
+    if (!connected) {
+      return next(
+        withStatus(
+          'the session store is disconnected (it emitted "disconnect" and no "connect" since): ' +
+            'check the store server; requests get sessions again once it reconnects',
+          503,
+        ),
+      )
+    }
+    if (!pathOf(req).startsWith(cookieFor(req).path || '/')) return next()
+
+    req.sessionStore = store
+    const cookieId = readSessionId(req, name, secrets)
+    req.sessionID = cookieId as string
+    let originalId: string | undefined
+    let originalHash: string | undefined
+    let savedHash: string | undefined
+    let loaded: Snapshot | undefined
+    let touched = false
+
+    const hash = (sess: Session): string =>
+      JSON.stringify(sess, function (this: unknown, key, value) {
+        return this === sess && key === 'cookie' ? undefined : value
+      })
+    const isModified = (sess: Session): boolean => originalId !== sess.id || originalHash !== hash(sess)
+    const isSaved = (sess: Session): boolean => originalId === sess.id && savedHash === hash(sess)
+    const validId = (): boolean => typeof req.sessionID === 'string'
+    const shouldSave = (sess: Session): boolean =>
+      !saveUninitialized && savedHash === undefined && cookieId !== req.sessionID
+        ? isModified(sess)
+        : !isSaved(sess)
+    const shouldSetCookie = (sess: Session): boolean =>
+      cookieId !== req.sessionID
+        ? saveUninitialized || isModified(sess)
+        : rolling || (sess.cookie.expires != null && isModified(sess))
+    const touchOnce = (sess: Session): void => {
+      if (touched) return
+      touched = true
+      sess.touch()
+    }
+
+    /** Writes `sess`: merged into the fresh record when it is the session this request loaded. */
+    const persist = (sess: Session, done: Callback): void => {
+      const snapshot = loaded
+      if (snapshot === undefined || sess.id !== cookieId) {
+        savedHash = hash(sess)
+        store.set(sess.id, sess, done)
+        return
+      }
+      store.get(sess.id, (error, fresh) => {
+        if (error) return done(error)
+        if (!fresh) return done()
+        mergeInto(sess, snapshot, fresh)
+        savedHash = hash(sess)
+        store.set(sess.id, sess, (setError) => {
+          if (!setError) loaded = snapshotOf(sess)
+          done(setError)
+        })
+      })
+    }
+
+    /** `req.session` from a stored record, always this module's Session and Cookie, whatever the store extends. */
+    const inflate = (fresh: SessionData): Session => Store.prototype.createSession.call(store, req, fresh)
+
+    const adopt = (sess: Session): void => {
+      originalId = sess.id
+      originalHash = hash(sess)
+      wrap(sess)
+    }
+
+    const wrap = (sess: Session): void => {
+      const methods = {
+        save(this: Session, callback?: Callback): Session {
+          persist(this, callback ?? noopCallback)
+          return this
+        },
+        reload(this: Session, callback: Callback): Session {
+          store.get(this.id, (error, fresh) => {
+            if (error) return callback(error)
+            if (!fresh) return callback(new Error('failed to load session'))
+            const reloaded = inflate(fresh)
+            loaded = snapshotOf(reloaded)
+            wrap(reloaded)
+            callback()
+          })
+          return this
+        },
+        regenerate(this: Session, how: RegenerateOptions | Callback, callback?: Callback): Session {
+          const done = typeof how === 'function' ? how : (callback ?? noopCallback)
+          const kept = typeof how === 'object' && how?.keepData ? dataOf(this) : undefined
+          store.regenerate(req, (error) => {
+            const next = req.session
+            if (next) {
+              if (kept) Object.assign(next, kept)
+              wrap(next)
+            }
+            done(error)
+          })
+          return this
+        },
+      }
+      for (const [key, value] of Object.entries(methods)) {
+        Object.defineProperty(sess, key, { configurable: true, enumerable: false, writable: true, value })
+      }
+    }
+
+    beforeHeaders(res, () => {
+      const sess = req.session
+      if (!sess || !validId() || !shouldSetCookie(sess)) return
+      if (sess.cookie.secure && !isSecure(req, proxy)) return
+      touchOnce(sess)
+      try {
+        writeSessionCookie(res, name, req.sessionID as string, signer, sess.cookie.data)
+      } catch (error) {
+        setImmediate(next, error)
+      }
+    })
+
+    holdEnd(
+      res,
+      () => {
+        const sess = req.session
+        if (!sess) {
+          if (unsetDestroy && req.sessionID) {
+            const sid = req.sessionID
+            return (done) => store.destroy(sid, done)
+          }
+          return undefined
+        }
+        if (!validId()) return undefined
+        touchOnce(sess)
+        if (shouldSave(sess)) return (done) => persist(sess, done)
+        if (storeTouches && cookieId === req.sessionID) {
+          const touch = store.touch as NonNullable<Store['touch']>
+          return (done) => touch.call(store, sess.id, sess, done)
+        }
+        return undefined
+      },
+      (error) => setImmediate(next, error),
+    )
+
+    const generate = (): void => {
+      ;(store.generate as NonNullable<Store['generate']>)(req)
+      adopt(req.session as Session)
+    }
+
+    if (!cookieId) {
+      generate()
+      return next()
+    }
+    store.get(cookieId, (error, stored) => {
+      if (error && (error as { code?: unknown }).code !== 'ENOENT') return next(error)
+      try {
+        if (error || !stored) {
+          generate()
+        } else {
+          const sess = inflate(stored as SessionData)
+          adopt(sess)
+          loaded = snapshotOf(sess)
+          if (!resave) savedHash = originalHash
+        }
+      } catch (failure) {
+        return next(failure)
+      }
+      next()
+    })
+  }
+}
+
+function noopCallback(): void {}
+
+/** The data of a session (its own enumerable properties but the cookie). */
+function dataOf(sess: Session): Record<string, unknown> {
+  const data: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(sess)) if (key !== 'cookie') data[key] = value
+  return data
+}
+
+/** The path of the URL the request came in with (before any Express mount point stripped it). */
+function pathOf(req: SessionRequest): string {
+  const url = req.originalUrl ?? req.url ?? '/'
+  if (url.startsWith('/')) return url.split('?')[0] || '/'
+  try {
+    return new URL(url).pathname || '/'
+  } catch {
+    return '/'
+  }
+}
