@@ -261,6 +261,13 @@ for (const backend of BACKENDS) {
         expect(await (store as SessionStore & { count(): Promise<number> }).count()).toBe(before)
     })
 
+    test('the synchronous load leaves a waiting notice to load, so every adapter tells it', async () => {
+      const laptop = await signIn('ann')
+      expect(await manager.revoke(await handleOf(laptop))).toBe(true)
+      expect(manager.loadSync({ cookie: `sid=${laptop}` })).toBeNull()
+      expect((await load(laptop)).endedBecause).toBe('revoked')
+    })
+
     test('two racing loads with the same revoked cookie: exactly one is told', async () => {
       const laptop = await signIn('ann')
       expect(await manager.revoke(await handleOf(laptop))).toBe(true)
