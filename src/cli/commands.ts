@@ -2,6 +2,7 @@
 import { writeFileSync } from 'node:fs'
 import { setImmediate } from 'node:timers/promises'
 import { generateKey } from '../core/crypto.js'
+import { isNoticeRecord } from '../core/lifecycle/notice.js'
 import { isEnded } from '../core/lifecycle/record-state.js'
 import { createSessionManager, type SessionManager, type UserSessionInfo } from '../core/manager.js'
 import {
@@ -10,6 +11,7 @@ import {
   isMigratableStore,
   isPrunableStore,
   isUserIndexedStore,
+  type ListableStore,
   type SessionStore,
 } from '../core/store.js'
 import type { MigrationReport } from '../stores/sql/sql-store.js'
@@ -136,13 +138,15 @@ export async function migrate(options: StoreCommandOptions, out: Output): Promis
 /**
  * `latchkey count`. Counting needs no keys; given keys (`LATCHKEY_KEYS` or `--keys-file`), it also
  * opens every live record and reports those no key opens, ending with exit code 5 when it finds any,
- * as `list` and `rekey` do: a record sealed with a key not given is never passed off as fine.
+ * as `list` and `rekey` do: a record sealed with a key not given is never passed off as fine. The
+ * notices of ended sessions (`session.endedBecause`) are records but no sessions: a store that can
+ * list its records is listed to leave them out (they are told apart without keys).
  */
 export async function count(options: StoreCommandOptions, out: Output): Promise<number> {
   const keys = hasKeys(options, out) ? readKeys(options, out) : null
   return withStore(options, 'existing', async (store) => {
     if (!isCountableStore(store)) throw unsupported(store, 'count its sessions')
-    const sessions = await store.count()
+    const sessions = (await store.count()) - (isListableStore(store) ? await noticesIn(store) : 0)
     if (keys === null) {
       out.result({ count: sessions }, String(sessions))
       return EXIT.ok
@@ -160,6 +164,13 @@ export async function count(options: StoreCommandOptions, out: Output): Promise<
     if (!out.json) out.io.stdout.write(`${sessions}\n`)
     throw unopenableError(unopenable, found)
   })
+}
+
+/** How many of the records `store` lists are notices (`session.endedBecause`), not sessions. */
+async function noticesIn(store: ListableStore): Promise<number> {
+  let notices = 0
+  for await (const record of store.list()) if (isNoticeRecord(record)) notices++
+  return notices
 }
 
 /** Whether keys were given to a command that can do without them. */
@@ -370,8 +381,9 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
         if (out.io.signal.aborted) break
         bar.increment()
         if (record.userId === null) {
-          // Ended as the rule ends every session (an end needs no key): not merely removed.
-          if (isEnded(record)) continue
+          // Ended as the rule ends every session (an end needs no key): not merely removed. A notice
+          // of an earlier end is no session: it waits for its cookie.
+          if (isEnded(record) || isNoticeRecord(record)) continue
           if (manager.inspect(record) === 'unopenable') unopenable++
           await manager.endRecord(record)
           anonymous++

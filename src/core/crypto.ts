@@ -189,6 +189,14 @@ export class Keyring {
     return createHmac('sha256', this.current.digest).update(secret).digest('base64url').slice(0, 12)
   }
 
+  /**
+   * Whether the key id that heads `sealed` names a key of this ring. `false` tells a payload sealed with
+   * a key the ring lacks (or whose key id was damaged) from one that merely fails to authenticate.
+   */
+  hasKeyOf(sealed: string): boolean {
+    return sealed.charCodeAt(KEY_ID_LENGTH) === 46 /* . */ && this.byId.has(sealed.slice(0, KEY_ID_LENGTH))
+  }
+
   private sealWith(
     entry: KeyEntry,
     purpose: 'seal' | 'handle' | 'csrfCookie',

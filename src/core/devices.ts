@@ -136,7 +136,14 @@ export class Devices {
     const target = this.open(handle)
     if (!target || (userId !== undefined && userId !== target.userId)) return false
     const ended =
-      (await this.ending.endUserSessions(target.userId, (lineage) => lineage === target.lineage)).size > 0
+      (
+        await this.ending.endUserSessions(
+          target.userId,
+          (lineage) => lineage === target.lineage,
+          undefined,
+          'revoked',
+        )
+      ).size > 0
     if (ended) this.life.emit('revoked', null, target.userId)
     return ended
   }
@@ -150,7 +157,12 @@ export class Devices {
     const kept = except === undefined ? null : this.open(except)
     const keep = kept?.userId === userId ? kept.lineage : null
     const unopenable = { count: 0 }
-    const lineages = await this.ending.endUserSessions(userId, (lineage) => lineage !== keep, unopenable)
+    const lineages = await this.ending.endUserSessions(
+      userId,
+      (lineage) => lineage !== keep,
+      unopenable,
+      'signed-out-everywhere',
+    )
     const ended = lineages.size + unopenable.count
     this.life.emit('revoked', null, userId, `${ended} sessions`)
     return { ended, unopenable: unopenable.count }

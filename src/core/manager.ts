@@ -51,6 +51,7 @@ import { GuardedStore } from './guarded-store.js'
 import { generateId } from './id.js'
 import { emitter, type Lifecycle } from './lifecycle/context.js'
 import { Ending } from './lifecycle/ending.js'
+import { type EndReason, isNoticeRecord, Notices } from './lifecycle/notice.js'
 import { KeyedQueue } from './lifecycle/queue.js'
 import { Reader } from './lifecycle/read.js'
 import type { OpenedRecord, RecordKind } from './lifecycle/record-state.js'
@@ -66,6 +67,7 @@ import type { SessionRecord } from './store.js'
 
 export type { RevokeCount, UserSessionInfo } from './devices.js'
 export type { CommitResult, RequestFacts } from './facts.js'
+export type { EndReason } from './lifecycle/notice.js'
 export type { RecordKind } from './lifecycle/record-state.js'
 export type { ResealOutcome } from './lifecycle/write.js'
 
@@ -86,6 +88,7 @@ export class SessionManager<T extends SessionData = SessionData> {
   private readonly writer: Writer
   private readonly rotation: Rotation
   private readonly ending: Ending
+  private readonly notices: Notices
   private readonly devices: Devices
   private readonly cleared: CommitResult
   private readonly lifetime: CookieLifetime
@@ -104,8 +107,9 @@ export class SessionManager<T extends SessionData = SessionData> {
       emit: emitter(keyring, this.options, options.onEvent, this.options.metrics),
     }
     this.csrf = new CsrfSecrets(keyring, this.options)
-    this.ending = new Ending(this.life)
-    this.reader = new Reader(this.life, this.ending)
+    this.notices = new Notices(this.life)
+    this.ending = new Ending(this.life, this.notices)
+    this.reader = new Reader(this.life, this.ending, this.notices)
     this.writer = new Writer(this.life, this.reader)
     this.rotation = new Rotation(this.life, this.writer, this.ending)
     this.devices = new Devices(this.life, this.ending)
@@ -120,7 +124,9 @@ export class SessionManager<T extends SessionData = SessionData> {
   /**
    * The session for a request. Never throws for anything the client sent: a missing, malformed,
    * duplicated, unknown, expired or tampered cookie gives a fresh anonymous session. Rejects with
-   * `StoreError` only when the store fails.
+   * `StoreError` only when the store fails. When the cookie named a session that ended without its user
+   * asking, the fresh session says why (`session.endedBecause`), once: that costs one more store `get`
+   * on each load whose cookie names no live session (see `lifecycle/notice.ts`).
    */
   async load(facts: RequestFacts): Promise<Session<T>> {
     const reading: CookieReading = readSessionCookie(facts.cookie, this.options.cookie.name)
@@ -133,19 +139,20 @@ export class SessionManager<T extends SessionData = SessionData> {
         // An ID renewed moments ago, still in its grace window: carry on with its successor.
         const next = successorOf((loaded as OpenedRecord).meta) as string
         const successor = await this.reader.read(next)
-        if (kindOf(successor) !== 'live') return this.fresh(true, facts)
+        if (kindOf(successor) !== 'live') return this.told(this.reader.keyOf(next), facts)
         return this.restore(next, successor as OpenedRecord, true, facts)
       }
       default:
         // Ended, or the old ID of a regenerate: it died at once.
-        return this.fresh(true, facts)
+        return this.told(this.reader.keyOf(reading.id), facts)
     }
   }
 
   /**
    * {@link load}, answered synchronously when the store can answer synchronously and the cookie names
    * a live session or none (the common request); `null` when {@link load} must run instead (an expired
-   * session to end, a renewed ID to follow, an asynchronous store). Throws `StoreError` when the store fails.
+   * session to end, a renewed ID to follow, a notice to tell, an asynchronous store). Throws `StoreError`
+   * when the store fails.
    */
   loadSync(facts: RequestFacts): Session<T> | null {
     const sync = this.life.store.sync
@@ -156,12 +163,14 @@ export class SessionManager<T extends SessionData = SessionData> {
     const key = this.reader.keyOf(id)
     const record = sync.getSync(key)
     if (record === null || isEnded(record)) {
+      if (this.notices.waitingSync(key)) return null
       this.life.emit('rejected', key, null, 'unknown')
       return this.fresh(true, facts)
     }
     if (isExpired(record, this.options.clock.now(), this.options)) return null
     const loaded = this.life.payloads.open(record, id)
     if (!loaded) {
+      if (this.notices.keyRetired(record)) return null
       this.life.emit('rejected', key, record.userId, 'tampered')
       return this.fresh(true, facts)
     }
@@ -313,10 +322,12 @@ export class SessionManager<T extends SessionData = SessionData> {
 
   /**
    * For operators (the CLI): what a record listed from the store is, by this manager's keys: one of
-   * the four states of the rule, or `unopenable` when no key of the ring opens it.
+   * the four states of the rule, `notice` for a notice of why a session ended (`session.endedBecause`:
+   * not a session; told without opening it), or `unopenable` when no key of the ring opens it.
    */
-  inspect(record: SessionRecord): RecordKind | 'unopenable' {
+  inspect(record: SessionRecord): RecordKind | 'notice' | 'unopenable' {
     if (isEnded(record)) return 'ended'
+    if (isNoticeRecord(record)) return 'notice'
     const opened = this.codec.open(record)
     return opened === null ? 'unopenable' : kindOf(opened)
   }
@@ -332,9 +343,11 @@ export class SessionManager<T extends SessionData = SessionData> {
 
   /**
    * For operators (`latchkey rekey`): re-seals a record listed from the store with the first key, by
-   * compare-and-set, never overwriting a write of the application. `onConflict` counts retries.
+   * compare-and-set, never overwriting a write of the application. `onConflict` counts retries. A
+   * notice (`session.endedBecause`) is skipped: it lives a week at most.
    */
   reseal(record: SessionRecord, onConflict: () => void = () => {}): Promise<ResealOutcome> {
+    if (isNoticeRecord(record)) return Promise.resolve('skipped')
     return reseal(this.life, this.codec, record, onConflict)
   }
 
@@ -439,6 +452,17 @@ export class SessionManager<T extends SessionData = SessionData> {
   private anonymous(reading: CookieReading, facts: RequestFacts): Session<T> {
     if (reading.rejected) this.life.emit('rejected', null, null, 'malformed')
     return this.fresh(reading.rejected, facts)
+  }
+
+  /**
+   * A fresh session for a request whose cookie named a session that is no more (its store key `key`),
+   * told why when a notice waits for it.
+   */
+  private async told(key: string, facts: RequestFacts): Promise<Session<T>> {
+    const session = this.fresh(true, facts)
+    const reason: EndReason | null = await this.notices.take(key)
+    session[STATE].endedBecause = reason
+    return session
   }
 
   private fresh(clearCookie: boolean, facts: RequestFacts): Session<T> {

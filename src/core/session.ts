@@ -2,6 +2,7 @@ import type { Clock } from './clock.js'
 import { SessionError } from './errors.js'
 import { absentMethod, readOnlyCookie, refuseCallback, SESSION_TRAPS } from './habits.js'
 import { generateId } from './id.js'
+import type { EndReason } from './lifecycle/notice.js'
 import type { SessionRecord } from './store.js'
 
 /**
@@ -147,6 +148,8 @@ export interface SessionState {
   /** The CSRF pre-session cookie the request brought, and what the commit must do about it. */
   csrfCookie: CsrfCookieState
   csrfUse: CsrfUse
+  /** Why the session the request's cookie named ended without its user asking, told once; else `null`. */
+  endedBecause: EndReason | null
 }
 
 /** The metadata of a session that has none yet: no CSRF secret, no lineage, never issued. */
@@ -192,6 +195,7 @@ export function newState(
     cookieFacts: fields.cookieFacts,
     csrfCookie: fields.csrfCookie,
     csrfUse: 'none',
+    endedBecause: null,
   }
 }
 
@@ -422,6 +426,16 @@ export class Session<T extends SessionData = SessionData> {
     const state = this[STATE]
     applyChange(state.data, change)
     state.changes.push(change)
+  }
+
+  /**
+   * Why the session this request's cookie named ended, when its user did not ask: `'revoked'` (from
+   * another device), `'signed-out-everywhere'`, `'idle-timeout'`, `'absolute-timeout'` or
+   * `'key-retired'` (sealed with a key no longer configured). Told to the holder of that cookie only,
+   * on the first load after the end, once; `null` otherwise (no cookie, a forged one, a logout).
+   */
+  get endedBecause(): EndReason | null {
+    return this[STATE].endedBecause
   }
 }
 

@@ -12,12 +12,16 @@
  * first. When the trail runs out (a forwarder's window closed), a logout of a signed-in session and
  * the revocations find the lineage's remaining records through the user index, and list again until
  * none is left.
+ *
+ * An end the user did not ask for (a revocation, an expiry) names its reason, and leaves a notice of it
+ * for the holder of the ended record's cookie (`notice.ts`); a logout names none and leaves none.
  */
 import { ConfigError } from '../errors.js'
 import { storeKeyOf } from '../id.js'
 import type { SessionMeta } from '../session.js'
 import type { SessionRecord } from '../store.js'
 import type { Lifecycle } from './context.js'
+import type { EndReason, Notices } from './notice.js'
 import { Deadline } from './queue.js'
 import type { OpenedRecord } from './record-state.js'
 import { endedRecord, isEnded, kindOf, retiredRecord, successorOf } from './record-state.js'
@@ -53,6 +57,8 @@ export interface EndOptions {
    * are found through the user index.
    */
   readonly lineage?: { readonly userId: string; readonly lid: string } | undefined
+  /** Why the session ends, when its user did not ask: a notice is left for its cookie's holder. */
+  readonly reason?: EndReason | undefined
 }
 
 /** What closing a record writes over it: the ended payload (and then a tombstone), or a retired pointer. */
@@ -71,7 +77,10 @@ export interface UserRecord {
 
 /** Ends and retires sessions for one manager. */
 export class Ending {
-  constructor(private readonly life: Lifecycle) {}
+  constructor(
+    private readonly life: Lifecycle,
+    private readonly notices: Notices,
+  ) {}
 
   /**
    * Ends the session held by `record` (as last seen). Resolves whether this call ended a live session;
@@ -104,11 +113,13 @@ export class Ending {
    * It lists again until no such record is left: a rotation in flight may have created one meanwhile.
    * With `unopenable`, the user's records that no key of the ring opens are ended too (an end needs no
    * key; their lineage is unknown, so only a revocation of every session asks for them), and counted.
+   * With `reason`, each record ended leaves a notice of it.
    */
   async endUserSessions(
     userId: string,
     select: (lineage: string) => boolean,
     unopenable?: { count: number },
+    reason?: EndReason,
   ): Promise<Set<string>> {
     const ended = new Set<string>()
     for (let round = 0; round < MAX_HOPS; round++) {
@@ -119,8 +130,9 @@ export class Ending {
       if (targets.length === 0) break
       for (const { record, meta } of targets) {
         if (meta === null) {
-          if (await this.end(record, { follow: false, live: true })) (unopenable as { count: number }).count++
-        } else if (await this.end(record, { follow: true, live: kindOf({ meta }) === 'live' })) {
+          if (await this.end(record, { follow: false, live: true, reason }))
+            (unopenable as { count: number }).count++
+        } else if (await this.end(record, { follow: true, live: kindOf({ meta }) === 'live', reason })) {
           ended.add(meta.lid)
         }
       }
@@ -161,6 +173,8 @@ export class Ending {
         } else {
           if (await store.update(closing.build(current), current.version)) {
             if (closing.tombstone) await store.destroy(current.key)
+            if (closing.tombstone && options.reason !== undefined)
+              await this.notices.leave(current, options.reason)
             return true
           }
           // It moved: written, renewed or ended by another request. Look again.

@@ -1,10 +1,13 @@
 /**
  * Reading a session's record by its ID: the live, intact record opened, or nothing. A record past its
- * timeouts (by this manager's options, whatever deadlines it was stored with) is ended on the way.
+ * timeouts (by this manager's options, whatever deadlines it was stored with) is ended on the way,
+ * leaving a notice of which timeout it was; a record sealed with a key the ring lacks leaves a notice
+ * of that (and stays: a rollback to that key brings it back). See `notice.ts`.
  */
 import { storeKeyOf } from '../id.js'
 import type { Lifecycle } from './context.js'
 import type { Ending } from './ending.js'
+import { type Notices, timeoutOf } from './notice.js'
 import type { OpenedRecord } from './record-state.js'
 import { isEnded, isExpired } from './record-state.js'
 
@@ -13,6 +16,7 @@ export class Reader {
   constructor(
     private readonly life: Lifecycle,
     private readonly ending: Ending,
+    private readonly notices: Notices,
   ) {}
 
   /** The store key of `id` (remembered for recently used sessions, so the ID is not hashed again). */
@@ -30,12 +34,16 @@ export class Reader {
       return null
     }
     if (isExpired(record, options.clock.now(), options)) {
-      await this.ending.end(record, { follow: false, live: false })
+      const reason = timeoutOf(record, options.clock.now(), options)
+      await this.ending.end(record, { follow: false, live: false, reason })
       this.life.emit('expired', key, record.userId)
       return null
     }
     const opened = payloads.open(record, id)
-    if (!opened) this.life.emit('rejected', key, record.userId, 'tampered')
+    if (!opened) {
+      this.life.emit('rejected', key, record.userId, 'tampered')
+      if (this.notices.keyRetired(record)) await this.notices.leave(record, 'key-retired')
+    }
     return opened
   }
 }
