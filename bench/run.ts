@@ -8,6 +8,10 @@
  *                                  (about 20 min on 2 cores)
  *   npm run bench -- --quick       2 runs of 2 s per cell after a 1 s warm-up (smoke test)
  *
+ * Then, in the same run, every bundled store against the store package its users run today, on Express
+ * (bench/peer-stores.ts: BENCH_STORES, BENCH_STORE_SCENARIOS; BENCH_STORES=none skips it,
+ * BENCH_FRAMEWORKS=none runs it alone).
+ *
  * Environment: BENCH_DURATION (s, one run), BENCH_REPEATS (runs per cell), BENCH_WARMUP (s),
  * BENCH_CONNECTIONS, and comma-separated subsets:
  * BENCH_FRAMEWORKS (node,express,fastify,hono,koa), BENCH_SERVERS (bare,latchkey-memory,
@@ -25,14 +29,40 @@
  * framework, with ratios to the bare framework and to the peer, and the aims of issue 8), and
  * bench/results/latest.json (every run of every cell in it).
  */
-import type { ChildProcess } from 'node:child_process'
-import { execFileSync, fork } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { cpus, loadavg } from 'node:os'
-import { dirname, join, relative } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import autocannon from 'autocannon'
-import type { Framework, ParentMessage, ServerKind, ServerMessage } from './protocol.js'
+import type { Checked, LoadSettings, Machine, Run, RunningServer, Summary } from './harness.js'
+import {
+  announce,
+  BehaviourError,
+  counterTotal,
+  environment,
+  formatCpu,
+  formatLoad,
+  formatRange,
+  formatRate,
+  formatRatio,
+  formatUserSystem,
+  interleave,
+  load,
+  loadSettings,
+  logCell,
+  logRun,
+  measureRun,
+  onMachine,
+  publish,
+  RESULTS_DIR,
+  ratio,
+  seed,
+  startServer,
+  subset,
+  summarize,
+  table,
+  verify,
+  versions,
+} from './harness.js'
+import { runPeerStores } from './peer-stores.js'
+import type { Framework, ServerKind } from './protocol.js'
 import { FRAMEWORKS, PEERS, SERVER_KINDS } from './protocol.js'
 
 const SCENARIOS = {
@@ -82,123 +112,34 @@ function label(framework: Framework, server: ServerKind): string {
 }
 
 const HERE = dirname(fileURLToPath(import.meta.url))
-const ROOT = join(HERE, '..')
-const RESULTS_DIR = join(HERE, 'results')
 const SERVER_ENTRY = join(HERE, 'server.ts')
+const PATHS: Record<Scenario, string> = { R: '/r', W: '/w', N: '/n' }
 
-interface Settings {
-  readonly durationSeconds: number
-  readonly repeats: number
-  readonly warmupSeconds: number
-  readonly connections: number
+interface Settings extends LoadSettings {
   readonly frameworks: readonly Framework[]
   readonly servers: readonly ServerKind[]
   readonly scenarios: readonly Scenario[]
-  readonly profile: boolean
 }
 
-/** One measured load run of one server. */
-interface Run {
-  /** Mean of the per-second request counts. */
-  readonly requestsPerSecond: number
-  readonly latencyP50Ms: number
-  readonly latencyP99Ms: number
-  /** Server process CPU time per completed request, in microseconds: user (JavaScript, GC) and system (kernel). */
-  readonly serverCpuMicrosPerRequest: { readonly user: number; readonly system: number }
-  /** The machine's CPU steal over the run, in percent of all CPU time (null where /proc/stat is missing). */
-  readonly stealPercent: number | null
-  readonly responses2xx: number
-  readonly non2xx: number
-  readonly errors: number
-  readonly timeouts: number
-  readonly statusCodes: Record<string, number>
-  readonly writesApplied?: number
-  readonly problems: string[]
-}
-
-/** The median of some numbers, with the smallest and the largest. */
-interface Spread {
-  readonly median: number
-  readonly min: number
-  readonly max: number
-}
-
-interface Cell {
+interface Cell extends Summary {
   readonly scenario: Scenario
   readonly framework: Framework
   readonly server: ServerKind
-  /** Median over the runs of each run's mean req/s. */
-  readonly requestsPerSecond: number
-  readonly requestsPerSecondSpread: Spread
-  /** Medians over the runs. */
-  readonly latencyP50Ms: number
-  readonly latencyP99Ms: number
-  /** Medians over the runs of the server's CPU time per request (µs), user and system apart. */
-  readonly serverCpuMicrosPerRequest: { readonly user: number; readonly system: number }
-  /** User + system per request (µs), over the runs. */
-  readonly serverCpuMicrosSpread: Spread
-  /** CPU steal over the runs, in percent (null where /proc/stat is missing). */
-  readonly stealPercent: Spread | null
-  readonly runs: readonly Run[]
-  /** Sums over the runs. */
-  readonly responses2xx: number
-  readonly non2xx: number
-  readonly errors: number
-  readonly timeouts: number
-  readonly statusCodes: Record<string, number>
-  /** W only: increments the server kept during the measured run, against the 2xx answers counted. */
-  readonly writesApplied?: number
-  readonly problems: string[]
-}
-
-function positiveInteger(name: string, fallback: number): number {
-  const text = process.env[name]
-  if (text === undefined || text === '') return fallback
-  const value = Number(text)
-  if (!Number.isInteger(value) || value <= 0)
-    throw new Error(`${name} must be a positive integer, got ${JSON.stringify(text)}`)
-  return value
-}
-
-function subset<T extends string>(
-  name: string,
-  all: readonly T[],
-  aliases: Readonly<Record<string, T>> = {},
-): readonly T[] {
-  const text = process.env[name]
-  if (!text) return all
-  const chosen = text.split(',').map((item) => aliases[item.trim()] ?? item.trim())
-  for (const item of chosen) {
-    if (!all.includes(item as T))
-      throw new Error(`${name}: unknown ${JSON.stringify(item)}; choose from ${all.join(', ')}`)
-  }
-  return all.filter((item) => chosen.includes(item))
 }
 
 function readSettings(): Settings {
-  const quick = process.argv.includes('--quick')
   return {
-    durationSeconds: positiveInteger('BENCH_DURATION', quick ? 2 : 3),
-    repeats: positiveInteger('BENCH_REPEATS', quick ? 2 : 5),
-    warmupSeconds: positiveInteger('BENCH_WARMUP', 1),
-    connections: positiveInteger('BENCH_CONNECTIONS', 50),
-    frameworks: subset('BENCH_FRAMEWORKS', FRAMEWORKS),
+    ...loadSettings(),
+    // `none`: only the stores against their peers.
+    frameworks: process.env.BENCH_FRAMEWORKS === 'none' ? [] : subset('BENCH_FRAMEWORKS', FRAMEWORKS),
     // `express-session` was the peer's name when node:http was the only front door.
     servers: subset('BENCH_SERVERS', SERVER_KINDS, { 'express-session': 'peer' }),
     scenarios: subset('BENCH_SCENARIOS', Object.keys(SCENARIOS) as Scenario[]),
-    profile: process.env.BENCH_PROFILE === '1',
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Server processes
-
-interface RunningServer {
-  readonly base: string
-  /** CPU time the server process has used so far, in microseconds. */
-  cpuMicros(): Promise<{ user: number; system: number }>
-  stop(): Promise<void>
-}
 
 /** Which server of which framework. */
 interface Target {
@@ -206,210 +147,21 @@ interface Target {
   readonly server: ServerKind
 }
 
-async function startServer(target: Target, scenario: Scenario, settings: Settings): Promise<RunningServer> {
+function startTarget(target: Target, scenario: Scenario, settings: Settings): Promise<RunningServer> {
   const { framework, server: kind } = target
-  const execArgv = ['--import', 'tsx']
-  if (settings.profile) {
-    // One directory per cell: the main thread and tsx's loader thread each write a profile.
-    const dir = join(RESULTS_DIR, 'profiles', `${framework}-${kind}-${scenario}`)
-    mkdirSync(dir, { recursive: true })
-    execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`)
-  }
-  const child = fork(SERVER_ENTRY, [], {
-    cwd: ROOT,
-    execArgv,
-    env: { ...process.env, BENCH_FRAMEWORK: framework, BENCH_SERVER: kind },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  const cpuWaiters: ((micros: { user: number; system: number }) => void)[] = []
-  const port = await new Promise<number>((resolve, reject) => {
-    const onExit = (code: number | null): void =>
-      reject(new Error(`${framework} ${kind} server exited with code ${code} before listening`))
-    child.once('exit', onExit)
-    child.on('message', (message: ServerMessage) => {
-      if (message.type === 'cpu') {
-        cpuWaiters.shift()?.({ user: message.user, system: message.system })
-        return
-      }
-      child.off('exit', onExit)
-      if (message.type === 'ready') resolve(message.port)
-      else reject(new Error(`${framework} ${kind} server failed to start:\n${message.message}`))
-    })
-  })
-  const askCpu: ParentMessage = { type: 'cpu' }
-  return {
-    base: `http://127.0.0.1:${port}`,
-    cpuMicros: () =>
-      new Promise((resolve) => {
-        cpuWaiters.push(resolve)
-        child.send(askCpu)
-      }),
-    stop: () => stopServer(child),
-  }
-}
-
-async function stopServer(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const stop: ParentMessage = { type: 'stop' }
-  child.send(stop)
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-  await exited
-  clearTimeout(timer)
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Behaviour checks, before anything is measured
-
-interface Answer {
-  readonly status: number
-  readonly body: string
-  /** The `name=value` parts of every Set-Cookie, as a Cookie header (koa-session signs in a second cookie), or null. */
-  readonly cookie: string | null
-}
-
-async function request(base: string, path: string, cookie?: string): Promise<Answer> {
-  const response = await fetch(base + path, { headers: cookie ? { cookie } : {} })
-  const setCookies = response.headers.getSetCookie()
-  return {
-    status: response.status,
-    body: await response.text(),
-    cookie: setCookies.length === 0 ? null : setCookies.map((line) => line.split(';')[0]).join('; '),
-  }
-}
-
-class BehaviourError extends Error {}
-
-function expect(target: Target, what: string, ok: boolean, got: unknown): void {
-  if (!ok) {
-    const name = `${FRAMEWORK_NAMES[target.framework]}: ${label(target.framework, target.server)}`
-    throw new BehaviourError(`${name} misbehaves: ${what} (got ${JSON.stringify(got)})`)
-  }
-}
-
-/** Creates one session holding value='hello' and n=0; for the bare server, a look-alike cookie. */
-async function seed(target: Target, base: string): Promise<string> {
-  const answer = await request(base, '/seed')
-  expect(target, '/seed answers 200', answer.status === 200, answer)
-  if (target.server === 'bare') return `sid=${'x'.repeat(43)}` // same request size, nothing behind it
-  expect(target, '/seed sets a session cookie', answer.cookie !== null, answer)
-  return answer.cookie as string
-}
-
-/** R returns the stored value, W increments, N sets a cookie, and the session survives across requests. */
-async function verify(target: Target, base: string): Promise<void> {
-  const sessions = target.server !== 'bare'
-  const cookie = await seed(target, base)
-  const read = await request(base, '/r', cookie)
-  expect(target, 'R returns the stored value', read.status === 200 && read.body === 'hello', read)
-  if (sessions) {
-    const anonymous = await request(base, '/r')
-    expect(target, 'R without a cookie finds no value', anonymous.status === 404, anonymous)
-  }
-  const first = await request(base, '/w', cookie)
-  const second = await request(base, '/w', cookie)
-  expect(target, 'W answers 200', first.status === 200 && second.status === 200, [first, second])
-  expect(target, 'W increments', Number(second.body) === Number(first.body) + 1, [first.body, second.body])
-  if (sessions) {
-    expect(target, 'W starts from the seeded 0', first.body === '1', first.body)
-    const count = await request(base, '/count', cookie)
-    expect(target, 'W is stored in the session', count.body === '2', count.body)
-  }
-  const created = await request(base, '/n')
-  expect(target, 'N answers 200', created.status === 200, created)
-  if (sessions) {
-    expect(target, 'N sets a session cookie', created.cookie !== null, created)
-    const again = await request(base, '/n')
-    expect(target, 'N gives each request its own session', again.cookie !== created.cookie, [
-      created.cookie,
-      again.cookie,
-    ])
-  }
-}
-
-async function counterTotal(target: Target, base: string, cookies: readonly string[]): Promise<number> {
-  if (target.server === 'bare') return Number((await request(base, '/count')).body)
-  const counts = await Promise.all(
-    cookies.map(async (cookie) => Number((await request(base, '/count', cookie)).body)),
+  return startServer(
+    SERVER_ENTRY,
+    { BENCH_FRAMEWORK: framework, BENCH_SERVER: kind },
+    `${framework} ${kind}`,
+    settings.profile ? join(RESULTS_DIR, 'profiles', `${framework}-${kind}-${scenario}`) : undefined,
   )
-  return counts.reduce((sum, count) => sum + count, 0)
 }
 
-/**
- * The counters' total once the server has applied every request it was sent: when a load run stops,
- * requests already sent on its connections may still be in the server's buffers (on a busy machine,
- * a good many), and are applied after the run has ended.
- */
-async function settledCounterTotal(
-  target: Target,
-  base: string,
-  cookies: readonly string[],
-): Promise<number> {
-  let total = await counterTotal(target, base, cookies)
-  for (let attempt = 0; attempt < 50; attempt++) {
-    await new Promise((resolve) => setTimeout(resolve, 100))
-    const again = await counterTotal(target, base, cookies)
-    if (again === total) return total
-    total = again
+function checked(target: Target): Checked {
+  return {
+    name: `${FRAMEWORK_NAMES[target.framework]}: ${label(target.framework, target.server)}`,
+    sessions: target.server !== 'bare',
   }
-  return total
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Load
-
-function load(
-  base: string,
-  scenario: Scenario,
-  cookies: readonly string[],
-  seconds: number,
-  connections: number,
-) {
-  const path = { R: '/r', W: '/w', N: '/n' }[scenario]
-  let next = 0
-  return autocannon({
-    url: base + path,
-    connections,
-    duration: seconds,
-    // One user per connection: each gets its own session's cookie (N sends none).
-    setupClient:
-      cookies.length === 0
-        ? undefined
-        : (client) => {
-            client.setHeaders({ cookie: cookies[next++ % cookies.length] as string })
-          },
-  })
-}
-
-/** The machine's CPU time counters (the `cpu` line of /proc/stat), in clock ticks; null without /proc. */
-function cpuTicks(): { total: number; steal: number } | null {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? ''
-    const fields = line.trim().split(/\s+/).slice(1).map(Number)
-    // user nice system idle iowait irq softirq steal guest guest_nice: guest time is already in user.
-    const total = fields.slice(0, 8).reduce((sum, value) => sum + value, 0)
-    return { total, steal: fields[7] ?? 0 }
-  } catch {
-    return null
-  }
-}
-
-function stealBetween(
-  before: ReturnType<typeof cpuTicks>,
-  after: ReturnType<typeof cpuTicks>,
-): number | null {
-  if (before === null || after === null || after.total <= before.total) return null
-  return (100 * (after.steal - before.steal)) / (after.total - before.total)
-}
-
-function spread(values: readonly number[]): Spread {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  const median =
-    sorted.length % 2 === 1
-      ? (sorted[mid] as number)
-      : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
-  return { median, min: sorted[0] ?? Number.NaN, max: sorted[sorted.length - 1] ?? Number.NaN }
 }
 
 /** A server of the group being measured, started, checked, seeded and warmed up. */
@@ -421,16 +173,18 @@ interface Contender {
 }
 
 async function prepare(target: Target, scenario: Scenario, settings: Settings): Promise<Contender> {
-  const server = await startServer(target, scenario, settings)
+  const server = await startTarget(target, scenario, settings)
   try {
-    await verify(target, server.base)
+    await verify(checked(target), server.base)
     const cookies: string[] = []
     if (scenario !== 'N') {
       cookies.push(
-        ...(await Promise.all(Array.from({ length: settings.connections }, () => seed(target, server.base)))),
+        ...(await Promise.all(
+          Array.from({ length: settings.connections }, () => seed(checked(target), server.base)),
+        )),
       )
     }
-    await load(server.base, scenario, cookies, settings.warmupSeconds, settings.connections)
+    await load(server.base, PATHS[scenario], cookies, settings.warmupSeconds, settings.connections)
     return { target, server, cookies, runs: [] }
   } catch (error) {
     await server.stop()
@@ -438,86 +192,17 @@ async function prepare(target: Target, scenario: Scenario, settings: Settings): 
   }
 }
 
-async function measureOnce(contender: Contender, scenario: Scenario, settings: Settings): Promise<Run> {
+function measureOnce(contender: Contender, scenario: Scenario, settings: Settings): Promise<Run> {
   const { target, server, cookies } = contender
-  const before = scenario === 'W' ? await settledCounterTotal(target, server.base, cookies) : 0
-  const ticksBefore = cpuTicks()
-  const cpuBefore = await server.cpuMicros()
-  const result = await load(server.base, scenario, cookies, settings.durationSeconds, settings.connections)
-  const cpuAfter = await server.cpuMicros()
-  const stealPercent = stealBetween(ticksBefore, cpuTicks())
-  const completed = Math.max(1, result.requests.total)
-  const problems: string[] = []
-  if (result.non2xx > 0) problems.push(`${result.non2xx} non-2xx responses`)
-  if (result.errors > 0) problems.push(`${result.errors} errors (${result.timeouts} timeouts)`)
-  let writesApplied: number | undefined
-  if (scenario === 'W') {
-    writesApplied = (await settledCounterTotal(target, server.base, cookies)) - before
-    // Requests cut off when the run stops may still have been applied: at most one per connection.
-    if (writesApplied < result['2xx']) {
-      problems.push(`lost writes: ${result['2xx']} answered, ${writesApplied} kept`)
-    }
-    if (writesApplied > result['2xx'] + settings.connections) {
-      problems.push(`more writes kept (${writesApplied}) than answered (${result['2xx']})`)
-    }
-  }
-  const statusCodes = Object.fromEntries(
-    Object.entries(result.statusCodeStats).map(([code, { count }]) => [code, count] as const),
+  return measureRun(
+    {
+      server,
+      path: PATHS[scenario],
+      cookies,
+      ...(scenario === 'W' ? { counter: () => counterTotal(checked(target), server.base, cookies) } : {}),
+    },
+    settings,
   )
-  return {
-    requestsPerSecond: result.requests.average,
-    latencyP50Ms: result.latency.p50,
-    latencyP99Ms: result.latency.p99,
-    serverCpuMicrosPerRequest: {
-      user: (cpuAfter.user - cpuBefore.user) / completed,
-      system: (cpuAfter.system - cpuBefore.system) / completed,
-    },
-    stealPercent,
-    responses2xx: result['2xx'],
-    non2xx: result.non2xx,
-    errors: result.errors,
-    timeouts: result.timeouts,
-    statusCodes,
-    ...(writesApplied === undefined ? {} : { writesApplied }),
-    problems,
-  }
-}
-
-function summarize(scenario: Scenario, { target, runs }: Contender): Cell {
-  const sum = (pick: (run: Run) => number): number => runs.reduce((total, run) => total + pick(run), 0)
-  const statusCodes: Record<string, number> = {}
-  for (const run of runs) {
-    for (const [code, count] of Object.entries(run.statusCodes))
-      statusCodes[code] = (statusCodes[code] ?? 0) + count
-  }
-  const steals = runs.map((run) => run.stealPercent).filter((value) => value !== null)
-  const problems = runs.flatMap((run, i) => run.problems.map((problem) => `run ${i + 1}: ${problem}`))
-  const writes = runs.map((run) => run.writesApplied).filter((value) => value !== undefined)
-  return {
-    scenario,
-    framework: target.framework,
-    server: target.server,
-    requestsPerSecond: spread(runs.map((run) => run.requestsPerSecond)).median,
-    requestsPerSecondSpread: spread(runs.map((run) => run.requestsPerSecond)),
-    latencyP50Ms: spread(runs.map((run) => run.latencyP50Ms)).median,
-    latencyP99Ms: spread(runs.map((run) => run.latencyP99Ms)).median,
-    serverCpuMicrosPerRequest: {
-      user: spread(runs.map((run) => run.serverCpuMicrosPerRequest.user)).median,
-      system: spread(runs.map((run) => run.serverCpuMicrosPerRequest.system)).median,
-    },
-    serverCpuMicrosSpread: spread(
-      runs.map((run) => run.serverCpuMicrosPerRequest.user + run.serverCpuMicrosPerRequest.system),
-    ),
-    stealPercent: steals.length === 0 ? null : spread(steals),
-    runs,
-    responses2xx: sum((run) => run.responses2xx),
-    non2xx: sum((run) => run.non2xx),
-    errors: sum((run) => run.errors),
-    timeouts: sum((run) => run.timeouts),
-    statusCodes,
-    ...(writes.length === 0 ? {} : { writesApplied: writes.reduce((a, b) => a + b, 0) }),
-    problems,
-  }
 }
 
 /**
@@ -534,14 +219,13 @@ async function measureGroup(
   try {
     for (const server of settings.servers)
       contenders.push(await prepare({ framework, server }, scenario, settings))
-    for (let round = 0; round < settings.repeats; round++) {
-      for (let i = 0; i < contenders.length; i++) {
-        const contender = contenders[(i + round) % contenders.length] as Contender
-        contender.runs.push(await measureOnce(contender, scenario, settings))
-        onRun(contender, round)
-      }
-    }
-    return contenders.map((contender) => summarize(scenario, contender))
+    await interleave(contenders, settings.repeats, (c) => measureOnce(c, scenario, settings), onRun)
+    return contenders.map(({ target, runs }) => ({
+      scenario,
+      framework: target.framework,
+      server: target.server,
+      ...summarize(runs),
+    }))
   } finally {
     await Promise.all(contenders.map((contender) => contender.server.stop()))
   }
@@ -550,67 +234,15 @@ async function measureGroup(
 // ---------------------------------------------------------------------------------------------------
 // Report
 
-function ratio(a: number | undefined, b: number | undefined): number | null {
-  return a === undefined || b === undefined || b === 0 ? null : a / b
-}
-
-function formatRatio(value: number | null): string {
-  return value === null ? 'n/a' : `${value.toFixed(2)}×`
-}
-
-function formatCpu(cell: Cell): string {
-  const { median, min, max } = cell.serverCpuMicrosSpread
-  return `${Math.round(median)} µs (${Math.round(min)}–${Math.round(max)})`
-}
-
-function formatUserSystem(cell: Cell): string {
-  const { user, system } = cell.serverCpuMicrosPerRequest
-  return `${Math.round(user)} + ${Math.round(system)}`
-}
-
-function formatRange({ min, max }: Spread): string {
-  return `${formatRate(min)}–${formatRate(max)}`
-}
-
-function formatSteal(steal: Spread | null): string {
-  return steal === null ? 'n/a' : `${steal.median.toFixed(1)}% (max ${steal.max.toFixed(1)}%)`
-}
-
-function formatRate(value: number): string {
-  return Math.round(value).toLocaleString('en-US')
-}
-
-function table(
-  header: readonly string[],
-  rows: readonly (readonly string[])[],
-  align: readonly ('l' | 'r')[],
-): string {
-  const widths = header.map((cell, i) => Math.max(cell.length, ...rows.map((row) => (row[i] ?? '').length)))
-  const line = (cells: readonly string[]): string =>
-    `| ${cells.map((cell, i) => (align[i] === 'r' ? cell.padStart(widths[i] ?? 0) : cell.padEnd(widths[i] ?? 0))).join(' | ')} |`
-  const rule = `| ${widths.map((width, i) => (align[i] === 'r' ? `${'-'.repeat(width - 1)}:` : '-'.repeat(width))).join(' | ')} |`
-  return [line(header), rule, ...rows.map(line)].join('\n')
-}
-
 /** The versions compared, read from the installed packages. */
-function versions(): Record<string, string> {
-  const names = [
+function installedVersions(): Record<string, string> {
+  return versions([
     ...FRAMEWORKS.map((framework) => FRAMEWORK_PACKAGES[framework]).filter((name) => name !== null),
     '@hono/node-server',
     ...new Set(Object.values(PEERS)),
     '@fastify/cookie',
     'autocannon',
-  ]
-  const found: Record<string, string> = { node: process.version }
-  for (const name of names) {
-    try {
-      const manifest = JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8'))
-      found[name] = String(manifest.version)
-    } catch {
-      found[name] = 'unknown'
-    }
-  }
-  return found
+  ])
 }
 
 /** The aims of issue 8, each a ratio of latchkey's req/s to another server's on the same framework. */
@@ -626,20 +258,13 @@ const AIMS: readonly {
   { framework: 'fastify', scenario: 'W', over: 'peer', atLeast: 2 },
 ]
 
-/** The machine while the benchmark ran: CPU steal over the whole run, and the load average around it. */
-interface Machine {
-  readonly stealPercent: number | null
-  readonly loadBefore: readonly number[]
-  readonly loadAfter: readonly number[]
-}
-
 function report(
   cells: readonly Cell[],
   settings: Settings,
   environment: string,
   machine: Machine,
 ): { markdown: string; json: object } {
-  const installed = versions()
+  const installed = installedVersions()
   const find = (scenario: Scenario, framework: Framework, server: ServerKind): Cell | undefined =>
     cells.find((cell) => cell.scenario === scenario && cell.framework === framework && cell.server === server)
   const rate = (scenario: Scenario, framework: Framework, server: ServerKind): number | undefined =>
@@ -718,7 +343,6 @@ function report(
     ]),
     ['l', 'r', 'r', 'l'],
   )
-  const load = (values: readonly number[]): string => values.map((value) => value.toFixed(2)).join(' ')
   const markdown = [
     `${environment}. Loopback, autocannon ${settings.connections} connections, ${settings.repeats} runs of ` +
       `${settings.durationSeconds} s per cell after a ${settings.warmupSeconds} s warm-up, each server in its ` +
@@ -729,7 +353,7 @@ function report(
       'server process over a run, divided by the requests completed (user + sys: medians); "sys" is mostly ' +
       'the loopback writes, which cost more per request the less busy the load generator is. CPU steal over ' +
       `the whole benchmark: ${machine.stealPercent === null ? 'n/a' : `${machine.stealPercent.toFixed(1)}%`}; ` +
-      `load average ${load(machine.loadBefore)} before, ${load(machine.loadAfter)} after.`,
+      `load average ${formatLoad(machine.loadBefore)} before, ${formatLoad(machine.loadAfter)} after.`,
     ...groups.flatMap((group) => ['', group]),
     ...(aims.length === 0 ? [] : ['', aimsTable]),
   ].join('\n')
@@ -750,78 +374,40 @@ function report(
   return { markdown, json }
 }
 
-/** Runs biome on a written file, so that `npm run lint` stays clean; a failure only warns. */
-function formatLikeTheRepository(file: string): void {
-  try {
-    execFileSync(join(ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', file], {
-      stdio: 'ignore',
-    })
-  } catch {
-    console.warn(`(could not format ${relative(process.cwd(), file)} with biome)`)
-  }
-}
-
 async function main(): Promise<void> {
   const settings = readSettings()
-  const cpu = cpus()
-  const environment = `Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}`
+  if (settings.frameworks.length > 0) await frontDoors(settings)
+  // Then every bundled store against its peer on Express (bench/peer-stores.ts; BENCH_STORES=none skips it).
+  if (!(await runPeerStores())) process.exitCode = 1
+}
+
+/** Every front door with latchkey on MemoryStore and SqliteStore, beside the bare framework and its peer. */
+async function frontDoors(settings: Settings): Promise<void> {
   const cellCount = settings.scenarios.length * settings.frameworks.length * settings.servers.length
-  // Besides the load itself, each cell starts a process, checks it and seeds a session per connection.
-  const minutes =
-    ((settings.durationSeconds * settings.repeats + settings.warmupSeconds + 3) * cellCount) / 60
-  console.log(`${environment}`)
-  console.log(
-    `${cellCount} cells, ${settings.connections} connections, ${settings.warmupSeconds} s warm-up + ` +
-      `${settings.repeats} interleaved runs of ${settings.durationSeconds} s each (about ${minutes.toFixed(1)} min)\n`,
-  )
-  const started = Date.now()
-  const loadBefore = loadavg()
-  const ticksBefore = cpuTicks()
-  const cells: Cell[] = []
+  announce(environment(), cellCount, settings)
   // Scenario by scenario, and within a framework the servers in turns, so that any drift of the
   // machine over the run hits every server alike.
-  for (const scenario of settings.scenarios) {
-    for (const framework of settings.frameworks) {
-      const group = await measureGroup(framework, scenario, settings, ({ target, runs }, round) => {
-        const run = runs[runs.length - 1] as Run
-        const cpu = run.serverCpuMicrosPerRequest
-        const status = run.problems.length === 0 ? '' : `  PROBLEM: ${run.problems.join('; ')}`
-        console.log(
-          `${scenario}  ${framework.padEnd(7)} ${label(framework, target.server).padEnd(35)} run ${round + 1}  ` +
-            `${formatRate(run.requestsPerSecond).padStart(8)} req/s` +
-            `  p99 ${String(run.latencyP99Ms).padStart(4)} ms  CPU/req ${Math.round(cpu.user + cpu.system)} µs` +
-            `  steal ${run.stealPercent === null ? 'n/a' : `${run.stealPercent.toFixed(1)}%`}${status}`,
+  const {
+    result: cells,
+    machine,
+    started,
+  } = await onMachine(async () => {
+    const cells: Cell[] = []
+    for (const scenario of settings.scenarios) {
+      for (const framework of settings.frameworks) {
+        const name = (server: ServerKind): string =>
+          `${scenario}  ${framework.padEnd(7)} ${label(framework, server).padEnd(35)}`
+        const group = await measureGroup(framework, scenario, settings, ({ target, runs }, round) =>
+          logRun(name(target.server), runs[runs.length - 1] as Run, round),
         )
-      })
-      for (const cell of group) {
-        console.log(
-          `${scenario}  ${framework.padEnd(7)} ${label(framework, cell.server).padEnd(35)} median ` +
-            `${formatRate(cell.requestsPerSecond).padStart(8)} req/s (${formatRange(cell.requestsPerSecondSpread)})` +
-            `  CPU/req ${formatCpu(cell)}  steal ${formatSteal(cell.stealPercent)}`,
-        )
+        for (const cell of group) logCell(name(cell.server), cell)
+        cells.push(...group)
       }
-      cells.push(...group)
     }
-  }
-  const machine: Machine = {
-    stealPercent: stealBetween(ticksBefore, cpuTicks()),
-    loadBefore,
-    loadAfter: loadavg(),
-  }
-  const { markdown, json } = report(cells, settings, environment, machine)
-  mkdirSync(RESULTS_DIR, { recursive: true })
-  const file = join(RESULTS_DIR, 'latest.json')
-  writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`)
-  formatLikeTheRepository(file)
-  console.log(`\n${markdown}\n`)
-  console.log(
-    `Results written to ${relative(process.cwd(), file)} (${((Date.now() - started) / 60_000).toFixed(1)} min)`,
-  )
-  const problems = cells.filter((cell) => cell.problems.length > 0)
-  if (problems.length > 0) {
-    console.error(`\n${problems.length} cell(s) had problems: see the checks column.`)
-    process.exitCode = 1
-  }
+    return cells
+  })
+  const { markdown, json } = report(cells, settings, environment(), machine)
+  if (!publish('latest.json', json, markdown, started, cells)) process.exitCode = 1
 }
 
 main().catch((error: unknown) => {

@@ -18,42 +18,35 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Session, SessionManager, SessionStore } from '../src/index.js'
-import type { Framework, ParentMessage, ServerKind, ServerMessage } from './protocol.js'
+import type { SessionStore } from '../src/index.js'
+import type { Framework, ServerKind } from './protocol.js'
 import { FRAMEWORKS, SERVER_KINDS } from './protocol.js'
+import type { Built, Handler, LatchkeySession, Layer, Ops, RecordSession } from './serve.js'
+import {
+  answer,
+  asCount,
+  buildExpressApp,
+  expressSession,
+  fromDist,
+  LATCHKEY,
+  latchkeyExpress,
+  latchkeyManager,
+  layer,
+  logError,
+  PEER_COOKIE,
+  PEER_SECRET,
+  RECORD,
+  ROUTES,
+  serve,
+  statusOf,
+} from './serve.js'
 
-/** A fixed test key (32 bytes): benchmarks must be reproducible, and nothing here is secret. */
-const BENCH_KEY = Buffer.alloc(32, 'latchkey-bench').toString('base64url')
-/** The peers' signing secrets (at least 32 characters, as @fastify/session and hono-sessions require). */
-const PEER_SECRET = 'latchkey-bench-peer-session-secret-0123456789'
-
-// latchkey is loaded from the build (`npm run bench` builds first): the benchmark measures the code users
-// run, not the TypeScript loader's wrappers. Types still come from the sources.
-const DIST = new URL('../dist/', import.meta.url)
-function fromDist<M>(path: string): Promise<M> {
-  return import(new URL(path, DIST).href) as Promise<M>
-}
-const { createSessionManager, isMigratableStore, MemoryStore } =
-  await fromDist<typeof import('../src/index.js')>('index.js')
+const { isMigratableStore, MemoryStore } = await fromDist<typeof import('../src/index.js')>('index.js')
 
 // ---------------------------------------------------------------------------------------------------
 // What a route does with a session
-
-/**
- * What a route needs from the session layer of one request, as functions of that request's session
- * (`C`), defined once per server so that no closure is built per request.
- */
-interface Ops<C> {
-  read(c: C): unknown
-  increment(c: C): number
-  count(c: C): number
-  seed(c: C): void
-  create(c: C): void
-}
 
 /** The bare servers: one counter for the process, nothing per user. */
 type BareState = { counter: number }
@@ -63,41 +56,6 @@ const BARE: Ops<BareState> = {
   count: (c) => c.counter,
   seed: () => {},
   create: () => {},
-}
-
-type BenchData = { value: string; n: number; v: string }
-type LatchkeySession = Session<BenchData>
-
-const LATCHKEY: Ops<LatchkeySession> = {
-  read: (session) => session.get('value'),
-  increment: (session) => session.update('n', (n = 0) => n + 1),
-  count: (session) => session.get('n') ?? 0,
-  seed: (session) => {
-    session.set('value', 'hello')
-    session.set('n', 0)
-  },
-  create: (session) => session.set('v', 'x'),
-}
-
-const asCount = (value: unknown): number => (typeof value === 'number' ? value : 0)
-
-/** Peers whose session is a plain object: express-session, koa-session. */
-type RecordSession = Record<string, unknown>
-const RECORD: Ops<RecordSession> = {
-  read: (data) => data.value,
-  increment: (data) => {
-    const n = asCount(data.n) + 1
-    data.n = n
-    return n
-  },
-  count: (data) => asCount(data.n),
-  seed: (data) => {
-    data.value = 'hello'
-    data.n = 0
-  },
-  create: (data) => {
-    data.v = 'x'
-  },
 }
 
 /** Peers whose session has get and set: @fastify/session, hono-sessions. */
@@ -120,97 +78,23 @@ const GET_SET: Ops<GetSetSession> = {
   create: (session) => session.set('v', 'x'),
 }
 
-const NO_VALUE = 'no session value\n'
-const NOT_FOUND = 'not found\n'
-
-/**
- * The body of one route's answer, computed by every framework's handler through this function so
- * that all do the same work: a short text, with the status {@link statusOf} gives it.
- */
-function answer<C>(path: string, ops: Ops<C>, c: C): string {
-  switch (path) {
-    case '/r': {
-      const value = ops.read(c)
-      return typeof value === 'string' ? value : NO_VALUE
-    }
-    case '/w':
-      return String(ops.increment(c))
-    case '/n':
-      ops.create(c)
-      return 'ok'
-    case '/count':
-      return String(ops.count(c))
-    case '/seed':
-      ops.seed(c)
-      return 'ok'
-    default:
-      return NOT_FOUND
-  }
-}
-
-function statusOf(body: string): number {
-  return body === NO_VALUE || body === NOT_FOUND ? 404 : 200
-}
-
-const ROUTES = ['/r', '/w', '/n', '/count', '/seed'] as const
-
-/** One kind of session layer, seen from a framework: its route operations and how a request reaches its session. */
-interface Layer<R, C> {
-  readonly ops: Ops<C>
-  readonly sessionOf: (request: R) => C
-}
-
-function layer<R, C>(ops: Ops<C>, sessionOf: (request: R) => C): Layer<R, C> {
-  return { ops, sessionOf }
-}
-
-type Handler = (req: IncomingMessage, res: ServerResponse) => void
-
-interface Built {
-  readonly handler: Handler
-  close(): Promise<void>
-}
-
-const logError = (error: unknown): void => console.error('bench server:', error)
-
 // ---------------------------------------------------------------------------------------------------
 // latchkey's manager, on either store
 
-async function latchkeyManager(
-  kind: 'latchkey-memory' | 'latchkey-sqlite',
-): Promise<{ manager: SessionManager<BenchData>; close(): Promise<void> }> {
-  let store: SessionStore
-  let dir: string | undefined
-  if (kind === 'latchkey-memory') store = new MemoryStore()
-  else {
-    // Loaded here only, so the other servers never load the native driver.
-    const { SqliteStore } =
-      await fromDist<typeof import('../src/stores/sqlite/index.js')>('stores/sqlite/index.js')
-    dir = mkdtempSync(join(tmpdir(), 'latchkey-bench-'))
-    store = new SqliteStore({ path: join(dir, 'sessions.db') })
-    if (isMigratableStore(store)) await store.migrate()
-  }
-  const manager = createSessionManager<BenchData>({
-    store,
-    keys: [BENCH_KEY],
-    // The benchmark talks plain HTTP on loopback.
-    cookie: { secure: false },
-  })
-  return {
-    manager,
-    close: async () => {
-      await manager.close()
-      if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
-    },
-  }
+async function managerFor(kind: 'latchkey-memory' | 'latchkey-sqlite') {
+  if (kind === 'latchkey-memory') return latchkeyManager(new MemoryStore())
+  // Loaded here only, so the other servers never load the native driver.
+  const { SqliteStore } =
+    await fromDist<typeof import('../src/stores/sqlite/index.js')>('stores/sqlite/index.js')
+  const dir = mkdtempSync(join(tmpdir(), 'latchkey-bench-'))
+  const store: SessionStore = new SqliteStore({ path: join(dir, 'sessions.db') })
+  if (isMigratableStore(store)) await store.migrate()
+  return latchkeyManager(store, async () => rmSync(dir, { recursive: true, force: true }))
 }
 
 function isLatchkey(kind: ServerKind): kind is 'latchkey-memory' | 'latchkey-sqlite' {
   return kind === 'latchkey-memory' || kind === 'latchkey-sqlite'
 }
-
-/** The peers' session cookie options: plain HTTP on loopback, the rest as each peer defaults. */
-const PEER_COOKIE = { secure: false }
 
 // ---------------------------------------------------------------------------------------------------
 // node:http
@@ -236,7 +120,7 @@ async function buildNode(kind: ServerKind): Promise<Built> {
   if (kind === 'bare') return { handler: nodeServer(BARE, { counter: 0 }), close: async () => {} }
   if (isLatchkey(kind)) {
     const { withSessions } = await fromDist<typeof import('../src/adapters/node.js')>('adapters/node.js')
-    const { manager, close } = await latchkeyManager(kind)
+    const { manager, close } = await managerFor(kind)
     const handler = withSessions(manager, (req, res, session) => nodeRoute(req, res, LATCHKEY, session), {
       onError: logError,
     })
@@ -270,41 +154,22 @@ async function buildNode(kind: ServerKind): Promise<Built> {
 // ---------------------------------------------------------------------------------------------------
 // Express
 
-type ExpressRequest = import('express').Request
-
-async function buildExpress(kind: ServerKind): Promise<Built> {
-  const { default: express } = await import('express')
-  const app = express()
-  let close = async (): Promise<void> => {}
-  const routes = <C>({ ops, sessionOf }: Layer<ExpressRequest, C>): void => {
-    for (const path of ROUTES) {
-      app.get(path, (req, res) => {
-        const body = answer(path, ops, sessionOf(req))
-        res.status(statusOf(body)).set('Content-Type', 'text/plain; charset=utf-8').send(body)
-      })
+function buildExpress(kind: ServerKind): Promise<Built> {
+  return buildExpressApp(async (app, routes) => {
+    if (kind === 'bare') {
+      const state = { counter: 0 }
+      routes(layer(BARE, () => state))
+      return async () => {}
     }
-  }
-  if (kind === 'bare') {
-    const state = { counter: 0 }
-    routes(layer(BARE, () => state))
-  } else if (isLatchkey(kind)) {
-    const { sessions } = await fromDist<typeof import('../src/adapters/express.js')>('adapters/express.js')
-    const latchkey = await latchkeyManager(kind)
-    close = latchkey.close
-    const middleware = sessions(latchkey.manager, { onError: logError })
-    app.use(middleware)
-    routes(layer(LATCHKEY, (req: ExpressRequest) => middleware.session(req)))
-  } else {
-    // express-session with its own defaults (its MemoryStore), configured as its README recommends.
-    const { default: session } = await import('express-session')
-    app.use(session({ secret: PEER_SECRET, resave: false, saveUninitialized: false, cookie: PEER_COOKIE }))
-    routes(layer(RECORD, (req: ExpressRequest) => req.session as unknown as RecordSession))
-  }
-  app.use((error: unknown, _req: unknown, res: import('express').Response, _next: unknown) => {
-    logError(error)
-    res.status(500).send('error\n')
+    if (isLatchkey(kind)) {
+      const latchkey = await managerFor(kind)
+      routes(await latchkeyExpress(app, latchkey.manager))
+      return latchkey.close
+    }
+    // express-session with its own defaults (its MemoryStore).
+    routes(await expressSession(app))
+    return async () => {}
   })
-  return { handler: app as unknown as Handler, close: () => close() }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -341,7 +206,7 @@ async function buildFastify(kind: ServerKind): Promise<Built> {
   } else if (isLatchkey(kind)) {
     const { default: latchkey } =
       await fromDist<typeof import('../src/adapters/fastify.js')>('adapters/fastify.js')
-    const built = await latchkeyManager(kind)
+    const built = await managerFor(kind)
     close = built.close
     await app.register(latchkey, { manager: built.manager })
     routes(layer(LATCHKEY, (request: FastifyRequest) => request.session as unknown as LatchkeySession))
@@ -398,7 +263,7 @@ async function buildHono(kind: ServerKind): Promise<Built> {
     routes(layer(BARE, () => state))
   } else if (isLatchkey(kind)) {
     const { sessions } = await fromDist<typeof import('../src/adapters/hono.js')>('adapters/hono.js')
-    const latchkey = await latchkeyManager(kind)
+    const latchkey = await managerFor(kind)
     close = latchkey.close
     app.use(sessions(latchkey.manager) as unknown as import('hono').MiddlewareHandler)
     routes(layer(LATCHKEY, (c: HonoContext) => session(c) as LatchkeySession))
@@ -448,7 +313,7 @@ async function buildKoa(kind: ServerKind): Promise<Built> {
     routes(layer(BARE, () => state))
   } else if (isLatchkey(kind)) {
     const { sessions } = await fromDist<typeof import('../src/adapters/koa.js')>('adapters/koa.js')
-    const latchkey = await latchkeyManager(kind)
+    const latchkey = await managerFor(kind)
     close = latchkey.close
     app.use(sessions(latchkey.manager) as unknown as import('koa').Middleware)
     routes(layer(LATCHKEY, (ctx: KoaContext) => session(ctx) as LatchkeySession))
@@ -501,47 +366,11 @@ function build(framework: Framework, kind: ServerKind): Promise<Built> {
   }
 }
 
-async function main(): Promise<void> {
+serve(() => {
   const framework = process.env.BENCH_FRAMEWORK as Framework
   const kind = process.env.BENCH_SERVER as ServerKind
   if (!FRAMEWORKS.includes(framework))
     throw new Error(`BENCH_FRAMEWORK must be one of ${FRAMEWORKS.join(', ')}`)
   if (!SERVER_KINDS.includes(kind)) throw new Error(`BENCH_SERVER must be one of ${SERVER_KINDS.join(', ')}`)
-  const built = await build(framework, kind)
-  const server = createServer(built.handler)
-  server.keepAliveTimeout = 60_000
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  let stopping = false
-  const stop = async (): Promise<void> => {
-    if (stopping) return
-    stopping = true
-    server.closeAllConnections()
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-    await built.close()
-    // A normal exit, so that --cpu-prof writes its profile.
-    process.exit(0)
-  }
-  process.on('message', (message: ParentMessage) => {
-    if (message.type === 'stop') void stop()
-    if (message.type === 'cpu') {
-      const answer: ServerMessage = { type: 'cpu', ...process.cpuUsage() }
-      process.send?.(answer)
-    }
-  })
-  process.on('disconnect', () => void stop())
-  process.on('SIGTERM', () => void stop())
-  const ready: ServerMessage = { type: 'ready', port: (server.address() as AddressInfo).port }
-  process.send?.(ready)
-}
-
-main().catch((error: unknown) => {
-  const failed: ServerMessage = {
-    type: 'failed',
-    message: error instanceof Error ? (error.stack ?? error.message) : String(error),
-  }
-  if (process.send) process.send(failed, () => process.exit(1))
-  else {
-    console.error(error)
-    process.exit(1)
-  }
+  return build(framework, kind)
 })
