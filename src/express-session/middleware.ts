@@ -176,8 +176,8 @@ export function session(options: SessionOptions): SessionMiddleware {
         return
       }
       store.get(sess.id, (error, fresh) => {
-        if (error) return done(error)
-        if (!fresh) return done()
+        if (error && !isMissing(error)) return done(error)
+        if (error || !fresh) return done()
         mergeInto(sess, snapshot, fresh)
         savedHash = hash(sess)
         store.set(sess.id, sess, (setError) => {
@@ -277,7 +277,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       return next()
     }
     store.get(cookieId, (error, stored) => {
-      if (error && (error as { code?: unknown }).code !== 'ENOENT') return next(error)
+      if (error && !isMissing(error)) return next(error)
       try {
         if (error || !stored) {
           generate()
@@ -296,6 +296,11 @@ export function session(options: SessionOptions): SessionMiddleware {
 }
 
 function noopCallback(): void {}
+
+/** A store's way of saying "no such session" with an error: session-file-store answers ENOENT. */
+function isMissing(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === 'ENOENT'
+}
 
 /** The data of a session (its own enumerable properties but the cookie). */
 function dataOf(sess: Session): Record<string, unknown> {
