@@ -6,7 +6,7 @@
  */
 import { Cookie } from './cookie.js'
 import { MemoryStore } from './memory.js'
-import { session as createMiddleware } from './middleware.js'
+import { session as createMiddleware, STARTED_AT } from './middleware.js'
 import { Session } from './session.js'
 import { Store } from './store.js'
 
@@ -14,7 +14,7 @@ export type { CookieData, CookieOptions } from './cookie.js'
 export type { Next, SessionCookieOptions, SessionMiddleware, SessionOptions } from './middleware.js'
 export type { Callback, RegenerateOptions, SessionRequest } from './session.js'
 export type { GetCallback, SessionData, StoreConstructor, StoreLike } from './store.js'
-export { Cookie, MemoryStore, Session, Store }
+export { Cookie, MemoryStore, Session, STARTED_AT, Store }
 
 const session = Object.assign(createMiddleware, { Store, MemoryStore, Cookie, Session })
 
