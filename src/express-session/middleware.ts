@@ -276,7 +276,9 @@ export function session(options: SessionOptions): SessionMiddleware {
         if (shouldSave(sess)) return (done) => persist(sess, done)
         if (storeTouches && cookieId === req.sessionID) {
           const touch = store.touch as NonNullable<Store['touch']>
-          return (done) => touch.call(store, sess.id, sess, done)
+          // A session destroyed meanwhile has nothing to touch (session-file-store says ENOENT).
+          return (done) =>
+            touch.call(store, sess.id, sess, (error) => done(isMissing(error) ? undefined : error))
         }
         return undefined
       },

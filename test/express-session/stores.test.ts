@@ -23,7 +23,7 @@ import pg from 'pg'
 import { createClient } from 'redis'
 import fileStore from 'session-file-store'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import dropIn from '../../src/express-session/index.js'
+import dropIn, { STARTED_AT } from '../../src/express-session/index.js'
 import { describeWithService, SERVICE_URLS, serverServices } from '../support/services.js'
 
 const SECRET = ['new secret first', 'keyboard cat']
@@ -78,6 +78,11 @@ async function app(middleware: unknown, slow = gate()): Promise<string> {
       data(req)[String(req.query.key)] = req.query.value
       res.send('ok')
     })
+    .get('/slow-read', async (req, res) => {
+      const user = String(data(req).user ?? 'nobody')
+      await slow.opened
+      res.send(user)
+    })
     .get('/slow', async (req, res) => {
       data(req)[String(req.query.key)] = req.query.value
       await slow.opened
@@ -109,8 +114,8 @@ const options = (store: AnyStore) => ({
 
 const realApp = (kind: StoreKind, slow?: ReturnType<typeof gate>) =>
   app(realSession(options(kind.make(realSession))), slow)
-const dropInApp = (kind: StoreKind, slow?: ReturnType<typeof gate>) =>
-  app(dropIn(options(kind.make(dropIn)) as never), slow)
+const dropInApp = (kind: StoreKind, slow?: ReturnType<typeof gate>, absoluteTimeoutMs?: number) =>
+  app(dropIn({ ...options(kind.make(dropIn)), absoluteTimeoutMs } as never), slow)
 
 async function get(base: string, path: string, cookie = ''): Promise<{ text: string; cookie: string }> {
   const response = await fetch(`${base}${path}`, { headers: { cookie } })
@@ -193,6 +198,35 @@ function storeSuite(kind: StoreKind): void {
     await late
     expect(await kind.read(sidOf(cookie))).toBeUndefined()
     expect((await get(base, '/me', cookie)).text).toBe('nobody')
+  })
+
+  test('a request that only read a session destroyed meanwhile succeeds, and writes nothing back', async () => {
+    const slow = gate()
+    const base = await dropInApp(kind, slow)
+    const { cookie } = await get(base, '/login?name=ada')
+    const late = get(base, '/slow-read', cookie)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((await get(base, '/logout', cookie)).text).toBe('bye')
+    slow.open()
+    expect((await late).text).toBe('ada')
+    expect(await kind.read(sidOf(cookie))).toBeUndefined()
+  })
+
+  test('absoluteTimeoutMs: express-session keeps the start through the store; past it, the session is destroyed', async () => {
+    const timeout = 600
+    const base = await dropInApp(kind, undefined, timeout)
+    const old = await realApp(kind)
+    const started = Date.now()
+    const { cookie } = await get(base, '/login?name=ada')
+    const sid = sidOf(cookie)
+    const startedAt = (await kind.read(sid))?.[STARTED_AT]
+    expect(startedAt).toBeGreaterThanOrEqual(started)
+    await get(old, '/set?key=cart&value=book', cookie)
+    expect(await kind.read(sid)).toMatchObject({ cart: 'book', [STARTED_AT]: startedAt })
+    expect((await get(base, '/me', cookie)).text).toBe('ada')
+    await new Promise((resolve) => setTimeout(resolve, (startedAt as number) + timeout - Date.now() + 20))
+    expect((await get(base, '/me', cookie)).text).toBe('nobody')
+    expect(await kind.read(sid)).toBeUndefined()
   })
 }
 
