@@ -1,7 +1,8 @@
 /**
  * latchkey/express-session: a drop-in for express-session. The module is the middleware factory, as
- * express-session's is, with `Store`, `MemoryStore`, `Cookie` and `Session` attached; `require()`
- * returns the factory itself (the `module.exports` export, honoured by require(esm) on Node 20.19+).
+ * express-session's is, with `Store`, `MemoryStore`, `Cookie` and `Session` attached (and `STARTED_AT`,
+ * the record key of the optional absolute timeout); `require()` returns the factory itself (the
+ * `module.exports` export, honoured by require(esm) on Node 20.19+).
  * docs/express-session.md lists every difference from express-session, and why.
  */
 import { Cookie } from './cookie.js'
@@ -16,7 +17,7 @@ export type { Callback, RegenerateOptions, SessionRequest } from './session.js'
 export type { GetCallback, SessionData, StoreConstructor, StoreLike } from './store.js'
 export { Cookie, MemoryStore, Session, STARTED_AT, Store }
 
-const session = Object.assign(createMiddleware, { Store, MemoryStore, Cookie, Session })
+const session = Object.assign(createMiddleware, { Store, MemoryStore, Cookie, Session, STARTED_AT })
 
 export default session
 export { session as 'module.exports' }

@@ -165,6 +165,11 @@ describe('absoluteTimeoutMs', () => {
     expect(await stored(memory(), sid)).toBeUndefined()
   })
 
+  test('the record key is on the factory too (for require())', () => {
+    expect(session.STARTED_AT).toBe(STARTED_AT)
+    expect(STARTED_AT).toBe('__latchkeyStartedAt')
+  })
+
   test('refused at startup unless a positive number of milliseconds', () => {
     for (const bad of [0, -1, Number.NaN, '8h']) {
       expect(() => session(options(undefined, { absoluteTimeoutMs: bad as number }))).toThrow(
