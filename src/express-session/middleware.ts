@@ -43,7 +43,20 @@ export interface SessionOptions {
   proxy?: boolean
   /** Where sessions live; default a MemoryStore. */
   store?: Store | StoreLike
+  /**
+   * latchkey's addition, off by default: a session ends this many milliseconds after it began (a new
+   * session, or `regenerate`), however active. Kept in the record as {@link STARTED_AT}; a session
+   * loaded past it is destroyed and the request gets a new one.
+   */
+  absoluteTimeoutMs?: number
 }
+
+/**
+ * The record's key holding when the session began (milliseconds since the epoch), with
+ * `absoluteTimeoutMs`. A top-level key, so express-session (in a rolling deploy) keeps it as data when
+ * it saves; a field in `cookie` would be dropped by express-session's Cookie.
+ */
+export const STARTED_AT = '__latchkeyStartedAt'
 
 /** Cookie options, where `secure` and `sameSite` may be `auto` (decided by the request's protocol). */
 export type SessionCookieOptions = CookieOptions
@@ -103,6 +116,7 @@ export function session(options: SessionOptions): SessionMiddleware {
   const rolling = Boolean(opts.rolling)
   const unsetDestroy = opts.unset === 'destroy'
   const storeTouches = typeof store.touch === 'function'
+  const absoluteTimeoutMs = checkedTimeout(opts.absoluteTimeoutMs)
 
   store.generate = (req) => {
     req.sessionID = genid(req)
@@ -112,6 +126,7 @@ export function session(options: SessionOptions): SessionMiddleware {
     const secure = isSecure(req, proxy)
     if (wanted.secure === 'auto') session.cookie.secure = secure
     if (wanted.sameSite === 'auto') session.cookie.sameSite = secure ? 'none' : 'lax'
+    if (absoluteTimeoutMs !== undefined) session[STARTED_AT] = Date.now()
     req.session = session
   }
 
@@ -176,8 +191,8 @@ export function session(options: SessionOptions): SessionMiddleware {
         return
       }
       store.get(sess.id, (error, fresh) => {
-        if (error) return done(error)
-        if (!fresh) return done()
+        if (error && !isMissing(error)) return done(error)
+        if (error || !fresh) return done()
         mergeInto(sess, snapshot, fresh)
         savedHash = hash(sess)
         store.set(sess.id, sess, (setError) => {
@@ -216,6 +231,7 @@ export function session(options: SessionOptions): SessionMiddleware {
         regenerate(this: Session, how: RegenerateOptions | Callback, callback?: Callback): Session {
           const done = typeof how === 'function' ? how : (callback ?? noopCallback)
           const kept = typeof how === 'object' && how?.keepData ? dataOf(this) : undefined
+          if (kept) delete kept[STARTED_AT]
           store.regenerate(req, (error) => {
             const next = req.session
             if (next) {
@@ -260,7 +276,9 @@ export function session(options: SessionOptions): SessionMiddleware {
         if (shouldSave(sess)) return (done) => persist(sess, done)
         if (storeTouches && cookieId === req.sessionID) {
           const touch = store.touch as NonNullable<Store['touch']>
-          return (done) => touch.call(store, sess.id, sess, done)
+          // A session destroyed meanwhile has nothing to touch (session-file-store says ENOENT).
+          return (done) =>
+            touch.call(store, sess.id, sess, (error) => done(isMissing(error) ? undefined : error))
         }
         return undefined
       },
@@ -276,26 +294,65 @@ export function session(options: SessionOptions): SessionMiddleware {
       generate()
       return next()
     }
-    store.get(cookieId, (error, stored) => {
-      if (error && (error as { code?: unknown }).code !== 'ENOENT') return next(error)
+
+    /** Continues the request with `stored` as its session, or a new one when there is none. */
+    const start = (stored: SessionData | null | undefined): void => {
       try {
-        if (error || !stored) {
+        if (!stored) {
           generate()
         } else {
-          const sess = inflate(stored as SessionData)
+          const sess = inflate(stored)
           adopt(sess)
           loaded = snapshotOf(sess)
           if (!resave) savedHash = originalHash
+          // A session from before the option was on starts its window now, saved as a change.
+          if (absoluteTimeoutMs !== undefined && sess[STARTED_AT] === undefined) sess[STARTED_AT] = Date.now()
         }
       } catch (failure) {
-        return next(failure)
+        next(failure)
+        return
       }
       next()
+    }
+
+    store.get(cookieId, (error, stored) => {
+      if (error && !isMissing(error)) return next(error)
+      if (!error && stored && absoluteTimeoutMs !== undefined && isPast(stored, absoluteTimeoutMs)) {
+        store.destroy(cookieId, (destroyError) => {
+          if (destroyError && !isMissing(destroyError)) return next(destroyError)
+          start(undefined)
+        })
+        return
+      }
+      start(error ? undefined : stored)
     })
   }
 }
 
 function noopCallback(): void {}
+
+function checkedTimeout(ms: unknown): number | undefined {
+  if (ms === undefined) return undefined
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0) {
+    throw new TypeError('absoluteTimeoutMs option must be a positive number of milliseconds (or left out)')
+  }
+  return ms
+}
+
+/**
+ * Whether the stored session began `timeoutMs` ago or more. A record without the key (written before
+ * the option was on) is not past; one whose key is not a number is (a record never written so).
+ */
+function isPast(stored: SessionData, timeoutMs: number): boolean {
+  const startedAt = stored[STARTED_AT]
+  if (startedAt === undefined) return false
+  return typeof startedAt !== 'number' || !Number.isFinite(startedAt) || Date.now() >= startedAt + timeoutMs
+}
+
+/** A store's way of saying "no such session" with an error: session-file-store answers ENOENT. */
+function isMissing(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === 'ENOENT'
+}
 
 /** The data of a session (its own enumerable properties but the cookie). */
 function dataOf(sess: Session): Record<string, unknown> {
