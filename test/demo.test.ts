@@ -16,6 +16,7 @@ import { generateKey } from '../src/index.js'
 
 vi.mock('latchkey', () => import('../src/index.js'))
 vi.mock('latchkey/express', () => import('../src/adapters/express.js'))
+vi.mock('latchkey/stores', () => import('../src/stores/index.js'))
 vi.mock('latchkey/stores/sqlite', () => import('../src/stores/sqlite/index.js'))
 
 let demo: DemoServer
@@ -41,6 +42,10 @@ interface Page {
 }
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
+/** The cookies of a production app's defaults: `__Host-` names, Secure (browsers send it back to localhost). */
+const SID = '__Host-sid'
+const CSRF_COOKIE = '__Host-csrf'
+const PASSWORD = 'correct horse'
 
 /**
  * A browser, as far as the demo can tell: a cookie jar (the `sid` session cookie and the `csrf`
@@ -61,7 +66,7 @@ class Browser {
   ) {}
 
   get sid(): string | null {
-    return this.cookies.get('sid') ?? null
+    return this.cookies.get(SID) ?? null
   }
 
   async get(path = '/'): Promise<Page> {
@@ -101,7 +106,7 @@ class Browser {
       const name = pair.slice(0, at)
       if (isExpired(header)) this.cookies.delete(name)
       else this.cookies.set(name, pair.slice(at + 1))
-      if (name === 'sid') {
+      if (name === SID) {
         this.token = null
         this.metaToken = null
       }
@@ -134,16 +139,18 @@ function flash(page: Page): string | null {
 }
 
 function signedInAs(page: Page): string | null {
-  return /Signed in as <strong>([^<]*)<\/strong>/.exec(page.body)?.[1] ?? null
+  return /Signed in as <strong id="user">([^<]*)<\/strong>/.exec(page.body)?.[1] ?? null
 }
 
 /** The rows of the sessions list: this session's offers sign-out, the others a revoke handle. */
 function sessionRows(page: Page): { current: boolean; handle: string | null; action: string }[] {
-  return [...page.body.matchAll(/<tr data-session="(current|other)">([\s\S]*?)<\/tr>/g)].map((match) => ({
-    current: match[1] === 'current',
-    handle: /name="handle" value="([^"]+)"/.exec(match[2] ?? '')?.[1] ?? null,
-    action: /action="([^"]+)"/.exec(match[2] ?? '')?.[1] ?? '',
-  }))
+  return [...page.body.matchAll(/<tr class="device" data-session="(current|other)">([\s\S]*?)<\/tr>/g)].map(
+    (match) => ({
+      current: match[1] === 'current',
+      handle: /name="handle" value="([^"]+)"/.exec(match[2] ?? '')?.[1] ?? null,
+      action: /action="([^"]+)"/.exec(match[2] ?? '')?.[1] ?? '',
+    }),
+  )
 }
 
 function expectRedirectHome(page: Page): void {
@@ -151,8 +158,8 @@ function expectRedirectHome(page: Page): void {
   expect(page.location).toBe('/')
 }
 
-async function signIn(browser: Browser, name: string): Promise<void> {
-  expectRedirectHome(await browser.post('/login', { name }))
+async function signIn(browser: Browser, name: string, password = PASSWORD): Promise<void> {
+  expectRedirectHome(await browser.post('/login', { name, password }))
 }
 
 /** A 403 from the CSRF check, rendered as the demo's page. */
@@ -174,17 +181,19 @@ describe('pages', () => {
     expect(count(page)).toBe(0)
     expect(page.body).toContain('<form method="post" action="/login">')
     expect(page.body).toMatch(/<form method="post" action="\/login">\s*<input type="hidden" name="_csrf"/)
-    expect(page.body).toContain('any name signs you in')
+    expect(page.body).toContain('a new name signs up with the password you type')
     expect(page.body).toContain('<script src="/counter.js" defer></script>')
     expect(browser.metaToken).not.toBeNull()
     expect(signedInAs(page)).toBeNull()
     // The login form's token is bound to a short-lived pre-session cookie, not to a stored session.
     expect(page.setCookies).toHaveLength(1)
     const cookie = page.setCookies[0] as string
-    expect(cookie).toMatch(/^csrf=[^;]+; Max-Age=\d+;/)
-    expect(cookie).toMatch(/HttpOnly/i)
-    expect(cookie).toMatch(/SameSite=Lax/i)
-    expect(cookie).not.toMatch(/Secure/i)
+    expect(cookie).toMatch(/^__Host-csrf=[^;]+; Max-Age=\d+;/)
+    expect(cookie).toMatch(/; HttpOnly(;|$)/)
+    expect(cookie).toMatch(/; SameSite=Lax(;|$)/)
+    expect(cookie).toMatch(/; Secure(;|$)/)
+    expect(cookie).toMatch(/; Path=\/(;|$)/)
+    expect(cookie).not.toMatch(/Domain=/i)
     expect(browser.sid).toBeNull()
     expect(page.headers.get('cache-control')).toBe('no-store')
     expect(page.headers.get('content-security-policy')).toContain("script-src 'self'")
@@ -220,8 +229,8 @@ describe('pages', () => {
     expect(page.headers.get('cache-control')).toBeNull()
     // A cookie the session middleware would clear is not even looked at.
     const stranger = new Browser()
-    stranger.cookies.set('sid', 'not-a-session-id')
-    stranger.cookies.set('csrf', 'garbage')
+    stranger.cookies.set(SID, 'not-a-session-id')
+    stranger.cookies.set(CSRF_COOKIE, 'garbage')
     expect((await stranger.get('/favicon.ico')).setCookies).toEqual([])
     expect(browser.sid).toBe(sid)
   })
@@ -231,7 +240,7 @@ describe('pages', () => {
     const missing = await browser.get('/nowhere')
     expect(missing.status).toBe(404)
     expect(missing.body).toContain('There is no such page.')
-    for (const path of ['/counter', '/login', '/logout', '/logout-others', '/revoke']) {
+    for (const path of ['/counter', '/login', '/logout', '/logout-others', '/revoke', '/confirm']) {
       const page = await browser.get(path)
       expect(page.status, path).toBe(405)
       expect(page.headers.get('allow'), path).toBe('POST')
@@ -242,7 +251,7 @@ describe('pages', () => {
 describe('the CSRF token on every POST', () => {
   const actions: [string, Record<string, string>][] = [
     ['/counter', {}],
-    ['/login', { name: 'Mallory' }],
+    ['/login', { name: 'Mallory', password: PASSWORD }],
     ['/logout', {}],
     ['/logout-others', {}],
     ['/revoke', { handle: 'x' }],
@@ -327,7 +336,9 @@ describe('the CSRF token on every POST', () => {
     const tokens = [...page.body.matchAll(/name="_csrf" value="([^"]+)"/g)].map((match) => match[1])
     // The counter, this session's row (sign out), sign out everywhere else, sign out.
     expect(tokens).toHaveLength(4)
-    expect(new Set([...tokens, browser.metaToken]).size).toBe(5)
+    // And the panel shows one more.
+    const shown = /<code id="csrf-token">([^<]+)<\/code>/.exec(page.body)?.[1]
+    expect(new Set([...tokens, browser.metaToken, shown]).size).toBe(6)
   })
 
   test('a cross-site POST is refused even with a valid token', async () => {
@@ -432,7 +443,7 @@ describe('signing in and out', () => {
     expect(flash(await browser.get())).toBeNull()
 
     const replay = new Browser()
-    replay.cookies.set('sid', before as string)
+    replay.cookies.set(SID, before as string)
     const old = await replay.get()
     expect(signedInAs(old)).toBeNull()
     expect(count(old)).toBe(0)
@@ -447,6 +458,7 @@ describe('signing in and out', () => {
     }
     expect((await browser.post('/login', {})).status).toBe(400)
     await signIn(browser, `<script>alert("x")</script>${'y'.repeat(30)}`)
+    expect((await browser.post('/login', { name: 'NoPassword' })).status).toBe(400)
     const page = await browser.get()
     expect(page.body).not.toContain('<script>alert')
     expect(page.body).toContain('&#60;script&#62;alert(&#34;x&#34;)&#60;/script&#62;')
@@ -468,7 +480,7 @@ describe('signing in and out', () => {
     expect(flash(next)).toBeNull()
 
     const replay = new Browser()
-    replay.cookies.set('sid', id as string)
+    replay.cookies.set(SID, id as string)
     const old = await replay.get()
     expect(signedInAs(old)).toBeNull()
     expect(flash(old)).toBeNull()
@@ -490,7 +502,7 @@ describe('your sessions', () => {
     expect(rows).toHaveLength(1)
     expect(rows[0]?.current).toBe(true)
     expect(page.body).toContain('Browser One <strong>(this session)</strong>')
-    expect(page.body).toContain('Your active sessions (1)')
+    expect(page.body).toContain('Your devices (1)')
   })
 
   test('revoking a session from a second browser signs the first one out', async () => {
@@ -589,7 +601,7 @@ describe('bodies', () => {
     const answer = await browser.send('/login', {
       method: 'POST',
       headers: { ...FORM, 'x-csrf-token': browser.token ?? '' },
-      body: 'name=Header',
+      body: 'name=Header&password=pw',
     })
     expectRedirectHome(answer)
     expect(signedInAs(await browser.get())).toBe('Header')
@@ -641,7 +653,7 @@ describe('store down', () => {
       expect(counter.headers.get('retry-after')).toBe('1')
       const fetched = await browser.fetchCounter()
       expect(fetched.status).toBe(503)
-      const login = await new Browser('New', () => down).post('/login', { name: 'Newcomer' })
+      const login = await new Browser('New', () => down).post('/login', { name: 'Newcomer', password: 'pw' })
       expect(login.status).toBe(503)
       expect((await browser.get('/favicon.ico')).status).toBe(204)
     } finally {
