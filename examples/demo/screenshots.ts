@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     console.log(relative(process.cwd(), path))
   }
   try {
-    const viewport = { width: 900, height: 700 }
+    const viewport = { width: 860, height: 420 }
     const laptop = await (await browser.newContext({ viewport, userAgent: 'Laptop (Chromium)' })).newPage()
     const phone = await (await browser.newContext({ viewport, userAgent: 'Phone (Chromium)' })).newPage()
     const signIn = async (page: Page) => {
