@@ -5,14 +5,15 @@
 // dist (the package's exports map); TypeScript and tsx (`npm start`) resolve it to src through the paths
 // of tsconfig.json; vitest reads neither, so the mocks below hand it src too: no build to wait for, and
 // the demo is tested against the code as it is. The built package is run by declarations.test.ts.
+import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import type { DemoServer } from '../examples/demo/app.js'
-import { createDemoServer, MAX_BODY_BYTES } from '../examples/demo/app.js'
-import { generateKey } from '../src/index.js'
+import { createDemoServer, MAX_BODY_BYTES, PAYLOAD_PREFIX_LENGTH } from '../examples/demo/app.js'
+import { generateKey, ManualClock } from '../src/index.js'
 
 vi.mock('latchkey', () => import('../src/index.js'))
 vi.mock('latchkey/express', () => import('../src/adapters/express.js'))
@@ -667,5 +668,187 @@ describe('store down', () => {
     expect(count(after)).toBe(1)
     expect(sessionRows(after)).toHaveLength(2)
     expect(signedInAs(await other.get())).toBe('Outage')
+  })
+})
+
+describe('what protects this session', () => {
+  function panelText(page: Page, id: string): string | null {
+    return new RegExp(`id="${id}">([^<]*)<`).exec(page.body)?.[1] ?? null
+  }
+
+  test('a visitor: no record in the store, the cookie latchkey would send, a token', async () => {
+    const page = await new Browser().get()
+    expect(page.body).toContain('<section id="panel" data-stored="false">')
+    expect(page.body).toContain('None in the store')
+    expect(panelText(page, 'cookie-name')).toBe(SID)
+    expect(panelText(page, 'csrf-token')).toMatch(/^[A-Za-z0-9_-]{86}$/)
+  })
+
+  test('signed in: the cookie as sent, the record as the store holds it, the deadlines; never the ID', async () => {
+    const browser = new Browser()
+    await browser.get()
+    const login = await browser.post('/login', { name: 'Panel', password: PASSWORD })
+    const sent = login.setCookies.find((header) => header.startsWith(`${SID}=`)) ?? ''
+    expect(sent).toMatch(/^__Host-sid=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; Secure; SameSite=Lax$/)
+    await browser.get()
+    const page = await browser.get()
+    expect(page.body).toContain('<section id="panel" data-stored="true">')
+    const attrs = [...page.body.matchAll(/<span class="attr" data-attr="([^"]+)">/g)].map((m) => m[1])
+    expect(attrs).toEqual([
+      '__Host- prefix',
+      'Secure',
+      'HttpOnly',
+      'SameSite=Lax',
+      'Path=/',
+      'no Domain (host-only)',
+      'no Max-Age (dies with the browser)',
+    ])
+    const id = browser.sid as string
+    const key = createHash('sha256').update(id).digest('base64url')
+    const record = await demo.store.get(key)
+    expect(record).not.toBeNull()
+    expect(panelText(page, 'record-key')).toBe(key)
+    expect(panelText(page, 'record-version')).toBe(String(record?.version))
+    expect(panelText(page, 'record-payload')).toBe(record?.payload.slice(0, PAYLOAD_PREFIX_LENGTH))
+    expect(page.body).not.toContain(id)
+    for (const which of ['idle', 'absolute', 'renewal']) {
+      const left = new RegExp(`data-countdown="${which}" data-left-ms="(\\d+)"`).exec(page.body)?.[1]
+      expect(Number(left), which).toBeGreaterThan(0)
+    }
+    const token = panelText(page, 'csrf-token') as string
+    expect(panelText(await browser.get(), 'csrf-token')).not.toBe(token)
+    expect(JSON.parse((await browser.fetchCounter(token)).body)).toEqual({ count: 1 })
+  })
+
+  test('/panel.js counts the deadlines down', async () => {
+    const page = await new Browser().get('/panel.js')
+    expect(page.status).toBe(200)
+    expect(page.headers.get('content-type')).toMatch(/^text\/javascript/)
+    expect(page.body).toContain('data-countdown')
+  })
+})
+
+describe('why was I signed out', () => {
+  function ended(page: Page): string | null {
+    return /<p class="notice" id="ended" data-reason="([^"]+)"/.exec(page.body)?.[1] ?? null
+  }
+
+  test('the revoked device is told so, once; the others after "sign out everywhere else" are told that', async () => {
+    const laptop = new Browser('Laptop')
+    const phone = new Browser('Phone')
+    await signIn(laptop, 'Reasons')
+    await signIn(phone, 'Reasons')
+    const row = sessionRows(await laptop.get()).find((r) => !r.current)
+    expectRedirectHome(await laptop.post('/revoke', { handle: row?.handle ?? '' }))
+    const told = await phone.get()
+    expect(ended(told)).toBe('revoked')
+    expect(told.body).toContain('revoked from another of your devices')
+    expect(signedInAs(told)).toBeNull()
+    expect(ended(await phone.get())).toBeNull()
+
+    await signIn(phone, 'Reasons')
+    expectRedirectHome(await laptop.post('/logout-others'))
+    expect(ended(await phone.get())).toBe('signed-out-everywhere')
+    // A sign-out of one's own is no surprise: nothing to tell.
+    expectRedirectHome(await laptop.post('/logout'))
+    expect(ended(await laptop.get())).toBeNull()
+  })
+})
+
+describe('passwords and the fresh-authentication guard', () => {
+  let fresh: DemoServer
+  let freshDir: string
+  const clock = new ManualClock(Date.now())
+
+  beforeAll(async () => {
+    freshDir = mkdtempSync(join(tmpdir(), 'latchkey-demo-fresh-'))
+    fresh = await createDemoServer({
+      storeUrl: `sqlite:${join(freshDir, 'sessions.db')}`,
+      keys: [generateKey()],
+      port: 0,
+      clock,
+    })
+  })
+
+  afterAll(async () => {
+    await fresh?.close()
+    rmSync(freshDir, { recursive: true, force: true })
+  })
+
+  test('a wrong password is a 401; the first sign-in of a name sets it', async () => {
+    const browser = new Browser('a', () => fresh)
+    await signIn(browser, 'pw-user', 'first')
+    const other = new Browser('b', () => fresh)
+    const wrong = await other.post('/login', { name: 'pw-user', password: 'second' })
+    expect(wrong.status).toBe(401)
+    expect(wrong.body).toContain('Wrong password.')
+    expect(other.sid).toBeNull()
+  })
+
+  test('/password opens right after sign-in; later it asks for the password, and a confirmation renews the ID', async () => {
+    const browser = new Browser('fresh', () => fresh)
+    expect((await browser.get('/password')).status).toBe(403)
+    await signIn(browser, 'guarded', 'old password')
+    const open = await browser.get('/password')
+    expect(open.status).toBe(200)
+    expect(open.body).toContain('id="fresh-auth" data-state="fresh"')
+
+    clock.advance(5 * 60_000 + 1)
+    const stale = await browser.get('/password')
+    expect(stale.status).toBe(403)
+    expect(stale.body).toContain('id="fresh-auth" data-state="required"')
+    expect(stale.body).toContain('requireFreshAuth(300000)')
+    // The POST is guarded as well.
+    const refused = await browser.post('/password', { password: 'new password' })
+    expect(refused.status).toBe(403)
+    expect(refused.body).toContain('data-state="required"')
+
+    const wrong = await browser.post('/confirm', { password: 'nope' })
+    expect(wrong.status).toBe(403)
+    expect(wrong.body).toContain('Wrong password.')
+    const before = browser.sid
+    const confirmed = await browser.post('/confirm', { password: 'old password' })
+    expect(confirmed.status).toBe(303)
+    expect(confirmed.location).toBe('/password')
+    expect(browser.sid).not.toBe(before)
+    expect((await browser.get('/password')).status).toBe(200)
+    expectRedirectHome(await browser.post('/password', { password: 'new password' }))
+    expect(flash(await browser.get())).toBe('Password changed.')
+
+    const elsewhere = new Browser('elsewhere', () => fresh)
+    expect((await elsewhere.post('/login', { name: 'guarded', password: 'old password' })).status).toBe(401)
+    await signIn(elsewhere, 'guarded', 'new password')
+  })
+})
+
+describe('the attack page', () => {
+  test('is served on a second origin, with a CSP that lets it post to the demo only', async () => {
+    expect(demo.attackUrl).not.toBe(demo.url)
+    const answer = await fetch(`${demo.attackUrl}/`)
+    expect(answer.status).toBe(200)
+    const body = await answer.text()
+    expect(body).toContain(`data-demo="${demo.url}"`)
+    const csp = answer.headers.get('content-security-policy') ?? ''
+    expect(csp).toContain(`form-action ${demo.url}`)
+    expect(csp).toContain("script-src 'self'")
+    expect((await fetch(`${demo.attackUrl}/attack.js`)).headers.get('content-type')).toMatch(/javascript/)
+    expect((await fetch(`${demo.attackUrl}/`, { method: 'POST' })).status).toBe(405)
+  })
+
+  test('learns what the demo refused of its marked requests, and nothing else', async () => {
+    const victim = new Browser()
+    await signIn(victim, 'Victim of the page')
+    const attempt = 'abc123'
+    const refused = await victim.send(`/counter?attempt=${attempt}`, {
+      method: 'POST',
+      headers: { ...FORM, 'sec-fetch-site': 'same-site' },
+      body: '_csrf=made-up',
+    })
+    expectCsrfPage(refused, 'cross-site')
+    const found = await (await fetch(`${demo.attackUrl}/refusals?ids=${attempt},unknown`)).json()
+    expect(found).toEqual({
+      [attempt]: { path: '/counter', status: 403, reason: 'cross-site', site: 'same-site', cookieCame: true },
+    })
+    expect(count(await victim.get())).toBe(0)
   })
 })
