@@ -821,6 +821,60 @@ describe('passwords and the fresh-authentication guard', () => {
   })
 })
 
+describe('the ID renewals the panel shows', () => {
+  let renewing: DemoServer
+  let renewingDir: string
+  const clock = new ManualClock(Date.now())
+
+  beforeAll(async () => {
+    renewingDir = mkdtempSync(join(tmpdir(), 'latchkey-demo-renewal-'))
+    renewing = await createDemoServer({
+      storePath: join(renewingDir, 'sessions.db'),
+      keys: [generateKey()],
+      port: 0,
+      clock,
+    })
+  })
+
+  afterAll(async () => {
+    await renewing?.close()
+    rmSync(renewingDir, { recursive: true, force: true })
+  })
+
+  function renewal(page: Page): { at: string | null; left: number } {
+    return {
+      at: /id="renewed-at">([^<]*)</.exec(page.body)?.[1] ?? null,
+      left: Number(/data-countdown="renewal" data-left-ms="(\d+)"/.exec(page.body)?.[1]),
+    }
+  }
+
+  const utc = (ms: number) => `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC`
+
+  test('issued at sign-in; the hourly renewal the core makes unasked is shown from the next request', async () => {
+    const interval = renewing.manager.options.renewalIntervalMs
+    const browser = new Browser('renewal', () => renewing)
+    await signIn(browser, 'Renewer')
+    const signedInAt = clock.now()
+    await browser.get()
+    expect(renewal(await browser.get())).toEqual({ at: utc(signedInAt), left: interval })
+    // Requests every 20 minutes keep the session alive past the hour (the idle timeout is 30).
+    clock.advance(20 * 60_000)
+    expect(renewal(await browser.get()).left).toBe(interval - 20 * 60_000)
+    clock.advance(20 * 60_000)
+    await browser.get()
+    clock.advance(20 * 60_000)
+    const before = browser.sid
+    // This request's commit renews the ID: the page it gets was rendered before.
+    await browser.get()
+    expect(browser.sid).not.toBe(before)
+    const renewedAt = clock.now()
+    clock.advance(1000)
+    const page = await browser.get()
+    expect(renewal(page)).toEqual({ at: utc(renewedAt), left: interval - 1000 })
+    expect(signedInAs(page)).toBe('Renewer')
+  })
+})
+
 describe('the attack page', () => {
   test('is served on a second origin, with a CSP that lets it post to the demo only', async () => {
     expect(demo.attackUrl).not.toBe(demo.url)

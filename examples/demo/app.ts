@@ -31,11 +31,10 @@ export type DemoData = {
   count: number
   /** A one-time message shown on the next page. */
   flash: string
-  /**
-   * When the demo saw the core renew the session ID hourly (epoch ms), for the panel; a sign-in and a
-   * password confirmation renew it too, at `authenticatedAt`.
-   */
+  /** When the current session ID was issued (epoch ms), for the panel. */
   renewedAt: number
+  /** The first characters of the current ID's store key, to tell when the ID changed. */
+  idFingerprint: string
 }
 
 /** Options of {@link createDemoApp} and {@link createDemoServer}. */
@@ -287,6 +286,9 @@ function storeKeyOf(id: string): string {
   return createHash('sha256').update(id).digest('base64url')
 }
 
+/** How many characters of the store key the session data keeps to tell when the ID changed. */
+const ID_FINGERPRINT_LENGTH = 8
+
 /** How many characters of the sealed payload the panel shows: the key id and the start of the nonce. */
 export const PAYLOAD_PREFIX_LENGTH = 24
 
@@ -344,7 +346,7 @@ rest on a short-lived sealed cookie, <code>${escapeHtml(manager.options.csrfCook
 ${tokenRow}</dl>
 </section>`
   }
-  const renewedAt = Math.max(session.get('renewedAt') ?? 0, session.authenticatedAt ?? 0) || record.createdAt
+  const renewedAt = session.get('renewedAt') ?? record.lastSeenAt
   const nextRenewal = renewedAt + manager.options.renewalIntervalMs
   return `<section id="panel" data-stored="true">
 <h2>What protects this session</h2>
@@ -356,9 +358,11 @@ payload <code id="record-payload">${escapeHtml(record.payload.slice(0, PAYLOAD_P
 <div class="muted">Sealed with AES-256-GCM, bound to its key: the key id, then the nonce and ciphertext. Your counter and name are in there, unreadable.</div></dd>
 <dt>Idle deadline</dt><dd>${countdown('idle', record.idleExpiresAt, now)} left: unused for ${formatDuration(manager.options.idleTimeoutMs)}, it ends</dd>
 <dt>Absolute deadline</dt><dd>${countdown('absolute', record.absoluteExpiresAt, now)} left, however busy it is</dd>
-<dt>Session ID renewed</dt><dd><span id="renewed-at">${formatTime(renewedAt)}</span>${
-    session.authenticatedAt === renewedAt ? ' (at sign-in or password confirmation)' : ''
-  }; next: on the first request after <span id="next-renewal">${formatTime(nextRenewal)}</span> (${countdown('renewal', nextRenewal, now)})</dd>
+<dt>Session ID issued</dt><dd><span id="renewed-at">${formatTime(renewedAt)}</span>${
+    session.authenticatedAt !== null && Math.abs(session.authenticatedAt - renewedAt) < 1000
+      ? ' (at your sign-in or password confirmation)'
+      : ''
+  }; next renewal: on the first request after <span id="next-renewal">${formatTime(nextRenewal)}</span> (${countdown('renewal', nextRenewal, now)})</dd>
 ${tokenRow}</dl>
 </section>`
 }
@@ -514,14 +518,22 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   app.use(auth)
   // After the check, which read the form to find _csrf and left the body for this parser.
   app.use(express.urlencoded({ extended: false, limit: MAX_BODY_BYTES }))
-  // The core renews the ID of a session whose ID is older than renewalIntervalMs, at this request's
-  // commit: note when, for the panel (a write the renewal makes anyway).
-  app.use((req, _res, next) => {
+  // The session ID changes at sign-in, at a password confirmation and every renewalIntervalMs (the
+  // core renews it at a commit, unasked). The first request with a new ID notes when it was issued, for
+  // the panel: the new record's lastSeenAt, written by the commit that issued it. The data keeps a short
+  // fingerprint of the record's key (a hash of the ID's hash: no secret) to see the change.
+  app.use(async (req, _res, next) => {
     const session = auth.session(req)
-    if (!session.isNew) {
-      const issued = Math.max(session.get('renewedAt') ?? 0, session.authenticatedAt ?? 0)
-      const now = manager.options.clock.now()
-      if (issued > 0 && now - issued >= manager.options.renewalIntervalMs) session.set('renewedAt', now)
+    if (session.isNew) {
+      next()
+      return
+    }
+    const key = storeKeyOf(session.id)
+    const fingerprint = key.slice(0, ID_FINGERPRINT_LENGTH)
+    if (session.get('idFingerprint') !== fingerprint) {
+      const record = await store.get(key)
+      session.set('idFingerprint', fingerprint)
+      session.set('renewedAt', record?.lastSeenAt ?? manager.options.clock.now())
     }
     next()
   })
