@@ -787,7 +787,12 @@ describe('passwords and the fresh-authentication guard', () => {
 
   test('/password opens right after sign-in; later it asks for the password, and a confirmation renews the ID', async () => {
     const browser = new Browser('fresh', () => fresh)
-    expect((await browser.get('/password')).status).toBe(403)
+    const signedOut = await browser.get('/password')
+    expect(signedOut.status).toBe(403)
+    expect(signedOut.body).toContain('Sign in first')
+    const confirmSignedOut = await browser.post('/confirm', { password: 'x' })
+    expect(confirmSignedOut.status).toBe(403)
+    expect(confirmSignedOut.body).toContain('Sign in first')
     await signIn(browser, 'guarded', 'old password')
     const open = await browser.get('/password')
     expect(open.status).toBe(200)

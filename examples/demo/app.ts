@@ -191,6 +191,9 @@ function describeError(error: unknown): { status: number; message: string; heade
       headers: {},
     }
   }
+  if (error instanceof FreshAuthError) {
+    return { status: 403, message: 'Sign in first: this page is for signed-in users.', headers: {} }
+  }
   if (isUnavailableError(error)) {
     return {
       status: 503,
