@@ -5,12 +5,25 @@
 //
 // Chromium is Debian's (`apt-get install -y chromium`), driven by playwright-core. Without it the file
 // is skipped with one line on stderr, except under CI=true, where it fails (.ci/run installs it).
-import { existsSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { chromium } from 'playwright-core'
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest'
+import type { DemoServer } from '../examples/demo/app.js'
+import { createDemoServer, PAYLOAD_PREFIX_LENGTH } from '../examples/demo/app.js'
+import { CHROMIUM_ARGS } from '../examples/demo/chromium.js'
+import { generateKey, ManualClock } from '../src/index.js'
 import type { Attackers, VictimApp } from './support/browser-app.js'
 import { startApp, startAttackers } from './support/browser-app.js'
+
+// The demo imports latchkey by its package name, as an app does: here it is src (see demo.test.ts).
+vi.mock('latchkey', () => import('../src/index.js'))
+vi.mock('latchkey/express', () => import('../src/adapters/express.js'))
+vi.mock('latchkey/stores', () => import('../src/stores/index.js'))
+vi.mock('latchkey/stores/sqlite', () => import('../src/stores/sqlite/index.js'))
 
 const CHROMIUM = process.env.LATCHKEY_CHROMIUM ?? '/usr/bin/chromium'
 const required = process.env.CI === 'true'
@@ -333,4 +346,242 @@ describe.skipIf(!available && !required)('in a real browser', () => {
     expect(sid).toBeDefined()
     return sid as string
   }
+})
+
+// Issue 17, "The demo": the whole tour of examples/demo in Chromium, checking that every panel tells the
+// truth: the cookie attributes it claims against the Set-Cookie the browser received, the record it shows
+// against the store, the reason on the revoked device, the fresh-authentication guard, and the attack
+// page's attempts, all refused with the session unchanged. A manual clock stands in for waiting.
+describe.skipIf(!available && !required)('the demo tour', () => {
+  let browser: Browser
+  let demo: DemoServer
+  let dir: string
+  let url: string
+  const clock = new ManualClock(Date.now())
+  const contexts: BrowserContext[] = []
+  /** Every session ID and pre-session cookie value the browsers held: no page may show one. */
+  const secrets = new Set<string>()
+
+  beforeAll(async () => {
+    if (!available) throw new Error(`no Chromium at ${CHROMIUM}; CI=true: a missing browser is a failure`)
+    dir = mkdtempSync(join(tmpdir(), 'latchkey-demo-tour-'))
+    demo = await createDemoServer({
+      storePath: join(dir, 'sessions.db'),
+      keys: [generateKey()],
+      port: 0,
+      clock,
+    })
+    // The demo listens on 127.0.0.1; the browser calls it localhost, as a developer does.
+    url = demo.url.replace('127.0.0.1', 'localhost')
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
+  })
+
+  afterAll(async () => {
+    await Promise.all(contexts.map((context) => context.close()))
+    await browser?.close()
+    await demo?.close()
+    if (dir) rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** A browser of its own: its cookie jar, its user agent. */
+  async function device(userAgent: string) {
+    const context = await browser.newContext({ userAgent })
+    contexts.push(context)
+    return { context, page: await context.newPage() }
+  }
+
+  async function sid(context: BrowserContext): Promise<string | undefined> {
+    const cookies = await context.cookies(url)
+    for (const cookie of cookies) secrets.add(cookie.value)
+    return cookies.find((cookie) => cookie.name === '__Host-sid')?.value
+  }
+
+  /** Loads `path` and checks that the page shows no session ID and no cookie value. */
+  async function visit(page: Page, path = '/'): Promise<void> {
+    await page.goto(`${url}${path}`)
+    await expectNoSecrets(page)
+  }
+
+  async function expectNoSecrets(page: Page): Promise<void> {
+    await sid(page.context())
+    const html = await page.content()
+    for (const secret of secrets) expect(html.includes(secret), 'a page shows a cookie value').toBe(false)
+  }
+
+  /** Signs ada in through the form; resolves the Set-Cookie headers of the answer to the sign-in. */
+  async function signIn(page: Page, password = 'correct horse'): Promise<string[]> {
+    await visit(page)
+    await page.fill('#name', 'ada')
+    await page.fill('#password', password)
+    const answer = page.waitForResponse(
+      (response) => response.url() === `${url}/login` && response.request().method() === 'POST',
+    )
+    await page.click('#sign-in')
+    const headers = await (await answer).headersArray()
+    // The welcome is on the page the sign-in lands on (the same URL: the message tells it is loaded).
+    await page.locator('.flash', { hasText: 'Welcome, ada.' }).waitFor()
+    await expect(page.textContent('#user')).resolves.toBe('ada')
+    await expectNoSecrets(page)
+    return headers
+      .filter((header) => header.name.toLowerCase() === 'set-cookie')
+      .map((header) => header.value)
+  }
+
+  const text = async (page: Page, selector: string) => (await page.textContent(selector))?.trim() ?? ''
+
+  test('the tour: panel, devices, fresh authentication, attacks', async () => {
+    const laptop = await device('Laptop')
+    const phone = await device('Phone')
+
+    // A visitor: nothing stored, and the panel says so.
+    await visit(laptop.page)
+    await expect(laptop.page.getAttribute('#panel', 'data-stored')).resolves.toBe('false')
+    expect(await sid(laptop.context)).toBeUndefined()
+
+    const setCookies = await signIn(laptop.page)
+    const loginCookie = setCookies.find((header) => header.startsWith('__Host-sid=')) ?? ''
+    expect(loginCookie).not.toBe('')
+    // The welcome render deleted its flash (a write): the next render shows the record as it stays.
+    await visit(laptop.page)
+    const panel = laptop.page.locator('#panel')
+    await expect(panel.getAttribute('data-stored')).resolves.toBe('true')
+
+    // The cookie: every attribute the panel claims is in the Set-Cookie the browser received, and
+    // every attribute of that Set-Cookie is claimed.
+    const [name = '', ...attributes] = loginCookie.split(/;\s*/)
+    const sent = new Set(attributes.map((attribute) => attribute.split('=')[0]?.toLowerCase()))
+    await expect(text(laptop.page, '#cookie-name')).resolves.toBe(name.split('=')[0])
+    const claimed = await laptop.page
+      .locator('.attr')
+      .evaluateAll((nodes) => nodes.map((node) => node.getAttribute('data-attr') ?? ''))
+    expect(claimed).toEqual([
+      '__Host- prefix',
+      'Secure',
+      'HttpOnly',
+      'SameSite=Lax',
+      'Path=/',
+      'no Domain (host-only)',
+      'no Max-Age (dies with the browser)',
+    ])
+    expect(name.startsWith('__Host-sid=')).toBe(true)
+    expect(attributes).toEqual(expect.arrayContaining(['Secure', 'HttpOnly', 'SameSite=Lax', 'Path=/']))
+    expect(sent.has('domain') || sent.has('max-age') || sent.has('expires')).toBe(false)
+    expect([...sent].sort()).toEqual(['httponly', 'path', 'samesite', 'secure'])
+    const jar = (await laptop.context.cookies(url)).find((cookie) => cookie.name === '__Host-sid')
+    expect(jar).toMatchObject({ secure: true, httpOnly: true, sameSite: 'Lax', path: '/', expires: -1 })
+
+    // The record: the key is the SHA-256 of the cookie's ID, and the version and payload are the store's.
+    const id = (await sid(laptop.context)) as string
+    const key = createHash('sha256').update(id).digest('base64url')
+    const record = await demo.store.get(key)
+    expect(record).not.toBeNull()
+    await expect(text(laptop.page, '#record-key')).resolves.toBe(key)
+    await expect(text(laptop.page, '#record-version')).resolves.toBe(String(record?.version))
+    await expect(text(laptop.page, '#record-payload')).resolves.toBe(
+      record?.payload.slice(0, PAYLOAD_PREFIX_LENGTH),
+    )
+    // The deadlines count down from the store's, by the demo's clock; the next renewal is an hour after sign-in.
+    const left = (which: string) => laptop.page.getAttribute(`[data-countdown="${which}"]`, 'data-left-ms')
+    await expect(left('idle')).resolves.toBe(String((record?.idleExpiresAt ?? 0) - clock.now()))
+    await expect(left('absolute')).resolves.toBe(String((record?.absoluteExpiresAt ?? 0) - clock.now()))
+    await expect(left('renewal')).resolves.toBe(String(demo.manager.options.renewalIntervalMs))
+    // The CSRF token: masked afresh on every render, and each one works.
+    const token = await text(laptop.page, '#csrf-token')
+    await visit(laptop.page)
+    const next = await text(laptop.page, '#csrf-token')
+    expect(next).not.toBe(token)
+    for (const t of [token, next]) {
+      const status = await laptop.page.evaluate(
+        (t) => fetch('/counter', { method: 'POST', headers: { 'x-csrf-token': t } }).then((r) => r.status),
+        t,
+      )
+      expect(status).toBe(200)
+    }
+    await visit(laptop.page)
+    await expect(text(laptop.page, '#count')).resolves.toBe('2')
+
+    // Your devices: the phone signs in, the laptop revokes it, the phone is told why, once.
+    await signIn(phone.page)
+    await visit(laptop.page)
+    await expect(laptop.page.locator('tr.device').count()).resolves.toBe(2)
+    // Each action lands on the page it started from: wait for the answer's own message, not the URL.
+    await laptop.page.click('tr[data-session="other"] .revoke')
+    await laptop.page.locator('.flash', { hasText: 'Session revoked.' }).waitFor()
+    await expect(laptop.page.locator('tr.device').count()).resolves.toBe(1)
+    await visit(phone.page)
+    await expect(phone.page.getAttribute('#ended', 'data-reason')).resolves.toBe('revoked')
+    await expect(text(phone.page, '#ended')).resolves.toContain('revoked from another of your devices')
+    await expect(phone.page.locator('#user').count()).resolves.toBe(0)
+    await visit(phone.page)
+    await expect(phone.page.locator('#ended').count()).resolves.toBe(0)
+    // "Sign out everywhere else": the phone is told that instead.
+    await signIn(phone.page)
+    await visit(laptop.page)
+    await laptop.page.click('#sign-out-others')
+    await laptop.page.locator('.flash', { hasText: 'Signed out 1 other session.' }).waitFor()
+    await visit(phone.page)
+    await expect(phone.page.getAttribute('#ended', 'data-reason')).resolves.toBe('signed-out-everywhere')
+    await visit(laptop.page)
+    await expect(text(laptop.page, '#user')).resolves.toBe('ada')
+
+    // Change password: fresh right after sign-in; six minutes later the guard asks again.
+    await visit(laptop.page, '/password')
+    await expect(laptop.page.getAttribute('#fresh-auth', 'data-state')).resolves.toBe('fresh')
+    clock.advance(6 * 60_000)
+    await visit(laptop.page, '/password')
+    await expect(laptop.page.getAttribute('#fresh-auth', 'data-state')).resolves.toBe('required')
+    await laptop.page.fill('#confirm-password', 'wrong')
+    await Promise.all([laptop.page.waitForURL(`${url}/confirm`), laptop.page.click('#confirm')])
+    await expect(laptop.page.getAttribute('#fresh-auth', 'data-state')).resolves.toBe('required')
+    await expect(text(laptop.page, '[role="alert"]')).resolves.toBe('Wrong password.')
+    const beforeConfirm = await sid(laptop.context)
+    await laptop.page.fill('#confirm-password', 'correct horse')
+    await Promise.all([laptop.page.waitForURL(`${url}/password`), laptop.page.click('#confirm')])
+    await expect(laptop.page.getAttribute('#fresh-auth', 'data-state')).resolves.toBe('fresh')
+    // reauthenticate() renewed the ID, and the panel says when.
+    expect(await sid(laptop.context)).not.toBe(beforeConfirm)
+    await laptop.page.fill('#new-password', 'battery staple')
+    await laptop.page.click('#change-password')
+    await laptop.page.locator('.flash', { hasText: 'Password changed.' }).waitFor()
+    await visit(laptop.page)
+    await expect(left('renewal')).resolves.toBe(String(demo.manager.options.renewalIntervalMs))
+
+    // The attack page, on another port of the same host: every attempt refused, the session unchanged.
+    const before = { id: await sid(laptop.context), count: await text(laptop.page, '#count') }
+    const refusals = demo.refusals.size
+    await Promise.all([
+      laptop.page.waitForURL(`http://localhost:${demo.attackPort}/`),
+      laptop.page.click('#attack-link'),
+    ])
+    await laptop.page.locator('#attacks[data-done="1"]').waitFor()
+    const outcomes = await laptop.page
+      .locator('[data-attempt]')
+      .evaluateAll((rows) =>
+        rows.map((row) => [
+          row.getAttribute('data-attempt'),
+          row.querySelector('.outcome')?.getAttribute('data-outcome'),
+        ]),
+      )
+    expect(outcomes).toEqual([
+      ['form', 'refused'],
+      ['login', 'refused'],
+      ['fetch-read', 'refused'],
+      ['fetch-post', 'refused'],
+    ])
+    await expect(text(laptop.page, '[data-attempt="form"] .outcome')).resolves.toContain(
+      '403 cross-site (Sec-Fetch-Site: same-site); your session cookie came along',
+    )
+    await expect(text(laptop.page, '#summary')).resolves.toBe('4 of 4 attempts refused.')
+    const attempts = [...demo.refusals.values()].slice(refusals)
+    expect(attempts.map((r) => [r.path, r.status, r.reason, r.site, r.cookieCame]).sort()).toEqual([
+      ['/counter', 403, 'cross-site', 'same-site', true],
+      ['/login', 403, 'cross-site', 'same-site', true],
+      ['/logout-others', 403, 'cross-site', 'same-site', true],
+    ])
+    await visit(laptop.page)
+    await expect(text(laptop.page, '#user')).resolves.toBe('ada')
+    await expect(text(laptop.page, '#count')).resolves.toBe(before.count)
+    expect(await sid(laptop.context)).toBe(before.id)
+    await expect(laptop.page.locator('tr.device').count()).resolves.toBe(1)
+  })
 })

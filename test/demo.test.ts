@@ -5,17 +5,19 @@
 // dist (the package's exports map); TypeScript and tsx (`npm start`) resolve it to src through the paths
 // of tsconfig.json; vitest reads neither, so the mocks below hand it src too: no build to wait for, and
 // the demo is tested against the code as it is. The built package is run by declarations.test.ts.
+import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import type { DemoServer } from '../examples/demo/app.js'
-import { createDemoServer, MAX_BODY_BYTES } from '../examples/demo/app.js'
-import { generateKey } from '../src/index.js'
+import { createDemoServer, MAX_BODY_BYTES, PAYLOAD_PREFIX_LENGTH } from '../examples/demo/app.js'
+import { generateKey, ManualClock } from '../src/index.js'
 
 vi.mock('latchkey', () => import('../src/index.js'))
 vi.mock('latchkey/express', () => import('../src/adapters/express.js'))
+vi.mock('latchkey/stores', () => import('../src/stores/index.js'))
 vi.mock('latchkey/stores/sqlite', () => import('../src/stores/sqlite/index.js'))
 
 let demo: DemoServer
@@ -41,6 +43,10 @@ interface Page {
 }
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
+/** The cookies of a production app's defaults: `__Host-` names, Secure (browsers send it back to localhost). */
+const SID = '__Host-sid'
+const CSRF_COOKIE = '__Host-csrf'
+const PASSWORD = 'correct horse'
 
 /**
  * A browser, as far as the demo can tell: a cookie jar (the `sid` session cookie and the `csrf`
@@ -61,7 +67,7 @@ class Browser {
   ) {}
 
   get sid(): string | null {
-    return this.cookies.get('sid') ?? null
+    return this.cookies.get(SID) ?? null
   }
 
   async get(path = '/'): Promise<Page> {
@@ -101,7 +107,7 @@ class Browser {
       const name = pair.slice(0, at)
       if (isExpired(header)) this.cookies.delete(name)
       else this.cookies.set(name, pair.slice(at + 1))
-      if (name === 'sid') {
+      if (name === SID) {
         this.token = null
         this.metaToken = null
       }
@@ -134,16 +140,18 @@ function flash(page: Page): string | null {
 }
 
 function signedInAs(page: Page): string | null {
-  return /Signed in as <strong>([^<]*)<\/strong>/.exec(page.body)?.[1] ?? null
+  return /Signed in as <strong id="user">([^<]*)<\/strong>/.exec(page.body)?.[1] ?? null
 }
 
 /** The rows of the sessions list: this session's offers sign-out, the others a revoke handle. */
 function sessionRows(page: Page): { current: boolean; handle: string | null; action: string }[] {
-  return [...page.body.matchAll(/<tr data-session="(current|other)">([\s\S]*?)<\/tr>/g)].map((match) => ({
-    current: match[1] === 'current',
-    handle: /name="handle" value="([^"]+)"/.exec(match[2] ?? '')?.[1] ?? null,
-    action: /action="([^"]+)"/.exec(match[2] ?? '')?.[1] ?? '',
-  }))
+  return [...page.body.matchAll(/<tr class="device" data-session="(current|other)">([\s\S]*?)<\/tr>/g)].map(
+    (match) => ({
+      current: match[1] === 'current',
+      handle: /name="handle" value="([^"]+)"/.exec(match[2] ?? '')?.[1] ?? null,
+      action: /action="([^"]+)"/.exec(match[2] ?? '')?.[1] ?? '',
+    }),
+  )
 }
 
 function expectRedirectHome(page: Page): void {
@@ -151,8 +159,8 @@ function expectRedirectHome(page: Page): void {
   expect(page.location).toBe('/')
 }
 
-async function signIn(browser: Browser, name: string): Promise<void> {
-  expectRedirectHome(await browser.post('/login', { name }))
+async function signIn(browser: Browser, name: string, password = PASSWORD): Promise<void> {
+  expectRedirectHome(await browser.post('/login', { name, password }))
 }
 
 /** A 403 from the CSRF check, rendered as the demo's page. */
@@ -174,17 +182,19 @@ describe('pages', () => {
     expect(count(page)).toBe(0)
     expect(page.body).toContain('<form method="post" action="/login">')
     expect(page.body).toMatch(/<form method="post" action="\/login">\s*<input type="hidden" name="_csrf"/)
-    expect(page.body).toContain('any name signs you in')
+    expect(page.body).toContain('a new name signs up with the password you type')
     expect(page.body).toContain('<script src="/counter.js" defer></script>')
     expect(browser.metaToken).not.toBeNull()
     expect(signedInAs(page)).toBeNull()
     // The login form's token is bound to a short-lived pre-session cookie, not to a stored session.
     expect(page.setCookies).toHaveLength(1)
     const cookie = page.setCookies[0] as string
-    expect(cookie).toMatch(/^csrf=[^;]+; Max-Age=\d+;/)
-    expect(cookie).toMatch(/HttpOnly/i)
-    expect(cookie).toMatch(/SameSite=Lax/i)
-    expect(cookie).not.toMatch(/Secure/i)
+    expect(cookie).toMatch(/^__Host-csrf=[^;]+; Max-Age=\d+;/)
+    expect(cookie).toMatch(/; HttpOnly(;|$)/)
+    expect(cookie).toMatch(/; SameSite=Lax(;|$)/)
+    expect(cookie).toMatch(/; Secure(;|$)/)
+    expect(cookie).toMatch(/; Path=\/(;|$)/)
+    expect(cookie).not.toMatch(/Domain=/i)
     expect(browser.sid).toBeNull()
     expect(page.headers.get('cache-control')).toBe('no-store')
     expect(page.headers.get('content-security-policy')).toContain("script-src 'self'")
@@ -220,8 +230,8 @@ describe('pages', () => {
     expect(page.headers.get('cache-control')).toBeNull()
     // A cookie the session middleware would clear is not even looked at.
     const stranger = new Browser()
-    stranger.cookies.set('sid', 'not-a-session-id')
-    stranger.cookies.set('csrf', 'garbage')
+    stranger.cookies.set(SID, 'not-a-session-id')
+    stranger.cookies.set(CSRF_COOKIE, 'garbage')
     expect((await stranger.get('/favicon.ico')).setCookies).toEqual([])
     expect(browser.sid).toBe(sid)
   })
@@ -231,7 +241,7 @@ describe('pages', () => {
     const missing = await browser.get('/nowhere')
     expect(missing.status).toBe(404)
     expect(missing.body).toContain('There is no such page.')
-    for (const path of ['/counter', '/login', '/logout', '/logout-others', '/revoke']) {
+    for (const path of ['/counter', '/login', '/logout', '/logout-others', '/revoke', '/confirm']) {
       const page = await browser.get(path)
       expect(page.status, path).toBe(405)
       expect(page.headers.get('allow'), path).toBe('POST')
@@ -242,7 +252,7 @@ describe('pages', () => {
 describe('the CSRF token on every POST', () => {
   const actions: [string, Record<string, string>][] = [
     ['/counter', {}],
-    ['/login', { name: 'Mallory' }],
+    ['/login', { name: 'Mallory', password: PASSWORD }],
     ['/logout', {}],
     ['/logout-others', {}],
     ['/revoke', { handle: 'x' }],
@@ -327,7 +337,9 @@ describe('the CSRF token on every POST', () => {
     const tokens = [...page.body.matchAll(/name="_csrf" value="([^"]+)"/g)].map((match) => match[1])
     // The counter, this session's row (sign out), sign out everywhere else, sign out.
     expect(tokens).toHaveLength(4)
-    expect(new Set([...tokens, browser.metaToken]).size).toBe(5)
+    // And the panel shows one more.
+    const shown = /<code id="csrf-token">([^<]+)<\/code>/.exec(page.body)?.[1]
+    expect(new Set([...tokens, browser.metaToken, shown]).size).toBe(6)
   })
 
   test('a cross-site POST is refused even with a valid token', async () => {
@@ -432,7 +444,7 @@ describe('signing in and out', () => {
     expect(flash(await browser.get())).toBeNull()
 
     const replay = new Browser()
-    replay.cookies.set('sid', before as string)
+    replay.cookies.set(SID, before as string)
     const old = await replay.get()
     expect(signedInAs(old)).toBeNull()
     expect(count(old)).toBe(0)
@@ -447,6 +459,7 @@ describe('signing in and out', () => {
     }
     expect((await browser.post('/login', {})).status).toBe(400)
     await signIn(browser, `<script>alert("x")</script>${'y'.repeat(30)}`)
+    expect((await browser.post('/login', { name: 'NoPassword' })).status).toBe(400)
     const page = await browser.get()
     expect(page.body).not.toContain('<script>alert')
     expect(page.body).toContain('&#60;script&#62;alert(&#34;x&#34;)&#60;/script&#62;')
@@ -468,7 +481,7 @@ describe('signing in and out', () => {
     expect(flash(next)).toBeNull()
 
     const replay = new Browser()
-    replay.cookies.set('sid', id as string)
+    replay.cookies.set(SID, id as string)
     const old = await replay.get()
     expect(signedInAs(old)).toBeNull()
     expect(flash(old)).toBeNull()
@@ -490,7 +503,7 @@ describe('your sessions', () => {
     expect(rows).toHaveLength(1)
     expect(rows[0]?.current).toBe(true)
     expect(page.body).toContain('Browser One <strong>(this session)</strong>')
-    expect(page.body).toContain('Your active sessions (1)')
+    expect(page.body).toContain('Your devices (1)')
   })
 
   test('revoking a session from a second browser signs the first one out', async () => {
@@ -589,7 +602,7 @@ describe('bodies', () => {
     const answer = await browser.send('/login', {
       method: 'POST',
       headers: { ...FORM, 'x-csrf-token': browser.token ?? '' },
-      body: 'name=Header',
+      body: 'name=Header&password=pw',
     })
     expectRedirectHome(answer)
     expect(signedInAs(await browser.get())).toBe('Header')
@@ -641,7 +654,7 @@ describe('store down', () => {
       expect(counter.headers.get('retry-after')).toBe('1')
       const fetched = await browser.fetchCounter()
       expect(fetched.status).toBe(503)
-      const login = await new Browser('New', () => down).post('/login', { name: 'Newcomer' })
+      const login = await new Browser('New', () => down).post('/login', { name: 'Newcomer', password: 'pw' })
       expect(login.status).toBe(503)
       expect((await browser.get('/favicon.ico')).status).toBe(204)
     } finally {
@@ -655,5 +668,246 @@ describe('store down', () => {
     expect(count(after)).toBe(1)
     expect(sessionRows(after)).toHaveLength(2)
     expect(signedInAs(await other.get())).toBe('Outage')
+  })
+})
+
+describe('what protects this session', () => {
+  function panelText(page: Page, id: string): string | null {
+    return new RegExp(`id="${id}">([^<]*)<`).exec(page.body)?.[1] ?? null
+  }
+
+  test('a visitor: no record in the store, the cookie latchkey would send, a token', async () => {
+    const page = await new Browser().get()
+    expect(page.body).toContain('<section id="panel" data-stored="false">')
+    expect(page.body).toContain('None in the store')
+    expect(panelText(page, 'cookie-name')).toBe(SID)
+    expect(panelText(page, 'csrf-token')).toMatch(/^[A-Za-z0-9_-]{86}$/)
+  })
+
+  test('signed in: the cookie as sent, the record as the store holds it, the deadlines; never the ID', async () => {
+    const browser = new Browser()
+    await browser.get()
+    const login = await browser.post('/login', { name: 'Panel', password: PASSWORD })
+    const sent = login.setCookies.find((header) => header.startsWith(`${SID}=`)) ?? ''
+    expect(sent).toMatch(/^__Host-sid=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; Secure; SameSite=Lax$/)
+    await browser.get()
+    const page = await browser.get()
+    expect(page.body).toContain('<section id="panel" data-stored="true">')
+    const attrs = [...page.body.matchAll(/<span class="attr" data-attr="([^"]+)">/g)].map((m) => m[1])
+    expect(attrs).toEqual([
+      '__Host- prefix',
+      'Secure',
+      'HttpOnly',
+      'SameSite=Lax',
+      'Path=/',
+      'no Domain (host-only)',
+      'no Max-Age (dies with the browser)',
+    ])
+    const id = browser.sid as string
+    const key = createHash('sha256').update(id).digest('base64url')
+    const record = await demo.store.get(key)
+    expect(record).not.toBeNull()
+    expect(panelText(page, 'record-key')).toBe(key)
+    expect(panelText(page, 'record-version')).toBe(String(record?.version))
+    expect(panelText(page, 'record-payload')).toBe(record?.payload.slice(0, PAYLOAD_PREFIX_LENGTH))
+    expect(page.body).not.toContain(id)
+    for (const which of ['idle', 'absolute', 'renewal']) {
+      const left = new RegExp(`data-countdown="${which}" data-left-ms="(\\d+)"`).exec(page.body)?.[1]
+      expect(Number(left), which).toBeGreaterThan(0)
+    }
+    const token = panelText(page, 'csrf-token') as string
+    expect(panelText(await browser.get(), 'csrf-token')).not.toBe(token)
+    expect(JSON.parse((await browser.fetchCounter(token)).body)).toEqual({ count: 1 })
+  })
+
+  test('/panel.js counts the deadlines down', async () => {
+    const page = await new Browser().get('/panel.js')
+    expect(page.status).toBe(200)
+    expect(page.headers.get('content-type')).toMatch(/^text\/javascript/)
+    expect(page.body).toContain('data-countdown')
+  })
+})
+
+describe('why was I signed out', () => {
+  function ended(page: Page): string | null {
+    return /<p class="notice" id="ended" data-reason="([^"]+)"/.exec(page.body)?.[1] ?? null
+  }
+
+  test('the revoked device is told so, once; the others after "sign out everywhere else" are told that', async () => {
+    const laptop = new Browser('Laptop')
+    const phone = new Browser('Phone')
+    await signIn(laptop, 'Reasons')
+    await signIn(phone, 'Reasons')
+    const row = sessionRows(await laptop.get()).find((r) => !r.current)
+    expectRedirectHome(await laptop.post('/revoke', { handle: row?.handle ?? '' }))
+    const told = await phone.get()
+    expect(ended(told)).toBe('revoked')
+    expect(told.body).toContain('revoked from another of your devices')
+    expect(signedInAs(told)).toBeNull()
+    expect(ended(await phone.get())).toBeNull()
+
+    await signIn(phone, 'Reasons')
+    expectRedirectHome(await laptop.post('/logout-others'))
+    expect(ended(await phone.get())).toBe('signed-out-everywhere')
+    // A sign-out of one's own is no surprise: nothing to tell.
+    expectRedirectHome(await laptop.post('/logout'))
+    expect(ended(await laptop.get())).toBeNull()
+  })
+})
+
+describe('passwords and the fresh-authentication guard', () => {
+  let fresh: DemoServer
+  let freshDir: string
+  const clock = new ManualClock(Date.now())
+
+  beforeAll(async () => {
+    freshDir = mkdtempSync(join(tmpdir(), 'latchkey-demo-fresh-'))
+    fresh = await createDemoServer({
+      storeUrl: `sqlite:${join(freshDir, 'sessions.db')}`,
+      keys: [generateKey()],
+      port: 0,
+      clock,
+    })
+  })
+
+  afterAll(async () => {
+    await fresh?.close()
+    rmSync(freshDir, { recursive: true, force: true })
+  })
+
+  test('a wrong password is a 401; the first sign-in of a name sets it', async () => {
+    const browser = new Browser('a', () => fresh)
+    await signIn(browser, 'pw-user', 'first')
+    const other = new Browser('b', () => fresh)
+    const wrong = await other.post('/login', { name: 'pw-user', password: 'second' })
+    expect(wrong.status).toBe(401)
+    expect(wrong.body).toContain('Wrong password.')
+    expect(other.sid).toBeNull()
+  })
+
+  test('/password opens right after sign-in; later it asks for the password, and a confirmation renews the ID', async () => {
+    const browser = new Browser('fresh', () => fresh)
+    const signedOut = await browser.get('/password')
+    expect(signedOut.status).toBe(403)
+    expect(signedOut.body).toContain('Sign in first')
+    const confirmSignedOut = await browser.post('/confirm', { password: 'x' })
+    expect(confirmSignedOut.status).toBe(403)
+    expect(confirmSignedOut.body).toContain('Sign in first')
+    await signIn(browser, 'guarded', 'old password')
+    const open = await browser.get('/password')
+    expect(open.status).toBe(200)
+    expect(open.body).toContain('id="fresh-auth" data-state="fresh"')
+
+    clock.advance(5 * 60_000 + 1)
+    const stale = await browser.get('/password')
+    expect(stale.status).toBe(403)
+    expect(stale.body).toContain('id="fresh-auth" data-state="required"')
+    expect(stale.body).toContain('requireFreshAuth(300000)')
+    // The POST is guarded as well.
+    const refused = await browser.post('/password', { password: 'new password' })
+    expect(refused.status).toBe(403)
+    expect(refused.body).toContain('data-state="required"')
+
+    const wrong = await browser.post('/confirm', { password: 'nope' })
+    expect(wrong.status).toBe(403)
+    expect(wrong.body).toContain('Wrong password.')
+    const before = browser.sid
+    const confirmed = await browser.post('/confirm', { password: 'old password' })
+    expect(confirmed.status).toBe(303)
+    expect(confirmed.location).toBe('/password')
+    expect(browser.sid).not.toBe(before)
+    expect((await browser.get('/password')).status).toBe(200)
+    expectRedirectHome(await browser.post('/password', { password: 'new password' }))
+    expect(flash(await browser.get())).toBe('Password changed.')
+
+    const elsewhere = new Browser('elsewhere', () => fresh)
+    expect((await elsewhere.post('/login', { name: 'guarded', password: 'old password' })).status).toBe(401)
+    await signIn(elsewhere, 'guarded', 'new password')
+  })
+})
+
+describe('the ID renewals the panel shows', () => {
+  let renewing: DemoServer
+  let renewingDir: string
+  const clock = new ManualClock(Date.now())
+
+  beforeAll(async () => {
+    renewingDir = mkdtempSync(join(tmpdir(), 'latchkey-demo-renewal-'))
+    renewing = await createDemoServer({
+      storePath: join(renewingDir, 'sessions.db'),
+      keys: [generateKey()],
+      port: 0,
+      clock,
+    })
+  })
+
+  afterAll(async () => {
+    await renewing?.close()
+    rmSync(renewingDir, { recursive: true, force: true })
+  })
+
+  function renewal(page: Page): { at: string | null; left: number } {
+    return {
+      at: /id="renewed-at">([^<]*)</.exec(page.body)?.[1] ?? null,
+      left: Number(/data-countdown="renewal" data-left-ms="(\d+)"/.exec(page.body)?.[1]),
+    }
+  }
+
+  const utc = (ms: number) => `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC`
+
+  test('issued at sign-in; the hourly renewal the core makes unasked is shown from the next request', async () => {
+    const interval = renewing.manager.options.renewalIntervalMs
+    const browser = new Browser('renewal', () => renewing)
+    await signIn(browser, 'Renewer')
+    const signedInAt = clock.now()
+    await browser.get()
+    expect(renewal(await browser.get())).toEqual({ at: utc(signedInAt), left: interval })
+    // Requests every 20 minutes keep the session alive past the hour (the idle timeout is 30).
+    clock.advance(20 * 60_000)
+    expect(renewal(await browser.get()).left).toBe(interval - 20 * 60_000)
+    clock.advance(20 * 60_000)
+    await browser.get()
+    clock.advance(20 * 60_000)
+    const before = browser.sid
+    // This request's commit renews the ID: the page it gets was rendered before.
+    await browser.get()
+    expect(browser.sid).not.toBe(before)
+    const renewedAt = clock.now()
+    clock.advance(1000)
+    const page = await browser.get()
+    expect(renewal(page)).toEqual({ at: utc(renewedAt), left: interval - 1000 })
+    expect(signedInAs(page)).toBe('Renewer')
+  })
+})
+
+describe('the attack page', () => {
+  test('is served on a second origin, with a CSP that lets it post to the demo only', async () => {
+    expect(demo.attackUrl).not.toBe(demo.url)
+    const answer = await fetch(`${demo.attackUrl}/`)
+    expect(answer.status).toBe(200)
+    const body = await answer.text()
+    expect(body).toContain(`data-demo="${demo.url}"`)
+    const csp = answer.headers.get('content-security-policy') ?? ''
+    expect(csp).toContain(`form-action ${demo.url}`)
+    expect(csp).toContain("script-src 'self'")
+    expect((await fetch(`${demo.attackUrl}/attack.js`)).headers.get('content-type')).toMatch(/javascript/)
+    expect((await fetch(`${demo.attackUrl}/`, { method: 'POST' })).status).toBe(405)
+  })
+
+  test('learns what the demo refused of its marked requests, and nothing else', async () => {
+    const victim = new Browser()
+    await signIn(victim, 'Victim of the page')
+    const attempt = 'abc123'
+    const refused = await victim.send(`/counter?attempt=${attempt}`, {
+      method: 'POST',
+      headers: { ...FORM, 'sec-fetch-site': 'same-site' },
+      body: '_csrf=made-up',
+    })
+    expectCsrfPage(refused, 'cross-site')
+    const found = await (await fetch(`${demo.attackUrl}/refusals?ids=${attempt},unknown`)).json()
+    expect(found).toEqual({
+      [attempt]: { path: '/counter', status: 403, reason: 'cross-site', site: 'same-site', cookieCame: true },
+    })
+    expect(count(await victim.get())).toBe(0)
   })
 })

@@ -1,20 +1,29 @@
 /**
- * The latchkey demo: a small Express 5 app on SQLite. Sign-in by name, a counter (a form, and a
- * button that uses `fetch` with the `x-csrf-token` header), the list of your active sessions with
- * revoke, sign out everywhere else, sign out. Every POST must carry a CSRF token: latchkey's Express
- * middleware checks it and the error handler below renders a failure as a 403 page. `server.ts` is
- * its command line; tests start it with {@link createDemoServer} on port 0.
+ * The latchkey demo: a small Express 5 app on SQLite (or any store URL). Sign-in by name and password,
+ * a counter (a form, and a button that uses `fetch` with the `x-csrf-token` header), the panel "What
+ * protects this session" (the cookie as sent, the record as it sits in the store, the deadlines, the ID
+ * renewals, the CSRF token), "Your devices" with revoke and sign out everywhere else (and, on the device
+ * that was signed out, why), a "change password" page behind the fresh-authentication guard, and an
+ * attack page on a second loopback origin (another port, see attack.ts). Every POST must carry a CSRF
+ * token: latchkey's Express middleware checks it and the error handler below renders a failure as a
+ * 403 page. It runs with a production app's defaults: `__Host-` cookies with `Secure` (browsers treat
+ * http://localhost and http://127.0.0.1 as secure). `server.ts` is its command line; tests start it
+ * with {@link createDemoServer} on port 0.
  */
+import { createHash, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { NextFunction, Request, Response } from 'express'
 import express from 'express'
-import type { Session, SessionManager, UserSessionInfo } from 'latchkey'
-import { createSessionManager, isCsrfError, isUnavailableError } from 'latchkey'
-import { sessions } from 'latchkey/express'
+import type { Clock, Session, SessionManager, SessionRecord, SessionStore, UserSessionInfo } from 'latchkey'
+import { createSessionManager, FreshAuthError, isCsrfError, isUnavailableError } from 'latchkey'
+import { requireFreshAuth, sessions } from 'latchkey/express'
+import { openStore } from 'latchkey/stores'
 import { SqliteStore } from 'latchkey/stores/sqlite'
+import type { AttackServer, Refusal } from './attack.js'
+import { startAttackServer } from './attack.js'
 
 /** What the demo keeps in a session. */
 export type DemoData = {
@@ -22,12 +31,18 @@ export type DemoData = {
   count: number
   /** A one-time message shown on the next page. */
   flash: string
+  /** When the current session ID was issued (epoch ms), for the panel. */
+  renewedAt: number
+  /** The first characters of the current ID's store key, to tell when the ID changed. */
+  idFingerprint: string
 }
 
 /** Options of {@link createDemoApp} and {@link createDemoServer}. */
 export interface DemoAppOptions {
-  /** The SQLite database file. Its directory must exist. */
-  storePath: string
+  /** The SQLite database file. Its directory must exist. Give this or `storeUrl`. */
+  storePath?: string
+  /** Any store URL `openStore` reads (`sqlite:`, `file:`, `redis://`, `postgres://`, `mysql://`). */
+  storeUrl?: string
   /** latchkey master keys, newest first. Default: `LATCHKEY_KEYS`. */
   keys?: readonly string[]
   /**
@@ -35,6 +50,10 @@ export interface DemoAppOptions {
    * with 503, in ms. Default 5000 (SqliteStore's).
    */
   busyTimeoutMs?: number
+  /** How recent a sign-in must be for the "change password" page, in ms. Default 5 minutes. */
+  freshAuthMs?: number
+  /** The manager's clock (tests move it). Default the system clock. */
+  clock?: Clock
 }
 
 /** Options of {@link createDemoServer}. */
@@ -43,12 +62,19 @@ export interface DemoServerOptions extends DemoAppOptions {
   port?: number
   /** Interface to listen on. Default `127.0.0.1`. */
   host?: string
+  /** The port of the attack page, a second origin. Default `port + 1` (`0` when `port` is 0). */
+  attackPort?: number
 }
 
 /** The demo's Express app, not yet listening. */
 export interface DemoApp {
   readonly app: express.Express
   readonly manager: SessionManager<DemoData>
+  readonly store: SessionStore
+  /** The CSRF refusals of requests the attack page marked (`?attempt=`), by attempt, most recent last. */
+  readonly refusals: Map<string, Refusal>
+  /** Where the attack page answers, set once it listens (the "Try to attack" link points there). */
+  attackPort: number | null
 }
 
 /** A running demo. */
@@ -56,6 +82,8 @@ export interface DemoServer extends DemoApp {
   /** Where it answers, e.g. `http://127.0.0.1:3000`. */
   readonly url: string
   readonly server: Server
+  /** The attack page's origin, e.g. `http://127.0.0.1:3001`. */
+  readonly attackUrl: string
   /** Stops accepting connections, lets requests in flight finish, closes the store. */
   close(): Promise<void>
 }
@@ -67,6 +95,8 @@ const CLOSE_GRACE_MS = 5_000
 
 /** The "+1 with fetch" button's script, served as `/counter.js` (the page's CSP allows no inline script). */
 const COUNTER_SCRIPT = readFileSync(new URL('./counter.js', import.meta.url), 'utf8')
+/** The panel's countdowns, served as `/panel.js`. */
+const PANEL_SCRIPT = readFileSync(new URL('./panel.js', import.meta.url), 'utf8')
 
 /** A failure the demo answers with its own status and message. */
 class HttpError extends Error {
@@ -110,6 +140,10 @@ function sendHtml(res: Response, status: number, title: string, body: string, he
   table { border-collapse: collapse; width: 100% } td, th { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #ddd }
   form.inline { display: inline } .flash { background: #eef6ee; padding: .5rem 1rem; border-radius: 4px }
   .muted { color: #666; font-size: .9em } .notice { background: #fff6e0; padding: .5rem 1rem; border-radius: 4px }
+  #panel { background: #f4f6fa; padding: .5rem 1rem 1rem; border-radius: 6px; margin-top: 2rem }
+  #panel dt { font-weight: 600; margin-top: .6rem } #panel dd { margin-left: 1rem; overflow-wrap: anywhere }
+  .attr { display: inline-block; background: #dfe8f5; border-radius: 3px; padding: 0 .35rem; margin: 0 .15rem .15rem 0; font-size: .9em }
+  label { margin-right: .5rem } nav { margin-bottom: 1rem }
 </style>
 </head>
 <body>
@@ -131,73 +165,6 @@ function sendError(req: Request, res: Response, status: number, message: string)
     `Error ${status}`,
     `<h1>${status}</h1>\n<p>${escapeHtml(message)}</p>\n<p><a href="/">Back to the demo</a></p>`,
   )
-}
-
-/** A hidden form field holding a fresh CSRF token (each form gets its own, masked afresh). */
-function csrfField(session: Session<DemoData>): string {
-  return `<input type="hidden" name="_csrf" value="${escapeHtml(session.csrfToken())}">`
-}
-
-function renderSessions(list: readonly UserSessionInfo[], session: Session<DemoData>): string {
-  const rows = list.map(
-    (info) => `<tr data-session="${info.current ? 'current' : 'other'}">
-  <td>${formatTime(info.createdAt)}</td>
-  <td>${formatTime(info.lastSeenAt)}</td>
-  <td>${escapeHtml(info.userAgent ?? 'unknown')}${info.current ? ' <strong>(this session)</strong>' : ''}</td>
-  <td>${
-    info.current
-      ? `<form class="inline" method="post" action="/logout">${csrfField(session)}<button>Sign out</button></form>`
-      : `<form class="inline" method="post" action="/revoke">${csrfField(session)}<input type="hidden" name="handle" value="${escapeHtml(info.handle)}"><button>Revoke</button></form>`
-  }</td>
-</tr>`,
-  )
-  return `<table>
-<thead><tr><th>Created</th><th>Last seen</th><th>Browser</th><th></th></tr></thead>
-<tbody>
-${rows.join('\n')}
-</tbody>
-</table>`
-}
-
-async function home(manager: SessionManager<DemoData>, session: Session<DemoData>, res: Response) {
-  const flash = session.get('flash')
-  if (flash !== undefined) session.delete('flash')
-  const count = session.get('count') ?? 0
-  const parts = [
-    '<h1>latchkey demo</h1>',
-    flash === undefined ? '' : `<p class="flash" role="status">${escapeHtml(flash)}</p>`,
-    `<h2>Counter</h2>
-<p>Count: <strong id="count">${count}</strong></p>
-<form class="inline" method="post" action="/counter">${csrfField(session)}<button>+1 with a form</button></form>
-<button type="button" id="fetch-increment">+1 with fetch</button> <span id="fetch-status" class="muted"></span>
-<p class="muted">The form sends its CSRF token in the <code>_csrf</code> field; the second button sends the
-page's token (in <code>&lt;meta name="csrf-token"&gt;</code>) in the <code>x-csrf-token</code> header.
-A POST without a valid token gets a 403.</p>`,
-  ]
-  const userId = session.userId
-  if (userId === null) {
-    parts.push(`<h2>Sign in</h2>
-<p class="notice">This is a demo: there is no password, and any name signs you in. Sign in with the same
-name in two browsers to see both sessions below.</p>
-<form method="post" action="/login">
-  ${csrfField(session)}
-  <label>Name <input name="name" required maxlength="${MAX_NAME_LENGTH}" autocomplete="username"></label>
-  <button>Sign in</button>
-</form>`)
-  } else {
-    const list = await manager.listUserSessions(userId, { current: session })
-    parts.push(
-      `<p>Signed in as <strong>${escapeHtml(userId)}</strong>.</p>`,
-      `<h2>Your active sessions (${list.length})</h2>`,
-      renderSessions(list, session),
-      `<p>
-<form class="inline" method="post" action="/logout-others">${csrfField(session)}<button>Sign out everywhere else</button></form>
-<form class="inline" method="post" action="/logout">${csrfField(session)}<button>Sign out</button></form>
-</p>`,
-    )
-  }
-  const meta = `\n<meta name="csrf-token" content="${escapeHtml(session.csrfToken())}">\n<script src="/counter.js" defer></script>`
-  sendHtml(res, 200, 'Home', parts.filter((part) => part !== '').join('\n'), meta)
 }
 
 /** The fields of a urlencoded form body (parsed by `express.urlencoded`). */
@@ -224,6 +191,9 @@ function describeError(error: unknown): { status: number; message: string; heade
       headers: {},
     }
   }
+  if (error instanceof FreshAuthError) {
+    return { status: 403, message: 'Sign in first: this page is for signed-in users.', headers: {} }
+  }
   if (isUnavailableError(error)) {
     return {
       status: 503,
@@ -247,23 +217,291 @@ function describeError(error: unknown): { status: number; message: string; heade
  * Builds the demo's Express app on a {@link SqliteStore} at `storePath`, its schema created.
  * {@link createDemoServer} also starts listening.
  */
+
+const MAX_PASSWORD_LENGTH = 128
+
+/** The demo's users: name to scrypt hash, in memory (a real app has a users table). */
+class Passwords {
+  private readonly hashes = new Map<string, { salt: Buffer; hash: Buffer }>()
+
+  /** Sets the password of `user`. */
+  set(user: string, password: string): void {
+    const salt = randomBytes(16)
+    this.hashes.set(user, { salt, hash: scryptSync(password, salt, 32) })
+  }
+
+  /** Whether `password` is the password of `user`; a name seen for the first time signs up with it. */
+  check(user: string, password: string): boolean {
+    const entry = this.hashes.get(user)
+    if (entry === undefined) {
+      this.set(user, password)
+      return true
+    }
+    return timingSafeEqual(scryptSync(password, entry.salt, 32), entry.hash)
+  }
+}
+
+function passwordField(form: Record<string, unknown>): string {
+  const password = field(form, 'password')
+  if (password.length < 1 || password.length > MAX_PASSWORD_LENGTH) {
+    throw new HttpError(400, `The password must be 1 to ${MAX_PASSWORD_LENGTH} characters long.`)
+  }
+  return password
+}
+/** A hidden form field holding a fresh CSRF token (each form gets its own, masked afresh). */
+function csrfField(session: Session<DemoData>): string {
+  return `<input type="hidden" name="_csrf" value="${escapeHtml(session.csrfToken())}">`
+}
+
+/** What the signed-out device is told, by `session.endedBecause`. */
+const ENDED_BECAUSE: Record<string, string> = {
+  revoked: 'You were signed out: this session was revoked from another of your devices.',
+  'signed-out-everywhere':
+    'You were signed out: "sign out everywhere else" was used on another of your devices.',
+  'idle-timeout': 'You were signed out: the session was unused for longer than the idle timeout.',
+  'absolute-timeout': 'You were signed out: the session reached its absolute lifetime.',
+  'key-retired': 'You were signed out: the session was sealed with a key this server no longer has.',
+}
+
+function renderSessions(list: readonly UserSessionInfo[], session: Session<DemoData>): string {
+  const rows = list.map(
+    (info) => `<tr class="device" data-session="${info.current ? 'current' : 'other'}">
+  <td>${formatTime(info.createdAt)}</td>
+  <td>${formatTime(info.lastSeenAt)}</td>
+  <td>${escapeHtml(info.userAgent ?? 'unknown')}${info.current ? ' <strong>(this session)</strong>' : ''}</td>
+  <td>${
+    info.current
+      ? `<form class="inline" method="post" action="/logout">${csrfField(session)}<button>Sign out</button></form>`
+      : `<form class="inline" method="post" action="/revoke">${csrfField(session)}<input type="hidden" name="handle" value="${escapeHtml(info.handle)}"><button class="revoke">Revoke</button></form>`
+  }</td>
+</tr>`,
+  )
+  return `<table>
+<thead><tr><th>Signed in</th><th>Last seen</th><th>Browser</th><th></th></tr></thead>
+<tbody>
+${rows.join('\n')}
+</tbody>
+</table>`
+}
+
+/** The store key of a session ID, as latchkey's stores keep it: SHA-256, base64url. Never rendered with its preimage. */
+function storeKeyOf(id: string): string {
+  return createHash('sha256').update(id).digest('base64url')
+}
+
+/** How many characters of the store key the session data keeps to tell when the ID changed. */
+const ID_FINGERPRINT_LENGTH = 8
+
+/** How many characters of the sealed payload the panel shows: the key id and the start of the nonce. */
+export const PAYLOAD_PREFIX_LENGTH = 24
+
+/** A countdown: the client script (panel.js) counts it down from what the server computed. */
+function countdown(name: string, deadline: number, now: number): string {
+  const left = Math.max(0, deadline - now)
+  return `<span class="countdown" data-countdown="${name}" data-left-ms="${left}">${formatDuration(left)}</span>`
+}
+
+function formatDuration(ms: number): string {
+  const s = Math.ceil(ms / 1000)
+  const h = Math.floor(s / 3600)
+  const m = Math.floor((s % 3600) / 60)
+  return `${h > 0 ? `${h} h ` : ''}${String(m).padStart(h > 0 ? 2 : 1, '0')} min ${String(s % 60).padStart(2, '0')} s`
+}
+
+/**
+ * "What protects this session": only what the server knows. The cookie's attributes as latchkey sends
+ * them, the record as this request read it from the store (its key, the hash of the ID; the first
+ * characters of the sealed payload), the deadlines, the ID renewals, and a CSRF token masked afresh.
+ */
+function renderPanel(
+  manager: SessionManager<DemoData>,
+  session: Session<DemoData>,
+  record: SessionRecord | null,
+): string {
+  const now = manager.options.clock.now()
+  const cookie = session.cookie
+  const settings = manager.options.cookie
+  const attrs = [
+    settings.name.startsWith('__Host-') ? '__Host- prefix' : null,
+    cookie.secure ? 'Secure' : null,
+    cookie.httpOnly ? 'HttpOnly' : null,
+    `SameSite=${cookie.sameSite[0]?.toUpperCase()}${cookie.sameSite.slice(1)}`,
+    `Path=${cookie.path}`,
+    cookie.domain === undefined ? 'no Domain (host-only)' : `Domain=${cookie.domain}`,
+    cookie.persistent
+      ? `Max-Age=${Math.round((cookie.maxAge ?? 0) / 1000)}`
+      : 'no Max-Age (dies with the browser)',
+  ].filter((a) => a !== null)
+  const cookieRow = `<dt>Cookie</dt><dd><code id="cookie-name">${escapeHtml(settings.name)}</code>: ${attrs
+    .map((a) => `<span class="attr" data-attr="${escapeHtml(a)}">${escapeHtml(a)}</span>`)
+    .join(' ')}
+<div class="muted">Secure: sent over HTTPS only (browsers count localhost as secure). HttpOnly: no script can read it.
+SameSite=Lax: another site's POST comes without it. __Host-: set by this host only, for the whole site.</div></dd>`
+  const token = session.csrfToken()
+  const tokenRow = `<dt>CSRF token</dt><dd><code id="csrf-token">${escapeHtml(token)}</code>
+<div class="muted">Masked afresh on every render (reload: it changes), every one valid until sign-in or sign-out.</div></dd>`
+  if (record === null) {
+    return `<section id="panel" data-stored="false">
+<h2>What protects this session</h2>
+<dl>${cookieRow}
+<dt>Record</dt><dd id="record">None in the store: nothing is stored until there is something to keep. The form tokens
+rest on a short-lived sealed cookie, <code>${escapeHtml(manager.options.csrfCookie.name)}</code>.</dd>
+${tokenRow}</dl>
+</section>`
+  }
+  const renewedAt = session.get('renewedAt') ?? record.lastSeenAt
+  const nextRenewal = renewedAt + manager.options.renewalIntervalMs
+  return `<section id="panel" data-stored="true">
+<h2>What protects this session</h2>
+<dl>${cookieRow}
+<dt>Record in the store</dt><dd id="record">key <code id="record-key">${escapeHtml(record.key)}</code>
+<div class="muted">SHA-256 of the session ID: a stolen copy of the store is no list of cookies.</div>
+version <span id="record-version">${record.version}</span>, user <code>${escapeHtml(record.userId ?? '(none)')}</code>,
+payload <code id="record-payload">${escapeHtml(record.payload.slice(0, PAYLOAD_PREFIX_LENGTH))}</code>… (${record.payload.length} characters)
+<div class="muted">Sealed with AES-256-GCM, bound to its key: the key id, then the nonce and ciphertext. Your counter and name are in there, unreadable.</div></dd>
+<dt>Idle deadline</dt><dd>${countdown('idle', record.idleExpiresAt, now)} left: unused for ${formatDuration(manager.options.idleTimeoutMs)}, it ends</dd>
+<dt>Absolute deadline</dt><dd>${countdown('absolute', record.absoluteExpiresAt, now)} left, however busy it is</dd>
+<dt>Session ID issued</dt><dd><span id="renewed-at">${formatTime(renewedAt)}</span>${
+    session.authenticatedAt !== null && Math.abs(session.authenticatedAt - renewedAt) < 1000
+      ? ' (at your sign-in or password confirmation)'
+      : ''
+  }; next renewal: on the first request after <span id="next-renewal">${formatTime(nextRenewal)}</span> (${countdown('renewal', nextRenewal, now)})</dd>
+${tokenRow}</dl>
+</section>`
+}
+
+async function home(demo: DemoApp, session: Session<DemoData>, req: Request, res: Response): Promise<void> {
+  const { manager } = demo
+  const flash = session.get('flash')
+  // The record as it sits in the store, read before this request's own writes (none on a plain view).
+  const record = session.isNew ? null : await demo.store.get(storeKeyOf(session.id))
+  if (flash !== undefined) session.delete('flash')
+  const count = session.get('count') ?? 0
+  const ended = session.endedBecause
+  const attackUrl = demo.attackPort === null ? null : `http://${req.hostname}:${demo.attackPort}/`
+  const parts = [
+    '<h1>latchkey demo</h1>',
+    `<nav><a href="/">Home</a> · <a href="/password">Change password</a>${
+      attackUrl === null
+        ? ''
+        : ` · <a id="attack-link" href="${escapeHtml(attackUrl)}">Try to attack this demo</a>`
+    }</nav>`,
+    ended === null
+      ? ''
+      : `<p class="notice" id="ended" data-reason="${escapeHtml(ended)}" role="status">${escapeHtml(ENDED_BECAUSE[ended] ?? ended)}</p>`,
+    flash === undefined ? '' : `<p class="flash" role="status">${escapeHtml(flash)}</p>`,
+    `<h2>Counter</h2>
+<p>Count: <strong id="count">${count}</strong></p>
+<form class="inline" method="post" action="/counter">${csrfField(session)}<button id="add-form">+1 with a form</button></form>
+<button type="button" id="fetch-increment">+1 with fetch</button> <span id="fetch-status" class="muted"></span>
+<p class="muted">The form sends its CSRF token in the <code>_csrf</code> field; the second button sends the
+page's token (in <code>&lt;meta name="csrf-token"&gt;</code>) in the <code>x-csrf-token</code> header.
+A POST without a valid token gets a 403.</p>`,
+  ]
+  const userId = session.userId
+  if (userId === null) {
+    parts.push(`<h2>Sign in</h2>
+<p class="notice">This is a demo: a new name signs up with the password you type (kept in memory only, until
+the demo restarts). Sign in with the same name in two browsers to see both devices below.</p>
+<form method="post" action="/login">
+  ${csrfField(session)}
+  <label>Name <input id="name" name="name" required maxlength="${MAX_NAME_LENGTH}" autocomplete="username"></label>
+  <label>Password <input id="password" name="password" type="password" required maxlength="${MAX_PASSWORD_LENGTH}" autocomplete="current-password"></label>
+  <button id="sign-in">Sign in</button>
+</form>`)
+  } else {
+    const list = await manager.listUserSessions(userId, { current: session })
+    parts.push(
+      `<p>Signed in as <strong id="user">${escapeHtml(userId)}</strong>.</p>`,
+      `<h2>Your devices (${list.length})</h2>`,
+      renderSessions(list, session),
+      `<p>
+<form class="inline" method="post" action="/logout-others">${csrfField(session)}<button id="sign-out-others">Sign out everywhere else</button></form>
+<form class="inline" method="post" action="/logout">${csrfField(session)}<button id="sign-out">Sign out</button></form>
+</p>`,
+    )
+  }
+  parts.push(renderPanel(manager, session, record))
+  const meta = `\n<meta name="csrf-token" content="${escapeHtml(session.csrfToken())}">\n<script src="/counter.js" defer></script>\n<script src="/panel.js" defer></script>`
+  sendHtml(res, 200, 'Home', parts.filter((part) => part !== '').join('\n'), meta)
+}
+
+/** The "change password" page, or the "confirm your password" page the fresh-authentication guard leads to. */
+function passwordPage(
+  res: Response,
+  session: Session<DemoData>,
+  freshAuthMs: number,
+  confirm: { status: number; message?: string } | null,
+): void {
+  const minutes = Math.round(freshAuthMs / 60_000)
+  const back = '<p><a href="/">Back to the demo</a></p>'
+  if (confirm !== null) {
+    sendHtml(
+      res,
+      confirm.status,
+      'Confirm your password',
+      `<h1>Confirm your password</h1>
+<p class="notice" id="fresh-auth" data-state="required">Changing the password needs a sign-in less than ${minutes} min old
+(<code>requireFreshAuth(${freshAuthMs})</code>). Yours is older: prove it is you again.</p>
+${confirm.message === undefined ? '' : `<p class="flash" role="alert">${escapeHtml(confirm.message)}</p>`}
+<form method="post" action="/confirm">
+  ${csrfField(session)}
+  <label>Password <input id="confirm-password" name="password" type="password" required maxlength="${MAX_PASSWORD_LENGTH}" autocomplete="current-password"></label>
+  <button id="confirm">Confirm</button>
+</form>
+<p class="muted">A confirmation calls <code>session.reauthenticate()</code>: the sign-in counts as fresh again, and the session ID is renewed.</p>
+${back}`,
+    )
+    return
+  }
+  const at = session.authenticatedAt ?? 0
+  sendHtml(
+    res,
+    200,
+    'Change password',
+    `<h1>Change password</h1>
+<p class="flash" id="fresh-auth" data-state="fresh">You proved who you are at ${formatTime(at)}: fresh enough for the next ${minutes} min.</p>
+<form method="post" action="/password">
+  ${csrfField(session)}
+  <label>New password <input id="new-password" name="password" type="password" required maxlength="${MAX_PASSWORD_LENGTH}" autocomplete="new-password"></label>
+  <button id="change-password">Change password</button>
+</form>
+${back}`,
+  )
+}
+
+/**
+ * Builds the demo's Express app on a {@link SqliteStore} at `storePath` (its schema created) or the
+ * store of `storeUrl`. {@link createDemoServer} also starts listening.
+ */
 export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
-  const store = new SqliteStore({ path: options.storePath, busyTimeoutMs: options.busyTimeoutMs })
-  await store.migrate()
+  let store: SessionStore
+  if (options.storeUrl !== undefined) {
+    store = await openStore(options.storeUrl)
+  } else if (options.storePath !== undefined) {
+    const sqlite = new SqliteStore({ path: options.storePath, busyTimeoutMs: options.busyTimeoutMs })
+    await sqlite.migrate()
+    store = sqlite
+  } else {
+    throw new TypeError('createDemoApp: give storePath or storeUrl')
+  }
+  // A production app's defaults: the cookie is `__Host-sid`, Secure, HttpOnly, SameSite=Lax. Browsers
+  // send Secure cookies back to http://localhost and http://127.0.0.1 (secure contexts); anywhere else
+  // the demo needs HTTPS in front of it.
   const manager = createSessionManager<DemoData>({
     store,
     keys: options.keys,
-    // The demo serves plain HTTP on localhost, where a Secure cookie would never be sent back (and
-    // the __Host- prefix needs Secure). Anything reachable from elsewhere must run behind HTTPS and
-    // keep the default (secure: true).
-    cookie: { secure: false },
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
   })
+  const freshAuthMs = options.freshAuthMs ?? 5 * 60_000
+  const passwords = new Passwords()
   // Loads req's session, commits it before the response leaves, and runs the CSRF check on every
   // POST before its route: where it came from (Sec-Fetch-Site, Origin), and the token from the
   // x-csrf-token header or the form's _csrf field. Failures go to the error handler at the end.
   const auth = sessions(manager, { csrf: { maxBodyBytes: MAX_BODY_BYTES } })
+  const demo: DemoApp = { app: express(), manager, store, refusals: new Map(), attackPort: null }
+  const { app } = demo
 
-  const app = express()
   app.disable('x-powered-by')
   app.use((_req, res, next) => {
     res.set(SECURITY_HEADERS)
@@ -276,13 +514,35 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   app.get('/counter.js', (_req, res) => {
     res.type('text/javascript').send(COUNTER_SCRIPT)
   })
+  app.get('/panel.js', (_req, res) => {
+    res.type('text/javascript').send(PANEL_SCRIPT)
+  })
 
   app.use(auth)
   // After the check, which read the form to find _csrf and left the body for this parser.
   app.use(express.urlencoded({ extended: false, limit: MAX_BODY_BYTES }))
+  // The session ID changes at sign-in, at a password confirmation and every renewalIntervalMs (the
+  // core renews it at a commit, unasked). The first request with a new ID notes when it was issued, for
+  // the panel: the new record's lastSeenAt, written by the commit that issued it. The data keeps a short
+  // fingerprint of the record's key (a hash of the ID's hash: no secret) to see the change.
+  app.use(async (req, _res, next) => {
+    const session = auth.session(req)
+    if (session.isNew) {
+      next()
+      return
+    }
+    const key = storeKeyOf(session.id)
+    const fingerprint = key.slice(0, ID_FINGERPRINT_LENGTH)
+    if (session.get('idFingerprint') !== fingerprint) {
+      const record = await store.get(key)
+      session.set('idFingerprint', fingerprint)
+      session.set('renewedAt', record?.lastSeenAt ?? manager.options.clock.now())
+    }
+    next()
+  })
 
   app.get('/', async (req, res) => {
-    await home(manager, auth.session(req), res)
+    await home(demo, auth.session(req), req, res)
   })
 
   app.post('/counter', (req, res) => {
@@ -293,13 +553,40 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
 
   app.post('/login', (req, res) => {
     const session = auth.session(req)
-    const name = field(formOf(req), 'name').trim()
+    const form = formOf(req)
+    const name = field(form, 'name').trim()
     if (name.length < 1 || name.length > MAX_NAME_LENGTH) {
       throw new HttpError(400, `The name must be 1 to ${MAX_NAME_LENGTH} characters long.`)
     }
+    if (!passwords.check(name, passwordField(form))) throw new HttpError(401, 'Wrong password.')
     session.login(name)
     session.set('flash', `Welcome, ${name}. Your session ID changed as you signed in.`)
     res.redirect(303, '/')
+  })
+
+  // The fresh-authentication guard: a sign-in older than freshAuthMs is refused with a FreshAuthError,
+  // which the error handler turns into the "confirm your password" page.
+  app.get('/password', requireFreshAuth(freshAuthMs), (req, res) => {
+    passwordPage(res, auth.session(req), freshAuthMs, null)
+  })
+
+  app.post('/password', requireFreshAuth(freshAuthMs), (req, res) => {
+    const session = auth.session(req)
+    passwords.set(session.userId as string, passwordField(formOf(req)))
+    session.set('flash', 'Password changed.')
+    res.redirect(303, '/')
+  })
+
+  app.post('/confirm', (req, res) => {
+    const session = auth.session(req)
+    const userId = session.userId
+    if (userId === null) throw new FreshAuthError('not-signed-in', freshAuthMs)
+    if (!passwords.check(userId, passwordField(formOf(req)))) {
+      passwordPage(res, session, freshAuthMs, { status: 403, message: 'Wrong password.' })
+      return
+    }
+    session.reauthenticate()
+    res.redirect(303, '/password')
   })
 
   app.post('/logout', (req, res) => {
@@ -336,7 +623,7 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
     res.redirect(303, '/')
   })
 
-  app.all(['/counter', '/login', '/logout', '/logout-others', '/revoke'], () => {
+  app.all(['/counter', '/login', '/logout', '/logout-others', '/revoke', '/confirm'], () => {
     throw new HttpError(405, 'Use the buttons on the home page.', { Allow: 'POST' })
   })
 
@@ -351,48 +638,86 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
       next(error)
       return
     }
+    if (error instanceof FreshAuthError && error.reason === 'reauthentication-required') {
+      passwordPage(res, auth.session(req), freshAuthMs, { status: 403 })
+      return
+    }
     const { status, message, headers } = describeError(error)
+    if (isCsrfError(error)) noteRefusal(demo, req, error.reason, status)
     if (status === 500) console.error('demo:', error)
     res.set(headers)
     sendError(req, res, status, message)
   })
 
-  return { app, manager }
+  return demo
 }
 
-/** Builds the demo app (see {@link createDemoApp}) and starts listening. */
+/** Most refusals the attack page can ask about; the oldest go first. */
+const MAX_REFUSALS = 100
+
+/** Records a CSRF refusal of a request the attack page marked with `?attempt=`, for it to show. */
+function noteRefusal(demo: DemoApp, req: Request, reason: string, status: number): void {
+  const attempt = typeof req.query.attempt === 'string' ? req.query.attempt : ''
+  if (!/^[A-Za-z0-9_-]{1,40}$/.test(attempt)) return
+  const cookieName = demo.manager.options.cookie.name
+  demo.refusals.set(attempt, {
+    path: req.path,
+    status,
+    reason,
+    site: req.get('sec-fetch-site') ?? null,
+    cookieCame: (req.get('cookie') ?? '').split(/;\s*/).some((pair) => pair.startsWith(`${cookieName}=`)),
+  })
+  while (demo.refusals.size > MAX_REFUSALS) demo.refusals.delete(demo.refusals.keys().next().value as string)
+}
+
+/** Builds the demo app (see {@link createDemoApp}), starts listening, and starts the attack page. */
 export async function createDemoServer(options: DemoServerOptions): Promise<DemoServer> {
-  const { app, manager } = await createDemoApp(options)
+  const demo = await createDemoApp(options)
+  const { app, manager } = demo
   const server = createServer(app)
   const host = options.host ?? '127.0.0.1'
+  let attack: AttackServer
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(options.port ?? 3000, host, () => {
-        server.off('error', reject)
-        resolve()
-      })
+    await listen(server, options.port ?? 3000, host)
+    const { port } = server.address() as AddressInfo
+    attack = await startAttackServer(demo, {
+      host,
+      port: options.attackPort ?? (port === 0 || options.port === 0 ? 0 : port + 1),
+      demoPort: port,
     })
+    demo.attackPort = attack.port
   } catch (error) {
+    server.close()
     await manager.close()
     throw error
   }
   const { port } = server.address() as AddressInfo
   let closing: Promise<void> | undefined
   return {
+    ...demo,
     url: `http://${host}:${port}`,
-    app,
+    attackUrl: `http://${host}:${attack.port}`,
     server,
-    manager,
     close() {
       closing ??= (async () => {
         // Idle keep-alive connections close at once; busy ones get a moment to finish.
         const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS).unref()
-        await new Promise<void>((resolve) => server.close(() => resolve()))
+        await Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), attack.close()])
         clearTimeout(force)
         await manager.close()
       })()
       return closing
     },
   }
+}
+
+/** Listens on `port` of `host`; rejects on an error such as a port in use. */
+export function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
 }

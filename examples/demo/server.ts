@@ -1,8 +1,9 @@
 /**
  * `npm start`: the latchkey demo (Express 5, see app.ts) on http://127.0.0.1:3000 (`PORT` overrides),
- * sessions in var/demo-sessions.db (var/ is created if missing). Keys come from `LATCHKEY_KEYS`
- * (comma- or space-separated, newest first); without it, a development key is generated once into
- * var/demo-keys and reused.
+ * its attack page on the next port. Sessions in var/demo-sessions.db (var/ is created if missing), or in
+ * the store of the URL in `LATCHKEY_STORE` (`redis://…`, `postgres://…`, `file:…`: see docs/stores.md).
+ * Keys come from `LATCHKEY_KEYS` (comma- or space-separated, newest first); without it, a development
+ * key is generated once into var/demo-keys and reused.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
@@ -36,8 +37,12 @@ async function main(): Promise<void> {
   }
   mkdirSync(VAR_DIR, { recursive: true })
   const keys = process.env.LATCHKEY_KEYS ? undefined : developmentKeys()
-  const demo = await createDemoServer({ storePath: DB_PATH, keys, port })
-  console.log(`latchkey demo listening on ${demo.url}`)
+  const storeUrl = process.env.LATCHKEY_STORE || undefined
+  const demo = await createDemoServer({ storePath: DB_PATH, storeUrl, keys, port })
+  console.log(
+    `latchkey demo listening on ${demo.url} (sessions in ${storeUrl ? 'LATCHKEY_STORE' : relative(process.cwd(), DB_PATH)})`,
+  )
+  console.log(`its attack page: ${demo.attackUrl}`)
   const shutdown = (signal: string): void => {
     console.log(`${signal}: shutting down`)
     demo.close().then(
