@@ -65,8 +65,6 @@ test('express-session 1.19 test suite passes on the drop-in, but for the listed 
     '--require',
     'tsx/cjs',
     '--require',
-    join('..', 'upstream-support', 'resolve.cjs'),
-    '--require',
     './support/env.js',
     '--check-leaks',
     '--reporter',
