@@ -14,12 +14,13 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs'
+import { open as fsOpen } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { threadId } from 'node:worker_threads'
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest'
 import { cookieHeader, startRemoteManager } from '../../../test/support/remote.js'
 import { harness } from '../../../test/support/setup.js'
 import { ManualClock, systemClock } from '../../core/clock.js'
@@ -118,6 +119,21 @@ defineStoreConformance(
   },
 )
 
+// The same suite with no sync: what changes is only what a power loss can undo.
+defineStoreConformance(
+  { describe, test },
+  {
+    name: "FileStore (durability: 'process')",
+    createStore: (clock) =>
+      new FileStore({ directory: freshFolder(), clock, pruneIntervalMs: 0, durability: 'process' }),
+    disposeStore: async (store) => {
+      await store.close()
+      if (store.directory.startsWith(join(root, 'store-')))
+        rmSync(store.directory, { recursive: true, force: true })
+    },
+  },
+)
+
 describe('FileStore options', () => {
   test.each([
     ['directory', { directory: '' }],
@@ -129,6 +145,8 @@ describe('FileStore options', () => {
     ['pruneIntervalMs', { directory: 'x', pruneIntervalMs: 0.5 }],
     ['onWarning', { directory: 'x', onWarning: 'loud' }],
     ['clock', { directory: 'x', clock: {} }],
+    ['durability', { directory: 'x', durability: 'fast' }],
+    ['durability', { directory: 'x', durability: true }],
   ])('refuses a bad %s with a ConfigError', (option, options) => {
     const build = () => new FileStore(options as unknown as FileStoreOptions)
     expect(build).toThrow(ConfigError)
@@ -146,6 +164,52 @@ describe('FileStore options', () => {
     expect(error).toBeInstanceOf(StoreError)
     expect(error).toMatchObject({ store: 'FileStore', operation: 'get', cause: { code: 'ENOENT' } })
     expect(existsSync(join(orphan.directory, '..'))).toBe(false)
+  })
+})
+
+describe('FileStore durability', () => {
+  /** Counts the syncs of files and folders (FileHandle's datasync and sync) while `body` runs. */
+  async function syncsDuring(body: () => Promise<unknown>): Promise<number> {
+    const handle = await fsOpen(new URL(import.meta.url), 'r')
+    const proto = Object.getPrototypeOf(handle) as { datasync(): Promise<void>; sync(): Promise<void> }
+    await handle.close()
+    const datasync = vi.spyOn(proto, 'datasync')
+    const sync = vi.spyOn(proto, 'sync')
+    try {
+      await body()
+      return datasync.mock.calls.length + sync.mock.calls.length
+    } finally {
+      datasync.mockRestore()
+      sync.mockRestore()
+    }
+  }
+
+  test("'power-loss' (the default) syncs the temp file and the folder of every write", async () => {
+    const { store, clock } = open()
+    const record = makeRecord(clock, { userId: 'alice' })
+    expect(await store.create(record)).toBe(true)
+    const syncs = await syncsDuring(async () => {
+      expect(await store.update({ ...record, version: 2 }, 1)).toBe(true)
+      await store.touch(record.key, clock.now(), record.idleExpiresAt)
+    })
+    expect(syncs).toBe(4)
+  })
+
+  test("'process' syncs nothing, and what it wrote is what any store on the folder reads", async () => {
+    const { store, clock, directory } = open({ durability: 'process' })
+    const other = open({ directory, clock }).store
+    const record = makeRecord(clock, { userId: 'alice' })
+    const syncs = await syncsDuring(async () => {
+      expect(await store.create(record)).toBe(true)
+      expect(await store.update({ ...record, version: 2, payload: 'two' }, 1)).toBe(true)
+      expect(await store.update({ ...record, version: 3 }, 1)).toBe(false)
+    })
+    expect(syncs).toBe(0)
+    expect(await other.get(record.key)).toMatchObject({ version: 2, payload: 'two' })
+    expect((await other.listByUser('alice')).map((found) => found.key)).toEqual([record.key])
+    expect(await other.update({ ...record, version: 3 }, 2)).toBe(true)
+    expect(await store.get(record.key)).toMatchObject({ version: 3 })
+    expect(leftovers(directory)).toEqual([])
   })
 })
 
@@ -783,7 +847,8 @@ describe('FileStore faults', () => {
     await remote.commit(ref)
     expect((await clients[2]?.json('/state'))?.body).toMatchObject({ n: 3 })
     expect(await remote.revokeUserSessions('user-0')).toBe(4)
-    expect(await store.count()).toBe(6)
+    // The 6 sessions left, and the 4 notices the revoke left in place of the ended ones (endedBecause).
+    expect(await store.count()).toBe(10)
     expect(leftovers(directory)).toEqual([])
   })
 

@@ -54,6 +54,15 @@ export interface FileStoreOptions extends StoreOptions {
    * mistyped path into an empty store.
    */
   createDirectory?: boolean
+  /**
+   * What a write that resolved survives. `'power-loss'` (the default): the temp file is `fdatasync`ed
+   * before the rename and the folder `fsync`ed after it, so the write survives a power loss or a kernel
+   * crash. `'process'`: no sync at all; the write survives the process crashing or being killed (the
+   * rename of a complete temp file is done when it resolves), but a power loss may undo the writes of
+   * the last seconds (a file then reads as its previous version, or, on some file systems, as empty, which
+   * reads as missing: such a session is signed out). A logout undone that way lets its cookie in again.
+   */
+  durability?: 'power-loss' | 'process'
 }
 
 /** What a session file holds, as read back. */
@@ -95,7 +104,8 @@ const MAX_REPORTED = 1000
  * marker file per signed-in session, where `h` is the SHA-256 of the user ID (base64url). Folders are
  * 0700 and files 0600. A session file is one JSON object; it is written to a temp file in its own
  * folder, fsynced, renamed over the old one and the folder fsynced, so a reader sees the old file or
- * the new one, never a torn one, and a write that resolved survives a crash.
+ * the new one, never a torn one, and a write that resolved survives a crash (with `durability:
+ * 'process'`, no sync: it survives the process crashing, not a power loss).
  *
  * Every write (create, update, touch, destroy, and a prune's removal) re-reads the file under the
  * key's lock, which holds across processes: see `lock.ts`. Reads take no lock. A key that is not 43
@@ -106,6 +116,8 @@ export class FileStore implements BundledStore {
   /** The session folder, absolute. */
   readonly directory: string
   private readonly createDirectory: boolean
+  /** True when writes are synced to the disk (`durability: 'power-loss'`). */
+  private readonly sync: boolean
   private readonly clock: Clock
   private readonly warn: (warning: Error | string) => void
   private readonly lockPolicy: LockPolicy
@@ -126,7 +138,15 @@ export class FileStore implements BundledStore {
       lockStaleMs = 10_000,
       onWarning,
       createDirectory = true,
+      durability = 'power-loss',
     } = options ?? {}
+    if (durability !== 'power-loss' && durability !== 'process') {
+      throw new ConfigError(
+        'durability',
+        `must be 'power-loss' or 'process', got ${JSON.stringify(durability)}`,
+      )
+    }
+    this.sync = durability === 'power-loss'
     if (typeof createDirectory !== 'boolean') {
       throw new ConfigError('createDirectory', `must be true or false, got ${String(createDirectory)}`)
     }
@@ -387,7 +407,7 @@ export class FileStore implements BundledStore {
         trust(path, await stat(path))
         continue
       }
-      await syncFolder(parent)
+      if (this.sync) await syncFolder(parent)
     }
   }
 
@@ -432,8 +452,8 @@ export class FileStore implements BundledStore {
   }
 
   /**
-   * Replaces the session file atomically: temp file in the same folder, fsync, rename, fsync of the
-   * folder. The caller holds the key's lock; it is checked once more just before the rename.
+   * Replaces the session file atomically: temp file in the same folder, fdatasync, rename, fsync of the
+   * folder (the syncs with `durability: 'power-loss'` only). The caller holds the key's lock; it is checked once more just before the rename.
    */
   private async write(record: SessionRecord, tombstone: boolean, lock: HeldLock): Promise<void> {
     const dir = this.shard(record.key)
@@ -443,7 +463,7 @@ export class FileStore implements BundledStore {
       const handle = await open(temp, 'wx', 0o600)
       try {
         await handle.writeFile(serialize(record, tombstone), 'utf8')
-        await handle.datasync()
+        if (this.sync) await handle.datasync()
       } finally {
         await handle.close()
       }
@@ -453,6 +473,7 @@ export class FileStore implements BundledStore {
     } finally {
       if (!renamed) await unlink(temp).catch(() => {})
     }
+    if (!this.sync) return
     // The write has happened (readers see it): a failing folder sync is reported, not thrown.
     await syncFolder(dir).catch((error: unknown) =>
       this.warn(`${NAME}: could not fsync ${dir} after a write: ${messageOf(error)}`),
@@ -493,7 +514,7 @@ export class FileStore implements BundledStore {
         await this.makeFolders(USERS, hash[0] as string, hash[1] as string, hash)
       }
     }
-    await syncFolder(folder)
+    if (this.sync) await syncFolder(folder)
   }
 
   /** Removes a marker, and its folder once empty. Best effort: a marker left behind is filtered and cleaned later. */

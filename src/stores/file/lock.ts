@@ -32,11 +32,11 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'
-import { lstat, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { threadId } from 'node:worker_threads'
-import { distrust, makeFolder } from './ownership.js'
+import { distrust } from './ownership.js'
 
 /** How {@link takeLock} decides a lock is stale, and whom it tells about breaking one. */
 export interface LockPolicy {
@@ -118,10 +118,16 @@ export async function takeLock(path: string, policy: LockPolicy, wait: boolean):
   const token = randomBytes(16).toString('base64url')
   const entry = `${token}.${process.pid}.${threadId}.${machine()}`
   const staging = `${path}.${token}.new`
-  await makeFolder(staging)
+  // 0700 less the umask, which can only take bits away: never open to others. No chmod (a metadata
+  // write per lock) unless the umask took this user's own bits and the entry cannot be made.
+  await mkdir(staging, { mode: 0o700 })
   let taken = false
   try {
-    await mkdir(join(staging, entry), { mode: 0o700 })
+    await mkdir(join(staging, entry), { mode: 0o700 }).catch(async (error: unknown) => {
+      if (errorCode(error) !== 'EACCES') throw error
+      await chmod(staging, 0o700)
+      await mkdir(join(staging, entry), { mode: 0o700 })
+    })
     const started = performance.now()
     let seen = { id: '', since: started }
     let pollMs = FIRST_POLL_MS
