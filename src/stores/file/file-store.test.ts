@@ -213,6 +213,82 @@ describe('FileStore durability', () => {
   })
 })
 
+describe('FileStore: the read before the lock', () => {
+  /**
+   * Starts `write` while this test holds the key's lock, as another process would, waits until the
+   * write has read the file and is waiting for the lock (its lock being built shows), runs `meanwhile`
+   * (the other process's write), then releases the lock.
+   */
+  async function writeAround<T>(
+    directory: string,
+    key: string,
+    write: () => Promise<T>,
+    meanwhile: () => void,
+  ) {
+    const file = fileOf(directory, key)
+    const held = await takeLock(`${file}${LOCK_SUFFIX}`, { staleMs: 60_000, onBreak() {} }, true)
+    const pending = write()
+    while (!readdirSync(join(file, '..')).some((name) => name.endsWith('.new'))) {
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    }
+    meanwhile()
+    await held?.release()
+    return pending
+  }
+
+  /** Replaces the key's file as another FileStore process would: a new file renamed over it. */
+  function replace(directory: string, record: SessionRecord): void {
+    const file = fileOf(directory, record.key)
+    writeFileSync(`${file}.other.tmp`, fileText(record), { mode: 0o600 })
+    renameSync(`${file}.other.tmp`, file)
+  }
+
+  test('an update whose record another process replaced while it waited for the lock reads it again and loses', async () => {
+    const { store, clock, directory } = open()
+    const record = makeRecord(clock, { userId: 'alice' })
+    expect(await store.create(record)).toBe(true)
+    const theirs = { ...record, version: 2, payload: 'theirs' }
+    const updated = await writeAround(
+      directory,
+      record.key,
+      () => store.update({ ...record, version: 2, payload: 'mine' }, 1),
+      () => replace(directory, theirs),
+    )
+    expect(updated).toBe(false)
+    expect(await store.get(record.key)).toMatchObject({ version: 2, payload: 'theirs' })
+    // A touch that waited the same way keeps their payload (it re-reads, then writes its times).
+    await writeAround(
+      directory,
+      record.key,
+      () => store.touch(record.key, clock.now() + 5, record.idleExpiresAt + 5),
+      () => replace(directory, { ...theirs, version: 3, payload: 'theirs again' }),
+    )
+    expect(await store.get(record.key)).toMatchObject({ version: 3, payload: 'theirs again' })
+    expect(leftovers(directory)).toEqual([])
+  })
+
+  test('an update whose record was removed meanwhile (a prune elsewhere) loses; one left alone wins', async () => {
+    const { store, clock, directory } = open()
+    const record = makeRecord(clock)
+    expect(await store.create(record)).toBe(true)
+    const kept = await writeAround(
+      directory,
+      record.key,
+      () => store.update({ ...record, version: 2 }, 1),
+      () => {},
+    )
+    expect(kept).toBe(true)
+    const removed = await writeAround(
+      directory,
+      record.key,
+      () => store.update({ ...record, version: 3 }, 2),
+      () => rmSync(fileOf(directory, record.key)),
+    )
+    expect(removed).toBe(false)
+    expect(await store.get(record.key)).toBeNull()
+  })
+})
+
 describe('FileStore close', () => {
   test('close waits for the writes in flight, then every call rejects', async () => {
     const { store, clock, directory } = open()
