@@ -85,7 +85,7 @@ interface Stored {
 /** A read that may keep its file open: see `readPinned` and `reread`. */
 interface Pinned {
   readonly read: Read
-  readonly pin?: { readonly handle: FileHandle; readonly dev: number; readonly ino: number }
+  readonly pin?: { readonly handle: FileHandle; readonly dev: bigint; readonly ino: bigint }
 }
 
 /** Closes the file a pinned read kept open. */
@@ -408,6 +408,8 @@ export class FileStore implements BundledStore {
    * whether the key's file is still this one. The caller closes the pin ({@link unpin}).
    */
   private async readPinned(key: string): Promise<Pinned> {
+    // Windows: a file held open may refuse the rename over it; it is read twice there, as before.
+    if (process.platform === 'win32') return { read: await this.read(key) }
     const path = join(this.shard(key), key)
     let handle: FileHandle
     try {
@@ -418,17 +420,19 @@ export class FileStore implements BundledStore {
       return { read: null }
     }
     try {
-      const stats = await handle.stat()
+      // bigint: a device or inode number past 2^53 is compared exactly.
+      const stats = await handle.stat({ bigint: true })
       if (stats.isFile()) {
-        const buffer = Buffer.allocUnsafe(stats.size + 1)
+        const size = Number(stats.size)
+        const buffer = Buffer.allocUnsafe(size + 1)
         let length = 0
         for (;;) {
           const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length)
           length += bytesRead
-          if (bytesRead === 0 || length >= stats.size) break
+          if (bytesRead === 0 || length >= size) break
         }
         // Exactly the size fstat gave: the whole of a file FileStore never writes in place.
-        if (length === stats.size) {
+        if (length === size) {
           const read = this.interpret(path, buffer.toString('utf8', 0, length), key)
           return { read, pin: { handle, dev: stats.dev, ino: stats.ino } }
         }
@@ -450,7 +454,7 @@ export class FileStore implements BundledStore {
    */
   private async reread(key: string, pinned: Pinned): Promise<Read> {
     if (pinned.pin) {
-      const now = await stat(join(this.shard(key), key)).catch((error: unknown) => {
+      const now = await stat(join(this.shard(key), key), { bigint: true }).catch((error: unknown) => {
         if (errorCode(error) === 'ENOENT') return null
         throw error
       })
