@@ -15,7 +15,15 @@ const SQL = [...COMMON, 'tableName', 'pruneIntervalMs', 'onWarning', 'createSche
 /** Every option of each bundled store's constructor, by the store's name. */
 export const STORE_OPTIONS = Object.freeze({
   MemoryStore: [...COMMON, 'maxSessions', 'sweepIntervalMs'],
-  FileStore: [...COMMON, 'directory', 'pruneIntervalMs', 'lockStaleMs', 'onWarning', 'createDirectory'],
+  FileStore: [
+    ...COMMON,
+    'directory',
+    'pruneIntervalMs',
+    'lockStaleMs',
+    'onWarning',
+    'createDirectory',
+    'durability',
+  ],
   SqliteStore: [...SQL, 'path', 'busyTimeoutMs', 'synchronous'],
   PostgresStore: [...SQL, 'pool', 'connectionString', 'schema', 'commandTimeoutMs'],
   MySqlStore: [...SQL, 'pool', 'uri', 'poolOptions', 'commandTimeoutMs'],

@@ -14,12 +14,13 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs'
+import { open as fsOpen } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { threadId } from 'node:worker_threads'
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest'
 import { cookieHeader, startRemoteManager } from '../../../test/support/remote.js'
 import { harness } from '../../../test/support/setup.js'
 import { ManualClock, systemClock } from '../../core/clock.js'
@@ -118,6 +119,21 @@ defineStoreConformance(
   },
 )
 
+// The same suite with no sync: what changes is only what a power loss can undo.
+defineStoreConformance(
+  { describe, test },
+  {
+    name: "FileStore (durability: 'process')",
+    createStore: (clock) =>
+      new FileStore({ directory: freshFolder(), clock, pruneIntervalMs: 0, durability: 'process' }),
+    disposeStore: async (store) => {
+      await store.close()
+      if (store.directory.startsWith(join(root, 'store-')))
+        rmSync(store.directory, { recursive: true, force: true })
+    },
+  },
+)
+
 describe('FileStore options', () => {
   test.each([
     ['directory', { directory: '' }],
@@ -129,6 +145,8 @@ describe('FileStore options', () => {
     ['pruneIntervalMs', { directory: 'x', pruneIntervalMs: 0.5 }],
     ['onWarning', { directory: 'x', onWarning: 'loud' }],
     ['clock', { directory: 'x', clock: {} }],
+    ['durability', { directory: 'x', durability: 'fast' }],
+    ['durability', { directory: 'x', durability: true }],
   ])('refuses a bad %s with a ConfigError', (option, options) => {
     const build = () => new FileStore(options as unknown as FileStoreOptions)
     expect(build).toThrow(ConfigError)
@@ -146,6 +164,128 @@ describe('FileStore options', () => {
     expect(error).toBeInstanceOf(StoreError)
     expect(error).toMatchObject({ store: 'FileStore', operation: 'get', cause: { code: 'ENOENT' } })
     expect(existsSync(join(orphan.directory, '..'))).toBe(false)
+  })
+})
+
+describe('FileStore durability', () => {
+  /** Counts the syncs of files and folders (FileHandle's datasync and sync) while `body` runs. */
+  async function syncsDuring(body: () => Promise<unknown>): Promise<number> {
+    const handle = await fsOpen(new URL(import.meta.url), 'r')
+    const proto = Object.getPrototypeOf(handle) as { datasync(): Promise<void>; sync(): Promise<void> }
+    await handle.close()
+    const datasync = vi.spyOn(proto, 'datasync')
+    const sync = vi.spyOn(proto, 'sync')
+    try {
+      await body()
+      return datasync.mock.calls.length + sync.mock.calls.length
+    } finally {
+      datasync.mockRestore()
+      sync.mockRestore()
+    }
+  }
+
+  test("'power-loss' (the default) syncs the temp file and the folder of every write", async () => {
+    const { store, clock } = open()
+    const record = makeRecord(clock, { userId: 'alice' })
+    expect(await store.create(record)).toBe(true)
+    const syncs = await syncsDuring(async () => {
+      expect(await store.update({ ...record, version: 2 }, 1)).toBe(true)
+      await store.touch(record.key, clock.now(), record.idleExpiresAt)
+    })
+    expect(syncs).toBe(4)
+  })
+
+  test("'process' syncs nothing, and what it wrote is what any store on the folder reads", async () => {
+    const { store, clock, directory } = open({ durability: 'process' })
+    const other = open({ directory, clock }).store
+    const record = makeRecord(clock, { userId: 'alice' })
+    const syncs = await syncsDuring(async () => {
+      expect(await store.create(record)).toBe(true)
+      expect(await store.update({ ...record, version: 2, payload: 'two' }, 1)).toBe(true)
+      expect(await store.update({ ...record, version: 3 }, 1)).toBe(false)
+    })
+    expect(syncs).toBe(0)
+    expect(await other.get(record.key)).toMatchObject({ version: 2, payload: 'two' })
+    expect((await other.listByUser('alice')).map((found) => found.key)).toEqual([record.key])
+    expect(await other.update({ ...record, version: 3 }, 2)).toBe(true)
+    expect(await store.get(record.key)).toMatchObject({ version: 3 })
+    expect(leftovers(directory)).toEqual([])
+  })
+})
+
+describe('FileStore: the read before the lock', () => {
+  /**
+   * Starts `write` while this test holds the key's lock, as another process would, waits until the
+   * write has read the file and is waiting for the lock (its lock being built shows), runs `meanwhile`
+   * (the other process's write), then releases the lock.
+   */
+  async function writeAround<T>(
+    directory: string,
+    key: string,
+    write: () => Promise<T>,
+    meanwhile: () => void,
+  ) {
+    const file = fileOf(directory, key)
+    const held = await takeLock(`${file}${LOCK_SUFFIX}`, { staleMs: 60_000, onBreak() {} }, true)
+    const pending = write()
+    while (!readdirSync(join(file, '..')).some((name) => name.endsWith('.new'))) {
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    }
+    meanwhile()
+    await held?.release()
+    return pending
+  }
+
+  /** Replaces the key's file as another FileStore process would: a new file renamed over it. */
+  function replace(directory: string, record: SessionRecord): void {
+    const file = fileOf(directory, record.key)
+    writeFileSync(`${file}.other.tmp`, fileText(record), { mode: 0o600 })
+    renameSync(`${file}.other.tmp`, file)
+  }
+
+  test('an update whose record another process replaced while it waited for the lock reads it again and loses', async () => {
+    const { store, clock, directory } = open()
+    const record = makeRecord(clock, { userId: 'alice' })
+    expect(await store.create(record)).toBe(true)
+    const theirs = { ...record, version: 2, payload: 'theirs' }
+    const updated = await writeAround(
+      directory,
+      record.key,
+      () => store.update({ ...record, version: 2, payload: 'mine' }, 1),
+      () => replace(directory, theirs),
+    )
+    expect(updated).toBe(false)
+    expect(await store.get(record.key)).toMatchObject({ version: 2, payload: 'theirs' })
+    // A touch that waited the same way keeps their payload (it re-reads, then writes its times).
+    await writeAround(
+      directory,
+      record.key,
+      () => store.touch(record.key, clock.now() + 5, record.idleExpiresAt + 5),
+      () => replace(directory, { ...theirs, version: 3, payload: 'theirs again' }),
+    )
+    expect(await store.get(record.key)).toMatchObject({ version: 3, payload: 'theirs again' })
+    expect(leftovers(directory)).toEqual([])
+  })
+
+  test('an update whose record was removed meanwhile (a prune elsewhere) loses; one left alone wins', async () => {
+    const { store, clock, directory } = open()
+    const record = makeRecord(clock)
+    expect(await store.create(record)).toBe(true)
+    const kept = await writeAround(
+      directory,
+      record.key,
+      () => store.update({ ...record, version: 2 }, 1),
+      () => {},
+    )
+    expect(kept).toBe(true)
+    const removed = await writeAround(
+      directory,
+      record.key,
+      () => store.update({ ...record, version: 3 }, 2),
+      () => rmSync(fileOf(directory, record.key)),
+    )
+    expect(removed).toBe(false)
+    expect(await store.get(record.key)).toBeNull()
   })
 })
 

@@ -1,6 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { type Stats, statSync } from 'node:fs'
-import { open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import {
+  type FileHandle,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  unlink,
+  writeFile,
+} from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { type Clock, systemClock } from '../../core/clock.js'
@@ -54,6 +64,15 @@ export interface FileStoreOptions extends StoreOptions {
    * mistyped path into an empty store.
    */
   createDirectory?: boolean
+  /**
+   * What a write that resolved survives. `'power-loss'` (the default): the temp file is `fdatasync`ed
+   * before the rename and the folder `fsync`ed after it, so the write survives a power loss or a kernel
+   * crash. `'process'`: no sync at all; the write survives the process crashing or being killed (the
+   * rename of a complete temp file is done when it resolves), but a power loss may undo the writes of
+   * the last seconds (a file then reads as its previous version, or, on some file systems, as empty, which
+   * reads as missing: such a session is signed out). A logout undone that way lets its cookie in again.
+   */
+  durability?: 'power-loss' | 'process'
 }
 
 /** What a session file holds, as read back. */
@@ -61,6 +80,17 @@ interface Stored {
   readonly record: SessionRecord
   readonly tombstone: boolean
   readonly expiresAt: number
+}
+
+/** A read that may keep its file open: see `readPinned` and `reread`. */
+interface Pinned {
+  readonly read: Read
+  readonly pin?: { readonly handle: FileHandle; readonly dev: bigint; readonly ino: bigint }
+}
+
+/** Closes the file a pinned read kept open. */
+async function unpin(pinned: Pinned): Promise<void> {
+  await pinned.pin?.handle.close().catch(() => {})
 }
 
 /** A session file that exists but cannot be a record of ours (torn, empty, foreign). */
@@ -95,10 +125,13 @@ const MAX_REPORTED = 1000
  * marker file per signed-in session, where `h` is the SHA-256 of the user ID (base64url). Folders are
  * 0700 and files 0600. A session file is one JSON object; it is written to a temp file in its own
  * folder, fsynced, renamed over the old one and the folder fsynced, so a reader sees the old file or
- * the new one, never a torn one, and a write that resolved survives a crash.
+ * the new one, never a torn one, and a write that resolved survives a crash (with `durability:
+ * 'process'`, no sync: it survives the process crashing, not a power loss).
  *
- * Every write (create, update, touch, destroy, and a prune's removal) re-reads the file under the
- * key's lock, which holds across processes: see `lock.ts`. Reads take no lock. A key that is not 43
+ * Every write (create, update, touch, destroy, and a prune's removal) decides on the file as it is
+ * under the key's lock, which holds across processes: see `lock.ts`. An update or touch reads the file
+ * before the lock (to refuse a stale version without it) and keeps it open; under the lock one `stat`
+ * shows whether the key's file is still that one, else it is read again (`reread`). Reads take no lock. A key that is not 43
  * characters of base64url is never turned into a path: it reads as missing, and writes to it resolve
  * `false` (create, update) or do nothing (touch, destroy).
  */
@@ -106,6 +139,8 @@ export class FileStore implements BundledStore {
   /** The session folder, absolute. */
   readonly directory: string
   private readonly createDirectory: boolean
+  /** True when writes are synced to the disk (`durability: 'power-loss'`). */
+  private readonly sync: boolean
   private readonly clock: Clock
   private readonly warn: (warning: Error | string) => void
   private readonly lockPolicy: LockPolicy
@@ -126,7 +161,15 @@ export class FileStore implements BundledStore {
       lockStaleMs = 10_000,
       onWarning,
       createDirectory = true,
+      durability = 'power-loss',
     } = options ?? {}
+    if (durability !== 'power-loss' && durability !== 'process') {
+      throw new ConfigError(
+        'durability',
+        `must be 'power-loss' or 'process', got ${JSON.stringify(durability)}`,
+      )
+    }
+    this.sync = durability === 'power-loss'
     if (typeof createDirectory !== 'boolean') {
       throw new ConfigError('createDirectory', `must be true or false, got ${String(createDirectory)}`)
     }
@@ -156,7 +199,8 @@ export class FileStore implements BundledStore {
     const copy = copyRecord(record)
     return this.run('create', async () => {
       if (!isStoreKey(copy.key)) return false
-      if (this.holds(await this.read(copy.key))) return false
+      // No read before the lock: a key is new but for a collision of random IDs, so a read here would
+      // almost never save the lock, and would cost every create a second read.
       return this.locked(copy.key, async (lock) => {
         const current = await this.read(copy.key)
         if (this.holds(current)) return false
@@ -174,28 +218,45 @@ export class FileStore implements BundledStore {
     const copy = copyRecord(record)
     return this.run('update', async () => {
       if (!isStoreKey(copy.key)) return false
-      if (this.live(await this.read(copy.key))?.version !== expectedVersion) return false
-      return this.locked(copy.key, async (lock) => {
-        const current = this.live(await this.read(copy.key))
-        if (current?.version !== expectedVersion) return false
-        if (copy.userId !== null && copy.userId !== current.userId)
-          await this.addMarker(copy.userId, copy.key)
-        await this.write(copy, false, lock)
-        if (current.userId !== null && current.userId !== copy.userId) {
-          await this.removeMarker(current.userId, copy.key)
-        }
-        return true
-      })
+      const pinned = await this.readPinned(copy.key)
+      try {
+        if (this.live(pinned.read)?.version !== expectedVersion) return false
+        return await this.locked(copy.key, (lock) => this.commitUpdate(copy, expectedVersion, pinned, lock))
+      } finally {
+        await unpin(pinned)
+      }
     })
+  }
+
+  private async commitUpdate(
+    copy: SessionRecord,
+    expectedVersion: number,
+    pinned: Pinned,
+    lock: HeldLock,
+  ): Promise<boolean> {
+    const current = this.live(await this.reread(copy.key, pinned))
+    if (current?.version !== expectedVersion) return false
+    if (copy.userId !== null && copy.userId !== current.userId) await this.addMarker(copy.userId, copy.key)
+    await this.write(copy, false, lock)
+    if (current.userId !== null && current.userId !== copy.userId) {
+      await this.removeMarker(current.userId, copy.key)
+    }
+    return true
   }
 
   touch(key: string, lastSeenAt: number, idleExpiresAt: number): Promise<void> {
     return this.run('touch', async () => {
-      if (!isStoreKey(key) || !this.live(await this.read(key))) return
-      await this.locked(key, async (lock) => {
-        const current = this.live(await this.read(key))
-        if (current) await this.write(copyRecord({ ...current, lastSeenAt, idleExpiresAt }), false, lock)
-      })
+      if (!isStoreKey(key)) return
+      const pinned = await this.readPinned(key)
+      try {
+        if (!this.live(pinned.read)) return
+        await this.locked(key, async (lock) => {
+          const current = this.live(await this.reread(key, pinned))
+          if (current) await this.write(copyRecord({ ...current, lastSeenAt, idleExpiresAt }), false, lock)
+        })
+      } finally {
+        await unpin(pinned)
+      }
     })
   }
 
@@ -332,10 +393,74 @@ export class FileStore implements BundledStore {
       await this.ensureFolder()
       return null
     }
+    return this.interpret(path, text, key)
+  }
+
+  private interpret(path: string, text: string, key: string): Read {
     const parsed = parse(text, key)
     if (typeof parsed === 'string') return this.unreadable(path, parsed)
     if (this.reported.size > 0) this.reported.delete(path)
     return parsed
+  }
+
+  /**
+   * Like {@link read}, but keeps the file open, so that {@link reread} can later tell with one `stat`
+   * whether the key's file is still this one. The caller closes the pin ({@link unpin}).
+   */
+  private async readPinned(key: string): Promise<Pinned> {
+    // Windows: a file held open may refuse the rename over it; it is read twice there, as before.
+    if (process.platform === 'win32') return { read: await this.read(key) }
+    const path = join(this.shard(key), key)
+    let handle: FileHandle
+    try {
+      handle = await open(path, 'r')
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error
+      await this.ensureFolder()
+      return { read: null }
+    }
+    try {
+      // bigint: a device or inode number past 2^53 is compared exactly.
+      const stats = await handle.stat({ bigint: true })
+      if (stats.isFile()) {
+        const size = Number(stats.size)
+        const buffer = Buffer.allocUnsafe(size + 1)
+        let length = 0
+        for (;;) {
+          const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length)
+          length += bytesRead
+          if (bytesRead === 0 || length >= size) break
+        }
+        // Exactly the size fstat gave: the whole of a file FileStore never writes in place.
+        if (length === size) {
+          const read = this.interpret(path, buffer.toString('utf8', 0, length), key)
+          return { read, pin: { handle, dev: stats.dev, ino: stats.ino } }
+        }
+      }
+    } catch (error) {
+      await handle.close().catch(() => {})
+      throw error
+    }
+    await handle.close()
+    return { read: await this.read(key) }
+  }
+
+  /**
+   * The key's file, read again under its lock, unless it is still the file `pinned` read: same device
+   * and inode at the path. That proves the same content, because an inode cannot be reused while a
+   * handle holds it open, and FileStore never changes a session file in place (every write is a new
+   * file renamed over it). Any other writer in between (a process, a prune) made a new file or none:
+   * then it is read again.
+   */
+  private async reread(key: string, pinned: Pinned): Promise<Read> {
+    if (pinned.pin) {
+      const now = await stat(join(this.shard(key), key), { bigint: true }).catch((error: unknown) => {
+        if (errorCode(error) === 'ENOENT') return null
+        throw error
+      })
+      if (now?.ino === pinned.pin.ino && now.dev === pinned.pin.dev) return pinned.read
+    }
+    return this.read(key)
   }
 
   private unreadable(path: string, why: string): typeof UNREADABLE {
@@ -387,7 +512,7 @@ export class FileStore implements BundledStore {
         trust(path, await stat(path))
         continue
       }
-      await syncFolder(parent)
+      if (this.sync) await syncFolder(parent)
     }
   }
 
@@ -432,8 +557,8 @@ export class FileStore implements BundledStore {
   }
 
   /**
-   * Replaces the session file atomically: temp file in the same folder, fsync, rename, fsync of the
-   * folder. The caller holds the key's lock; it is checked once more just before the rename.
+   * Replaces the session file atomically: temp file in the same folder, fdatasync, rename, fsync of the
+   * folder (the syncs with `durability: 'power-loss'` only). The caller holds the key's lock; it is checked once more just before the rename.
    */
   private async write(record: SessionRecord, tombstone: boolean, lock: HeldLock): Promise<void> {
     const dir = this.shard(record.key)
@@ -443,7 +568,7 @@ export class FileStore implements BundledStore {
       const handle = await open(temp, 'wx', 0o600)
       try {
         await handle.writeFile(serialize(record, tombstone), 'utf8')
-        await handle.datasync()
+        if (this.sync) await handle.datasync()
       } finally {
         await handle.close()
       }
@@ -453,6 +578,7 @@ export class FileStore implements BundledStore {
     } finally {
       if (!renamed) await unlink(temp).catch(() => {})
     }
+    if (!this.sync) return
     // The write has happened (readers see it): a failing folder sync is reported, not thrown.
     await syncFolder(dir).catch((error: unknown) =>
       this.warn(`${NAME}: could not fsync ${dir} after a write: ${messageOf(error)}`),
@@ -493,7 +619,7 @@ export class FileStore implements BundledStore {
         await this.makeFolders(USERS, hash[0] as string, hash[1] as string, hash)
       }
     }
-    await syncFolder(folder)
+    if (this.sync) await syncFolder(folder)
   }
 
   /** Removes a marker, and its folder once empty. Best effort: a marker left behind is filtered and cleaned later. */

@@ -29,14 +29,32 @@
  * may, and reported. Only the lock judged is moved (same inode, checked just before); a fresh lock taken
  * in the instant between that check and the rename would be moved too, and its owner, finding its entry
  * gone, loses its write: as with any broken lock, never two writes through.
+ *
+ * What it costs, and why it is not cheaper (issue 18). A lock makes or removes five directory entries:
+ * `mkdir` of the staging folder and of the owner entry, the rename, and two `rmdir`s on release; on the
+ * shared VM's ext4 each cost some 0.3 to 0.85 ms (an `fdatasync` of a small file: 1.7 ms; the stat of
+ * `stillHeld`: 10 µs), so the lock is about half of a write's time. Fewer need another protocol:
+ * - One `mkdir` of `<key>.lock` as the whole lock would leave it empty until the owner entry is made, and
+ *   an empty lock is a free one here: a taker of 0.1.0, sharing the folder during a rolling upgrade, would
+ *   rename its own lock over it and two writers would hold the key. Calling an empty lock held instead
+ *   needs a way to break one whose owner died before naming itself (by age only), and both versions to
+ *   agree: an on-disk format change, for two of the five entries.
+ * - A symlink whose target names the owner is one entry to take and one to remove, but breaking it, and
+ *   even releasing it, removes by path whatever is there by then (another taker's fresh lock), unless
+ *   each is a rename aside, a read and a put-back: as many entries again.
+ * So the protocol stays; the staging folder is no longer `chmod`ed (the umask can only take bits away
+ * from 0700, and a lock's mode is never trusted beyond "not writable by others", which it cannot be).
+ * `stillHeld` stays too: it is one stat, and it is what turns a lock broken under a stuck owner, or moved
+ * aside with a foreign one, into a lost write instead of two writes through; skipping it while the lock
+ * is young would rest on every process sharing the folder using the same `lockStaleMs`.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'
-import { lstat, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { threadId } from 'node:worker_threads'
-import { distrust, makeFolder } from './ownership.js'
+import { distrust } from './ownership.js'
 
 /** How {@link takeLock} decides a lock is stale, and whom it tells about breaking one. */
 export interface LockPolicy {
@@ -118,10 +136,16 @@ export async function takeLock(path: string, policy: LockPolicy, wait: boolean):
   const token = randomBytes(16).toString('base64url')
   const entry = `${token}.${process.pid}.${threadId}.${machine()}`
   const staging = `${path}.${token}.new`
-  await makeFolder(staging)
+  // 0700 less the umask, which can only take bits away: never open to others. No chmod (a metadata
+  // write per lock) unless the umask took this user's own bits and the entry cannot be made.
+  await mkdir(staging, { mode: 0o700 })
   let taken = false
   try {
-    await mkdir(join(staging, entry), { mode: 0o700 })
+    await mkdir(join(staging, entry), { mode: 0o700 }).catch(async (error: unknown) => {
+      if (errorCode(error) !== 'EACCES') throw error
+      await chmod(staging, 0o700)
+      await mkdir(join(staging, entry), { mode: 0o700 })
+    })
     const started = performance.now()
     let seen = { id: '', since: started }
     let pollMs = FIRST_POLL_MS
