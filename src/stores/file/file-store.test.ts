@@ -92,6 +92,26 @@ function plant(directory: string, record: SessionRecord, text = fileText(record)
   return path
 }
 
+/** A store whose folder cannot exist: the path runs through a regular file. */
+function unavailableStore(clock: ManualClock, durability?: FileStoreOptions['durability']): FileStore {
+  const file = join(root, `a-file-${++folders}`)
+  writeFileSync(file, '')
+  return new FileStore({ directory: join(file, 'sessions'), clock, ...(durability ? { durability } : {}) })
+}
+
+/** Down until the parent of its folder appears: the store creates its folder, never anything above. */
+function recoveringStore(clock: ManualClock, durability?: FileStoreOptions['durability']) {
+  const parent = join(root, `later-${++folders}`)
+  return {
+    store: new FileStore({
+      directory: join(parent, 'sessions'),
+      clock,
+      ...(durability ? { durability } : {}),
+    }),
+    restore: () => mkdirSync(parent),
+  }
+}
+
 defineStoreConformance(
   { describe, test },
   {
@@ -102,20 +122,8 @@ defineStoreConformance(
       if (store.directory.startsWith(join(root, 'store-')))
         rmSync(store.directory, { recursive: true, force: true })
     },
-    // Its folder cannot exist: the path runs through a regular file.
-    createUnavailableStore(clock) {
-      const file = join(root, `a-file-${++folders}`)
-      writeFileSync(file, '')
-      return new FileStore({ directory: join(file, 'sessions'), clock })
-    },
-    // Down until the parent of its folder appears: the store creates its folder, never anything above.
-    createRecoveringStore(clock) {
-      const parent = join(root, `later-${++folders}`)
-      return {
-        store: new FileStore({ directory: join(parent, 'sessions'), clock }),
-        restore: () => mkdirSync(parent),
-      }
-    },
+    createUnavailableStore: (clock) => unavailableStore(clock),
+    createRecoveringStore: (clock) => recoveringStore(clock),
   },
 )
 
@@ -131,6 +139,8 @@ defineStoreConformance(
       if (store.directory.startsWith(join(root, 'store-')))
         rmSync(store.directory, { recursive: true, force: true })
     },
+    createUnavailableStore: (clock) => unavailableStore(clock, 'process'),
+    createRecoveringStore: (clock) => recoveringStore(clock, 'process'),
   },
 )
 
