@@ -3,6 +3,7 @@
  * path, lifecycle events (ends by reason), compare-and-set conflicts and retries, CSRF refusals by
  * reason, and store call durations; `metrics: false` records nothing; a bad option is a ConfigError.
  */
+import * as otel from '@opentelemetry/api'
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import { describe, expect, test } from 'vitest'
 import { ConfigError } from '../src/core/errors.js'
@@ -120,8 +121,22 @@ describe('metrics', () => {
   test('metrics: false records nothing; a bad value is a ConfigError', () => {
     const { make } = setup()
     expect(make({ metrics: false }).options.metrics.enabled).toBe(false)
-    // @opentelemetry/api is installed here: by default the manager records into its global meter.
-    expect(make().options.metrics.enabled).toBe(true)
     expect(() => make({ metrics: {} as never })).toThrow(ConfigError)
+  })
+
+  test('by default: the global meter provider once an SDK registered one, else nothing (not even timing)', async () => {
+    const { make } = setup()
+    // @opentelemetry/api is installed here, but no SDK is registered: nothing is recorded or timed.
+    expect(make().options.metrics.enabled).toBe(false)
+    const reader = new TestReader()
+    expect(otel.metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }))).toBe(true)
+    try {
+      const manager = make()
+      expect(manager.options.metrics.enabled).toBe(true)
+      await load(manager, undefined)
+      expect((await collected(reader)).get('latchkey.session.loads{outcome=anonymous}')).toBe(1)
+    } finally {
+      otel.metrics.disable()
+    }
   })
 })

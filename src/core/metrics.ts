@@ -2,8 +2,8 @@
  * Metrics, through the OpenTelemetry API: loads, commits, compare-and-set conflicts and retries,
  * lifecycle events (renewals, ends by reason, rejected cookies), CSRF refusals by reason, and the
  * latency of every store call. `@opentelemetry/api` is an optional peer dependency: when it is
- * installed, the manager records into its global meter provider (a no-op until the application
- * registers an SDK), and when it is not, nothing is loaded and nothing is recorded. An application can
+ * installed and the application registered an SDK's meter provider before creating the manager, the
+ * manager records into it; otherwise nothing is recorded (and without the package nothing is loaded). An application can
  * also hand its own `Meter` (`metrics` option), or turn metrics off (`metrics: false`).
  *
  * Instruments (all counters are monotonic; names follow OpenTelemetry's conventions):
@@ -142,11 +142,16 @@ export function resolveMetrics(option: MeterLike | false | undefined): SessionMe
     }
     return meterMetrics(option)
   }
-  let api: { metrics?: { getMeter(name: string): MeterLike } }
+  let api: { metrics?: { getMeter(name: string): MeterLike; getMeterProvider(): object } }
   try {
     api = require('@opentelemetry/api')
   } catch {
     return NO_METRICS
   }
-  return api.metrics ? meterMetrics(api.metrics.getMeter('latchkey')) : NO_METRICS
+  const global = api.metrics
+  // No SDK registered yet: the global meter would be a no-op one for good (the metrics API has no
+  // proxy provider), so nothing is timed or counted. Register the SDK before creating the manager.
+  if (global === undefined || global.getMeterProvider().constructor.name === 'NoopMeterProvider')
+    return NO_METRICS
+  return meterMetrics(global.getMeter('latchkey'))
 }

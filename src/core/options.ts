@@ -96,7 +96,8 @@ export interface SessionManagerOptions {
   csrfCookie?: CsrfCookieOptions
   /**
    * Metrics (see docs/metrics.md): an OpenTelemetry `Meter` to record into, or `false` for none.
-   * Default: the global meter of `@opentelemetry/api` when that package is installed, else none.
+   * Default: the global meter provider of `@opentelemetry/api`, when that package is installed and an
+   * SDK registered a provider before the manager was created; else none.
    */
   metrics?: MeterLike | false
   /**
