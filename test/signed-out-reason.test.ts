@@ -22,7 +22,7 @@ import type { SessionStore } from '../src/core/store.js'
 import { isClosableStore, isCountableStore } from '../src/core/store.js'
 import { openStore } from '../src/stores/index.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
-import { describeWithService, SERVICE_URLS, type ServiceStatus, service } from './support/services.js'
+import { describeWithService, SERVICE_URLS, type ServiceStatus, serverServices } from './support/services.js'
 
 const MINUTE = 60_000
 const KEYS = [generateKey()]
@@ -38,26 +38,7 @@ interface Backend {
 }
 
 const LOCAL: ServiceStatus = { name: 'local', available: true }
-const [postgres, mariadb, redis] = await Promise.all([
-  service('PostgreSQL', SERVICE_URLS.postgres, async () => {
-    const client = new pg.Client({ connectionString: SERVICE_URLS.postgres, connectionTimeoutMillis: 4000 })
-    try {
-      await client.connect()
-    } finally {
-      await client.end().catch(() => {})
-    }
-  }),
-  service('MariaDB', SERVICE_URLS.mysql, async () => {
-    const connection = await mysql.createConnection({ uri: SERVICE_URLS.mysql, connectTimeout: 4000 })
-    await connection.end().catch(() => {})
-  }),
-  service('Redis', SERVICE_URLS.redis, async () => {
-    const client = createClient({ url: SERVICE_URLS.redis, socket: { reconnectStrategy: false } })
-    client.on('error', () => {})
-    await client.connect()
-    await client.close()
-  }),
-])
+const { postgres, mariadb, redis } = await serverServices()
 
 const tableOf = (label: string) => `latchkey_${run}_${label}`
 

@@ -14,7 +14,7 @@ import { createSessionManager, type SessionManager } from '../../src/core/manage
 import type { SessionStore } from '../../src/core/store.js'
 import { isClosableStore } from '../../src/core/store.js'
 import { openStore } from '../../src/stores/index.js'
-import { SERVICE_URLS, type ServiceStatus, service } from './services.js'
+import { SERVICE_URLS, type ServiceStatus, serverServices } from './services.js'
 
 export interface Backend {
   readonly name: string
@@ -38,26 +38,7 @@ export async function backends(label: string): Promise<Backend[]> {
   const dir = mkdtempSync(join(tmpdir(), `latchkey-${label}-`))
   const table = `latchkey_cli_${run}`
   const prefix = `latchkey-cli-${run}:`
-  const [postgres, mariadb, redis] = await Promise.all([
-    service('PostgreSQL', SERVICE_URLS.postgres, async () => {
-      const client = new pg.Client({ connectionString: SERVICE_URLS.postgres, connectionTimeoutMillis: 4000 })
-      try {
-        await client.connect()
-      } finally {
-        await client.end().catch(() => {})
-      }
-    }),
-    service('MariaDB', SERVICE_URLS.mysql, async () => {
-      const connection = await mysql.createConnection({ uri: SERVICE_URLS.mysql, connectTimeout: 4000 })
-      await connection.end().catch(() => {})
-    }),
-    service('Redis', SERVICE_URLS.redis, async () => {
-      const client = createClient({ url: SERVICE_URLS.redis, socket: { reconnectStrategy: false } })
-      client.on('error', () => {})
-      await client.connect()
-      await client.close()
-    }),
-  ])
+  const { postgres, mariadb, redis } = await serverServices()
   const local = (name: string, url: string, migratable: boolean): Backend => ({
     name,
     status: AVAILABLE,

@@ -86,16 +86,19 @@ export async function serverServices(): Promise<{
   ])
   const [postgres, mariadb, redis] = await Promise.all([
     service('PostgreSQL', SERVICE_URLS.postgres, async () => {
-      const client = new pg.Client({ connectionString: SERVICE_URLS.postgres })
-      await client.connect()
-      await client.end()
+      const client = new pg.Client({ connectionString: SERVICE_URLS.postgres, connectionTimeoutMillis: 4000 })
+      try {
+        await client.connect()
+      } finally {
+        await client.end().catch(() => {})
+      }
     }),
     service('MariaDB', SERVICE_URLS.mysql, async () => {
       const connection = await mysql.createConnection({ uri: SERVICE_URLS.mysql, connectTimeout: 4000 })
-      await connection.end()
+      await connection.end().catch(() => {})
     }),
     service('Redis', SERVICE_URLS.redis, async () => {
-      const client = createClient({ url: SERVICE_URLS.redis })
+      const client = createClient({ url: SERVICE_URLS.redis, socket: { reconnectStrategy: false } })
       client.on('error', () => {})
       await client.connect()
       await client.close()
