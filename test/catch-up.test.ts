@@ -97,3 +97,159 @@ describe('a commit queued behind one of this process', () => {
     expect([after?.get('a'), after?.get('b')]).toEqual([1, 2])
   })
 })
+
+/** Settles on the next turn of the event loop: every promise that can settle by then has. */
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+/** Whether `promise` has settled, as a flag read later. */
+function watch(promise: Promise<unknown>): { settled: boolean } {
+  const flag = { settled: false }
+  promise.then(
+    () => {
+      flag.settled = true
+    },
+    () => {
+      flag.settled = true
+    },
+  )
+  return flag
+}
+
+describe('plain writes waiting behind a commit of this process', () => {
+  test('are folded into one update, each change replayed in commit order, answered once it landed', async () => {
+    const { manager, paused } = setup()
+    const id = await stored(manager)
+    const [s0, s1, s2, s3] = await Promise.all([0, 1, 2, 3].map(() => load(manager, id)))
+    if (!s0 || !s1 || !s2 || !s3) throw new Error('load')
+    const first = paused.pause('update')
+    s0.set('a', 1)
+    const c0 = manager.commit(s0)
+    await first.reached
+    paused.calls.length = 0
+    s1.set('b', 2)
+    s1.update('n', (n) => (n as number) + 1)
+    s2.set('x', 'earlier')
+    s3.set('x', 'later')
+    s3.update('n', (n) => (n as number) + 10)
+    const folded = paused.pause('update')
+    const commits = [s1, s2, s3].map((session) => manager.commit(session))
+    const flags = commits.map(watch)
+    first.release()
+    await c0
+    await folded.reached
+    await turn()
+    // Held before the fold's write reached the store: no folded request is answered yet.
+    expect(flags.map((flag) => flag.settled)).toEqual([false, false, false])
+    folded.release()
+    await Promise.all(commits)
+    expect(paused.calls).toEqual(['update'])
+    const after = await load(manager, id)
+    expect([after.get('a'), after.get('b'), after.get('x'), after.get('n')]).toEqual([1, 2, 'later', 11])
+    // Each request's session is settled on what was written.
+    expect(s1.get('x')).toBe('later')
+  })
+
+  test('fall back to a reread when another process wrote after the write they follow: nothing is lost', async () => {
+    const { manager, make, paused } = setup()
+    const other = make()
+    const id = await stored(manager)
+    const [s0, s1, s2] = await Promise.all([0, 1, 2].map(() => load(manager, id)))
+    if (!s0 || !s1 || !s2) throw new Error('load')
+    const first = paused.pause('update', { when: 'after' })
+    s0.update('n', (n) => (n as number) + 1)
+    const c0 = manager.commit(s0)
+    await first.reached
+    s1.update('n', (n) => (n as number) + 100)
+    s2.set('b', 2)
+    const commits = [manager.commit(s1), manager.commit(s2)]
+    // Another process writes after this process's first write landed, before the fold's.
+    const elsewhere = await load(other, id)
+    elsewhere.update('n', (n) => (n as number) + 10)
+    await other.commit(elsewhere)
+    paused.calls.length = 0
+    first.release()
+    await c0
+    await Promise.all(commits)
+    expect(paused.calls).toEqual(['update', 'get', 'update'])
+    const after = await load(manager, id)
+    expect([after.get('n'), after.get('b')]).toEqual([111, 2])
+  })
+
+  test('do not bring back a session ended before their turn: every one of them is dropped', async () => {
+    const dropped: string[] = []
+    const { manager, make, paused } = setup()
+    const other = make()
+    const mine = make({ onEvent: (event) => dropped.push(event.type) })
+    const id = await stored(manager)
+    const [s0, s1, s2] = await Promise.all([0, 1, 2].map(() => load(mine, id)))
+    if (!s0 || !s1 || !s2) throw new Error('load')
+    const first = paused.pause('update', { when: 'after' })
+    s0.set('a', 1)
+    const c0 = mine.commit(s0)
+    await first.reached
+    s1.set('b', 2)
+    s2.set('c', 3)
+    const commits = [mine.commit(s1), mine.commit(s2)]
+    const ending = await load(other, id)
+    ending.logout()
+    await other.commit(ending)
+    first.release()
+    await c0
+    await Promise.all(commits)
+    expect(dropped.filter((type) => type === 'dropped')).toHaveLength(2)
+    expect((await load(manager, id)).isNew).toBe(true)
+  })
+
+  test('too large together: written one by one, and only the request that made it too large fails', async () => {
+    const { manager, paused } = setup({ maxPayloadBytes: 2_000 })
+    const id = await stored(manager)
+    const [s0, s1, s2, s3] = await Promise.all([0, 1, 2, 3].map(() => load(manager, id)))
+    if (!s0 || !s1 || !s2 || !s3) throw new Error('load')
+    const first = paused.pause('update')
+    s0.set('a', 1)
+    const c0 = manager.commit(s0)
+    await first.reached
+    s1.set('b', 'x'.repeat(700))
+    s2.set('c', 'y'.repeat(700))
+    s3.set('d', 4)
+    const outcomes = Promise.allSettled([s1, s2, s3].map((session) => manager.commit(session)))
+    first.release()
+    await c0
+    const [r1, r2, r3] = await outcomes
+    expect([r1?.status, r2?.status, r3?.status]).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+    expect((r2 as PromiseRejectedResult).reason).toMatchObject({ code: 'ERR_LATCHKEY_SESSION_TOO_LARGE' })
+    const after = await load(manager, id)
+    expect([after.get('a'), after.get('b'), after.has('c'), after.get('d')]).toEqual([
+      1,
+      'x'.repeat(700),
+      false,
+      4,
+    ])
+  })
+
+  test('a store failure fails every folded request: none is answered as saved', async () => {
+    const { manager, memory, paused } = setup()
+    const id = await stored(manager)
+    const [s0, s1, s2] = await Promise.all([0, 1, 2].map(() => load(manager, id)))
+    if (!s0 || !s1 || !s2) throw new Error('load')
+    const first = paused.pause('update', { when: 'after' })
+    s0.set('a', 1)
+    const c0 = manager.commit(s0)
+    await first.reached
+    s1.set('b', 2)
+    s2.set('c', 3)
+    const outcomes = Promise.allSettled([manager.commit(s1), manager.commit(s2)])
+    const update = memory.update
+    memory.update = () => Promise.reject(new Error('store down'))
+    try {
+      first.release()
+      await c0
+      const results = await outcomes
+      expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected'])
+    } finally {
+      memory.update = update
+    }
+    const after = await load(manager, id)
+    expect([after.get('a'), after.has('b'), after.has('c')]).toEqual([1, false, false])
+  })
+})

@@ -199,12 +199,25 @@ export class SessionManager<T extends SessionData = SessionData> {
         now,
       )
     }
-    const key = state.record.key
-    return this.csrf.finish(
-      state,
-      this.quiet(state, now) ?? (await this.life.queue.run(key, () => this.commitStored(state, now))),
-      now,
+    return this.csrf.finish(state, this.quiet(state, now) ?? (await this.commitQueued(state, now)), now)
+  }
+
+  /**
+   * A commit of a stored session, on the session's queue: a plain write that finds another commit of
+   * the session in flight joins the writes waiting behind it, and they land as one (see write.ts).
+   */
+  private async commitQueued(state: SessionState, now: number): Promise<CommitResult> {
+    const key = (state.record as SessionRecord).key
+    const queue = this.life.queue
+    if (
+      !queue.busy(key) ||
+      state.rotation !== 'none' ||
+      !hasChanges(state) ||
+      now - state.meta.iat >= this.options.renewalIntervalMs
     )
+      return queue.run(key, () => this.commitStored(state, now))
+    if (!(await this.writer.fold(state, now, (task) => queue.run(key, task)))) return this.dropped(state)
+    return state.cookie === 'reissue' ? this.issued(state, now) : PRIVATE
   }
 
   /**

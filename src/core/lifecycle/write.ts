@@ -10,6 +10,14 @@
  * another process is writing too. A session found ended meanwhile is not written
  * back: the request's changes are dropped.
  *
+ * Plain writes that arrive while a commit on their session is in flight in this process are **folded**:
+ * they wait together, and when their turn comes one compare-and-set writes all of them, each request's
+ * changes replayed in the order the requests committed (so the later of two sets of one key wins, as
+ * it would one after the other). Every folded request is answered only once that one write has
+ * landed, and each learns the same outcome: written, or dropped because the session ended. A fold
+ * whose payload would be too large is not the fault of all of its requests: its writes then run one
+ * after the other, and only the request that made it too large fails.
+ *
  * A request that changes nothing is activity: the record is touched (its idle deadline moved, never
  * the payload) at most once per touch interval.
  */
@@ -46,12 +54,21 @@ interface Written {
   readonly meta: SessionMeta
 }
 
+/** One request of a fold: its state, and how to answer it. */
+interface Folded {
+  readonly state: SessionState
+  resolve(written: boolean): void
+  reject(error: unknown): void
+}
+
 /** Writes, touches and rebases sessions for one manager. */
 export class Writer {
   /** When this process last touched each recently touched store key. */
   private readonly touched = new Map<string, number>()
   /** What this process last wrote under each recently written store key. */
   private readonly written = new Map<string, Written>()
+  /** The fold still waiting for its turn on each store key, if any: plain writes joining it. */
+  private readonly folds = new Map<string, Folded[]>()
 
   constructor(
     private readonly life: Lifecycle,
@@ -122,6 +139,74 @@ export class Writer {
       if (!(await this.rebase(state, true))) return false
       await deadline.pause(attempt)
       this.life.metrics.retry()
+    }
+  }
+
+  /**
+   * {@link write}, folded with the other plain writes of the session that are waiting for its turn on
+   * the session's queue (`enqueue` runs a task there). Resolves as {@link write} does, once the fold's
+   * write has landed. See the note at the top of this file.
+   */
+  fold(
+    state: SessionState,
+    now: number,
+    enqueue: (task: () => Promise<void>) => Promise<void>,
+  ): Promise<boolean> {
+    const key = (state.record as SessionRecord).key
+    return new Promise<boolean>((resolve, reject) => {
+      const waiting = this.folds.get(key)
+      if (waiting !== undefined) {
+        waiting.push({ state, resolve, reject })
+        return
+      }
+      const fold: Folded[] = [{ state, resolve, reject }]
+      this.folds.set(key, fold)
+      enqueue(() => {
+        // Its turn: later writes start the next fold.
+        if (this.folds.get(key) === fold) this.folds.delete(key)
+        return this.writeFold(fold, now)
+      }).catch((error: unknown) => {
+        for (const each of fold) each.reject(error)
+      })
+    })
+  }
+
+  /** Writes a fold's requests with one compare-and-set, and answers each of them. */
+  private async writeFold(fold: Folded[], now: number): Promise<void> {
+    if (fold.length === 1) return answer(fold[0] as Folded, () => this.write((fold[0] as Folded).state, now))
+    const lead = (fold[0] as Folded).state
+    // A state of its own for the fold, so that each request's state is left as it was until it lands.
+    const folded: SessionState = { ...lead, data: new Map(lead.data), changes: [...lead.changes] }
+    for (const { state } of fold.slice(1)) {
+      for (const change of state.changes) {
+        applyChange(folded.data, change)
+        folded.changes.push(change)
+      }
+      folded.reseal ||= state.reseal
+    }
+    let written: boolean
+    try {
+      written = await this.write(folded, now)
+    } catch (error) {
+      if (!(error instanceof SessionError && error.code === 'ERR_LATCHKEY_SESSION_TOO_LARGE')) {
+        for (const each of fold) each.reject(error)
+        return
+      }
+      // Too large together: one after the other, so that only the request that made it too large fails.
+      for (const each of fold) await answer(each, () => this.write(each.state, now))
+      return
+    }
+    for (const { state, resolve } of fold) {
+      if (written) {
+        // Every request of the fold sees what was written, under the ID the write followed.
+        state.data = state === lead ? folded.data : new Map(folded.data)
+        state.meta = state === lead ? folded.meta : { ...folded.meta }
+        state.userId = folded.userId
+        state.id = folded.id
+        if (folded.cookie === 'reissue') state.cookie = 'reissue'
+        settle(state, folded.record as SessionRecord)
+      }
+      resolve(written)
     }
   }
 
@@ -213,6 +298,15 @@ export class Writer {
   private touchedAt(state: SessionState, record: SessionRecord, now: number, idleExpiresAt: number): void {
     state.record = { ...record, lastSeenAt: now, idleExpiresAt }
     keepRecent(this.touched, record.key, now)
+  }
+}
+
+/** Answers one request of a fold with the outcome of `write`. */
+async function answer(each: Folded, write: () => Promise<boolean>): Promise<void> {
+  try {
+    each.resolve(await write())
+  } catch (error) {
+    each.reject(error)
   }
 }
 
