@@ -1,7 +1,9 @@
 /**
  * The cap on sessions per user (ASVS V7.1): `maxSessionsPerUser`, held through the user index at every
  * sign-in, on every bundled store (PostgreSQL, MariaDB and Redis are service-gated: skipped when absent,
- * a failure under CI=true), and under sign-ins racing from two processes on one SQLite file.
+ * a failure under CI=true), and under sign-ins racing from two processes on one SQLite file and one
+ * FileStore folder here; on PostgreSQL, MariaDB and Redis in their stores' suites (the same tests:
+ * `defineTwoProcessCapTests`).
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -13,11 +15,12 @@ import type { SessionManager } from '../src/core/manager.js'
 import type { SessionManagerOptions } from '../src/core/options.js'
 import type { SessionStore } from '../src/core/store.js'
 import { createSessionManager, MemoryStore } from '../src/index.js'
+import { FileStore } from '../src/stores/file/index.js'
 import { SqliteStore } from '../src/stores/sqlite/index.js'
 import { type Backend, backends, closeStore } from './support/cli-backends.js'
-import { pausable } from './support/pausing-store.js'
-import { cookieHeader, startRemoteManager } from './support/remote.js'
+import { cookieHeader } from './support/remote.js'
 import { describeWithService } from './support/services.js'
+import { defineTwoProcessCapTests } from './support/two-processes.js'
 
 const MINUTE = 60_000
 const KEYS = [generateKey()]
@@ -151,86 +154,30 @@ describe('two processes signing the same user in at once, on one SQLite file', (
     dir = await mkdtemp(join(tmpdir(), 'latchkey-cap-'))
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
-  const cleanups: (() => Promise<unknown>)[] = []
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-  })
-
-  async function pair(options: Partial<SessionManagerOptions>) {
+  defineTwoProcessCapTests(() => {
     const path = join(dir, `${Math.random()}.db`)
-    const clock = new ManualClock()
-    const localStore = pausable(new SqliteStore({ path, clock }))
-    const managerOptions = { cookie: { secure: false }, ...options }
-    const local = createSessionManager<Data>({
-      ...managerOptions,
-      store: localStore.store,
-      keys: KEYS,
-      clock,
-    })
-    cleanups.push(async () => {
-      localStore.releaseAll()
-      await local.close()
-    })
-    const remote = await startRemoteManager({ path, keys: KEYS, time: clock.now(), managerOptions })
-    cleanups.push(() => remote.close())
-    return { clock, local, localStore, remote }
-  }
-
-  /**
-   * Alice has `existing` sessions; then each process signs her in, both new sessions created before
-   * either counts: the remote's commit is held at its count until the local one is done. The remote
-   * signs in a millisecond later, so its session ranks as the more recent.
-   */
-  async function race(options: Partial<SessionManagerOptions>, existing: number) {
-    const { clock, local, remote } = await pair(options)
-    const before: string[] = []
-    for (let i = 0; i < existing; i++) before.push(await signIn(local))
-    clock.advance(MINUTE)
-    await remote.setTime(clock.now() + 1)
-    const { ref } = await remote.load(undefined)
-    await remote.act(ref, { kind: 'login', userId: 'alice' })
-    const held = await remote.pause('listByUser')
-    const remoteCommit = remote.commit(ref).then(
-      (result) => ({ ok: true as const, cookie: cookieHeader(result.setCookie) }),
-      (error: { code?: string }) => ({ ok: false as const, code: error.code }),
-    )
-    await remote.reached(held)
-    const localCommit = await signIn(local).then(
-      (cookie) => ({ ok: true as const, cookie }),
-      (error: { code?: string }) => ({ ok: false as const, code: error.code }),
-    )
-    await remote.release(held)
-    return { local, before, results: [localCommit, await remoteCommit] }
-  }
-
-  test('end-least-recent, cap 2, two devices signed in: both new sign-ins stand, the two old ones end', async () => {
-    const { local, before, results } = await race({ maxSessionsPerUser: 2 }, 2)
-    expect(results.map((result) => result.ok)).toEqual([true, true])
-    for (const cookie of before) expect(await signedIn(local, cookie)).toBe(false)
-    for (const result of results)
-      expect(await signedIn(local, result.ok ? (result.cookie as string) : '')).toBe(true)
-    expect(await local.listUserSessions('alice')).toHaveLength(2)
+    return {
+      local: (clock) => new SqliteStore({ path, clock }),
+      remote: { module: 'src/stores/sqlite/index.ts', exportName: 'SqliteStore', options: { path } },
+    }
   })
+})
 
-  test('end-least-recent, cap 1: the later sign-in stands; the earlier, outranked while it counted, fails', async () => {
-    const { local, before, results } = await race({ maxSessionsPerUser: 1 }, 1)
-    expect(await signedIn(local, before[0] as string)).toBe(false)
-    // The local sign-in ended its own new session as the less recent: it lists again and says so.
-    expect(results).toEqual([
-      { ok: false, code: 'ERR_LATCHKEY_SESSION_CAP' },
-      { ok: true, cookie: expect.any(String) },
-    ])
-    expect(await signedIn(local, (results[1] as { cookie: string }).cookie)).toBe(true)
-    expect(await local.listUserSessions('alice')).toHaveLength(1)
+describe('two processes signing the same user in at once, on one FileStore folder', () => {
+  let dir: string
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'latchkey-cap-files-'))
   })
-
-  test('refuse, cap 2, one device signed in: the sign-in that counted both new sessions is refused, the cap holds', async () => {
-    const { local, before, results } = await race({ maxSessionsPerUser: 2, sessionCapPolicy: 'refuse' }, 1)
-    expect(await signedIn(local, before[0] as string)).toBe(true)
-    expect(results).toEqual([
-      { ok: false, code: 'ERR_LATCHKEY_SESSION_CAP' },
-      { ok: true, cookie: expect.any(String) },
-    ])
-    expect(await local.listUserSessions('alice')).toHaveLength(2)
+  afterAll(() => rm(dir, { recursive: true, force: true }))
+  defineTwoProcessCapTests(() => {
+    const directory = join(dir, `${Math.random()}`)
+    return {
+      local: (clock) => new FileStore({ directory, clock, pruneIntervalMs: 0 }),
+      remote: {
+        module: 'src/stores/file/index.ts',
+        exportName: 'FileStore',
+        options: { directory, pruneIntervalMs: 0 },
+      },
+    }
   })
 })

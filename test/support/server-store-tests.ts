@@ -22,7 +22,7 @@ import { cookieHeader, startRemoteManager } from './remote.js'
 import { describeWithService, service } from './services.js'
 import { harness } from './setup.js'
 import { closedPort, startTcpProxy, type TcpProxy } from './tcp-proxy.js'
-import { defineTwoProcessTests } from './two-processes.js'
+import { defineTwoProcessCapTests, defineTwoProcessTests, type SharedStore } from './two-processes.js'
 
 /** One row as the admin client reads it. */
 export type Row = Record<string, unknown>
@@ -424,13 +424,15 @@ export async function defineServerStoreTests<O extends SqlStoreOptions & { pool?
     })
 
     describe('two processes', () => {
-      defineTwoProcessTests(() => {
+      const shared = (): SharedStore => {
         const options = { ...d.connect(d.url), tableName: freshTable(), pruneIntervalMs: 0 }
         return {
           local: (clock) => make({ ...options, clock }),
           remote: { module: d.module, exportName: d.name, options: options as Record<string, unknown> },
         }
-      })
+      }
+      defineTwoProcessTests(shared)
+      defineTwoProcessCapTests(shared)
     })
 
     describe('faults', () => {

@@ -11,10 +11,11 @@
  *       }
  *     })
  */
-import { afterEach, expect, test } from 'vitest'
+import { afterEach, describe, expect, test } from 'vitest'
 import { ManualClock } from '../../src/core/clock.js'
 import { generateKey } from '../../src/core/crypto.js'
 import type { SessionManager } from '../../src/core/manager.js'
+import type { SessionManagerOptions } from '../../src/core/options.js'
 import type { SessionStore } from '../../src/core/store.js'
 import { createSessionManager } from '../../src/index.js'
 import type { AppData } from './app.js'
@@ -110,5 +111,101 @@ export function defineTwoProcessTests(shared: () => SharedStore): void {
     expect(results.every((result) => result.setCookie === null)).toBe(true)
     expect((await local.load({ cookie })).get('n')).toBe(100)
     expect((await remote.load(cookie)).data).toEqual({ n: 100 })
+  })
+}
+
+const MINUTE = 60_000
+
+/**
+ * The cap on sessions per user (`maxSessionsPerUser`) under sign-ins racing from two processes on one
+ * store: Alice has some sessions; then each process signs her in, both new sessions created before
+ * either counts (the remote's commit is held at its `listByUser` until the local one is done). The
+ * remote signs in a millisecond later, so its session ranks as the more recent. Register inside a
+ * store's suite, as {@link defineTwoProcessTests}.
+ */
+export function defineTwoProcessCapTests(shared: () => SharedStore): void {
+  const cleanups: (() => Promise<unknown>)[] = []
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+  })
+
+  async function signIn(manager: SessionManager<AppData>): Promise<string> {
+    const session = await manager.load({})
+    session.login('alice')
+    const cookie = cookieHeader((await manager.commit(session)).setCookie)
+    if (cookie === undefined) throw new Error('the sign-in set no cookie')
+    return cookie
+  }
+
+  async function signedIn(manager: SessionManager<AppData>, cookie: string): Promise<boolean> {
+    return (await manager.load({ cookie })).userId !== null
+  }
+
+  async function race(options: Partial<SessionManagerOptions>, existing: number) {
+    const { local: open, remote: spec } = shared()
+    const keys = [generateKey()]
+    const clock = new ManualClock()
+    const managerOptions = { cookie: { secure: false }, ...options }
+    const local = createSessionManager<AppData>({ ...managerOptions, store: open(clock), keys, clock })
+    cleanups.push(() => local.close())
+    const remote = await startRemoteManager({
+      path: '',
+      store: spec,
+      keys,
+      time: clock.now(),
+      managerOptions,
+    })
+    cleanups.push(() => remote.close())
+    const before: string[] = []
+    for (let i = 0; i < existing; i++) before.push(await signIn(local))
+    clock.advance(MINUTE)
+    await remote.setTime(clock.now() + 1)
+    const { ref } = await remote.load(undefined)
+    await remote.act(ref, { kind: 'login', userId: 'alice' })
+    const held = await remote.pause('listByUser')
+    const remoteCommit = remote.commit(ref).then(
+      (result) => ({ ok: true as const, cookie: cookieHeader(result.setCookie) }),
+      (error: { code?: string }) => ({ ok: false as const, code: error.code }),
+    )
+    await remote.reached(held)
+    const localCommit = await signIn(local).then(
+      (cookie) => ({ ok: true as const, cookie }),
+      (error: { code?: string }) => ({ ok: false as const, code: error.code }),
+    )
+    await remote.release(held)
+    return { local, before, results: [localCommit, await remoteCommit] }
+  }
+
+  describe('the cap on sessions per user, two processes signing the same user in at once', () => {
+    test('end-least-recent, cap 2, two devices signed in: both new sign-ins stand, the two old ones end', async () => {
+      const { local, before, results } = await race({ maxSessionsPerUser: 2 }, 2)
+      expect(results.map((result) => result.ok)).toEqual([true, true])
+      for (const cookie of before) expect(await signedIn(local, cookie)).toBe(false)
+      for (const result of results)
+        expect(await signedIn(local, result.ok ? (result.cookie as string) : '')).toBe(true)
+      expect(await local.listUserSessions('alice')).toHaveLength(2)
+    })
+
+    test('end-least-recent, cap 1: the later sign-in stands; the earlier, outranked while it counted, fails', async () => {
+      const { local, before, results } = await race({ maxSessionsPerUser: 1 }, 1)
+      expect(await signedIn(local, before[0] as string)).toBe(false)
+      // The local sign-in ended its own new session as the less recent: it lists again and says so.
+      expect(results).toEqual([
+        { ok: false, code: 'ERR_LATCHKEY_SESSION_CAP' },
+        { ok: true, cookie: expect.any(String) },
+      ])
+      expect(await signedIn(local, (results[1] as { cookie: string }).cookie)).toBe(true)
+      expect(await local.listUserSessions('alice')).toHaveLength(1)
+    })
+
+    test('refuse, cap 2, one device signed in: the sign-in that counted both new sessions is refused, the cap holds', async () => {
+      const { local, before, results } = await race({ maxSessionsPerUser: 2, sessionCapPolicy: 'refuse' }, 1)
+      expect(await signedIn(local, before[0] as string)).toBe(true)
+      expect(results).toEqual([
+        { ok: false, code: 'ERR_LATCHKEY_SESSION_CAP' },
+        { ok: true, cookie: expect.any(String) },
+      ])
+      expect(await local.listUserSessions('alice')).toHaveLength(2)
+    })
   })
 }

@@ -11,6 +11,7 @@ import type { AppData } from '../../../test/support/app.js'
 import { cookieHeader, type RemoteManager, startRemoteManager } from '../../../test/support/remote.js'
 import { describeWithService, SERVICE_URLS, service } from '../../../test/support/services.js'
 import { harness } from '../../../test/support/setup.js'
+import { defineTwoProcessCapTests } from '../../../test/support/two-processes.js'
 import { ManualClock } from '../../core/clock.js'
 import { generateKey } from '../../core/crypto.js'
 import { ConfigError, StoreError } from '../../core/errors.js'
@@ -954,6 +955,20 @@ describeWithService(redis, 'RedisStore on one server', () => {
         expect(timedOut).toBe(2)
       })
       expect(rejected).toEqual([])
+    })
+  })
+
+  describe('two processes on one RedisStore: the cap on sessions per user', () => {
+    defineTwoProcessCapTests(() => {
+      const prefix = freshPrefix()
+      return {
+        local: (clock) => storeOn(REDIS_URL, clock, { prefix }),
+        remote: {
+          module: 'src/stores/redis/index.ts',
+          exportName: 'RedisStore',
+          options: { url: REDIS_URL, prefix },
+        },
+      }
     })
   })
 
