@@ -6,8 +6,11 @@
  */
 import { describe, expect, test } from 'vitest'
 import type { SessionManager } from '../src/core/manager.js'
+import type { Session } from '../src/core/session.js'
 import { createSessionManager } from '../src/index.js'
+import type { MemoryStore } from '../src/stores/memory/index.js'
 import { cookieOf, type Data, KEYS, load, setup } from './support/managers.js'
+import type { Pausable, PausePoint } from './support/pausing-store.js'
 
 /** A stored session holding `n: 0`; resolves its ID. */
 async function stored(manager: SessionManager<Data>): Promise<string> {
@@ -115,16 +118,39 @@ function watch(promise: Promise<unknown>): { settled: boolean } {
   return flag
 }
 
+/**
+ * `count` requests loaded on the stored session `id`, the first of which sets `a: 1` and commits, its
+ * update held (`when`) until `release`: the others, committed meanwhile, wait behind it.
+ */
+async function behindHeld(
+  manager: SessionManager<Data>,
+  paused: Pausable<MemoryStore>,
+  id: string,
+  count: number,
+  when: PausePoint,
+) {
+  const [first, ...rest] = await Promise.all(Array.from({ length: count }, () => load(manager, id)))
+  if (first === undefined) throw new Error('load')
+  const held = paused.pause('update', { when })
+  first.set('a', 1)
+  const committing = manager.commit(first)
+  await held.reached
+  return {
+    rest,
+    /** Lets the first commit's update go, and waits for it. */
+    release: async () => {
+      held.release()
+      await committing
+    },
+  }
+}
+
 describe('plain writes waiting behind a commit of this process', () => {
   test('are folded into one update, each change replayed in commit order, answered once it landed', async () => {
     const { manager, paused } = setup()
     const id = await stored(manager)
-    const [s0, s1, s2, s3] = await Promise.all([0, 1, 2, 3].map(() => load(manager, id)))
-    if (!s0 || !s1 || !s2 || !s3) throw new Error('load')
-    const first = paused.pause('update')
-    s0.set('a', 1)
-    const c0 = manager.commit(s0)
-    await first.reached
+    const { rest, release } = await behindHeld(manager, paused, id, 4, 'before')
+    const [s1, s2, s3] = rest as [Session<Data>, Session<Data>, Session<Data>]
     paused.calls.length = 0
     s1.set('b', 2)
     s1.update('n', (n) => (n as number) + 1)
@@ -132,10 +158,9 @@ describe('plain writes waiting behind a commit of this process', () => {
     s3.set('x', 'later')
     s3.update('n', (n) => (n as number) + 10)
     const folded = paused.pause('update')
-    const commits = [s1, s2, s3].map((session) => manager.commit(session))
+    const commits = rest.map((session) => manager.commit(session))
     const flags = commits.map(watch)
-    first.release()
-    await c0
+    await release()
     await folded.reached
     await turn()
     // Held before the fold's write reached the store: no folded request is answered yet.
@@ -153,68 +178,53 @@ describe('plain writes waiting behind a commit of this process', () => {
     const { manager, make, paused } = setup()
     const other = make()
     const id = await stored(manager)
-    const [s0, s1, s2] = await Promise.all([0, 1, 2].map(() => load(manager, id)))
-    if (!s0 || !s1 || !s2) throw new Error('load')
-    const first = paused.pause('update', { when: 'after' })
-    s0.update('n', (n) => (n as number) + 1)
-    const c0 = manager.commit(s0)
-    await first.reached
+    const { rest, release } = await behindHeld(manager, paused, id, 3, 'after')
+    const [s1, s2] = rest as [Session<Data>, Session<Data>]
     s1.update('n', (n) => (n as number) + 100)
     s2.set('b', 2)
-    const commits = [manager.commit(s1), manager.commit(s2)]
+    const commits = rest.map((session) => manager.commit(session))
     // Another process writes after this process's first write landed, before the fold's.
     const elsewhere = await load(other, id)
     elsewhere.update('n', (n) => (n as number) + 10)
     await other.commit(elsewhere)
     paused.calls.length = 0
-    first.release()
-    await c0
+    await release()
     await Promise.all(commits)
     expect(paused.calls).toEqual(['update', 'get', 'update'])
     const after = await load(manager, id)
-    expect([after.get('n'), after.get('b')]).toEqual([111, 2])
+    expect([after.get('a'), after.get('n'), after.get('b')]).toEqual([1, 110, 2])
   })
 
   test('do not bring back a session ended before their turn: every one of them is dropped', async () => {
-    const dropped: string[] = []
+    const events: string[] = []
     const { manager, make, paused } = setup()
     const other = make()
-    const mine = make({ onEvent: (event) => dropped.push(event.type) })
+    const mine = make({ onEvent: (event) => events.push(event.type) })
     const id = await stored(manager)
-    const [s0, s1, s2] = await Promise.all([0, 1, 2].map(() => load(mine, id)))
-    if (!s0 || !s1 || !s2) throw new Error('load')
-    const first = paused.pause('update', { when: 'after' })
-    s0.set('a', 1)
-    const c0 = mine.commit(s0)
-    await first.reached
+    const { rest, release } = await behindHeld(mine, paused, id, 3, 'after')
+    const [s1, s2] = rest as [Session<Data>, Session<Data>]
     s1.set('b', 2)
     s2.set('c', 3)
-    const commits = [mine.commit(s1), mine.commit(s2)]
+    const commits = rest.map((session) => mine.commit(session))
     const ending = await load(other, id)
     ending.logout()
     await other.commit(ending)
-    first.release()
-    await c0
+    await release()
     await Promise.all(commits)
-    expect(dropped.filter((type) => type === 'dropped')).toHaveLength(2)
+    expect(events.filter((type) => type === 'dropped')).toHaveLength(2)
     expect((await load(manager, id)).isNew).toBe(true)
   })
 
   test('too large together: written one by one, and only the request that made it too large fails', async () => {
     const { manager, paused } = setup({ maxPayloadBytes: 2_000 })
     const id = await stored(manager)
-    const [s0, s1, s2, s3] = await Promise.all([0, 1, 2, 3].map(() => load(manager, id)))
-    if (!s0 || !s1 || !s2 || !s3) throw new Error('load')
-    const first = paused.pause('update')
-    s0.set('a', 1)
-    const c0 = manager.commit(s0)
-    await first.reached
+    const { rest, release } = await behindHeld(manager, paused, id, 4, 'before')
+    const [s1, s2, s3] = rest as [Session<Data>, Session<Data>, Session<Data>]
     s1.set('b', 'x'.repeat(700))
     s2.set('c', 'y'.repeat(700))
     s3.set('d', 4)
-    const outcomes = Promise.allSettled([s1, s2, s3].map((session) => manager.commit(session)))
-    first.release()
-    await c0
+    const outcomes = Promise.allSettled(rest.map((session) => manager.commit(session)))
+    await release()
     const [r1, r2, r3] = await outcomes
     expect([r1?.status, r2?.status, r3?.status]).toEqual(['fulfilled', 'rejected', 'fulfilled'])
     expect((r2 as PromiseRejectedResult).reason).toMatchObject({ code: 'ERR_LATCHKEY_SESSION_TOO_LARGE' })
@@ -230,20 +240,15 @@ describe('plain writes waiting behind a commit of this process', () => {
   test('a store failure fails every folded request: none is answered as saved', async () => {
     const { manager, memory, paused } = setup()
     const id = await stored(manager)
-    const [s0, s1, s2] = await Promise.all([0, 1, 2].map(() => load(manager, id)))
-    if (!s0 || !s1 || !s2) throw new Error('load')
-    const first = paused.pause('update', { when: 'after' })
-    s0.set('a', 1)
-    const c0 = manager.commit(s0)
-    await first.reached
+    const { rest, release } = await behindHeld(manager, paused, id, 3, 'after')
+    const [s1, s2] = rest as [Session<Data>, Session<Data>]
     s1.set('b', 2)
     s2.set('c', 3)
-    const outcomes = Promise.allSettled([manager.commit(s1), manager.commit(s2)])
+    const outcomes = Promise.allSettled(rest.map((session) => manager.commit(session)))
     const update = memory.update
     memory.update = () => Promise.reject(new Error('store down'))
     try {
-      first.release()
-      await c0
+      await release()
       const results = await outcomes
       expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected'])
     } finally {

@@ -31,6 +31,34 @@ export interface SharedStore {
 interface Pair {
   local: SessionManager<AppData>
   remote: RemoteManager
+  clock: ManualClock
+}
+
+/**
+ * A manager here and one in a child process on a fresh `shared` store, both with `managerOptions`
+ * and one keyring, the child's clock set to this one's. Their closing goes on `cleanups`.
+ */
+async function startPair(
+  shared: () => SharedStore,
+  cleanups: (() => Promise<unknown>)[],
+  managerOptions: Partial<SessionManagerOptions> = {},
+): Promise<Pair> {
+  const { local: open, remote: spec } = shared()
+  const keys = [generateKey()]
+  const clock = new ManualClock()
+  const options = { cookie: { secure: false }, ...managerOptions }
+  const local = createSessionManager<AppData>({ ...options, store: open(clock), keys, clock })
+  cleanups.push(() => local.close())
+  const remote = await startRemoteManager({
+    path: '',
+    store: spec,
+    keys,
+    time: clock.now(),
+    managerOptions: options,
+    dataKeys: ['n'],
+  })
+  cleanups.push(() => remote.close())
+  return { local, remote, clock }
 }
 
 /** Registers the two-process tests; `shared` is called once per test and must name a fresh, empty store. */
@@ -39,28 +67,7 @@ export function defineTwoProcessTests(shared: () => SharedStore): void {
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
   })
-
-  async function pair(): Promise<Pair> {
-    const { local: open, remote: spec } = shared()
-    const keys = [generateKey()]
-    const clock = new ManualClock()
-    const local = createSessionManager<AppData>({
-      cookie: { secure: false },
-      store: open(clock),
-      keys,
-      clock,
-    })
-    cleanups.push(() => local.close())
-    const remote = await startRemoteManager({
-      path: '',
-      store: spec,
-      keys,
-      time: clock.now(),
-      dataKeys: ['n'],
-    })
-    cleanups.push(() => remote.close())
-    return { local, remote }
-  }
+  const pair = () => startPair(shared, cleanups)
 
   test('a session created in one process is read in the other, both ways', async () => {
     const { local, remote } = await pair()
@@ -142,20 +149,7 @@ export function defineTwoProcessCapTests(shared: () => SharedStore): void {
   }
 
   async function race(options: Partial<SessionManagerOptions>, existing: number) {
-    const { local: open, remote: spec } = shared()
-    const keys = [generateKey()]
-    const clock = new ManualClock()
-    const managerOptions = { cookie: { secure: false }, ...options }
-    const local = createSessionManager<AppData>({ ...managerOptions, store: open(clock), keys, clock })
-    cleanups.push(() => local.close())
-    const remote = await startRemoteManager({
-      path: '',
-      store: spec,
-      keys,
-      time: clock.now(),
-      managerOptions,
-    })
-    cleanups.push(() => remote.close())
+    const { local, remote, clock } = await startPair(shared, cleanups, options)
     const before: string[] = []
     for (let i = 0; i < existing; i++) before.push(await signIn(local))
     clock.advance(MINUTE)
