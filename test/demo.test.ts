@@ -7,6 +7,8 @@
 // the demo is tested against the code as it is. The built package is run by declarations.test.ts.
 import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
@@ -909,5 +911,69 @@ describe('the attack page', () => {
       [attempt]: { path: '/counter', status: 403, reason: 'cross-site', site: 'same-site', cookieCame: true },
     })
     expect(count(await victim.get())).toBe(0)
+  })
+})
+
+/** Listens on `port` of 127.0.0.1 (0: any); resolves the server, or null when the port is taken. */
+function listenOn(port: number): Promise<Server | null> {
+  const server = createServer()
+  return new Promise((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      error.code === 'EADDRINUSE' ? resolve(null) : reject(error),
+    )
+    server.listen(port, '127.0.0.1', () => resolve(server))
+  })
+}
+
+/** A free port whose next port is held by `blocker` (the caller closes it). */
+async function portBeforeATakenOne(): Promise<{ port: number; blocker: Server }> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const probe = (await listenOn(0)) as Server
+    const port = (probe.address() as AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    const blocker = port < 65_535 ? await listenOn(port + 1) : null
+    if (blocker !== null) return { port, blocker }
+  }
+  throw new Error('no free port followed by a free one')
+}
+
+describe('the ports', () => {
+  test('the attack page takes any free port when the one next to the demo is taken', async () => {
+    const { port, blocker } = await portBeforeATakenOne()
+    const portDir = mkdtempSync(join(tmpdir(), 'latchkey-demo-ports-'))
+    let started: DemoServer | undefined
+    try {
+      started = await createDemoServer({
+        storePath: join(portDir, 'sessions.db'),
+        keys: [generateKey()],
+        port,
+      })
+      expect(started.url).toBe(`http://127.0.0.1:${port}`)
+      expect(started.attackUrl).not.toBe(`http://127.0.0.1:${port + 1}`)
+      expect((await fetch(`${started.attackUrl}/`)).status).toBe(200)
+    } finally {
+      await started?.close()
+      blocker.close()
+      rmSync(portDir, { recursive: true, force: true })
+    }
+  })
+
+  test('an attack port asked for explicitly and taken is an error', async () => {
+    const blocker = (await listenOn(0)) as Server
+    const taken = (blocker.address() as AddressInfo).port
+    const portDir = mkdtempSync(join(tmpdir(), 'latchkey-demo-ports-'))
+    try {
+      await expect(
+        createDemoServer({
+          storePath: join(portDir, 'sessions.db'),
+          keys: [generateKey()],
+          port: 0,
+          attackPort: taken,
+        }),
+      ).rejects.toMatchObject({ code: 'EADDRINUSE' })
+    } finally {
+      blocker.close()
+      rmSync(portDir, { recursive: true, force: true })
+    }
   })
 })

@@ -680,10 +680,12 @@ export async function createDemoServer(options: DemoServerOptions): Promise<Demo
   try {
     await listen(server, options.port ?? 3000, host)
     const { port } = server.address() as AddressInfo
-    attack = await startAttackServer(demo, {
-      host,
-      port: options.attackPort ?? (port === 0 || options.port === 0 ? 0 : port + 1),
-      demoPort: port,
+    const chosen = options.attackPort ?? (port === 0 || options.port === 0 ? 0 : port + 1)
+    attack = await startAttackServer(demo, { host, port: chosen, demoPort: port }).catch((error: unknown) => {
+      // The port next to the demo's is only a default: when it is taken, any free port serves.
+      if (options.attackPort !== undefined || (error as NodeJS.ErrnoException).code !== 'EADDRINUSE')
+        throw error
+      return startAttackServer(demo, { host, port: 0, demoPort: port })
     })
     demo.attackPort = attack.port
   } catch (error) {
