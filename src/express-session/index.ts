@@ -12,6 +12,8 @@ import { Session } from './session.js'
 import { Store } from './store.js'
 
 export type { CookieData, CookieOptions } from './cookie.js'
+export type { LatchkeyStoreOptions, UserOf } from './latchkey-store.js'
+export { defaultUserOf } from './latchkey-store.js'
 export type { Next, SessionCookieOptions, SessionMiddleware, SessionOptions } from './middleware.js'
 export type { Callback, RegenerateOptions, SessionRequest } from './session.js'
 export type { GetCallback, SessionData, StoreConstructor, StoreLike } from './store.js'
