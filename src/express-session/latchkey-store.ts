@@ -24,7 +24,7 @@
  * in the latchkey store (a tombstone) is never brought back from the old one: its old copy is destroyed.
  */
 import { Keyring, randomToken } from '../core/crypto.js'
-import { ConfigError, SessionError } from '../core/errors.js'
+import { ConfigError, SessionError, StoreError } from '../core/errors.js'
 import { storeKeyOf } from '../core/id.js'
 import { refuseUnknownOptions } from '../core/known-options.js'
 import { kindOf } from '../core/lifecycle/record-state.js'
@@ -315,7 +315,8 @@ function settle<T>(work: Promise<T>, callback: ((error: unknown, value?: T) => v
     (value) => {
       if (callback) process.nextTick(callback, null, value)
     },
-    (error: unknown) => {
+    (failure: unknown) => {
+      const error = answered(failure)
       if (callback) process.nextTick(callback, error)
       else
         process.nextTick(() => {
@@ -323,6 +324,17 @@ function settle<T>(work: Promise<T>, callback: ((error: unknown, value?: T) => v
         })
     },
   )
+}
+
+/**
+ * A latchkey store that failed (`StoreError`: down, timed out, closed) answers 503, as latchkey's own
+ * front doors do, instead of Express's default 500.
+ */
+function answered(error: unknown): unknown {
+  if (error instanceof StoreError && (error as { status?: unknown }).status === undefined) {
+    Object.assign(error, { status: 503, statusCode: 503, expose: false })
+  }
+  return error
 }
 
 /** `store.get(sid)` of an old-style store, as a promise; session-file-store's ENOENT is no session. */

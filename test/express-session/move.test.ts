@@ -4,19 +4,21 @@
 // store and keys); the save by compare-and-set with the merge; sessions moved from the old store as
 // they are used, two first requests on one moving session overlapping (held by a pausing store), a
 // failed write leaving the session in the old store, and an ended session never coming back from it.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
 import express from 'express'
 import realSession from 'express-session'
 import { afterAll, describe, expect, test } from 'vitest'
+import { run } from '../../src/cli/program.js'
 import { generateKey } from '../../src/core/crypto.js'
-import { ConfigError } from '../../src/core/errors.js'
+import { ConfigError, StoreError } from '../../src/core/errors.js'
 import { storeKeyOf } from '../../src/core/id.js'
 import { createSessionManager } from '../../src/core/manager.js'
 import type { SessionRecord, SessionStore } from '../../src/core/store.js'
-import dropIn from '../../src/express-session/index.js'
+import dropIn, { STARTED_AT } from '../../src/express-session/index.js'
 import { MemoryStore } from '../../src/stores/memory/index.js'
 import { SqliteStore } from '../../src/stores/sqlite/index.js'
 import { pausable } from '../support/pausing-store.js'
@@ -48,13 +50,20 @@ async function app(middleware: unknown): Promise<string> {
       data(req)[String(req.query.key)] = req.query.value
       res.send('ok')
     })
+    .get('/regenerate', (req, res, next) => {
+      ;(req.session as unknown as { regenerate(cb: (e?: unknown) => void): void }).regenerate((error) => {
+        if (error) return next(error)
+        data(req).user = 'after regenerate'
+        res.send(req.sessionID)
+      })
+    })
     .get('/logout', (req, res, next) => {
       ;(req.session as unknown as { destroy(cb: (e?: unknown) => void): void }).destroy((error) =>
         error ? next(error) : res.send('bye'),
       )
     })
     .use((error: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
-      res.status(500).send(`error: ${(error as Error).message}`)
+      res.status((error as { status?: number }).status ?? 500).send(`error: ${(error as Error).message}`)
     })
     .listen(0, '127.0.0.1')
   servers.push(server)
@@ -220,6 +229,53 @@ describe('on a latchkey store', () => {
     const dump = JSON.parse((await get(app2, '/dump', cookie)).text) as Data
     expect(dump).toMatchObject({ user: 'ada', a: '1', b: '2' })
   })
+
+  test('regenerate: the old record ends, the new ID gets a record of its own', async () => {
+    const store = new MemoryStore()
+    const base = await app(dropIn({ ...common, store, keys: KEYS }))
+    const first = await get(base, '/login?name=ada')
+    const second = await get(base, '/regenerate', first.cookie)
+    expect(second.text).not.toBe(first.text)
+    expect(await store.get(storeKeyOf(first.text))).toBeNull()
+    expect((await store.get(storeKeyOf(second.text)))?.userId).toBe('after regenerate')
+    expect((await get(base, '/me', first.cookie)).text).toBe('nobody')
+    expect((await get(base, '/me', second.cookie)).text).toBe('after regenerate')
+  })
+
+  test('absoluteTimeoutMs: the record ends at the session start plus the timeout, in the store itself', async () => {
+    const store = new MemoryStore()
+    const base = await app(dropIn({ ...common, store, keys: KEYS, absoluteTimeoutMs: 3_600_000 }))
+    const { text: sid, cookie } = await get(base, '/login?name=ada')
+    const dumped = await app(
+      express()
+        .use(dropIn({ ...common, store, keys: KEYS }) as express.RequestHandler)
+        .get('/dump', (req, res) => {
+          res.json(req.session)
+        }),
+    )
+    const startedAt = (JSON.parse((await get(dumped, '/dump', cookie)).text) as Data)[STARTED_AT]
+    expect(typeof startedAt).toBe('number')
+    expect((await store.get(storeKeyOf(sid)))?.absoluteExpiresAt).toBe((startedAt as number) + 3_600_000)
+  })
+
+  test('a latchkey store that fails answers 503, never a signed-out user', async () => {
+    const store = new MemoryStore()
+    const down: SessionStore = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property === 'get') {
+          return async () =>
+            Promise.reject(new StoreError('MemoryStore', 'get', new Error('connection refused')))
+        }
+        return Reflect.get(target, property, receiver)
+      },
+    })
+    const healthy = await app(dropIn({ ...common, store, keys: KEYS }))
+    const { cookie } = await get(healthy, '/login?name=ada')
+    const failing = await app(dropIn({ ...common, store: down, keys: KEYS }))
+    const answer = await get(failing, '/me', cookie)
+    expect(answer.status).toBe(503)
+    expect(answer.text).toContain('connection refused')
+  })
 })
 
 describe('moving from an old store as sessions are used', () => {
@@ -350,5 +406,121 @@ describe('moving from an old store as sessions are used', () => {
     const cookie = `connect.sid=${encodeURIComponent(`s:${sign(sid, SECRET)}`)}`
     expect((await get(moving, '/me', cookie)).text).toBe('nobody')
     expect(await store.count()).toBe(0)
+  })
+})
+
+/** Runs `latchkey args` in this process with `env`. */
+async function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new PassThrough()
+  const stderr = new PassThrough()
+  const text = { stdout: '', stderr: '' }
+  stdout.on('data', (chunk: Buffer) => {
+    text.stdout += chunk.toString()
+  })
+  stderr.on('data', (chunk: Buffer) => {
+    text.stderr += chunk.toString()
+  })
+  const code = await run(args, { stdout, stderr, env, signal: new AbortController().signal })
+  return { code, ...text }
+}
+
+describe('latchkey import-express-sessions, without a server', () => {
+  const env = { LATCHKEY_KEYS: KEYS.join(',') }
+  let modules = 0
+  /** A module for --from-module exporting `exports` (handed over through a global). */
+  const moduleOf = (exports: Record<string, unknown>): string => {
+    const name = `latchkey-test-move-${process.pid}-${++modules}`
+    ;(globalThis as Record<string, unknown>)[name] = exports
+    const lines = Object.keys(exports).map((key) =>
+      key === 'default'
+        ? `export default globalThis[${JSON.stringify(name)}].default`
+        : `export const ${key} = globalThis[${JSON.stringify(name)}].${key}`,
+    )
+    const path = join(dir, `${name}.mjs`)
+    writeFileSync(path, `${lines.join('\n')}\n`)
+    return path
+  }
+
+  test('listed in --help, with its options', async () => {
+    const top = await cli(['--help'], {})
+    expect(top.stdout).toContain('import-express-sessions')
+    const help = await cli(['import-express-sessions', '--help'], {})
+    expect(help.code).toBe(0)
+    for (const option of ['--from-module <path>', '--store <url>', '--delete-source', '--keys-file']) {
+      expect(help.stdout).toContain(option)
+    }
+  })
+
+  test('usage errors (exit 2) name the fix: no --from-module, no keys, a module without a store, a latchkey store as the source', async () => {
+    const store = ['--store', `sqlite:${join(dir, 'cli-usage.db')}`]
+    const missing = await cli(['import-express-sessions', ...store], env)
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toContain("required option '--from-module <path>'")
+    const from = moduleOf({ default: new realSession.MemoryStore() })
+    const noKeys = await cli(['import-express-sessions', '--from-module', from, ...store], {})
+    expect(noKeys.code).toBe(2)
+    expect(noKeys.stderr).toContain('no keys in LATCHKEY_KEYS')
+    const nothing = await cli(
+      ['import-express-sessions', '--from-module', moduleOf({ userOf: () => null }), ...store],
+      env,
+    )
+    expect(nothing.code).toBe(2)
+    expect(nothing.stderr).toMatch(
+      /exports no express-session store: export the instance .* as the default export or as `store`/,
+    )
+    const wrongWay = await cli(
+      ['import-express-sessions', '--from-module', moduleOf({ store: new MemoryStore() }), ...store],
+      env,
+    )
+    expect(wrongWay.code).toBe(2)
+    expect(wrongWay.stderr).toContain('exports a latchkey store')
+    const unloadable = await cli(
+      ['import-express-sessions', '--from-module', join(dir, 'nope.mjs'), ...store],
+      env,
+    )
+    expect(unloadable.code).toBe(2)
+    expect(unloadable.stderr).toContain('cannot load --from-module')
+  })
+
+  test("express-session's MemoryStore into SqliteStore: a `store` export and a `userOf` export", async () => {
+    const path = join(dir, 'cli-memory.db')
+    // The application has run once on the latchkey store: its table is there.
+    const target = new SqliteStore({ path })
+    await target.get('A'.repeat(43))
+    const old = new realSession.MemoryStore()
+    const expires = new Date(Date.now() + 600_000).toISOString()
+    for (const name of ['ada', 'grace']) {
+      await new Promise<void>((resolve, reject) =>
+        old.set(
+          `sid-${name}`,
+          { cookie: { expires, originalMaxAge: 600_000 }, account: { name } } as never,
+          (e) => (e ? reject(e) : resolve()),
+        ),
+      )
+    }
+    const from = moduleOf({
+      store: old,
+      userOf: (s: Data) => (s.account as { name?: string } | undefined)?.name,
+    })
+    const result = await cli(
+      ['import-express-sessions', '--from-module', from, '--store', `sqlite:${path}`, '--json'],
+      env,
+    )
+    expect(result.code, result.stderr).toBe(0)
+    expect(JSON.parse(result.stdout)).toEqual({
+      ok: true,
+      copied: 2,
+      alreadyThere: 0,
+      expired: 0,
+      failed: 0,
+      deleted: 0,
+    })
+    expect((await target.get(storeKeyOf('sid-ada')))?.userId).toBe('ada')
+    expect((await target.get(storeKeyOf('sid-grace')))?.userId).toBe('grace')
+    expect(await oldRecord(old, 'sid-ada')).toBeDefined()
+    await target.close()
   })
 })
