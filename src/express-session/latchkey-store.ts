@@ -158,13 +158,13 @@ export function storeFor(
         `fills the user index of a latchkey store: ${latchkeyOnly}, or remove userOf`,
       )
     }
-    if (store !== undefined && !isOldStyleStore(store)) {
+    if (store !== undefined && store !== null && !isOldStyleStore(store)) {
       throw new ConfigError(
         'store',
         'must be an express-session store (get, set, destroy) or a store of latchkey/stores (get, create, update, touch, destroy)',
       )
     }
-    return (store as Store | undefined) ?? fallback()
+    return (store as Store | null | undefined) ?? fallback()
   }
   refuseUnknownOptions(options, DROP_IN_OPTIONS, { owner: 'latchkey/express-session' })
   if (keys !== undefined && !Array.isArray(keys)) {
@@ -447,6 +447,8 @@ export class SealedStore extends Store {
   private async moveIn(sid: string, key: string, from: Store): Promise<SessionData | null> {
     const old = await oldGet(from, sid)
     if (old === null || typeof old !== 'object') return null
+    // Not written by express-session (no cookie): not moved; the middleware refuses it as before.
+    if (typeof old.cookie !== 'object' || old.cookie === null) return old
     const now = Date.now()
     const record = this.sealer.newRecord(key, old, now)
     if (expiresAt(record) <= now) return null

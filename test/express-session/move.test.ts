@@ -147,6 +147,8 @@ describe('the option', () => {
     expect(refused({ store: latchkey, keys: KEYS, moveFrom: {} }).message).toMatch(/express-session store/)
     expect(refused({ store: latchkey, keys: KEYS, userOf: 'user' }).option).toBe('userOf')
     expect(refused({ store: {} }).option).toBe('store')
+    // As in express-session, a null store is the default MemoryStore.
+    expect(typeof dropIn({ secret: SECRET, store: null } as never)).toBe('function')
   })
 
   test('with a latchkey store, an unknown option is refused with the nearest one', () => {
@@ -389,6 +391,21 @@ describe('moving from an old store as sessions are used', () => {
     expect(await oldRecord(old.store, sid)).toBeUndefined()
     expect(await store.get(storeKeyOf(sid))).toBeNull()
     expect((await get(moving, '/me', cookie)).text).toBe('nobody')
+  })
+
+  test('an old record without a cookie is refused as before, and not moved', async () => {
+    const old = new realSession.MemoryStore()
+    const store = new MemoryStore()
+    const moving = await app(dropIn({ ...common, store, keys: KEYS, moveFrom: old }))
+    const sid = 'no-cookie-session-id'
+    ;(old as unknown as { sessions: Record<string, string> }).sessions[sid] = JSON.stringify({ user: 'ada' })
+    const { sign } = await import('cookie-signature')
+    const cookie = `connect.sid=${encodeURIComponent(`s:${sign(sid, SECRET)}`)}`
+    const answer = await get(moving, '/me', cookie)
+    expect(answer.status).toBe(500)
+    expect(answer.text).toContain('has no cookie field')
+    expect(await oldRecord(old, sid)).toMatchObject({ user: 'ada' })
+    expect(await store.count()).toBe(0)
   })
 
   test('an old session whose cookie expired is not moved', async () => {
