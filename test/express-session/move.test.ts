@@ -260,6 +260,44 @@ describe('on a latchkey store', () => {
     expect((await store.get(storeKeyOf(sid)))?.absoluteExpiresAt).toBe((startedAt as number) + 3_600_000)
   })
 
+  test('a save that keeps losing its compare-and-set gives up with ERR_LATCHKEY_CONFLICT, never a blind write', async () => {
+    const store = new MemoryStore()
+    const base = await app(dropIn({ ...common, store, keys: KEYS }))
+    const { cookie, text: sid } = await get(base, '/login?name=ada')
+    let updates = 0
+    const contended: SessionStore = new Proxy(store, {
+      get(target, property, receiver) {
+        if (property === 'update') {
+          return async () => {
+            updates++
+            return false
+          }
+        }
+        return Reflect.get(target, property, receiver)
+      },
+    })
+    let failed = (_error: unknown): void => {}
+    const failure = new Promise<unknown>((resolve) => {
+      failed = resolve
+    })
+    const busy = await app(
+      express()
+        .use(dropIn({ ...common, store: contended, keys: KEYS }) as express.RequestHandler)
+        .get('/set', (req, res) => {
+          data(req).cart = 'book'
+          res.send('ok')
+        })
+        .use((error: unknown, _req: express.Request, _res: express.Response, _next: express.NextFunction) => {
+          failed(error)
+        }),
+    )
+    // A failed save never completes the response as if it had worked: the response is destroyed.
+    await expect(get(busy, '/set', cookie)).rejects.toThrow()
+    expect(await failure).toMatchObject({ code: 'ERR_LATCHKEY_CONFLICT' })
+    expect(updates).toBe(16)
+    expect((await store.get(storeKeyOf(sid)))?.version).toBe(1)
+  })
+
   test('a latchkey store that fails answers 503, never a signed-out user', async () => {
     const store = new MemoryStore()
     const down: SessionStore = new Proxy(store, {
