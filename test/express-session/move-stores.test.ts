@@ -1,6 +1,6 @@
 // The move to a latchkey store on the real servers: from connect-redis 9 (node-redis) to latchkey's
-// SqliteStore and to its RedisStore (another key prefix), and from connect-pg-simple 10 to its
-// PostgresStore. Users signed in under express-session stay signed in after the switch to the drop-in
+// SqliteStore and to its RedisStore (another key prefix), from connect-pg-simple 10 to its
+// PostgresStore, and from express-mysql-session 3 to its MySqlStore. Users signed in under express-session stay signed in after the switch to the drop-in
 // with `moveFrom`; the moved record is sealed (no plaintext of the data) and keyed by the hash (the raw
 // ID appears nowhere in the new store, dumped raw); `latchkey import-express-sessions` (run in this
 // process) copies the rest with the right counts, never over a session already moved, deletes from the
@@ -17,7 +17,9 @@ import pgSimple from 'connect-pg-simple'
 import { RedisStore as ConnectRedis } from 'connect-redis'
 import { sign } from 'cookie-signature'
 import express from 'express'
+import mysqlSession from 'express-mysql-session'
 import realSession from 'express-session'
+import mysql from 'mysql2/promise'
 import pg from 'pg'
 import { createClient } from 'redis'
 import { afterAll, beforeAll, expect, test } from 'vitest'
@@ -26,6 +28,7 @@ import { generateKey } from '../../src/core/crypto.js'
 import { storeKeyOf } from '../../src/core/id.js'
 import type { SessionStore } from '../../src/core/store.js'
 import dropIn from '../../src/express-session/index.js'
+import { MySqlStore } from '../../src/stores/mysql/index.js'
 import { PostgresStore } from '../../src/stores/postgres/index.js'
 import { RedisStore } from '../../src/stores/redis/index.js'
 import { SqliteStore } from '../../src/stores/sqlite/index.js'
@@ -397,4 +400,68 @@ describeWithService(services.postgres, 'moving from connect-pg-simple 10', () =>
       return Object.fromEntries(rows.map((row: { sid: string; sess: unknown }) => [row.sid, row.sess]))
     },
   }))
+})
+
+describeWithService(services.mariadb, 'moving from express-mysql-session 3', () => {
+  const oldTable = `latchkey_move_old_${suffix}`
+  const newTable = `latchkey_move_new_${suffix}`
+  const url = new URL(SERVICE_URLS.mysql)
+  const olds: Array<OldStore & { close(): Promise<void>; onReady(): Promise<void> }> = []
+  const stores: MySqlStore[] = []
+  let connection: mysql.Connection
+
+  const makeOld = (): OldStore => {
+    const MySQLStore = mysqlSession(realSession)
+    const settings = {
+      host: url.hostname,
+      port: Number(url.port || 3306),
+      user: decodeURIComponent(url.username),
+      password: decodeURIComponent(url.password),
+      database: url.pathname.slice(1),
+      connectionLimit: 2,
+      clearExpired: false,
+      createDatabaseTable: true,
+      schema: { tableName: oldTable },
+    }
+    const store = new MySQLStore(settings) as unknown as (typeof olds)[number]
+    olds.push(store)
+    return store
+  }
+
+  beforeAll(async () => {
+    connection = await mysql.createConnection({ uri: SERVICE_URLS.mysql })
+    await (makeOld() as (typeof olds)[number]).onReady()
+  })
+
+  afterAll(async () => {
+    await Promise.all(olds.map((store) => store.close()))
+    for (const store of stores) await store.close()
+    await connection.query('DROP TABLE IF EXISTS ??', [oldTable])
+    await connection.query('DROP TABLE IF EXISTS ??', [newTable])
+    await connection.end()
+  })
+
+  const mysqlTarget = (): Target => {
+    const store = new MySqlStore({ uri: SERVICE_URLS.mysql, tableName: newTable })
+    stores.push(store)
+    return {
+      store,
+      async dump() {
+        const [rows] = await connection.query('SELECT * FROM ??', [newTable])
+        return JSON.stringify(rows)
+      },
+      cliArgs: ['--store', SERVICE_URLS.mysql, '--store-option', `tableName=${newTable}`],
+    }
+  }
+  const seedRaw = async (sid: string, json: string): Promise<void> => {
+    await connection.query('INSERT INTO ?? (session_id, expires, data) VALUES (?, ?, ?)', [
+      oldTable,
+      sid,
+      Math.round(Date.now() / 1000) + 3600,
+      json,
+    ])
+  }
+
+  switchSuite('to MySqlStore', makeOld, mysqlTarget)
+  importSuite('to MySqlStore (its all())', makeOld, mysqlTarget, seedRaw)
 })
