@@ -468,6 +468,7 @@ describe('moving from an old store as sessions are used', () => {
 async function cli(
   args: string[],
   env: NodeJS.ProcessEnv,
+  signal = new AbortController().signal,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const stdout = new PassThrough()
   const stderr = new PassThrough()
@@ -478,7 +479,7 @@ async function cli(
   stderr.on('data', (chunk: Buffer) => {
     text.stderr += chunk.toString()
   })
-  const code = await run(args, { stdout, stderr, env, signal: new AbortController().signal })
+  const code = await run(args, { stdout, stderr, env, signal })
   return { code, ...text }
 }
 
@@ -576,6 +577,36 @@ describe('latchkey import-express-sessions, without a server', () => {
     expect((await target.get(storeKeyOf('sid-ada')))?.userId).toBe('ada')
     expect((await target.get(storeKeyOf('sid-grace')))?.userId).toBe('grace')
     expect(await oldRecord(old, 'sid-ada')).toBeDefined()
+    await target.close()
+  })
+
+  test('a store with ids() and no all() is listed by its IDs; an interrupted run says so (exit 130)', async () => {
+    const path = join(dir, 'cli-ids.db')
+    const target = new SqliteStore({ path })
+    await target.get('A'.repeat(43))
+    const memory = new realSession.MemoryStore()
+    const expires = new Date(Date.now() + 600_000).toISOString()
+    const sessions = (memory as unknown as { sessions: Record<string, string> }).sessions
+    for (const sid of ['one', 'two', 'three'])
+      sessions[sid] = JSON.stringify({ cookie: { expires }, userId: 7 })
+    // A store package with ids() and get(), no all().
+    const old = {
+      get: memory.get.bind(memory),
+      set: memory.set.bind(memory),
+      destroy: memory.destroy.bind(memory),
+      ids: (callback: (error: unknown, ids?: string[]) => void) => callback(null, Object.keys(sessions)),
+    }
+    const from = moduleOf({ default: old })
+    const args = ['import-express-sessions', '--from-module', from, '--store', `sqlite:${path}`, '--json']
+    const aborted = new AbortController()
+    aborted.abort()
+    const interrupted = await cli(args, env, aborted.signal)
+    expect(interrupted.code).toBe(130)
+    expect(JSON.parse(interrupted.stdout)).toMatchObject({ ok: false, partial: { copied: 0 } })
+    const result = await cli(args, env)
+    expect(result.code, result.stderr).toBe(0)
+    expect(JSON.parse(result.stdout)).toMatchObject({ copied: 3, failed: 0 })
+    expect((await target.get(storeKeyOf('two')))?.userId).toBe('7')
     await target.close()
   })
 })
