@@ -19,6 +19,7 @@ import { storeKeyOf } from '../../src/core/id.js'
 import { createSessionManager } from '../../src/core/manager.js'
 import type { SessionRecord, SessionStore } from '../../src/core/store.js'
 import dropIn, { STARTED_AT } from '../../src/express-session/index.js'
+import { FileStore } from '../../src/stores/file/index.js'
 import { MemoryStore } from '../../src/stores/memory/index.js'
 import { SqliteStore } from '../../src/stores/sqlite/index.js'
 import { pausable } from '../support/pausing-store.js'
@@ -102,7 +103,7 @@ function oldRecord(store: realSession.Store, sid: string): Promise<Data | undefi
   )
 }
 
-async function records(store: MemoryStore | SqliteStore): Promise<SessionRecord[]> {
+async function records(store: MemoryStore | SqliteStore | FileStore): Promise<SessionRecord[]> {
   const all: SessionRecord[] = []
   for await (const record of store.list()) all.push(record)
   return all
@@ -319,30 +320,38 @@ describe('on a latchkey store', () => {
 })
 
 describe('moving from an old store as sessions are used', () => {
-  test('signed in under express-session, still signed in after the switch; moved under the same ID, the old copy gone', async () => {
-    const old = await oldApp()
-    const store = new SqliteStore({ path: join(dir, 'move.db') })
-    const moving = await app(dropIn({ ...common, store, keys: KEYS, moveFrom: old.store }))
-    const { cookie } = await get(old.base, '/login?name=ada')
-    const sid = sidOf(cookie)
-    expect(await store.get(storeKeyOf(sid))).toBeNull()
+  const inProcess = {
+    SqliteStore: () => new SqliteStore({ path: join(dir, 'move.db') }),
+    FileStore: () => new FileStore({ directory: join(dir, 'move-files') }),
+    MemoryStore: () => new MemoryStore(),
+  }
+  test.each(Object.keys(inProcess) as Array<keyof typeof inProcess>)(
+    'into %s: signed in under express-session, still signed in after the switch; moved under the same ID, the old copy gone',
+    async (kind) => {
+      const old = await oldApp()
+      const store = inProcess[kind]()
+      const moving = await app(dropIn({ ...common, store, keys: KEYS, moveFrom: old.store }))
+      const { cookie } = await get(old.base, '/login?name=ada')
+      const sid = sidOf(cookie)
+      expect(await store.get(storeKeyOf(sid))).toBeNull()
 
-    const after = await get(moving, '/me', cookie)
-    expect(after.text).toBe('ada')
-    expect(after.cookie).toBe(cookie)
-    expect(await oldRecord(old.store, sid)).toBeUndefined()
-    const [record, ...others] = await records(store)
-    expect(others).toEqual([])
-    expect(record).toMatchObject({ key: storeKeyOf(sid), version: 1, userId: 'ada' })
-    expect(JSON.stringify(record)).not.toContain(sid)
-    expect(record?.payload).not.toContain('ada')
+      const after = await get(moving, '/me', cookie)
+      expect(after.text).toBe('ada')
+      expect(after.cookie).toBe(cookie)
+      expect(await oldRecord(old.store, sid)).toBeUndefined()
+      const [record, ...others] = await records(store)
+      expect(others).toEqual([])
+      expect(record).toMatchObject({ key: storeKeyOf(sid), version: 1, userId: 'ada' })
+      expect(JSON.stringify(record)).not.toContain(sid)
+      expect(record?.payload).not.toContain('ada')
 
-    // New sessions go only to the new store.
-    const fresh = await get(moving, '/login?name=grace')
-    expect(await oldRecord(old.store, fresh.text)).toBeUndefined()
-    expect((await store.get(storeKeyOf(fresh.text)))?.userId).toBe('grace')
-    await store.close()
-  })
+      // New sessions go only to the new store.
+      const fresh = await get(moving, '/login?name=grace')
+      expect(await oldRecord(old.store, fresh.text)).toBeUndefined()
+      expect((await store.get(storeKeyOf(fresh.text)))?.userId).toBe('grace')
+      await store.close()
+    },
+  )
 
   test('two first requests on one moving session: one record, both writes kept', async () => {
     const old = await oldApp()
