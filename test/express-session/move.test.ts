@@ -18,7 +18,7 @@ import { ConfigError, StoreError } from '../../src/core/errors.js'
 import { storeKeyOf } from '../../src/core/id.js'
 import { createSessionManager } from '../../src/core/manager.js'
 import type { SessionRecord, SessionStore } from '../../src/core/store.js'
-import dropIn, { STARTED_AT } from '../../src/express-session/index.js'
+import dropIn, { defaultUserOf, STARTED_AT } from '../../src/express-session/index.js'
 import { FileStore } from '../../src/stores/file/index.js'
 import { MemoryStore } from '../../src/stores/memory/index.js'
 import { SqliteStore } from '../../src/stores/sqlite/index.js'
@@ -191,6 +191,42 @@ describe('on a latchkey store', () => {
     expect(await store.get(storeKeyOf(second.text))).toBeNull()
     expect((await get(base, '/me', second.cookie)).text).toBe('nobody')
     await store.close()
+  })
+
+  test('the default userOf: passport.user, userId, user, user.id; on the factory for require() users', () => {
+    expect(dropIn.defaultUserOf).toBe(defaultUserOf)
+    expect(defaultUserOf({ passport: { user: 42 }, userId: 'x' })).toBe(42)
+    expect(defaultUserOf({ userId: 'u1', user: 'x' })).toBe('u1')
+    expect(defaultUserOf({ user: 'ada' })).toBe('ada')
+    expect(defaultUserOf({ user: { id: 'u2', name: 'x' } })).toBe('u2')
+    expect(defaultUserOf({ user: { name: 'x' }, cart: 'id' })).toBeNull()
+    expect(defaultUserOf({ passport: {} })).toBeNull()
+  })
+
+  test('a userOf that gives no usable ID fails the save with a ConfigError naming userOf; nothing is written', async () => {
+    const store = new MemoryStore()
+    let failed = (_error: unknown): void => {}
+    const failure = new Promise<unknown>((resolve) => {
+      failed = resolve
+    })
+    const base = await app(
+      express()
+        .use(
+          dropIn({ ...common, store, keys: KEYS, userOf: (s) => s.user as never }) as express.RequestHandler,
+        )
+        .get('/login', (req, res) => {
+          data(req).user = { name: 'ada' }
+          res.send('ok')
+        })
+        .use((error: unknown, _req: express.Request, _res: express.Response, _next: express.NextFunction) => {
+          failed(error)
+        }),
+    )
+    await expect(get(base, '/login')).rejects.toThrow()
+    const error = (await failure) as ConfigError
+    expect(error).toBeInstanceOf(ConfigError)
+    expect(error.message).toMatch(/^userOf: must give a user ID .* got object/)
+    expect(await store.count()).toBe(0)
   })
 
   test('userOf decides the user index entry; a session that signs out leaves it', async () => {
