@@ -32,7 +32,17 @@ afterAll(async () => {
   for (const backend of all) await backend.cleanup()
 })
 
-const COMMANDS = ['keygen', 'migrate', 'schema', 'count', 'list', 'revoke', 'prune', 'rekey']
+const COMMANDS = [
+  'keygen',
+  'migrate',
+  'schema',
+  'count',
+  'list',
+  'revoke',
+  'prune',
+  'rekey',
+  'import-express-sessions',
+]
 
 function output(result: CliResult): string {
   return `${result.stdout}\n${result.stderr}`

@@ -14,6 +14,7 @@ import {
   redactor,
   type StoreCommandOptions,
 } from './context.js'
+import { type ImportOptions, importExpressSessions } from './import.js'
 
 const STORE_HELP = `Store URLs (as openStore takes them; also from LATCHKEY_STORE, which keeps a password out of
 the process list):
@@ -172,6 +173,28 @@ run it again: done records are skipped.
 `,
     )
     .action(action<RekeyCommandOptions>((options) => commands.rekeyCommand(options, out)))
+
+  storeCommand(
+    'import-express-sessions',
+    'copy the sessions of an express-session store into this latchkey store (same IDs: users stay signed in), never over a session already there',
+    { keys: true },
+  )
+    .requiredOption(
+      '--from-module <path>',
+      'a JS module whose default export (or `store` export) is the express-session store instance the application uses',
+    )
+    .option('--delete-source', 'delete each session from the old store once it is in the latchkey store')
+    .option('--concurrency <n>', 'sessions copied at once (default 8)', positiveInteger)
+    .option('--no-progress', 'no progress bar (it is drawn only on a terminal anyway)')
+    .addHelpText(
+      'before',
+      `For latchkey/express-session's move to a latchkey store (docs/express-session.md): sessions move as
+they are used once the application runs with moveFrom; this copies the rest. Each copy is insert-only,
+so it is safe while the application runs and safe to run again. The module may also export userOf (as
+the middleware's option), all (for a store without all() or ids(), e.g. connect-pg-simple) and close.
+`,
+    )
+    .action(action<ImportOptions>((options) => importExpressSessions(options, out)))
 
   try {
     await program.parseAsync(args, { from: 'user' })

@@ -260,7 +260,12 @@ function duration(
   return value
 }
 
-function resolveKeys(keys: readonly string[] | undefined, env: Environment): NodeBytes[] {
+/**
+ * The master keys from `keys`, else from `LATCHKEY_KEYS` in `env`: decoded, each checked (base64url or
+ * base64, at least 32 bytes, none twice); `ConfigError` naming the key otherwise. Also the check of
+ * `latchkey/express-session`'s `keys`.
+ */
+export function resolveKeys(keys: readonly string[] | undefined, env: Environment): NodeBytes[] {
   const source = keys ?? env.LATCHKEY_KEYS?.split(',').map((key) => key.trim())
   const option = keys ? 'keys' : 'LATCHKEY_KEYS'
   if (!source || source.length === 0 || (source.length === 1 && source[0] === '')) {

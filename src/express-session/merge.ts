@@ -39,3 +39,30 @@ export function mergeInto(session: Session, loaded: Snapshot, fresh: SessionData
 function isDataKey(session: Session, key: string): boolean {
   return !(key in session) || Object.prototype.propertyIsEnumerable.call(session, key)
 }
+
+/** The data keys this request set, changed, added or deleted since `loaded` was taken. */
+export function changedKeys(session: object, loaded: Snapshot): Set<string> {
+  const mine = snapshotOf(session)
+  const changed = new Set<string>()
+  for (const [key, value] of mine) if (loaded.get(key) !== value) changed.add(key)
+  for (const key of loaded.keys()) if (!mine.has(key)) changed.add(key)
+  return changed
+}
+
+/**
+ * {@link mergeInto} for a save that may be tried again (a compare-and-set that lost): `changed` is
+ * taken once, before the first attempt ({@link changedKeys}), so that what one attempt brought in from
+ * another request's write is never mistaken for this request's own change by the next.
+ */
+export function mergeChanged(
+  session: Session,
+  changed: ReadonlySet<string>,
+  fresh: Readonly<Record<string, unknown>>,
+): void {
+  for (const [key, value] of Object.entries(fresh)) {
+    if (key !== 'cookie' && !changed.has(key) && isDataKey(session, key)) session[key] = value
+  }
+  for (const key of Object.keys(session)) {
+    if (key !== 'cookie' && !changed.has(key) && !Object.hasOwn(fresh, key)) delete session[key]
+  }
+}

@@ -12,7 +12,9 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { SessionStore as LatchkeyStore } from '../core/store.js'
 import { Cookie, type CookieOptions } from './cookie.js'
+import { type LatchkeyStoreOptions, SealedStore, storeFor } from './latchkey-store.js'
 import { MemoryStore } from './memory.js'
 import { mergeInto, type Snapshot, snapshotOf } from './merge.js'
 import { beforeHeaders, holdEnd } from './response.js'
@@ -20,8 +22,11 @@ import { type Callback, type RegenerateOptions, Session, type SessionRequest } f
 import { isSecure, readSessionId, type Secret, writeSessionCookie } from './signing.js'
 import { type SessionData, Store, type StoreLike } from './store.js'
 
-/** express-session's options (its README documents each). */
-export interface SessionOptions {
+/**
+ * express-session's options (its README documents each), and latchkey's: `absoluteTimeoutMs`, and for a
+ * latchkey store `keys`, `moveFrom` and `userOf` (latchkey-store.ts).
+ */
+export interface SessionOptions extends LatchkeyStoreOptions {
   /** Signs the cookie: one secret, or several (the first signs, any of them verifies). Required. */
   secret: Secret | Secret[]
   /** The cookie's name; default `connect.sid`. `key` is the old spelling. */
@@ -41,8 +46,11 @@ export interface SessionOptions {
   unset?: 'keep' | 'destroy'
   /** Trust X-Forwarded-Proto (true), ignore it (false), or follow Express's "trust proxy" (unset). */
   proxy?: boolean
-  /** Where sessions live; default a MemoryStore. */
-  store?: Store | StoreLike
+  /**
+   * Where sessions live: an express-session store, or a store of latchkey/stores (with `keys`), sealed
+   * and written by compare-and-set; default a MemoryStore.
+   */
+  store?: Store | StoreLike | LatchkeyStore
   /**
    * latchkey's addition, off by default: a session ends this many milliseconds after it began (a new
    * session, or `regenerate`), however active. Kept in the record as {@link STARTED_AT}; a session
@@ -106,7 +114,9 @@ export function session(options: SessionOptions): SessionMiddleware {
   const secrets = checkedSecrets(opts.secret)
   const signer = secrets[0] as Secret
   const name = opts.name || opts.key || DEFAULT_NAME
-  const store = (opts.store ?? new MemoryStore()) as Store
+  const absoluteTimeoutMs = checkedTimeout(opts.absoluteTimeoutMs)
+  const store = storeFor(opts, { absoluteTimeoutMs, startedAtKey: STARTED_AT }, () => new MemoryStore())
+  const sealed = store instanceof SealedStore ? store : undefined
   const cookieOptions = opts.cookie ?? {}
   const cookieFor = (req: SessionRequest): SessionCookieOptions =>
     typeof cookieOptions === 'function' ? cookieOptions(req) : cookieOptions
@@ -116,7 +126,6 @@ export function session(options: SessionOptions): SessionMiddleware {
   const rolling = Boolean(opts.rolling)
   const unsetDestroy = opts.unset === 'destroy'
   const storeTouches = typeof store.touch === 'function'
-  const absoluteTimeoutMs = checkedTimeout(opts.absoluteTimeoutMs)
 
   store.generate = (req) => {
     req.sessionID = genid(req)
@@ -188,6 +197,17 @@ export function session(options: SessionOptions): SessionMiddleware {
       if (snapshot === undefined || sess.id !== cookieId) {
         savedHash = hash(sess)
         store.set(sess.id, sess, done)
+        return
+      }
+      if (sealed) {
+        // A latchkey store: merged and written by compare-and-set (latchkey-store.ts).
+        sealed.saveMerged(sess, snapshot, (error, written) => {
+          if (!error && written) {
+            savedHash = hash(sess)
+            loaded = snapshotOf(sess)
+          }
+          done(error)
+        })
         return
       }
       store.get(sess.id, (error, fresh) => {
