@@ -111,7 +111,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     this.ending = new Ending(this.life, this.notices)
     this.reader = new Reader(this.life, this.ending, this.notices)
     this.writer = new Writer(this.life, this.reader)
-    this.rotation = new Rotation(this.life, this.writer, this.ending)
+    this.rotation = new Rotation(this.life, this.writer, this.ending, this.notices)
     this.devices = new Devices(this.life, this.ending)
     this.cleared = Object.freeze({ setCookie: serializeClearingCookie(this.options.cookie), private: true })
     this.lifetime = new CookieLifetime(
@@ -386,6 +386,7 @@ export class SessionManager<T extends SessionData = SessionData> {
       if (state.userId !== null && this.options.maxSessionsPerUser !== null) return null
       const created = this.rotation.insertSync(state, now)
       if (created === null) return null
+      this.notices.prepareSync(created)
       settle(state, created)
       this.life.emit('created', created.key, state.userId)
       return this.issued(state, now)
@@ -413,6 +414,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     if (state.data.size === 0 && state.userId === null)
       return state.cookie === 'clear' ? this.cleared : NOTHING
     const record = await this.rotation.insert(state, now, false, null)
+    await this.notices.prepare(record)
     settle(state, record)
     this.life.emit('created', record.key, state.userId)
     if (state.userId !== null) await this.devices.holdCap(state.userId, state.meta.lid)
