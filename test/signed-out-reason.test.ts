@@ -279,6 +279,10 @@ for (const backend of BACKENDS) {
       const key = storeKeyOf(id)
       // The pending notice left at sign-in is no session and holds none of its data.
       const pending = await store.get(noticeKeyOf(key))
+      const session = await store.get(key)
+      // Nothing but the word and the absolute deadline, which the session's record shows in clear too.
+      expect(pending?.payload).toBe(`~notice:timeout:${session?.absoluteExpiresAt}`)
+      expect(pending?.createdAt).toBe(session?.createdAt)
       expect(pending?.userId).toBeNull()
       expect(manager.inspect(pending as NonNullable<typeof pending>)).toBe('notice')
       expect(JSON.stringify(pending)).not.toContain('ann')

@@ -126,7 +126,8 @@ export class SessionManager<T extends SessionData = SessionData> {
    * duplicated, unknown, expired or tampered cookie gives a fresh anonymous session. Rejects with
    * `StoreError` only when the store fails. When the cookie named a session that ended without its user
    * asking, the fresh session says why (`session.endedBecause`), once: that costs one more store `get`
-   * on each load whose cookie names no live session (see `lifecycle/notice.ts`).
+   * on each load whose cookie names no live session, and one more when a signed-in session's pending
+   * notice of a timeout waits (see `lifecycle/notice.ts`).
    */
   async load(facts: RequestFacts): Promise<Session<T>> {
     const reading: CookieReading = readSessionCookie(facts.cookie, this.options.cookie.name)
