@@ -38,6 +38,8 @@ interface Backend {
   cleanup?(label: string): Promise<void>
   /** Frees one record behind the store's back, as the backend's own expiry does (Redis's TTL). */
   forget?(label: string, key: string): Promise<void>
+  /** How long the backend keeps one record by its own clock before freeing it (Redis's PTTL), in ms. */
+  ttlOf?(label: string, key: string): Promise<number>
 }
 
 const LOCAL: ServiceStatus = { name: 'local', available: true }
@@ -111,6 +113,16 @@ const BACKENDS: Backend[] = [
         for await (const keys of client.scanIterator({ MATCH: `${run}:${label}:*`, COUNT: 1000 })) {
           if (keys.length > 0) await client.del(keys)
         }
+      } finally {
+        await client.close()
+      }
+    },
+    async ttlOf(label, key) {
+      const client = createClient({ url: SERVICE_URLS.redis })
+      client.on('error', () => {})
+      await client.connect()
+      try {
+        return Number(await client.pTTL(`${run}:${label}:s:{${key}}`))
       } finally {
         await client.close()
       }
@@ -286,6 +298,14 @@ for (const backend of BACKENDS) {
       expect(pending?.userId).toBeNull()
       expect(manager.inspect(pending as NonNullable<typeof pending>)).toBe('notice')
       expect(JSON.stringify(pending)).not.toContain('ann')
+      if (backend.ttlOf) {
+        // Redis frees the session's hash by its TTL, and keeps the notice's a week longer.
+        const sessionTtl = await backend.ttlOf(label, key)
+        expect(sessionTtl).toBeGreaterThan(0)
+        expect(await backend.ttlOf(label, noticeKeyOf(key))).toBeGreaterThan(
+          sessionTtl + 6 * 24 * 60 * MINUTE,
+        )
+      }
       clock.advance(31 * MINUTE)
       expect(await store.get(key)).toBeNull()
       if (backend.forget) await backend.forget(label, key)

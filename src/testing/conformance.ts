@@ -1038,7 +1038,9 @@ export const noticeScenarios: Record<string, StoreScenario> = {
     })
   },
 
-  async 'notice: absolute timeout is told once, also after the store pruned the expired record'(options) {
+  async 'notice: absolute timeout is told once, also days after the store pruned the expired record'(
+    options,
+  ) {
     await withNotices(options, async (t) => {
       let id = await t.signIn('ann')
       // Active all along (a request every 20 minutes, its ID renewed after an hour), so it is the
@@ -1052,6 +1054,9 @@ export const noticeScenarios: Record<string, StoreScenario> = {
       }
       t.clock.advance(20 * MINUTE + 1)
       await assertGone(t.store, storeKeyOf(id), 'the session is past its absolute deadline')
+      if (isPrunableStore(t.store)) await t.store.prune()
+      // The user comes back six days later (a notice waits a week).
+      t.clock.advance(6 * 24 * HOUR)
       if (isPrunableStore(t.store)) await t.store.prune()
       await t.assertToldOnce(id, 'absolute-timeout')
     })
