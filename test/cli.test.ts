@@ -7,9 +7,9 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { generateKey, Keyring } from '../src/core/crypto.js'
 import { storeKeyOf } from '../src/core/id.js'
-import { isNoticeRecord } from '../src/core/lifecycle/notice.js'
+import { isNoticeRecord, noticeKeyOf } from '../src/core/lifecycle/notice.js'
 import type { SessionManager } from '../src/core/manager.js'
-import { isListableStore, type SessionStore } from '../src/core/store.js'
+import { isListableStore, type SessionRecord, type SessionStore } from '../src/core/store.js'
 import { openStore } from '../src/stores/index.js'
 import { builtCli, type CliResult, jsonOf, runCli } from './support/cli.js'
 import {
@@ -272,6 +272,10 @@ function backendSuite(backend: Backend): void {
     ids.bob = await seedSession(manager, { user: 'bob', userAgent: 'Desk/4.0' })
     ids.anonymous1 = await seedSession(manager, { data: { cart: ['x'] } })
     ids.anonymous2 = await seedSession(manager, { data: { flash: 'hi' } })
+    // Each signed-in session has its pending notice (of a timeout, `session.endedBecause`): a record,
+    // not a session, so not counted.
+    for (const id of [ids.alicePhone, ids.aliceLaptop, ids.aliceTablet, ids.bob])
+      expect(manager.inspect((await store.get(noticeKeyOf(storeKeyOf(id)))) as SessionRecord)).toBe('notice')
     const text = await cli(['count'])
     expect(text.code).toBe(0)
     expect(text.stdout).toBe('6\n')
@@ -394,7 +398,8 @@ function backendSuite(backend: Backend): void {
     if (!isListableStore(store)) throw new Error('listable')
     let records = 0
     for await (const record of store.list()) {
-      // The notice `revoke --user` left for bob's cookie is no session: rekey leaves it alone.
+      // The notices (the one `revoke --user` left for bob's cookie, the pending ones of the signed-in
+      // sessions) are no sessions: rekey leaves them alone.
       if (isNoticeRecord(record)) continue
       records++
       expect(onlyNew.open(record.payload, record.key)).not.toBeNull()

@@ -651,7 +651,8 @@ describe('the login form, before any session', () => {
     const login = await browser.post('/login', { ...form.headers, ...SAME_ORIGIN }, form.body)
     expect(login.status).toBe(200)
     expect(login.body.userId).toBe('alice')
-    expect(await s.store.count()).toBe(1)
+    // The signed-in session and its pending notice of a timeout (session.endedBecause).
+    expect(await s.store.count()).toBe(2)
     // The session has its own secret now: the pre-session cookie is cleared, and its token is spent.
     const cleared = login.setCookies.find((raw) => raw.startsWith('csrf='))
     expect(cleared).toMatch(/Max-Age=0/)

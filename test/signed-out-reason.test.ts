@@ -19,9 +19,10 @@ import { noticeKeyOf } from '../src/core/lifecycle/notice.js'
 import { createSessionManager, type SessionManager } from '../src/core/manager.js'
 import type { SessionManagerOptions } from '../src/core/options.js'
 import type { SessionStore } from '../src/core/store.js'
-import { isClosableStore, isCountableStore } from '../src/core/store.js'
+import { isClosableStore, isCountableStore, isPrunableStore } from '../src/core/store.js'
 import { openStore } from '../src/stores/index.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
+import { pausable } from './support/pausing-store.js'
 import { describeWithService, SERVICE_URLS, type ServiceStatus, serverServices } from './support/services.js'
 
 const MINUTE = 60_000
@@ -35,6 +36,10 @@ interface Backend {
   readonly status: ServiceStatus
   open(clock: ManualClock, label: string): Promise<SessionStore>
   cleanup?(label: string): Promise<void>
+  /** Frees one record behind the store's back, as the backend's own expiry does (Redis's TTL). */
+  forget?(label: string, key: string): Promise<void>
+  /** How long the backend keeps one record by its own clock before freeing it (Redis's PTTL), in ms. */
+  ttlOf?(label: string, key: string): Promise<number>
 }
 
 const LOCAL: ServiceStatus = { name: 'local', available: true }
@@ -108,6 +113,26 @@ const BACKENDS: Backend[] = [
         for await (const keys of client.scanIterator({ MATCH: `${run}:${label}:*`, COUNT: 1000 })) {
           if (keys.length > 0) await client.del(keys)
         }
+      } finally {
+        await client.close()
+      }
+    },
+    async ttlOf(label, key) {
+      const client = createClient({ url: SERVICE_URLS.redis })
+      client.on('error', () => {})
+      await client.connect()
+      try {
+        return Number(await client.pTTL(`${run}:${label}:s:{${key}}`))
+      } finally {
+        await client.close()
+      }
+    },
+    async forget(label, key) {
+      const client = createClient({ url: SERVICE_URLS.redis })
+      client.on('error', () => {})
+      await client.connect()
+      try {
+        expect(await client.del(`${run}:${label}:s:{${key}}`)).toBe(1)
       } finally {
         await client.close()
       }
@@ -218,7 +243,8 @@ for (const backend of BACKENDS) {
         true,
       )
       expect((await load(damaged)).endedBecause).toBeNull()
-      expect(await store.get(noticeKeyOf(key))).toBeNull()
+      // Only the pending notice of a signed-in session (version 1) is there; no reason was left.
+      expect((await store.get(noticeKeyOf(key)))?.version).toBe(1)
     })
 
     test('a logout of its own leaves no notice', async () => {
@@ -258,6 +284,62 @@ for (const backend of BACKENDS) {
       expect(loads.map((session) => session.endedBecause).filter((reason) => reason !== null)).toEqual([
         'revoked',
       ])
+    })
+
+    test('a timeout after the store freed the record (prune, or the backend expiring it) is still told, once', async () => {
+      const id = await signIn('ann')
+      const key = storeKeyOf(id)
+      // The pending notice left at sign-in is no session and holds none of its data.
+      const pending = await store.get(noticeKeyOf(key))
+      const session = await store.get(key)
+      // Nothing but the word and the absolute deadline, which the session's record shows in clear too.
+      expect(pending?.payload).toBe(`~notice:timeout:${session?.absoluteExpiresAt}`)
+      expect(pending?.createdAt).toBe(session?.createdAt)
+      expect(pending?.userId).toBeNull()
+      expect(manager.inspect(pending as NonNullable<typeof pending>)).toBe('notice')
+      expect(JSON.stringify(pending)).not.toContain('ann')
+      if (backend.ttlOf) {
+        // Redis frees the session's hash by its TTL, and keeps the notice's a week longer.
+        const sessionTtl = await backend.ttlOf(label, key)
+        expect(sessionTtl).toBeGreaterThan(0)
+        expect(await backend.ttlOf(label, noticeKeyOf(key))).toBeGreaterThan(
+          sessionTtl + 6 * 24 * 60 * MINUTE,
+        )
+      }
+      clock.advance(31 * MINUTE)
+      expect(await store.get(key)).toBeNull()
+      if (backend.forget) await backend.forget(label, key)
+      if (isPrunableStore(store)) await store.prune()
+      expect((await load(id)).endedBecause).toBe('idle-timeout')
+      expect((await load(id)).endedBecause).toBeNull()
+    })
+
+    test('a timeout is told with keys other than those of the session: its pending notice needs none', async () => {
+      const id = await signIn('ann')
+      const rekeyed = make({ keys: [generateKey()] })
+      managers.push(rekeyed)
+      clock.advance(31 * MINUTE)
+      expect((await load(id, rekeyed)).endedBecause).toBe('idle-timeout')
+      expect((await load(id, manager)).endedBecause).toBeNull()
+    })
+
+    test('an end in progress is never told as a timeout: its reason is in place before the record reads missing', async () => {
+      const laptop = await signIn('ann')
+      const key = storeKeyOf(laptop)
+      const paused = pausable(store)
+      const revoking = make({ store: paused.store })
+      managers.push(revoking)
+      // Hold the end between its compare-and-set of the ended payload and the notice of its reason.
+      const held = paused.pause('create', { match: ([record]) => record.key === noticeKeyOf(key) })
+      const revoked = revoking.revoke(await handleOf(laptop))
+      await held.reached
+      const meanwhile = await load(laptop)
+      expect(meanwhile.isNew).toBe(true)
+      expect(meanwhile.endedBecause).toBeNull()
+      held.release()
+      expect(await revoked).toBe(true)
+      expect((await load(laptop)).endedBecause).toBe('revoked')
+      expect((await load(laptop)).endedBecause).toBeNull()
     })
 
     test('a notice is no session: inspect names it, and it never reaches the user index', async () => {

@@ -111,7 +111,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     this.ending = new Ending(this.life, this.notices)
     this.reader = new Reader(this.life, this.ending, this.notices)
     this.writer = new Writer(this.life, this.reader)
-    this.rotation = new Rotation(this.life, this.writer, this.ending)
+    this.rotation = new Rotation(this.life, this.writer, this.ending, this.notices)
     this.devices = new Devices(this.life, this.ending)
     this.cleared = Object.freeze({ setCookie: serializeClearingCookie(this.options.cookie), private: true })
     this.lifetime = new CookieLifetime(
@@ -126,7 +126,8 @@ export class SessionManager<T extends SessionData = SessionData> {
    * duplicated, unknown, expired or tampered cookie gives a fresh anonymous session. Rejects with
    * `StoreError` only when the store fails. When the cookie named a session that ended without its user
    * asking, the fresh session says why (`session.endedBecause`), once: that costs one more store `get`
-   * on each load whose cookie names no live session (see `lifecycle/notice.ts`).
+   * on each load whose cookie names no live session, and one more when a signed-in session's pending
+   * notice of a timeout waits (see `lifecycle/notice.ts`).
    */
   async load(facts: RequestFacts): Promise<Session<T>> {
     const reading: CookieReading = readSessionCookie(facts.cookie, this.options.cookie.name)
@@ -399,6 +400,7 @@ export class SessionManager<T extends SessionData = SessionData> {
       if (state.userId !== null && this.options.maxSessionsPerUser !== null) return null
       const created = this.rotation.insertSync(state, now)
       if (created === null) return null
+      this.notices.prepareSync(created)
       settle(state, created)
       this.life.emit('created', created.key, state.userId)
       return this.issued(state, now)
@@ -426,6 +428,7 @@ export class SessionManager<T extends SessionData = SessionData> {
     if (state.data.size === 0 && state.userId === null)
       return state.cookie === 'clear' ? this.cleared : NOTHING
     const record = await this.rotation.insert(state, now, false, null)
+    await this.notices.prepare(record)
     settle(state, record)
     this.life.emit('created', record.key, state.userId)
     if (state.userId !== null) await this.devices.holdCap(state.userId, state.meta.lid)

@@ -15,6 +15,10 @@
  *   taken from the store's {@link Clock}. The moment that is false the record is gone for every
  *   method (get, update, touch, listByUser, count, list), whether or not it has been physically
  *   removed yet. Removal is lazy or by {@link PrunableStore.prune}; it is never a visible event.
+ *   Nor is it ever early: the core's notices of why a session ended (`session.endedBecause`, among
+ *   them the pending notice of a timeout that must outlive its session's record) are ordinary records
+ *   the core writes with these methods, and a store keeps them to their own deadlines like any other.
+ *   A store keeps nothing of an expired record to tell a timeout (`lifecycle/notice.ts`).
  * - **Errors.** A failing backend (connection refused, disk full, closed store) rejects with a
  *   {@link StoreError} naming the store and the operation, with the driver's error as `cause`.
  *   Nothing is ever half-written: a write that rejects has not happened, a write that resolves has.

@@ -22,6 +22,7 @@ import { parseSetCookie, type SetCookie } from 'cookie'
 import { ManualClock } from '../core/clock.js'
 import { generateKey } from '../core/crypto.js'
 import { generateId, storeKeyOf } from '../core/id.js'
+import { noticeKeyOf } from '../core/lifecycle/notice.js'
 import { createSessionManager, type SessionManager } from '../core/manager.js'
 import type { SessionManagerOptions } from '../core/options.js'
 import type { Session } from '../core/session.js'
@@ -1165,7 +1166,12 @@ export const adapterScenarios: Record<string, AdapterScenario> = {
       assert.equal(login.status, 200, 'the login form posts with its token')
       assert.ok(visitor.id, 'signed in')
       assert.equal((await visitor.state()).userId, 'alice')
-      assert.equal(await scene.memory.count(), 1)
+      // One session (the signed-in one), beside its pending notice of a timeout (no session).
+      assert.equal(await scene.memory.count(), 2)
+      assert.ok(
+        (await scene.memory.get(noticeKeyOf(storeKeyOf(visitor.id)))) !== null,
+        'the pending notice of a timeout',
+      )
       // The login rotated the secret: the form's token is dead now.
       await assertRefused(
         scene,

@@ -10,6 +10,11 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
 import { ManualClock } from '../core/clock.js'
+import { generateKey } from '../core/crypto.js'
+import { generateId, storeKeyOf } from '../core/id.js'
+import { noticeKeyOf } from '../core/lifecycle/notice.js'
+import { createSessionManager, type SessionManager } from '../core/manager.js'
+import type { SessionManagerOptions } from '../core/options.js'
 import {
   expiresAt,
   isClosableStore,
@@ -974,6 +979,258 @@ async function assertExpired(store: SessionStore, clock: ManualClock, record: Se
 }
 
 /**
+ * "Why was I signed out?" (`session.endedBecause`) on the store under test, through a session manager:
+ * what a store must do for it is only the contract above (keep every record, a notice included, until
+ * its own deadlines, and free it no earlier, by prune or TTL), and these scenarios show it does. Each
+ * end its user did not ask for is told to the next load of that cookie and to no other, once: revoked,
+ * signed out everywhere, idle and absolute timeouts (also after the store pruned the expired record:
+ * the timeout is told from a pending notice left at sign-in, not from the record), a key no longer
+ * configured. Revocations need {@link UserIndexedStore} (every bundled store has it); without it
+ * those two scenarios check nothing more than that the store was given.
+ */
+export const noticeScenarios: Record<string, StoreScenario> = {
+  async 'notice: revoked is told once, to that cookie only'(options) {
+    await withNotices(options, async (t) => {
+      if (!isUserIndexedStore(t.store)) return
+      const laptop = await t.signIn('ann')
+      const phone = await t.signIn('ann')
+      assert.equal(await t.manager.revoke(await t.handleOf(laptop)), true, 'revoke must end the session')
+      await t.assertToldNothing(generateId(), 'a cookie that never named a session')
+      await t.assertToldOnce(laptop, 'revoked')
+      const other = await t.load(phone)
+      assert.equal(other.isNew, false, 'the other device stays signed in')
+      assert.equal(other.endedBecause, null, 'the other device is told nothing')
+    })
+  },
+
+  async 'notice: signed out everywhere is told once to each other device, not to the one that asked'(
+    options,
+  ) {
+    await withNotices(options, async (t) => {
+      if (!isUserIndexedStore(t.store)) return
+      const laptop = await t.signIn('ann')
+      const tablet = await t.signIn('ann')
+      const phone = await t.signIn('ann')
+      const bob = await t.signIn('bob')
+      const except = await t.handleOf(phone)
+      assert.equal(await t.manager.revokeUserSessions('ann', { except }), 2)
+      await t.assertToldOnce(laptop, 'signed-out-everywhere')
+      await t.assertToldOnce(tablet, 'signed-out-everywhere')
+      for (const id of [phone, bob]) {
+        const session = await t.load(id)
+        assert.equal(session.isNew, false, 'a session not revoked stays signed in')
+        assert.equal(session.endedBecause, null)
+      }
+    })
+  },
+
+  async 'notice: idle timeout is told once, also after the store pruned the expired record'(options) {
+    await withNotices(options, async (t) => {
+      const pruned = await t.signIn('ann')
+      const kept = await t.signIn('bob')
+      t.clock.advance(NOTICE_IDLE_MS + MINUTE)
+      await assertGone(t.store, storeKeyOf(pruned), 'the session is past its idle deadline')
+      if (isPrunableStore(t.store)) assert.ok((await t.store.prune()) >= 2, 'prune frees the expired records')
+      await assertGone(t.store, storeKeyOf(pruned), 'pruned')
+      await t.assertToldNothing(generateId(), 'a cookie that never named a session')
+      await t.assertToldOnce(pruned, 'idle-timeout')
+      await t.assertToldOnce(kept, 'idle-timeout')
+    })
+  },
+
+  async 'notice: absolute timeout is told once, also days after the store pruned the expired record'(
+    options,
+  ) {
+    await withNotices(options, async (t) => {
+      let id = await t.signIn('ann')
+      // Active all along (a request every 20 minutes, its ID renewed after an hour), so it is the
+      // absolute deadline that ends it.
+      for (let minutes = 20; minutes < NOTICE_ABSOLUTE_MS / MINUTE; minutes += 20) {
+        t.clock.advance(20 * MINUTE)
+        const session = await t.load(id)
+        assert.equal(session.isNew, false, `still signed in after ${minutes} minutes`)
+        const { setCookie } = await t.manager.commit(session)
+        if (setCookie) id = cookieId(setCookie)
+      }
+      t.clock.advance(20 * MINUTE + 1)
+      await assertGone(t.store, storeKeyOf(id), 'the session is past its absolute deadline')
+      if (isPrunableStore(t.store)) await t.store.prune()
+      // The user comes back six days later (a notice waits a week).
+      t.clock.advance(6 * 24 * HOUR)
+      if (isPrunableStore(t.store)) await t.store.prune()
+      await t.assertToldOnce(id, 'absolute-timeout')
+    })
+  },
+
+  async 'notice: a key no longer configured is told once, to that cookie only'(options) {
+    await withNotices(options, async (t) => {
+      const id = await t.signIn('ann')
+      const other = await t.signIn('bob')
+      const rekeyed = t.make({ keys: [generateKey()] })
+      const told = await t.load(id, rekeyed)
+      assert.equal(told.endedBecause, 'key-retired')
+      assert.equal((await t.load(id, rekeyed)).endedBecause, null, 'told once')
+      assert.equal((await t.load(id)).isNew, false, 'the record stays: its key comes back with a rollback')
+      assert.equal((await t.load(other)).endedBecause, null, 'a cookie whose session opens is told nothing')
+    })
+  },
+
+  async 'notice: a logout, a renewed ID and a regenerated one are told nothing, even once expired'(options) {
+    await withNotices(options, async (t) => {
+      const out = await t.signIn('ann')
+      const session = await t.load(out)
+      session.logout()
+      await t.manager.commit(session)
+      const regenerated = await t.signIn('cid')
+      const moved = await t.load(regenerated)
+      moved.regenerate()
+      const regeneratedTo = cookieId((await t.manager.commit(moved)).setCookie)
+      assert.notEqual(regeneratedTo, regenerated, 'regenerate moves the session to a new ID')
+      const renewed = await t.signIn('bob')
+      let successor = renewed
+      // Active (a request every 20 minutes) until its ID renews, an hour after sign-in.
+      for (let minutes = 20; minutes <= NOTICE_RENEWAL_MS / MINUTE; minutes += 20) {
+        t.clock.advance(20 * MINUTE)
+        const next = await t.load(successor)
+        assert.equal(next.isNew, false, `still signed in after ${minutes} minutes`)
+        const { setCookie } = await t.manager.commit(next)
+        if (setCookie) successor = cookieId(setCookie)
+      }
+      assert.notEqual(successor, renewed, 'the ID renews')
+      t.clock.advance(NOTICE_IDLE_MS + MINUTE)
+      if (isPrunableStore(t.store)) await t.store.prune()
+      await t.assertToldNothing(out, 'logged out by its user')
+      await t.assertToldNothing(renewed, 'renewed: the session moved to another ID')
+      await t.assertToldNothing(regenerated, 'regenerated: the session moved to another ID')
+      await t.assertToldOnce(regeneratedTo, 'idle-timeout')
+      await t.assertToldOnce(successor, 'idle-timeout')
+    })
+  },
+
+  async 'notice: racing loads of one expired cookie, exactly one is told'(options) {
+    await withNotices(options, async (t) => {
+      const id = await t.signIn('ann')
+      t.clock.advance(NOTICE_IDLE_MS + MINUTE)
+      if (isPrunableStore(t.store)) await t.store.prune()
+      // Every compare-and-set on the notice is held until both loads have read it.
+      const notice = noticeKeyOf(storeKeyOf(id))
+      assert.notEqual(await t.store.get(notice), null, 'the notice of a timeout outlives the pruned record')
+      const held: (() => void)[] = []
+      let both: () => void = () => {}
+      const bothArrived = new Promise<void>((resolve) => {
+        both = resolve
+      })
+      const racing = new Proxy(t.store, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver)
+          if (property !== 'update' || typeof value !== 'function') {
+            return typeof value === 'function' ? value.bind(target) : value
+          }
+          return async (record: SessionRecord, expected: number) => {
+            if (record.key === notice) {
+              await new Promise<void>((resolve) => {
+                held.push(resolve)
+                if (held.length === 2) both()
+              })
+            }
+            return value.call(target, record, expected)
+          }
+        },
+      })
+      const manager = t.make({ store: racing })
+      const loads = Promise.all([t.load(id, manager), t.load(id, manager)])
+      await bothArrived
+      for (const release of held) release()
+      const told = (await loads).map((session) => session.endedBecause)
+      assert.deepEqual(
+        told.filter((reason) => reason !== null),
+        ['idle-timeout'],
+        `told: ${show(told)}`,
+      )
+      assert.equal((await t.load(id)).endedBecause, null, 'and never again')
+    })
+  },
+}
+
+/** Timeouts of the managers the notice scenarios build: idle 30 minutes, absolute 2 hours, renewal every hour. */
+const NOTICE_IDLE_MS = 30 * MINUTE
+const NOTICE_ABSOLUTE_MS = 2 * HOUR
+const NOTICE_RENEWAL_MS = HOUR
+
+/** What a notice scenario is handed: its store, clock and manager, and what it does with them. */
+interface NoticeTest {
+  readonly store: SessionStore
+  readonly clock: ManualClock
+  readonly manager: SessionManager
+  make(more?: Partial<SessionManagerOptions>): SessionManager
+  load(id: string, by?: SessionManager): ReturnType<SessionManager['load']>
+  signIn(userId: string): Promise<string>
+  handleOf(id: string): Promise<string>
+  assertToldOnce(id: string, reason: string): Promise<void>
+  assertToldNothing(id: string, why: string): Promise<void>
+}
+
+function cookieId(setCookie: string | null | undefined): string {
+  const id = /^[^=]+=([^;]+)/.exec(setCookie ?? '')?.[1]
+  assert.ok(id !== undefined && id !== '', `no session cookie in ${show(setCookie)}`)
+  return id
+}
+
+async function withNotices<S extends SessionStore>(
+  options: StoreConformanceOptions<S>,
+  run: (t: NoticeTest) => Promise<void>,
+): Promise<void> {
+  const clock = new ManualClock()
+  const store = await options.createStore(clock)
+  const keys = [generateKey()]
+  const make = (more: Partial<SessionManagerOptions> = {}) =>
+    createSessionManager({
+      store,
+      keys,
+      clock,
+      cookie: { secure: false },
+      idleTimeoutMs: NOTICE_IDLE_MS,
+      absoluteTimeoutMs: NOTICE_ABSOLUTE_MS,
+      renewalIntervalMs: NOTICE_RENEWAL_MS,
+      ...more,
+    })
+  const manager = make()
+  const load = (id: string, by = manager) => by.load({ cookie: `sid=${id}` })
+  const t: NoticeTest = {
+    store,
+    clock,
+    manager,
+    make,
+    load,
+    async signIn(userId) {
+      const session = await manager.load({})
+      session.login(userId)
+      return cookieId((await manager.commit(session)).setCookie)
+    },
+    async handleOf(id) {
+      const handle = manager.handleOf(await load(id))
+      assert.ok(handle !== null, 'a signed-in session has a handle')
+      return handle
+    },
+    async assertToldOnce(id, reason) {
+      const told = await load(id)
+      assert.equal(told.isNew, true, 'an ended session loads as a fresh one')
+      assert.equal(told.endedBecause, reason, `the first load of the ended cookie is told ${reason}`)
+      assert.equal((await load(id)).endedBecause, null, `${reason} is told once`)
+    },
+    async assertToldNothing(id, why) {
+      const session = await load(id)
+      assert.equal(session.endedBecause, null, `told nothing: ${why}`)
+    },
+  }
+  try {
+    await run(t)
+  } finally {
+    await dispose(options, store)
+  }
+}
+
+/**
  * Registers every scenario of {@link storeScenarios} as a test under `describe(`${name} conformance`)`.
  *
  * Without `createUnavailableStore`, the "backend down" scenario cannot run, and a store whose
@@ -1000,7 +1257,7 @@ export function defineStoreConformance<S extends SessionStore>(
     else runner.test(skipped, async () => {})
   }
   runner.describe(`${options.name} conformance`, () => {
-    for (const [name, scenario] of Object.entries(storeScenarios)) {
+    for (const [name, scenario] of Object.entries({ ...storeScenarios, ...noticeScenarios })) {
       if (name === BACKEND_DOWN && !options.createUnavailableStore) {
         if (inCi) {
           runner.test(name, async () => {

@@ -22,6 +22,7 @@ export {
   type ConformanceTestFunction,
   defineStoreConformance,
   makeRecord,
+  noticeScenarios,
   type RecoveringStore,
   randomStoreKey,
   type StoreConformanceOptions,

@@ -14,7 +14,8 @@
  * none is left.
  *
  * An end the user did not ask for (a revocation, an expiry) names its reason, and leaves a notice of it
- * for the holder of the ended record's cookie (`notice.ts`); a logout names none and leaves none.
+ * for the holder of the ended record's cookie (`notice.ts`); a logout names none and leaves none, and
+ * it, like a retirement, discards the pending notice a signed-in session carries against a timeout.
  */
 import { ConfigError } from '../errors.js'
 import { storeKeyOf } from '../id.js'
@@ -172,9 +173,12 @@ export class Ending {
           current = options.follow ? await store.get(storeKeyOf(next)) : null
         } else {
           if (await store.update(closing.build(current), current.version)) {
-            if (closing.tombstone) await store.destroy(current.key)
+            // The notice settles before the tombstone: until then the record reads as ended, not
+            // missing, so no load tells the session's pending notice (a timeout) meanwhile.
             if (closing.tombstone && options.reason !== undefined)
               await this.notices.leave(current, options.reason)
+            else await this.notices.discard(current)
+            if (closing.tombstone) await store.destroy(current.key)
             return true
           }
           // It moved: written, renewed or ended by another request. Look again.

@@ -25,6 +25,7 @@ import { applyChange } from '../session.js'
 import type { SessionRecord } from '../store.js'
 import type { Lifecycle } from './context.js'
 import type { Ending } from './ending.js'
+import type { Notices } from './notice.js'
 import type { OpenedRecord } from './record-state.js'
 import { forwarderRecord } from './record-state.js'
 import { settle, type Writer } from './write.js'
@@ -39,6 +40,7 @@ export class Rotation {
     private readonly life: Lifecycle,
     private readonly writer: Writer,
     private readonly ending: Ending,
+    private readonly notices: Notices,
   ) {}
 
   /**
@@ -70,6 +72,8 @@ export class Rotation {
       return false
     }
     settle(state, state.record as SessionRecord)
+    // The old record's pending notice went with its end or retirement; the new one gets its own.
+    await this.notices.prepare(state.record as SessionRecord)
     this.life.emit(login ? 'login' : 'regenerated', created.key, state.userId)
     return true
   }
@@ -96,6 +100,10 @@ export class Rotation {
     )
     if (await store.update(forwarder, old.version)) {
       settle(state, created)
+      // The pending notice (notice.ts) moves with the session: the old ID's would tell a timeout once
+      // its forwarder expires.
+      await this.notices.prepare(created)
+      await this.notices.discard(old)
       this.life.emit('renewed', created.key, state.userId)
       return true
     }

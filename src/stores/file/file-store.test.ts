@@ -933,8 +933,9 @@ describe('FileStore faults', () => {
     await remote.commit(ref)
     expect((await clients[2]?.json('/state'))?.body).toMatchObject({ n: 3 })
     expect(await remote.revokeUserSessions('user-0')).toBe(4)
-    // Six sessions are left, and the four revoked ones each left a notice of why (session.endedBecause).
-    expect(await store.count()).toBe(6 + 4)
+    // Six sessions are left, each with its pending notice of a timeout, and the four revoked ones each
+    // left a notice of why (session.endedBecause).
+    expect(await store.count()).toBe(6 + 6 + 4)
     expect(leftovers(directory)).toEqual([])
   })
 
