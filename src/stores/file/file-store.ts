@@ -75,6 +75,12 @@ interface Held {
   readonly syncs: Promise<void>[]
 }
 
+/** A temp file written before the lock ({@link FileStore.staged}): `taken` once a write owns it (renames or removes it). */
+interface Staged {
+  readonly temp: Promise<string>
+  taken: boolean
+}
+
 /** What a session file holds, as read back. */
 interface Stored {
   readonly record: SessionRecord
@@ -236,7 +242,16 @@ export class FileStore implements BundledStore {
       const pinned = await this.readPinned(copy.key)
       try {
         if (this.live(pinned.read)?.version !== expectedVersion) return false
-        return await this.locked(copy.key, (held) => this.commitUpdate(copy, expectedVersion, pinned, held))
+        // The new file is written (and synced) while the lock is taken; it is renamed into place only
+        // under the lock, if the file is still the one expected, and removed otherwise.
+        const staged = this.staged(copy)
+        try {
+          return await this.locked(copy.key, (held) =>
+            this.commitUpdate(copy, expectedVersion, pinned, held, staged),
+          )
+        } finally {
+          if (!staged.taken) await staged.temp.then((temp) => unlink(temp)).catch(() => {})
+        }
       } finally {
         await unpin(pinned)
       }
@@ -248,11 +263,12 @@ export class FileStore implements BundledStore {
     expectedVersion: number,
     pinned: Pinned,
     held: Held,
+    staged: Staged,
   ): Promise<boolean> {
     const current = this.live(await this.reread(copy.key, pinned))
     if (current?.version !== expectedVersion) return false
     if (copy.userId !== null && copy.userId !== current.userId) await this.addMarker(copy.userId, copy.key)
-    await this.write(copy, false, held)
+    await this.write(copy, false, held, staged)
     if (current.userId !== null && current.userId !== copy.userId) {
       await this.removeMarker(current.userId, copy.key)
     }
@@ -584,13 +600,14 @@ export class FileStore implements BundledStore {
   }
 
   /**
-   * Replaces the session file atomically: a complete temp file in the same folder ({@link stage}),
-   * renamed over it. The caller holds the key's lock; it is checked once more just before the rename.
+   * Replaces the session file atomically: a complete temp file in the same folder ({@link stage}, or
+   * `staged`, made before the lock with this record's content), renamed over it. The caller holds the key's lock; it is checked once more just before the rename.
    * With `durability: 'power-loss'`, the fsync of the folder the rename needs joins `held.syncs`.
    */
-  private async write(record: SessionRecord, tombstone: boolean, held: Held): Promise<void> {
+  private async write(record: SessionRecord, tombstone: boolean, held: Held, staged?: Staged): Promise<void> {
     const dir = this.shard(record.key)
-    const temp = await this.stage(record, tombstone)
+    if (staged) staged.taken = true
+    const temp = await (staged?.temp ?? this.stage(record, tombstone))
     let renamed = false
     try {
       if (!(await held.lock.stillHeld())) throw new Error(`the lock of ${record.key} was broken while held`)
@@ -652,6 +669,14 @@ export class FileStore implements BundledStore {
       throw error
     }
     return temp
+  }
+
+  /** Starts {@link stage} now, for a write that decides later, under the lock, whether to use it. */
+  private staged(record: SessionRecord): Staged {
+    const temp = this.stage(record, false)
+    // Its failure is the write's, if the write uses it: never an unhandled rejection meanwhile.
+    temp.catch(() => {})
+    return { temp, taken: false }
   }
 
   /**
