@@ -132,12 +132,16 @@ const MAX_REPORTED = 1000
  * leaf folders, about 250 files each at a million sessions), and `users/<h1>/<h2>/<h>/<key>`, an empty
  * marker file per signed-in session, where `h` is the SHA-256 of the user ID (base64url). Folders are
  * 0700 and files 0600. A session file is one JSON object; it is written to a temp file in its own
- * folder, fsynced, renamed over the old one and the folder fsynced, so a reader sees the old file or
- * the new one, never a torn one, and a write that resolved survives a crash (with `durability:
- * 'process'`, no sync: it survives the process crashing, not a power loss).
+ * folder, fsynced, renamed over the old one (or, for a key that has none, hard-linked to its name) and
+ * the folder fsynced, so a reader sees the old file or the new one, never a torn one, and a write that
+ * resolved survives a crash (with `durability: 'process'`, no sync: it survives the process crashing,
+ * not a power loss). The folder syncs are grouped (`folder-sync.ts`): a write resolves after a sync of
+ * its folder that began after its rename, and one such sync serves every write renamed meanwhile.
  *
- * Every write (create, update, touch, destroy, and a prune's removal) decides on the file as it is
- * under the key's lock, which holds across processes: see `lock.ts`. An update or touch reads the file
+ * A create of a key that has no file claims the name with `link(2)`, which fails when any file holds
+ * it, so of racing creates exactly one wins without a lock (`claim`). Every other write (a create that
+ * finds a file, update, touch, destroy, and a prune's removal) decides on the file as it is under the
+ * key's lock, which holds across processes: see `lock.ts`. An update or touch reads the file
  * before the lock (to refuse a stale version without it) and keeps it open; under the lock one `stat`
  * shows whether the key's file is still that one, else it is read again (`reread`). Reads take no lock. A key that is not 43
  * characters of base64url is never turned into a path: it reads as missing, and writes to it resolve
