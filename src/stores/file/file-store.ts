@@ -537,9 +537,21 @@ export class FileStore implements BundledStore {
   private async makeFolders(...segments: string[]): Promise<void> {
     await this.ensureFolder()
     let path = this.directory
-    for (const segment of segments) {
+    for (const [i, segment] of segments.entries()) {
       const parent = path
       path = join(path, segment)
+      // Every level but the last is made once per folder and found ever after: looked at first (one
+      // `stat`, no failing `mkdir`), and trusted before anything is made below it, as a made one is.
+      if (i < segments.length - 1) {
+        const found = await stat(path).catch((error: unknown) => {
+          if (errorCode(error) === 'ENOENT') return null
+          throw error
+        })
+        if (found) {
+          trust(path, found)
+          continue
+        }
+      }
       try {
         await makeFolder(path)
       } catch (error) {
