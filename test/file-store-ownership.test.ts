@@ -146,6 +146,30 @@ describe('an existing session folder', () => {
   })
 })
 
+describe('a folder below the session folder', () => {
+  test('made writable by others after construction: nothing is made below it, the write is refused', async () => {
+    const directory = folder(0o700)
+    const { store, clock } = open(directory)
+    const first = makeRecord(clock)
+    expect(await store.create(first)).toBe(true)
+    const level1 = join(directory, 'sessions', first.key[0] as string)
+    chmodSync(level1, 0o777)
+    // A key in the same first-level folder, whose second-level folder does not exist yet.
+    const taken = new Set(readdirSync(level1))
+    const second = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+      .split('')
+      .find((char) => !taken.has(char)) as string
+    const record = makeRecord(clock, { key: `${first.key[0]}${second}${first.key.slice(2)}` })
+    const error = await store.create(record).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(StoreError)
+    expect((error as StoreError).cause).toBeInstanceOf(ConfigError)
+    expect((error as Error).message).toContain(`chmod 700 ${level1}`)
+    expect(existsSync(join(level1, second))).toBe(false)
+    chmodSync(level1, 0o700)
+    expect(await store.create(record)).toBe(true)
+  })
+})
+
 describe('the folders FileStore makes', () => {
   test('are 0700 whatever the umask', async () => {
     const directory = join(root, `made-${++folders}`)

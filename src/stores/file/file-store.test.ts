@@ -29,6 +29,7 @@ import { ConfigError, StoreError } from '../../core/errors.js'
 import { createSessionManager } from '../../core/manager.js'
 import type { SessionRecord } from '../../core/store.js'
 import { defineStoreConformance, makeRecord, randomStoreKey } from '../../testing/conformance.js'
+import { FolderSyncs } from './folder-sync.js'
 import { FileStore, type FileStoreOptions } from './index.js'
 import { LOCK_SUFFIX, takeLock } from './lock.js'
 
@@ -220,6 +221,158 @@ describe('FileStore durability', () => {
     expect(await other.update({ ...record, version: 3 }, 2)).toBe(true)
     expect(await store.get(record.key)).toMatchObject({ version: 3 })
     expect(leftovers(directory)).toEqual([])
+  })
+})
+
+/** The prototype of node's FileHandle: its `sync` (folders here) and `datasync` (files) are the seams held below. */
+async function fileHandleProto() {
+  const handle = await fsOpen(new URL(import.meta.url), 'r')
+  await handle.close()
+  return Object.getPrototypeOf(handle) as { datasync(): Promise<void>; sync(): Promise<void> }
+}
+
+/** Waits, a turn of the event loop at a time, until `ready()` (an event the test caused, never a duration). */
+async function until(ready: () => boolean): Promise<void> {
+  while (!ready()) await new Promise((resolve) => setImmediate(resolve))
+}
+
+/** A promise whose settling the test can read at any time. */
+function watch<T>(promise: Promise<T>) {
+  const state = { settled: false }
+  promise.then(
+    () => {
+      state.settled = true
+    },
+    () => {
+      state.settled = true
+    },
+  )
+  return { state, promise }
+}
+
+/** A key of the same shard folder as `key` (same first two characters). */
+function sameFolderKey(key: string): string {
+  return `${key.slice(0, 2)}${randomStoreKey().slice(2)}`
+}
+
+describe("FileStore 'power-loss': folder syncs, grouped", () => {
+  test('a write resolves only after a sync of its folder that began after its rename; one sync serves every write renamed while another ran', async () => {
+    const { store, clock, directory } = open()
+    const first = makeRecord(clock)
+    const others = [
+      makeRecord(clock, { key: sameFolderKey(first.key) }),
+      makeRecord(clock, { key: sameFolderKey(first.key) }),
+    ]
+    for (const record of [first, ...others]) expect(await store.create(record)).toBe(true)
+    const ends: (() => void)[] = []
+    // Folder syncs are FileHandle#sync (a file's own sync is datasync): each is held until the test ends it.
+    const sync = vi
+      .spyOn(await fileHandleProto(), 'sync')
+      .mockImplementation(() => new Promise<void>((resolve) => ends.push(resolve)))
+    const after = vi.spyOn(FolderSyncs.prototype, 'after')
+    try {
+      const updating = watch(store.update({ ...first, version: 2 }, 1))
+      await until(() => ends.length === 1)
+      // Both are renamed into place (and ask for their folder's sync) while that sync runs: it may miss them.
+      const updatingOthers = others.map((record) => watch(store.update({ ...record, version: 2 }, 1)))
+      await until(() => after.mock.calls.length === 3)
+      for (const record of others)
+        expect(JSON.parse(readFileSync(fileOf(directory, record.key), 'utf8')).version).toBe(2)
+      expect(updating.state.settled).toBe(false)
+      ends[0]?.()
+      expect(await updating.promise).toBe(true)
+      await until(() => ends.length === 2)
+      expect(updatingOthers.map((update) => update.state.settled)).toEqual([false, false])
+      // The second sync began after both renames: it alone serves both writes.
+      ends[1]?.()
+      expect(await Promise.all(updatingOthers.map((update) => update.promise))).toEqual([true, true])
+      expect(sync).toHaveBeenCalledTimes(2)
+    } finally {
+      sync.mockRestore()
+      after.mockRestore()
+      for (const end of ends) end()
+    }
+  })
+
+  test("the key's lock is released before the folder sync: the next write of the key goes on meanwhile", async () => {
+    const { store, clock, directory } = open()
+    const record = makeRecord(clock)
+    expect(await store.create(record)).toBe(true)
+    const ends: (() => void)[] = []
+    const sync = vi
+      .spyOn(await fileHandleProto(), 'sync')
+      .mockImplementation(() => new Promise<void>((resolve) => ends.push(resolve)))
+    try {
+      const first = watch(store.update({ ...record, version: 2 }, 1))
+      await until(() => ends.length === 1)
+      // The first write waits for its sync, without its lock: the second takes it, and renames.
+      const second = watch(store.update({ ...record, version: 3 }, 2))
+      await until(() => JSON.parse(readFileSync(fileOf(directory, record.key), 'utf8')).version === 3)
+      expect([first.state.settled, second.state.settled]).toEqual([false, false])
+      ends[0]?.()
+      expect(await first.promise).toBe(true)
+      await until(() => ends.length === 2)
+      ends[1]?.()
+      expect(await second.promise).toBe(true)
+    } finally {
+      sync.mockRestore()
+      for (const end of ends) end()
+    }
+  })
+})
+
+describe('FileStore create: the name claimed with a hard link', () => {
+  test('a create under the lock claims a missing file as a create without the lock does: of the two, one wins', async () => {
+    const { store, clock, directory } = open({ lockStaleMs: 60_000 })
+    const other = open({ directory, clock }).store
+    // A dead record holds the name: the create cannot claim it, and takes the lock to replace it.
+    const dead = makeRecord(clock, { idleExpiresAt: clock.now() - 1 })
+    const file = plant(directory, dead)
+    const held = await takeLock(`${file}${LOCK_SUFFIX}`, { staleMs: 60_000, onBreak() {} }, true)
+    const creating = watch(store.create({ ...dead, idleExpiresAt: clock.now() + MINUTE, payload: 'mine' }))
+    await until(() => readdirSync(join(file, '..')).some((name) => name.endsWith('.new')))
+    // Meanwhile a prune elsewhere removes the dead file, and frees the lock.
+    rmSync(file)
+    let staged = false
+    let go = () => {}
+    const gate = new Promise<void>((resolve) => {
+      go = resolve
+    })
+    const proto = await fileHandleProto()
+    const datasync = proto.datasync
+    const pause = vi.spyOn(proto, 'datasync').mockImplementation(async function (this: unknown) {
+      // The first file sync is the waiting create's, under the lock, after it read "no file": held there.
+      if (!staged) {
+        staged = true
+        await gate
+      }
+      return datasync.call(this)
+    })
+    try {
+      await held?.release()
+      await until(() => staged)
+      // A create elsewhere, without the lock, claims the name first.
+      expect(await other.create({ ...dead, idleExpiresAt: clock.now() + MINUTE, payload: 'theirs' })).toBe(
+        true,
+      )
+      go()
+      expect(await creating.promise).toBe(false)
+    } finally {
+      pause.mockRestore()
+    }
+    expect(await store.get(dead.key)).toMatchObject({ payload: 'theirs' })
+    expect(leftovers(directory)).toEqual([])
+  })
+
+  test('a create that loses to a live record drops the user marker it wrote first', async () => {
+    const { store, clock, directory } = open()
+    const record = makeRecord(clock, { userId: 'alice' })
+    expect(await store.create(record)).toBe(true)
+    expect(await store.create({ ...record, userId: 'bob', payload: 'late' })).toBe(false)
+    const markers = tree(join(directory, 'users')).filter((path) => path.split('/').length === 4)
+    expect(markers).toHaveLength(1)
+    expect((await store.listByUser('alice')).map((found) => found.key)).toEqual([record.key])
+    expect(await store.listByUser('bob')).toEqual([])
   })
 })
 
@@ -576,10 +729,10 @@ describe('FileStore locks', () => {
     const fresh = await takeLock(`${file}${LOCK_SUFFIX}`, policy, true)
     expect(breaks).toHaveLength(1)
     // The old owner goes on with the store's own write of the key, as if it had been stalled until now.
-    const write = (store as unknown as { write(r: SessionRecord, t: boolean, l: unknown): Promise<void> })
+    const write = (store as unknown as { write(r: SessionRecord, t: boolean, h: unknown): Promise<void> })
       .write
     await expect(
-      write.call(store, { ...record, version: 2, payload: 'written late' }, false, old),
+      write.call(store, { ...record, version: 2, payload: 'written late' }, false, { lock: old, syncs: [] }),
     ).rejects.toThrow(/broken while held/)
     expect(readFileSync(file, 'utf8')).toBe(before)
     expect(leftovers(directory).filter((path) => path.endsWith('.tmp'))).toEqual([])

@@ -1,16 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { type Stats, statSync } from 'node:fs'
-import {
-  type FileHandle,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  unlink,
-  writeFile,
-} from 'node:fs/promises'
+import { type FileHandle, link, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { type Clock, systemClock } from '../../core/clock.js'
@@ -29,6 +19,7 @@ import {
   warningHook,
 } from '../shared.js'
 import { refuseUnknownStoreOptions } from '../store-options.js'
+import { FolderSyncs } from './folder-sync.js'
 import { type HeldLock, LOCK_SUFFIX, type LockPolicy, removeIfEmpty, takeLock } from './lock.js'
 import { distrust, makeFolder } from './ownership.js'
 
@@ -75,6 +66,21 @@ export interface FileStoreOptions extends StoreOptions {
   durability?: 'power-loss' | 'process'
 }
 
+/**
+ * A key's lock as a write holds it, and the folder syncs its changes wait for: the lock is released as
+ * soon as the file is in place, and the write resolves once those syncs are done (see `folder-sync.ts`).
+ */
+interface Held {
+  readonly lock: HeldLock
+  readonly syncs: Promise<void>[]
+}
+
+/** A temp file written before the lock ({@link FileStore.staged}): `taken` once a write owns it (renames or removes it). */
+interface Staged {
+  readonly temp: Promise<string>
+  taken: boolean
+}
+
 /** What a session file holds, as read back. */
 interface Stored {
   readonly record: SessionRecord
@@ -113,6 +119,8 @@ const USERS = 'users'
 const BATCH = 64
 /** A temp file or half-built lock older than this (wall clock, ms) was left by a crashed process. */
 const LEFTOVER_AGE_MS = 3_600_000
+/** The first read of a session file, in bytes: a record with a payload under about 7 KiB is read in one. */
+const READ_SIZE = 8192
 /** Unreadable files remembered as already reported; past this the memory starts over. */
 const MAX_REPORTED = 1000
 
@@ -124,12 +132,16 @@ const MAX_REPORTED = 1000
  * leaf folders, about 250 files each at a million sessions), and `users/<h1>/<h2>/<h>/<key>`, an empty
  * marker file per signed-in session, where `h` is the SHA-256 of the user ID (base64url). Folders are
  * 0700 and files 0600. A session file is one JSON object; it is written to a temp file in its own
- * folder, fsynced, renamed over the old one and the folder fsynced, so a reader sees the old file or
- * the new one, never a torn one, and a write that resolved survives a crash (with `durability:
- * 'process'`, no sync: it survives the process crashing, not a power loss).
+ * folder, fsynced, renamed over the old one (or, for a key that has none, hard-linked to its name) and
+ * the folder fsynced, so a reader sees the old file or the new one, never a torn one, and a write that
+ * resolved survives a crash (with `durability: 'process'`, no sync: it survives the process crashing,
+ * not a power loss). The folder syncs are grouped (`folder-sync.ts`): a write resolves after a sync of
+ * its folder that began after its rename, and one such sync serves every write renamed meanwhile.
  *
- * Every write (create, update, touch, destroy, and a prune's removal) decides on the file as it is
- * under the key's lock, which holds across processes: see `lock.ts`. An update or touch reads the file
+ * A create of a key that has no file claims the name with `link(2)`, which fails when any file holds
+ * it, so of racing creates exactly one wins without a lock (`claim`). Every other write (a create that
+ * finds a file, update, touch, destroy, and a prune's removal) decides on the file as it is under the
+ * key's lock, which holds across processes: see `lock.ts`. An update or touch reads the file
  * before the lock (to refuse a stale version without it) and keeps it open; under the lock one `stat`
  * shows whether the key's file is still that one, else it is read again (`reread`). Reads take no lock. A key that is not 43
  * characters of base64url is never turned into a path: it reads as missing, and writes to it resolve
@@ -149,6 +161,8 @@ export class FileStore implements BundledStore {
   private readonly reported = new Set<string>()
   /** Per key, this process's queue of writers (the lock file then only sees one of them). */
   private readonly queue = new KeyedQueue()
+  /** The folder syncs of `durability: 'power-loss'`, one per folder serving every change made before it began. */
+  private readonly syncs = new FolderSyncs()
   private readonly inFlight = new Set<Promise<unknown>>()
   private closed = false
 
@@ -199,18 +213,29 @@ export class FileStore implements BundledStore {
     const copy = copyRecord(record)
     return this.run('create', async () => {
       if (!isStoreKey(copy.key)) return false
-      // No read before the lock: a key is new but for a collision of random IDs, so a read here would
-      // almost never save the lock, and would cost every create a second read.
-      return this.locked(copy.key, async (lock) => {
+      // The marker first, so that the index never misses a live record (a losing create drops it).
+      if (copy.userId !== null) await this.addMarker(copy.userId, copy.key)
+      // A key is new but for a collision of random IDs: its name is claimed without the lock (a hard
+      // link, which fails when any file holds the name). Only a key that has a file takes the lock.
+      const syncs: Promise<void>[] = []
+      if (await this.claim(copy, syncs)) {
+        await Promise.all(syncs)
+        return true
+      }
+      const created = await this.locked(copy.key, async (held) => {
         const current = await this.read(copy.key)
         if (this.holds(current)) return false
-        if (copy.userId !== null) await this.addMarker(copy.userId, copy.key)
-        await this.write(copy, false, lock)
-        const previousUser = current && current !== UNREADABLE ? current.record.userId : null
+        // No file: claimed as above (a create elsewhere may have claimed it meanwhile, without the lock).
+        if (current === null) return this.claim(copy, held.syncs)
+        // A dead record or an unreadable file, which no claim can replace: replaced under the lock.
+        await this.write(copy, false, held)
+        const previousUser = current !== UNREADABLE ? current.record.userId : null
         if (previousUser !== null && previousUser !== copy.userId)
           await this.removeMarker(previousUser, copy.key)
         return true
       })
+      if (!created && copy.userId !== null) await this.dropStaleMarker(copy.userId, copy.key)
+      return created
     })
   }
 
@@ -221,7 +246,16 @@ export class FileStore implements BundledStore {
       const pinned = await this.readPinned(copy.key)
       try {
         if (this.live(pinned.read)?.version !== expectedVersion) return false
-        return await this.locked(copy.key, (lock) => this.commitUpdate(copy, expectedVersion, pinned, lock))
+        // The new file is written (and synced) while the lock is taken; it is renamed into place only
+        // under the lock, if the file is still the one expected, and removed otherwise.
+        const staged = this.staged(copy)
+        try {
+          return await this.locked(copy.key, (held) =>
+            this.commitUpdate(copy, expectedVersion, pinned, held, staged),
+          )
+        } finally {
+          if (!staged.taken) await staged.temp.then((temp) => unlink(temp)).catch(() => {})
+        }
       } finally {
         await unpin(pinned)
       }
@@ -232,12 +266,13 @@ export class FileStore implements BundledStore {
     copy: SessionRecord,
     expectedVersion: number,
     pinned: Pinned,
-    lock: HeldLock,
+    held: Held,
+    staged: Staged,
   ): Promise<boolean> {
     const current = this.live(await this.reread(copy.key, pinned))
     if (current?.version !== expectedVersion) return false
     if (copy.userId !== null && copy.userId !== current.userId) await this.addMarker(copy.userId, copy.key)
-    await this.write(copy, false, lock)
+    await this.write(copy, false, held, staged)
     if (current.userId !== null && current.userId !== copy.userId) {
       await this.removeMarker(current.userId, copy.key)
     }
@@ -250,9 +285,9 @@ export class FileStore implements BundledStore {
       const pinned = await this.readPinned(key)
       try {
         if (!this.live(pinned.read)) return
-        await this.locked(key, async (lock) => {
+        await this.locked(key, async (held) => {
           const current = this.live(await this.reread(key, pinned))
-          if (current) await this.write(copyRecord({ ...current, lastSeenAt, idleExpiresAt }), false, lock)
+          if (current) await this.write(copyRecord({ ...current, lastSeenAt, idleExpiresAt }), false, held)
         })
       } finally {
         await unpin(pinned)
@@ -263,7 +298,7 @@ export class FileStore implements BundledStore {
   destroy(key: string): Promise<void> {
     return this.run('destroy', async () => {
       if (!isStoreKey(key) || !this.live(await this.read(key))) return
-      await this.locked(key, (lock) => this.tombstone(key, lock))
+      await this.locked(key, (held) => this.tombstone(key, held))
     })
   }
 
@@ -385,7 +420,7 @@ export class FileStore implements BundledStore {
     const path = join(this.shard(key), key)
     let text: string
     try {
-      text = await readFile(path, 'utf8')
+      text = await readWhole(path)
     } catch (error) {
       const code = errorCode(error)
       if (code === 'EISDIR') return this.unreadable(path, 'it is a folder')
@@ -502,9 +537,21 @@ export class FileStore implements BundledStore {
   private async makeFolders(...segments: string[]): Promise<void> {
     await this.ensureFolder()
     let path = this.directory
-    for (const segment of segments) {
+    for (const [i, segment] of segments.entries()) {
       const parent = path
       path = join(path, segment)
+      // Every level but the last is made once per folder and found ever after: looked at first (one
+      // `stat`, no failing `mkdir`), and trusted before anything is made below it, as a made one is.
+      if (i < segments.length - 1) {
+        const found = await stat(path).catch((error: unknown) => {
+          if (errorCode(error) === 'ENOENT') return null
+          throw error
+        })
+        if (found) {
+          trust(path, found)
+          continue
+        }
+      }
       try {
         await makeFolder(path)
       } catch (error) {
@@ -512,37 +559,49 @@ export class FileStore implements BundledStore {
         trust(path, await stat(path))
         continue
       }
-      if (this.sync) await syncFolder(parent)
+      if (this.sync) await this.syncs.after(parent)
     }
   }
 
   /**
    * Runs `write` holding the key: first in this process's queue for it, then its lock, which holds
-   * across processes. Rejects when the lock cannot be had.
+   * across processes. Rejects when the lock cannot be had. The lock is released once the files are in
+   * place; the folder syncs they need (`held.syncs`) are waited for after, while the next writer of the
+   * key may already go on (a sync of a folder serves every change made in it before it began).
    */
-  private locked<T>(key: string, write: (lock: HeldLock) => Promise<T>): Promise<T> {
-    return this.queue.run(key, async () => {
-      const lock = (await this.lock(key, true)) as HeldLock
-      try {
-        return await write(lock)
-      } finally {
-        await lock.release()
-      }
-    })
+  private async locked<T>(key: string, write: (held: Held) => Promise<T>): Promise<T> {
+    const syncs: Promise<void>[] = []
+    try {
+      return await this.queue.run(key, async () => {
+        const lock = (await this.lock(key, true)) as HeldLock
+        try {
+          return await write({ lock, syncs })
+        } finally {
+          await lock.release()
+        }
+      })
+    } finally {
+      await Promise.all(syncs)
+    }
   }
 
   /** Like {@link locked}, but resolves `undefined` at once when another writer holds the key. */
-  private async lockedIfFree<T>(key: string, write: (lock: HeldLock) => Promise<T>): Promise<T | undefined> {
+  private async lockedIfFree<T>(key: string, write: (held: Held) => Promise<T>): Promise<T | undefined> {
     if (this.queue.busy(key)) return undefined
-    return this.queue.run(key, async () => {
-      const lock = await this.lock(key, false)
-      if (!lock) return undefined
-      try {
-        return await write(lock)
-      } finally {
-        await lock.release()
-      }
-    })
+    const syncs: Promise<void>[] = []
+    try {
+      return await this.queue.run(key, async () => {
+        const lock = await this.lock(key, false)
+        if (!lock) return undefined
+        try {
+          return await write({ lock, syncs })
+        } finally {
+          await lock.release()
+        }
+      })
+    } finally {
+      await Promise.all(syncs)
+    }
   }
 
   private async lock(key: string, wait: boolean): Promise<HeldLock | null> {
@@ -557,39 +616,105 @@ export class FileStore implements BundledStore {
   }
 
   /**
-   * Replaces the session file atomically: temp file in the same folder, fdatasync, rename, fsync of the
-   * folder (the syncs with `durability: 'power-loss'` only). The caller holds the key's lock; it is checked once more just before the rename.
+   * Replaces the session file atomically: a complete temp file in the same folder ({@link stage}, or
+   * `staged`, made before the lock with this record's content), renamed over it. The caller holds the key's lock; it is checked once more just before the rename.
+   * With `durability: 'power-loss'`, the fsync of the folder the rename needs joins `held.syncs`.
    */
-  private async write(record: SessionRecord, tombstone: boolean, lock: HeldLock): Promise<void> {
+  private async write(record: SessionRecord, tombstone: boolean, held: Held, staged?: Staged): Promise<void> {
     const dir = this.shard(record.key)
-    const temp = join(dir, `${record.key}.${randomBytes(16).toString('base64url')}.tmp`)
+    if (staged) staged.taken = true
+    const temp = await (staged?.temp ?? this.stage(record, tombstone))
     let renamed = false
     try {
-      const handle = await open(temp, 'wx', 0o600)
-      try {
-        await handle.writeFile(serialize(record, tombstone), 'utf8')
-        if (this.sync) await handle.datasync()
-      } finally {
-        await handle.close()
-      }
-      if (!(await lock.stillHeld())) throw new Error(`the lock of ${record.key} was broken while held`)
+      if (!(await held.lock.stillHeld())) throw new Error(`the lock of ${record.key} was broken while held`)
       await rename(temp, join(dir, record.key))
       renamed = true
     } finally {
       if (!renamed) await unlink(temp).catch(() => {})
     }
+    this.synced(dir, held.syncs)
+  }
+
+  /**
+   * Creates the key's file if it has none, atomically, with or without the key's lock: a complete temp
+   * file ({@link stage}) is hard-linked to the key's name, which fails (`EEXIST`) when any file holds
+   * it, so of any number of claims, and of a claim and a create under the lock (which claims too), one
+   * wins. Resolves false when the name was taken. The fsync of the folder joins `syncs`.
+   */
+  private async claim(record: SessionRecord, syncs: Promise<void>[]): Promise<boolean> {
+    const dir = this.shard(record.key)
+    const temp = await this.stage(record, false)
+    try {
+      await link(temp, join(dir, record.key))
+    } catch (error) {
+      if (errorCode(error) === 'EEXIST') return false
+      throw error
+    } finally {
+      await unlink(temp).catch(() => {})
+    }
+    this.synced(dir, syncs)
+    return true
+  }
+
+  /**
+   * Writes the record to a new temp file next to the key's file and resolves its path: complete, and
+   * with `durability: 'power-loss'` `fdatasync`ed, before anything renames or links it into place.
+   * Makes the folders first when they are missing. A temp file that fails is removed.
+   */
+  private async stage(record: SessionRecord, tombstone: boolean): Promise<string> {
+    const dir = this.shard(record.key)
+    const temp = join(dir, `${record.key}.${randomBytes(16).toString('base64url')}.tmp`)
+    const content = serialize(record, tombstone)
+    let handle: FileHandle
+    try {
+      handle = await open(temp, 'wx', 0o600)
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error
+      await this.makeFolders(SESSIONS, record.key[0] as string, record.key[1] as string)
+      handle = await open(temp, 'wx', 0o600)
+    }
+    try {
+      try {
+        await handle.writeFile(content, 'utf8')
+        if (this.sync) await handle.datasync()
+      } finally {
+        await handle.close()
+      }
+    } catch (error) {
+      await unlink(temp).catch(() => {})
+      throw error
+    }
+    return temp
+  }
+
+  /** Starts {@link stage} now, for a write that decides later, under the lock, whether to use it. */
+  private staged(record: SessionRecord): Staged {
+    const temp = this.stage(record, false)
+    // Its failure is the write's, if the write uses it: never an unhandled rejection meanwhile.
+    temp.catch(() => {})
+    return { temp, taken: false }
+  }
+
+  /**
+   * With `durability: 'power-loss'`, adds to `syncs` the fsync of `dir` that an entry just changed in it
+   * needs. The change has happened (readers see it): a failing sync is reported, not thrown.
+   */
+  private synced(dir: string, syncs: Promise<void>[]): void {
     if (!this.sync) return
-    // The write has happened (readers see it): a failing folder sync is reported, not thrown.
-    await syncFolder(dir).catch((error: unknown) =>
-      this.warn(`${NAME}: could not fsync ${dir} after a write: ${messageOf(error)}`),
+    syncs.push(
+      this.syncs
+        .after(dir)
+        .catch((error: unknown) =>
+          this.warn(`${NAME}: could not fsync ${dir} after a write: ${messageOf(error)}`),
+        ),
     )
   }
 
   /** Turns the live record under `key` into a tombstone. */
-  private async tombstone(key: string, lock: HeldLock): Promise<void> {
+  private async tombstone(key: string, held: Held): Promise<void> {
     const current = this.live(await this.read(key))
     if (!current) return
-    await this.write({ ...current, userId: null, payload: '' }, true, lock)
+    await this.write({ ...current, userId: null, payload: '' }, true, held)
     if (current.userId !== null) await this.removeMarker(current.userId, key)
   }
 
@@ -619,7 +744,7 @@ export class FileStore implements BundledStore {
         await this.makeFolders(USERS, hash[0] as string, hash[1] as string, hash)
       }
     }
-    if (this.sync) await syncFolder(folder)
+    if (this.sync) await this.syncs.after(folder)
   }
 
   /** Removes a marker, and its folder once empty. Best effort: a marker left behind is filtered and cleaned later. */
@@ -752,13 +877,25 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }
 
-async function syncFolder(dir: string): Promise<void> {
-  const handle = await open(dir, 'r')
+/**
+ * The whole of a file as text, in one `read` for a session file (open, read, close: no `fstat`, which
+ * `readFile` does first). A read that fills the buffer reads on into a bigger one; one that does not is
+ * the end of the file (a regular file is read up to its end; FileStore never writes one in place, and
+ * a file torn by anything else fails to parse and reads as unreadable, as with `readFile`).
+ */
+async function readWhole(path: string): Promise<string> {
+  const handle = await open(path, 'r')
   try {
-    await handle.sync()
-  } catch (error) {
-    // Some file systems cannot fsync a folder; there is nothing more to do there.
-    if (errorCode(error) !== 'EINVAL' && errorCode(error) !== 'ENOTSUP') throw error
+    let buffer = Buffer.allocUnsafe(READ_SIZE)
+    let length = 0
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length)
+      length += bytesRead
+      if (bytesRead === 0 || length < buffer.length) return buffer.toString('utf8', 0, length)
+      const bigger = Buffer.allocUnsafe(buffer.length * 2)
+      buffer.copy(bigger, 0, 0, length)
+      buffer = bigger
+    }
   } finally {
     await handle.close()
   }

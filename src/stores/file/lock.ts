@@ -46,7 +46,10 @@
  * from 0700, and a lock's mode is never trusted beyond "not writable by others", which it cannot be).
  * `stillHeld` stays too: it is one stat, and it is what turns a lock broken under a stuck owner, or moved
  * aside with a foreign one, into a lost write instead of two writes through; skipping it while the lock
- * is young would rest on every process sharing the folder using the same `lockStaleMs`.
+ * is young would rest on every process sharing the folder using the same `lockStaleMs`. What could be
+ * cut around the lock was (FileStore): a create of a key with no file takes none (a hard link claims the
+ * name), an update writes its temp file while the lock is being taken, and the lock is released before
+ * the folder sync, not after it.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'
