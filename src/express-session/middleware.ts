@@ -118,6 +118,28 @@ export function session(options: SessionOptions): SessionMiddleware {
   const storeTouches = typeof store.touch === 'function'
   const absoluteTimeoutMs = checkedTimeout(opts.absoluteTimeoutMs)
 
+  /**
+   * With `absoluteTimeoutMs`, moves the cookie's `expires` back to the session's deadline when it lies
+   * beyond it (a long `maxAge`, `rolling`, or a per-request `req.session.cookie.maxAge`), so that neither
+   * the browser nor the store keeps the session past its end. `originalMaxAge` stays as it was: the next
+   * touch starts from the configured lifetime again, and is capped again. A cookie without `expires`
+   * (gone when the browser closes) is left so.
+   */
+  const capCookie =
+    absoluteTimeoutMs === undefined
+      ? (_sess: Session): void => {}
+      : (sess: Session): void => {
+          const startedAt = sess[STARTED_AT]
+          const cookie = sess.cookie
+          const expires = cookie?.expires
+          if (typeof startedAt !== 'number' || !(expires instanceof Date)) return
+          const deadline = startedAt + absoluteTimeoutMs
+          if (!(expires.valueOf() > deadline)) return
+          const originalMaxAge = cookie.originalMaxAge
+          cookie.expires = new Date(deadline)
+          cookie.originalMaxAge = originalMaxAge
+        }
+
   store.generate = (req) => {
     req.sessionID = genid(req)
     const session = new Session(req)
@@ -180,10 +202,12 @@ export function session(options: SessionOptions): SessionMiddleware {
       if (touched) return
       touched = true
       sess.touch()
+      capCookie(sess)
     }
 
     /** Writes `sess`: merged into the fresh record when it is the session this request loaded. */
     const persist = (sess: Session, done: Callback): void => {
+      capCookie(sess)
       const snapshot = loaded
       if (snapshot === undefined || sess.id !== cookieId) {
         savedHash = hash(sess)
@@ -253,6 +277,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       if (!sess || !validId() || !shouldSetCookie(sess)) return
       if (sess.cookie.secure && !isSecure(req, proxy)) return
       touchOnce(sess)
+      capCookie(sess)
       try {
         writeSessionCookie(res, name, req.sessionID as string, signer, sess.cookie.data)
       } catch (error) {
