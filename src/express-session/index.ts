@@ -10,6 +10,7 @@ import { MemoryStore } from './memory.js'
 import { session as createMiddleware, STARTED_AT } from './middleware.js'
 import { Session } from './session.js'
 import { Store } from './store.js'
+import './request.js'
 
 export type { CookieData, CookieOptions } from './cookie.js'
 export type { Next, SessionCookieOptions, SessionMiddleware, SessionOptions } from './middleware.js'
