@@ -10,7 +10,8 @@
  *
  * Then, in the same run, every bundled store against the store package its users run today, on Express
  * (bench/peer-stores.ts: BENCH_STORES, BENCH_STORE_SCENARIOS; BENCH_STORES=none skips it,
- * BENCH_FRAMEWORKS=none runs it alone).
+ * BENCH_FRAMEWORKS=none runs it alone), and latchkey/express-session against express-session on the same
+ * stores (bench/dropin.ts: BENCH_DROPIN, BENCH_DROPIN_SCENARIOS; BENCH_DROPIN=none skips it).
  *
  * Environment: BENCH_DURATION (s, one run), BENCH_REPEATS (runs per cell), BENCH_WARMUP (s),
  * BENCH_CONNECTIONS, and comma-separated subsets:
@@ -31,6 +32,7 @@
  */
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { runDropIn } from './dropin.js'
 import type { Checked, LoadSettings, Machine, Run, RunningServer, Summary } from './harness.js'
 import {
   announce,
@@ -379,6 +381,8 @@ async function main(): Promise<void> {
   if (settings.frameworks.length > 0) await frontDoors(settings)
   // Then every bundled store against its peer on Express (bench/peer-stores.ts; BENCH_STORES=none skips it).
   if (!(await runPeerStores())) process.exitCode = 1
+  // Then the drop-in against express-session on the same stores (bench/dropin.ts; BENCH_DROPIN=none skips it).
+  if (!(await runDropIn())) process.exitCode = 1
 }
 
 /** Every front door with latchkey on MemoryStore and SqliteStore, beside the bare framework and its peer. */

@@ -10,6 +10,7 @@ import {
   copyFileSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   symlinkSync,
@@ -162,6 +163,71 @@ export const stores: Array<Promise<SessionStore> | SessionStore> = [
 export const used = [manager, m4.ManualClock]
 `
     expect(await check('node-free', ['ES2023'], source)).toBe('')
+  }, 120_000)
+
+  test("latchkey/express-session types req.session on Express's Request without @types/express-session, its data declared by module augmentation", async () => {
+    // A project of its own: latchkey as built, express, and every @types package of this repository
+    // but @types/express-session (a devDependency here, for the cross-version tests).
+    const project = join(work, 'express-session-app')
+    const types = join(project, 'node_modules', '@types')
+    mkdirSync(types, { recursive: true })
+    for (const name of ['latchkey', 'express']) {
+      symlinkSync(join(app, 'node_modules', name), join(project, 'node_modules', name), 'junction')
+    }
+    for (const name of readdirSync(join(ROOT, 'node_modules', '@types'))) {
+      if (name !== 'express-session')
+        symlinkSync(join(ROOT, 'node_modules', '@types', name), join(types, name), 'junction')
+    }
+    writeFileSync(
+      join(project, 'package.json'),
+      JSON.stringify({ name: 'scratch-express-session', private: true, type: 'module' }),
+    )
+    const source = `import express from 'express'
+import session from 'latchkey/express-session'
+// @ts-expect-error the control: @types/express-session is not installed in this project
+import type {} from 'express-session'
+
+declare module 'latchkey/express-session' {
+  interface SessionData {
+    user: string
+    visits: number
+  }
+}
+
+export const app = express()
+app.use(session({ secret: 'keyboard cat', resave: false, saveUninitialized: false }))
+app.get('/', (req, res, next) => {
+  const user: string | undefined = req.session.user
+  req.session.visits = (req.session.visits ?? 0) + 1
+  // @ts-expect-error a value of the wrong type for a declared key
+  req.session.user = 42
+  const id: string = req.sessionID
+  req.session.cookie.maxAge = 60_000
+  const left: number | null = req.session.cookie.maxAge
+  req.sessionStore.get(id, () => {})
+  req.session.regenerate((error) => {
+    if (error) return next(error)
+    req.session.save(() => res.json({ user, left, id: req.sessionID }))
+  })
+})
+app.get('/out', (req, res) => {
+  req.session.destroy(() => res.end())
+})
+`
+    writeFileSync(join(project, 'app.ts'), source)
+    const compilerOptions = {
+      target: 'ES2022',
+      module: 'NodeNext',
+      moduleResolution: 'NodeNext',
+      lib: ['ES2023'],
+      types: ['node'],
+      strict: true,
+      skipLibCheck: false,
+      noEmit: true,
+    }
+    writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({ compilerOptions, files: ['app.ts'] }))
+    const result = await run(process.execPath, [TSC, '-p', 'tsconfig.json'], project)
+    expect(result.output).toBe('')
   }, 120_000)
 
   test('latchkey/hono compiles in a project without @types/node (with the DOM lib Hono needs)', async () => {

@@ -12,6 +12,7 @@ import { MemoryStore } from './memory.js'
 import { session as createMiddleware, STARTED_AT } from './middleware.js'
 import { Session } from './session.js'
 import { Store } from './store.js'
+import './request.js'
 
 export type { CookieData, CookieOptions } from './cookie.js'
 export type { LatchkeyStoreOptions, UserOf } from './latchkey-store.js'

@@ -127,6 +127,28 @@ export function session(options: SessionOptions): SessionMiddleware {
   const unsetDestroy = opts.unset === 'destroy'
   const storeTouches = typeof store.touch === 'function'
 
+  /**
+   * With `absoluteTimeoutMs`, moves the cookie's `expires` back to the session's deadline when it lies
+   * beyond it (a long `maxAge`, `rolling`, or a per-request `req.session.cookie.maxAge`), so that neither
+   * the browser nor the store keeps the session past its end. `originalMaxAge` stays as it was: the next
+   * touch starts from the configured lifetime again, and is capped again. A cookie without `expires`
+   * (gone when the browser closes) is left so.
+   */
+  const capCookie =
+    absoluteTimeoutMs === undefined
+      ? (_sess: Session): void => {}
+      : (sess: Session): void => {
+          const startedAt = sess[STARTED_AT]
+          const cookie = sess.cookie
+          const expires = cookie?.expires
+          if (typeof startedAt !== 'number' || !(expires instanceof Date)) return
+          const deadline = startedAt + absoluteTimeoutMs
+          if (!(expires.valueOf() > deadline)) return
+          const originalMaxAge = cookie.originalMaxAge
+          cookie.expires = new Date(deadline)
+          cookie.originalMaxAge = originalMaxAge
+        }
+
   store.generate = (req) => {
     req.sessionID = genid(req)
     const session = new Session(req)
@@ -170,12 +192,8 @@ export function session(options: SessionOptions): SessionMiddleware {
     let loaded: Snapshot | undefined
     let touched = false
 
-    const hash = (sess: Session): string =>
-      JSON.stringify(sess, function (this: unknown, key, value) {
-        return this === sess && key === 'cookie' ? undefined : value
-      })
-    const isModified = (sess: Session): boolean => originalId !== sess.id || originalHash !== hash(sess)
-    const isSaved = (sess: Session): boolean => originalId === sess.id && savedHash === hash(sess)
+    const isModified = (sess: Session): boolean => originalId !== sess.id || originalHash !== hashOf(sess)
+    const isSaved = (sess: Session): boolean => originalId === sess.id && savedHash === hashOf(sess)
     const validId = (): boolean => typeof req.sessionID === 'string'
     const shouldSave = (sess: Session): boolean =>
       !saveUninitialized && savedHash === undefined && cookieId !== req.sessionID
@@ -189,13 +207,15 @@ export function session(options: SessionOptions): SessionMiddleware {
       if (touched) return
       touched = true
       sess.touch()
+      capCookie(sess)
     }
 
     /** Writes `sess`: merged into the fresh record when it is the session this request loaded. */
     const persist = (sess: Session, done: Callback): void => {
+      capCookie(sess)
       const snapshot = loaded
       if (snapshot === undefined || sess.id !== cookieId) {
-        savedHash = hash(sess)
+        savedHash = hashOf(sess)
         store.set(sess.id, sess, done)
         return
       }
@@ -214,7 +234,7 @@ export function session(options: SessionOptions): SessionMiddleware {
         if (error && !isMissing(error)) return done(error)
         if (error || !fresh) return done()
         mergeInto(sess, snapshot, fresh)
-        savedHash = hash(sess)
+        savedHash = hashOf(sess)
         store.set(sess.id, sess, (setError) => {
           if (!setError) loaded = snapshotOf(sess)
           done(setError)
@@ -227,7 +247,7 @@ export function session(options: SessionOptions): SessionMiddleware {
 
     const adopt = (sess: Session): void => {
       originalId = sess.id
-      originalHash = hash(sess)
+      originalHash = hashOf(sess)
       wrap(sess)
     }
 
@@ -273,6 +293,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       if (!sess || !validId() || !shouldSetCookie(sess)) return
       if (sess.cookie.secure && !isSecure(req, proxy)) return
       touchOnce(sess)
+      capCookie(sess)
       try {
         writeSessionCookie(res, name, req.sessionID as string, signer, sess.cookie.data)
       } catch (error) {
@@ -350,6 +371,15 @@ export function session(options: SessionOptions): SessionMiddleware {
 }
 
 function noopCallback(): void {}
+
+/**
+ * The session's data as JSON (the cookie is not data), to tell whether a request changed it: a copy
+ * without the cookie, so that JSON.stringify runs without a replacer (a function call per value).
+ */
+function hashOf(sess: Session): string {
+  const { cookie: _cookie, ...data } = sess
+  return JSON.stringify(data)
+}
 
 function checkedTimeout(ms: unknown): number | undefined {
   if (ms === undefined) return undefined

@@ -44,6 +44,27 @@ async function app(middleware: unknown): Promise<string> {
     .get('/me', (req, res) => {
       res.json({ user: data(req).user ?? null, id: req.sessionID })
     })
+    .get('/remember', (req, res) => {
+      // A per-request lifetime, as "remember me" sets it.
+      ;(req.session as unknown as { cookie: { maxAge: number } }).cookie.maxAge = Number(req.query.ms)
+      data(req).remember = true
+      res.send(req.sessionID)
+    })
+    .get('/remember-now', (req, res, next) => {
+      // The same, saved by the route itself: the store has it before the response is written.
+      const sess = req.session as unknown as {
+        cookie: { maxAge: number }
+        save(cb: (e?: unknown) => void): void
+      }
+      sess.cookie.maxAge = Number(req.query.ms)
+      data(req).remember = true
+      sess.save((error) => {
+        if (error) return next(error)
+        ;(req.sessionStore as unknown as MemoryStore).get(req.sessionID, (getError, record) =>
+          getError ? next(getError) : res.json(record),
+        )
+      })
+    })
     .get('/relogin', (req, res, next) => {
       ;(req.session as unknown as OldSession).regenerate({ keepData: true }, (error) =>
         error ? next(error) : res.send(req.sessionID),
@@ -77,6 +98,22 @@ async function me(base: string, cookie: string): Promise<{ user: string | null; 
   expect(response.status).toBe(200)
   return (await response.json()) as { user: string | null; id: string }
 }
+
+/** The Set-Cookie of `response`: when it expires (ms since the epoch; null without Expires), and its Max-Age. */
+function sentCookie(response: Response): { expires: number | null; maxAge: string | null; pair: string } {
+  const header = response.headers.get('set-cookie')
+  expect(header).not.toBeNull()
+  const expires = /;\s*Expires=([^;]+)/i.exec(header as string)?.[1]
+  return {
+    expires: expires === undefined ? null : new Date(expires).valueOf(),
+    maxAge: /;\s*Max-Age=([^;]+)/i.exec(header as string)?.[1] ?? null,
+    pair: (header as string).split(';')[0] as string,
+  }
+}
+
+/** The `expires` of a stored record's cookie, in ms since the epoch. */
+const storedExpiry = (record: Data | null | undefined): number =>
+  new Date((record?.cookie as { expires?: string } | undefined)?.expires ?? Number.NaN).valueOf()
 
 /** Either MemoryStore (the drop-in's or express-session's), as each types its sessions. */
 type AnyMemoryStore = MemoryStore | realSession.MemoryStore
@@ -176,5 +213,83 @@ describe('absoluteTimeoutMs', () => {
         /absoluteTimeoutMs option must be a positive number/,
       )
     }
+  })
+})
+
+describe('absoluteTimeoutMs: the cookie never outlives the deadline', () => {
+  test("a new session's cookie expires at the deadline, not after its maxAge (in the store too)", async () => {
+    const store = new MemoryStore()
+    const base = await app(session(options(store, { absoluteTimeoutMs: 8 * HOUR })))
+    const started = Date.now()
+    const response = await fetch(`${base}/login?name=ada`)
+    const sid = await response.text()
+    const sent = sentCookie(response)
+    expect(sent.expires).toBe(started + 8 * HOUR)
+    expect(sent.maxAge).toBeNull()
+    const record = await stored(store, sid)
+    expect(storedExpiry(record)).toBe(started + 8 * HOUR)
+    // The configured lifetime is kept: the next touch starts from it, and is capped again.
+    expect((record?.cookie as { originalMaxAge?: number } | undefined)?.originalMaxAge).toBe(30 * 24 * HOUR)
+  })
+
+  test('with rolling, each request moves the cookie on, but never past the deadline', async () => {
+    const store = new MemoryStore()
+    const base = await app(session(options(store, { absoluteTimeoutMs: 8 * HOUR, cookie: { maxAge: HOUR } })))
+    const started = Date.now()
+    const { cookie, sid } = await signIn(base)
+    for (let step = 1; step <= 15; step++) {
+      later(HOUR / 2)
+      const response = await fetch(`${base}/me`, { headers: { cookie } })
+      expect(response.status).toBe(200)
+      const sent = sentCookie(response)
+      // Rolling: an hour from now, until the deadline is nearer than that.
+      expect(sent.expires).toBe(Math.min(Date.now() + HOUR, started + 8 * HOUR))
+      expect(storedExpiry(await stored(store, sid))).toBe(Math.min(Date.now() + HOUR, started + 8 * HOUR))
+    }
+  })
+
+  test('a per-request req.session.cookie.maxAge is capped too', async () => {
+    const store = new MemoryStore()
+    const base = await app(session(options(store, { absoluteTimeoutMs: 8 * HOUR, rolling: false })))
+    const started = Date.now()
+    const { cookie, sid } = await signIn(base)
+    later(2 * HOUR)
+    const response = await fetch(`${base}/remember?ms=${365 * 24 * HOUR}`, { headers: { cookie } })
+    expect(await response.text()).toBe(sid)
+    expect(sentCookie(response).expires).toBe(started + 8 * HOUR)
+    const record = await stored(store, sid)
+    expect(record?.remember).toBe(true)
+    expect(storedExpiry(record)).toBe(started + 8 * HOUR)
+    // Saved by the route before the response: the store never holds the longer expiry.
+    const saved = await fetch(`${base}/remember-now?ms=${365 * 24 * HOUR}`, { headers: { cookie } })
+    expect(storedExpiry((await saved.json()) as Data)).toBe(started + 8 * HOUR)
+  })
+
+  test('a cookie ending before the deadline is left as it is; without the option nothing is capped', async () => {
+    const capped = await app(
+      session(options(new MemoryStore(), { absoluteTimeoutMs: 8 * HOUR, cookie: { maxAge: HOUR } })),
+    )
+    expect(sentCookie(await fetch(`${capped}/login?name=ada`)).expires).toBe(Date.now() + HOUR)
+    const plain = await app(session(options(new MemoryStore())))
+    expect(sentCookie(await fetch(`${plain}/login?name=ada`)).expires).toBe(Date.now() + 30 * 24 * HOUR)
+  })
+
+  test('a session written by express-session is capped from its first load under the option', async () => {
+    const sessions = Object.create(null) as Record<string, string>
+    const memory = () => Object.assign(new realSession.MemoryStore(), { sessions })
+    const old = await app(realSession(options(memory()) as unknown as realSession.SessionOptions))
+    const base = await app(session(options(memory(), { absoluteTimeoutMs: 8 * HOUR })))
+    const { cookie } = await signIn(old)
+    later(HOUR)
+    const firstLoad = Date.now()
+    const response = await fetch(`${base}/me`, { headers: { cookie } })
+    expect(sentCookie(response).expires).toBe(firstLoad + 8 * HOUR)
+  })
+
+  test('a browser-session cookie (no maxAge) stays one: no Expires is added', async () => {
+    const base = await app(session(options(new MemoryStore(), { absoluteTimeoutMs: 8 * HOUR, cookie: {} })))
+    const sent = sentCookie(await fetch(`${base}/login?name=ada`))
+    expect(sent.expires).toBeNull()
+    expect(sent.maxAge).toBeNull()
   })
 })
