@@ -223,7 +223,7 @@ export function session(options: SessionOptions): SessionMiddleware {
         // A latchkey store: merged and written by compare-and-set (latchkey-store.ts).
         sealed.saveMerged(sess, snapshot, (error, written) => {
           if (!error && written) {
-            savedHash = hash(sess)
+            savedHash = hashOf(sess)
             loaded = snapshotOf(sess)
           }
           done(error)
