@@ -67,6 +67,8 @@ export class Cookie {
       throw new TypeError('maxAge must be a number of milliseconds (or a Date, the old form)')
     }
     this.expires = typeof ms === 'number' ? new Date(Date.now() + ms) : (ms ?? null)
+    // Exactly what was asked, not what is left a tick later (express-session's may read one ms less).
+    if (typeof ms === 'number') this.originalMaxAge = ms
   }
 
   /** The fields as stored and as serialized. */

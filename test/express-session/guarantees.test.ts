@@ -4,7 +4,7 @@
 // asked, and a missing secret is refused at startup.
 import type { AddressInfo } from 'node:net'
 import express, { type ErrorRequestHandler } from 'express'
-import { afterEach, describe, expect, test } from 'vitest'
+import { afterEach, describe, expect, test, vi } from 'vitest'
 import session, {
   MemoryStore,
   type SessionData,
@@ -179,5 +179,20 @@ describe('latchkey/express-session guarantees', () => {
 
   test('a missing secret is refused at startup, with what to pass', () => {
     expect(() => session({} as Parameters<typeof session>[0])).toThrow(/`secret` option is required/)
+  })
+})
+
+describe('Cookie', () => {
+  test('originalMaxAge is the maxAge asked for, even when the clock ticks while the cookie is made', () => {
+    let now = 1_700_000_000_000
+    const spy = vi.spyOn(Date, 'now').mockImplementation(() => now++)
+    try {
+      const cookie = new session.Cookie({ maxAge: 60_000 })
+      expect(cookie.originalMaxAge).toBe(60_000)
+      cookie.maxAge = 5_000
+      expect(cookie.originalMaxAge).toBe(5_000)
+    } finally {
+      spy.mockRestore()
+    }
   })
 })
