@@ -26,7 +26,6 @@
 import { Keyring, randomToken } from '../core/crypto.js'
 import { ConfigError, SessionError, StoreError } from '../core/errors.js'
 import { storeKeyOf } from '../core/id.js'
-import { refuseUnknownOptions } from '../core/known-options.js'
 import { kindOf } from '../core/lifecycle/record-state.js'
 import { type Environment, resolveKeys } from '../core/options.js'
 import { PayloadCodec } from '../core/payload.js'
@@ -67,8 +66,8 @@ export const NO_ABSOLUTE_MS = 100 * 365 * 24 * 3_600_000
 /** Attempts of a compare-and-set write before it gives up (each lost to another write that landed). */
 const MAX_ATTEMPTS = 16
 
-/** Every option of the drop-in: with a latchkey store, anything else is refused as a typo. */
-const DROP_IN_OPTIONS = Object.freeze([
+/** Every option of the drop-in: anything else is refused as a typo (express-session would ignore it). */
+export const DROP_IN_OPTIONS = Object.freeze([
   'secret',
   'name',
   'key',
@@ -166,7 +165,6 @@ export function storeFor(
     }
     return (store as Store | null | undefined) ?? fallback()
   }
-  refuseUnknownOptions(options, DROP_IN_OPTIONS, { owner: 'latchkey/express-session' })
   if (keys !== undefined && !Array.isArray(keys)) {
     throw new ConfigError(
       'keys',

@@ -12,9 +12,10 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { refuseUnknownOptions } from '../core/known-options.js'
 import type { SessionStore as LatchkeyStore } from '../core/store.js'
 import { Cookie, type CookieOptions } from './cookie.js'
-import { type LatchkeyStoreOptions, SealedStore, storeFor } from './latchkey-store.js'
+import { DROP_IN_OPTIONS, type LatchkeyStoreOptions, SealedStore, storeFor } from './latchkey-store.js'
 import { MemoryStore } from './memory.js'
 import { mergeInto, type Snapshot, snapshotOf } from './merge.js'
 import { beforeHeaders, holdEnd } from './response.js'
@@ -106,6 +107,8 @@ function checkedSecrets(secret: unknown): Secret[] {
 
 export function session(options: SessionOptions): SessionMiddleware {
   const opts = (options ?? {}) as Partial<SessionOptions>
+  // express-session ignores what it does not know; a typo there is a setting silently not applied.
+  refuseUnknownOptions(opts, DROP_IN_OPTIONS, { owner: 'latchkey/express-session' })
   const genid = opts.genid ?? defaultGenid
   if (typeof genid !== 'function') throw new TypeError('genid option must be a function that returns an ID')
   if (opts.unset !== undefined && opts.unset !== 'destroy' && opts.unset !== 'keep') {

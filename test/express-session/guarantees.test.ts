@@ -196,3 +196,15 @@ describe('Cookie', () => {
     }
   })
 })
+
+describe('options', () => {
+  test('an option the drop-in does not know is a ConfigError naming the nearest one, on any store', () => {
+    expect(() => session({ secret: 'x', saveUnintialized: false } as never)).toThrow(
+      expect.objectContaining({ code: 'ERR_LATCHKEY_CONFIG', option: 'saveUnintialized' }),
+    )
+    expect(() => session({ secret: 'x', saveUnintialized: false } as never)).toThrow(/saveUninitialized/)
+    expect(() =>
+      session({ secret: 'x', store: new MemoryStore(), resave: false, rolling: true }),
+    ).not.toThrow()
+  })
+})
