@@ -174,6 +174,27 @@ describe('plain writes waiting behind a commit of this process', () => {
     expect(s1.get('x')).toBe('later')
   })
 
+  test('a write never joins a fold that a commit queued after it: the order of the commits holds', async () => {
+    const { manager, paused } = setup()
+    const id = await stored(manager)
+    const { rest, release } = await behindHeld(manager, paused, id, 4, 'before')
+    const [s1, s2, s3] = rest as [Session<Data>, Session<Data>, Session<Data>]
+    s1.set('x', 'first')
+    s2.set('x', 'second')
+    s2.regenerate()
+    s3.set('x', 'third')
+    const c1 = manager.commit(s1)
+    const c2 = manager.commit(s2)
+    const c3 = manager.commit(s3)
+    await release()
+    await c1
+    const regenerated = cookieOf(await c2)
+    await c3
+    expect(regenerated).toBeDefined()
+    // The regenerate, committed after the first write and before the third, lands between them.
+    expect((await load(manager, regenerated)).get('x')).toBe('third')
+  })
+
   test('fall back to a reread when another process wrote after the write they follow: nothing is lost', async () => {
     const { manager, make, paused } = setup()
     const other = make()

@@ -217,7 +217,7 @@ export class SessionManager<T extends SessionData = SessionData> {
       now - state.meta.iat >= this.options.renewalIntervalMs
     )
       return queue.run(key, () => this.commitStored(state, now))
-    if (!(await this.writer.fold(state, now, (task) => queue.run(key, task)))) return this.dropped(state)
+    if (!(await this.writer.fold(state, now))) return this.dropped(state)
     return state.cookie === 'reissue' ? this.issued(state, now) : PRIVATE
   }
 

@@ -16,6 +16,11 @@ export class KeyedQueue {
     return this.tails.has(key)
   }
 
+  /** The last task queued on `key` (its settling), or `undefined` when none is: tells whether anything was queued since. */
+  last(key: string): Promise<void> | undefined {
+    return this.tails.get(key)
+  }
+
   /** Runs `task` once every task queued before it on `key` has settled, and resolves (or rejects) as it does. */
   async run<R>(key: string, task: () => Promise<R>): Promise<R> {
     const previous = this.tails.get(key)

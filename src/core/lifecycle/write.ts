@@ -13,10 +13,12 @@
  * Plain writes that arrive while a commit on their session is in flight in this process are **folded**:
  * they wait together, and when their turn comes one compare-and-set writes all of them, each request's
  * changes replayed in the order the requests committed (so the later of two sets of one key wins, as
- * it would one after the other). Every folded request is answered only once that one write has
- * landed, and each learns the same outcome: written, or dropped because the session ended. A fold
- * whose payload would be too large is not the fault of all of its requests: its writes then run one
- * after the other, and only the request that made it too large fails.
+ * it would one after the other). A write joins a fold only while nothing else has been queued on the
+ * session after it (a rotation, a touch, an end), so the order of the commits holds. Every folded
+ * request is answered only once that one write has landed, and each learns the same outcome: written,
+ * or dropped because the session ended. A fold whose payload would be too large is not the fault of
+ * all of its requests: its writes then run one after the other, and only the request that made it too
+ * large fails.
  *
  * A request that changes nothing is activity: the record is touched (its idle deadline moved, never
  * the payload) at most once per touch interval.
@@ -61,6 +63,13 @@ interface Folded {
   reject(error: unknown): void
 }
 
+/** Plain writes waiting together for their session's turn, and where they stand in its queue. */
+interface Fold {
+  readonly members: Folded[]
+  /** The queue's last task once this fold was queued: nothing queued since while it still is. */
+  tail: Promise<void> | undefined
+}
+
 /** Writes, touches and rebases sessions for one manager. */
 export class Writer {
   /** When this process last touched each recently touched store key. */
@@ -68,7 +77,7 @@ export class Writer {
   /** What this process last wrote under each recently written store key. */
   private readonly written = new Map<string, Written>()
   /** The fold still waiting for its turn on each store key, if any: plain writes joining it. */
-  private readonly folds = new Map<string, Folded[]>()
+  private readonly folds = new Map<string, Fold>()
 
   constructor(
     private readonly life: Lifecycle,
@@ -143,31 +152,33 @@ export class Writer {
   }
 
   /**
-   * {@link write}, folded with the other plain writes of the session that are waiting for its turn on
-   * the session's queue (`enqueue` runs a task there). Resolves as {@link write} does, once the fold's
-   * write has landed. See the note at the top of this file.
+   * {@link write}, folded with the other plain writes of the session that wait for their turn on the
+   * session's queue. A write joins a fold only while that fold is the last task queued on the session:
+   * a commit queued after it (a rotation, a touch, an end) runs after it, and so must a write that
+   * comes later still. Resolves as {@link write} does, once the fold's write has landed. See the note
+   * at the top of this file.
    */
-  fold(
-    state: SessionState,
-    now: number,
-    enqueue: (task: () => Promise<void>) => Promise<void>,
-  ): Promise<boolean> {
+  fold(state: SessionState, now: number): Promise<boolean> {
     const key = (state.record as SessionRecord).key
+    const queue = this.life.queue
     return new Promise<boolean>((resolve, reject) => {
       const waiting = this.folds.get(key)
-      if (waiting !== undefined) {
-        waiting.push({ state, resolve, reject })
+      if (waiting !== undefined && queue.last(key) === waiting.tail) {
+        waiting.members.push({ state, resolve, reject })
         return
       }
-      const fold: Folded[] = [{ state, resolve, reject }]
+      const fold: Fold = { members: [{ state, resolve, reject }], tail: undefined }
       this.folds.set(key, fold)
-      enqueue(() => {
-        // Its turn: later writes start the next fold.
-        if (this.folds.get(key) === fold) this.folds.delete(key)
-        return this.writeFold(fold, now)
-      }).catch((error: unknown) => {
-        for (const each of fold) each.reject(error)
-      })
+      queue
+        .run(key, () => {
+          // Its turn: later writes start the next fold.
+          if (this.folds.get(key) === fold) this.folds.delete(key)
+          return this.writeFold(fold.members, now)
+        })
+        .catch((error: unknown) => {
+          for (const each of fold.members) each.reject(error)
+        })
+      fold.tail = queue.last(key)
     })
   }
 
