@@ -18,6 +18,7 @@ import type { MigrationReport } from '../stores/sql/sql-store.js'
 import {
   CliError,
   EXIT,
+  interrupted,
   type Output,
   readKeys,
   type StoreCommandOptions,
@@ -414,14 +415,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
       throw Object.assign(failure as object, { partial: done })
     }
     if (out.io.signal.aborted) {
-      throw Object.assign(
-        new CliError(
-          EXIT.interrupted,
-          'ERR_LATCHKEY_INTERRUPTED',
-          `interrupted after revoking ${plural(revoked, 'session')}; run the command again to carry on`,
-        ),
-        { partial: done },
-      )
+      throw interrupted(`after revoking ${plural(revoked, 'session')}`, done)
     }
     if (failed > 0) {
       throw Object.assign(
@@ -474,14 +468,7 @@ export async function rekeyCommand(options: RekeyCommandOptions, out: Output): P
     bar.stop()
     const summary = `re-sealed ${report.resealed}, already current ${report.current}, skipped ${report.skipped} (ended or gone), conflicts retried ${report.conflicts}`
     if (out.io.signal.aborted) {
-      throw Object.assign(
-        new CliError(
-          EXIT.interrupted,
-          'ERR_LATCHKEY_INTERRUPTED',
-          `interrupted: ${summary}; run again to carry on`,
-        ),
-        { partial: report },
-      )
+      throw interrupted(`(${summary})`, report)
     }
     const problems: string[] = []
     if (report.unopenable > 0) {

@@ -54,6 +54,21 @@ export class CliError extends Error {
   }
 }
 
+/**
+ * The error of a command stopped by Ctrl-C (or SIGTERM) part way: `done` says what it did, `partial` (for
+ * `--json`) carries it, and running the command again carries on.
+ */
+export function interrupted(done: string, partial: unknown): CliError {
+  return Object.assign(
+    new CliError(
+      EXIT.interrupted,
+      'ERR_LATCHKEY_INTERRUPTED',
+      `interrupted ${done}; run the command again to carry on`,
+    ),
+    { partial },
+  )
+}
+
 /** The exit code and `--json` code of any error a command may throw. */
 export function classify(error: unknown): { exitCode: number; code: string } {
   if (error instanceof CliError) return { exitCode: error.exitCode, code: error.code }

@@ -28,7 +28,15 @@ import {
   type UserOf,
 } from '../express-session/latchkey-store.js'
 import type { SessionData, Store } from '../express-session/store.js'
-import { CliError, EXIT, type Output, readKeys, type StoreCommandOptions, withStore } from './context.js'
+import {
+  CliError,
+  EXIT,
+  interrupted,
+  type Output,
+  readKeys,
+  type StoreCommandOptions,
+  withStore,
+} from './context.js'
 import { progress } from './progress.js'
 
 /** Options of `import-express-sessions`. */
@@ -127,14 +135,7 @@ async function copyAll(
     `copied ${report.copied}, already there ${report.alreadyThere}, skipped expired ${report.expired}, failed ${report.failed}` +
     (deleteSource ? `, deleted from the old store ${report.deleted}` : '')
   if (out.io.signal.aborted) {
-    throw Object.assign(
-      new CliError(
-        EXIT.interrupted,
-        'ERR_LATCHKEY_INTERRUPTED',
-        `interrupted: ${summary}; run again to carry on`,
-      ),
-      { partial: report },
-    )
+    throw interrupted(`(${summary})`, report)
   }
   if (report.failed > 0) {
     throw Object.assign(
