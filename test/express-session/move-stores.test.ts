@@ -8,7 +8,6 @@
 // Prefixes, tables and folders are unique to the run and removed afterwards.
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -16,7 +15,6 @@ import Database from 'better-sqlite3'
 import pgSimple from 'connect-pg-simple'
 import { RedisStore as ConnectRedis } from 'connect-redis'
 import { sign } from 'cookie-signature'
-import express from 'express'
 import mysqlSession from 'express-mysql-session'
 import realSession from 'express-session'
 import mysql from 'mysql2/promise'
@@ -33,6 +31,7 @@ import { PostgresStore } from '../../src/stores/postgres/index.js'
 import { RedisStore } from '../../src/stores/redis/index.js'
 import { SqliteStore } from '../../src/stores/sqlite/index.js'
 import { describeWithService, SERVICE_URLS, serverServices } from '../support/services.js'
+import { startApp } from './app.js'
 
 const SECRET = 'keyboard cat'
 const KEYS = [generateKey()]
@@ -49,29 +48,7 @@ afterAll(() => {
 type Data = Record<string, unknown>
 type OldStore = realSession.Store
 
-async function app(middleware: unknown): Promise<string> {
-  const data = (req: express.Request): Data => req.session as unknown as Data
-  const server = express()
-    .use(middleware as express.RequestHandler)
-    .get('/login', (req, res) => {
-      data(req).user = req.query.name
-      res.send(req.sessionID)
-    })
-    .get('/me', (req, res) => {
-      res.send(String(data(req).user ?? 'nobody'))
-    })
-    .get('/set', (req, res) => {
-      data(req)[String(req.query.key)] = req.query.value
-      res.send('ok')
-    })
-    .get('/dump', (req, res) => {
-      res.json(req.session)
-    })
-    .listen(0, '127.0.0.1')
-  servers.push(server)
-  await new Promise((resolve) => server.once('listening', resolve))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
+const app = (middleware: unknown) => startApp(middleware, servers)
 
 async function get(base: string, path: string, cookie = ''): Promise<{ text: string; cookie: string }> {
   const response = await fetch(`${base}${path}`, { headers: { cookie } })

@@ -5,7 +5,6 @@
 // they are used, two first requests on one moving session overlapping (held by a pausing store), a
 // failed write leaving the session in the old store, and an ended session never coming back from it.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -23,6 +22,7 @@ import { FileStore } from '../../src/stores/file/index.js'
 import { MemoryStore } from '../../src/stores/memory/index.js'
 import { SqliteStore } from '../../src/stores/sqlite/index.js'
 import { pausable } from '../support/pausing-store.js'
+import { startApp } from './app.js'
 
 const SECRET = 'keyboard cat'
 const KEYS = [generateKey()]
@@ -36,41 +36,7 @@ afterAll(() => {
 type Data = Record<string, unknown>
 const data = (req: express.Request): Data => req.session as unknown as Data
 
-/** An app on `middleware`; resolves its base URL. */
-async function app(middleware: unknown): Promise<string> {
-  const server = express()
-    .use(middleware as express.RequestHandler)
-    .get('/login', (req, res) => {
-      data(req).user = req.query.name
-      res.send(req.sessionID)
-    })
-    .get('/me', (req, res) => {
-      res.send(String(data(req).user ?? 'nobody'))
-    })
-    .get('/set', (req, res) => {
-      data(req)[String(req.query.key)] = req.query.value
-      res.send('ok')
-    })
-    .get('/regenerate', (req, res, next) => {
-      ;(req.session as unknown as { regenerate(cb: (e?: unknown) => void): void }).regenerate((error) => {
-        if (error) return next(error)
-        data(req).user = 'after regenerate'
-        res.send(req.sessionID)
-      })
-    })
-    .get('/logout', (req, res, next) => {
-      ;(req.session as unknown as { destroy(cb: (e?: unknown) => void): void }).destroy((error) =>
-        error ? next(error) : res.send('bye'),
-      )
-    })
-    .use((error: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
-      res.status((error as { status?: number }).status ?? 500).send(`error: ${(error as Error).message}`)
-    })
-    .listen(0, '127.0.0.1')
-  servers.push(server)
-  await new Promise((resolve) => server.once('listening', resolve))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
+const app = (middleware: unknown) => startApp(middleware, servers, { errorPage: true })
 
 async function get(
   base: string,

@@ -10,12 +10,10 @@
 // the run and removed afterwards.
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pgSimple from 'connect-pg-simple'
 import { RedisStore } from 'connect-redis'
-import express from 'express'
 import mysqlSession from 'express-mysql-session'
 import realSession from 'express-session'
 import mysql from 'mysql2/promise'
@@ -25,6 +23,7 @@ import fileStore from 'session-file-store'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import dropIn, { STARTED_AT } from '../../src/express-session/index.js'
 import { describeWithService, SERVICE_URLS, serverServices } from '../support/services.js'
+import { type Gate, gate, startApp } from './app.js'
 
 const SECRET = ['new secret first', 'keyboard cat']
 const services = await serverServices()
@@ -45,64 +44,7 @@ afterAll(() => {
   for (const server of servers) server.close()
 })
 
-/** A promise and its resolver: a gate a handler waits at. */
-function gate(): { opened: Promise<void>; open(): void } {
-  let open = (): void => {}
-  const opened = new Promise<void>((resolve) => {
-    open = resolve
-  })
-  return { opened, open }
-}
-
-type Data = Record<string, unknown>
-/** `req.session` as express-session types it (the project's own Express types describe latchkey's). */
-interface OldSession {
-  regenerate(callback: (error?: unknown) => void): void
-  destroy(callback: (error?: unknown) => void): void
-}
-const old = (req: express.Request): OldSession => req.session as unknown as OldSession
-
-/** An app on `middleware` with the routes the tests use; resolves its base URL. */
-async function app(middleware: unknown, slow = gate()): Promise<string> {
-  const data = (req: express.Request): Data => req.session as unknown as Data
-  const server = express()
-    .use(middleware as express.RequestHandler)
-    .get('/login', (req, res) => {
-      data(req).user = req.query.name
-      res.send(req.sessionID)
-    })
-    .get('/me', (req, res) => {
-      res.send(String(data(req).user ?? 'nobody'))
-    })
-    .get('/set', (req, res) => {
-      data(req)[String(req.query.key)] = req.query.value
-      res.send('ok')
-    })
-    .get('/slow-read', async (req, res) => {
-      const user = String(data(req).user ?? 'nobody')
-      await slow.opened
-      res.send(user)
-    })
-    .get('/slow', async (req, res) => {
-      data(req)[String(req.query.key)] = req.query.value
-      await slow.opened
-      res.send('ok')
-    })
-    .get('/regenerate', (req, res, next) => {
-      old(req).regenerate((error) => {
-        if (error) return next(error)
-        data(req).user = 'after regenerate'
-        res.send(req.sessionID)
-      })
-    })
-    .get('/logout', (req, res, next) => {
-      old(req).destroy((error) => (error ? next(error) : res.send('bye')))
-    })
-    .listen(0, '127.0.0.1')
-  servers.push(server)
-  await new Promise((resolve) => server.once('listening', resolve))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
+const app = (middleware: unknown, slow?: Gate) => startApp(middleware, servers, { slow })
 
 const options = (store: AnyStore) => ({
   secret: SECRET,
@@ -112,9 +54,8 @@ const options = (store: AnyStore) => ({
   cookie: { maxAge: 60_000 },
 })
 
-const realApp = (kind: StoreKind, slow?: ReturnType<typeof gate>) =>
-  app(realSession(options(kind.make(realSession))), slow)
-const dropInApp = (kind: StoreKind, slow?: ReturnType<typeof gate>, absoluteTimeoutMs?: number) =>
+const realApp = (kind: StoreKind, slow?: Gate) => app(realSession(options(kind.make(realSession))), slow)
+const dropInApp = (kind: StoreKind, slow?: Gate, absoluteTimeoutMs?: number) =>
   app(dropIn({ ...options(kind.make(dropIn)), absoluteTimeoutMs } as never), slow)
 
 async function get(base: string, path: string, cookie = ''): Promise<{ text: string; cookie: string }> {
