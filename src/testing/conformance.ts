@@ -669,13 +669,23 @@ export const storeScenarios: Record<string, StoreScenario> = {
       const expiredTombstone = makeRecord(clock, { idleExpiresAt: start + MINUTE })
       const touched = makeRecord(clock, { idleExpiresAt: start + MINUTE })
       const updated = makeRecord(clock, { idleExpiresAt: start + MINUTE })
-      const all = [live, idleExpired, absoluteExpired, liveTombstone, expiredTombstone, touched, updated]
+      // Moved by a write to one millisecond after the prune: a store that keeps an index deadline
+      // apart from the exact one (rounded, or running ahead) must still keep them.
+      const nearlyUpdated = makeRecord(clock, { idleExpiresAt: start + MINUTE })
+      const nearlyTouched = makeRecord(clock, { idleExpiresAt: start + MINUTE })
+      const all = [
+        ...[live, idleExpired, absoluteExpired, liveTombstone, expiredTombstone, touched, updated],
+        ...[nearlyUpdated, nearlyTouched],
+      ]
       for (const record of all) await mustCreate(store, record)
       await store.destroy(liveTombstone.key)
       await store.destroy(expiredTombstone.key)
       // Touch and update move the deadline: prune must see the new one.
       await store.touch(touched.key, start, start + IDLE_MS)
       assert.equal(await store.update(nextVersion(updated, clock), 1), true)
+      const nearly = { ...nearlyUpdated, version: 2, idleExpiresAt: start + MINUTE + 1 }
+      assert.equal(await store.update(nearly, 1), true)
+      await store.touch(nearlyTouched.key, start, start + MINUTE + 1)
 
       clock.set(start + MINUTE)
       assert.equal(
@@ -692,6 +702,16 @@ export const storeScenarios: Record<string, StoreScenario> = {
         'a touched record survives prune',
       )
       assert.equal((await store.get(updated.key))?.version, 2, 'an updated record survives prune')
+      for (const record of [nearlyUpdated, nearlyTouched]) {
+        assert.equal(
+          (await store.get(record.key))?.payload,
+          record.payload,
+          'a record live for one more millisecond survives prune',
+        )
+      }
+      clock.set(start + MINUTE + 1)
+      assert.equal(await store.prune(), 2, 'prune removes them once their moved deadline has passed')
+      clock.set(start + MINUTE)
       assert.equal(
         await store.create(makeRecord(clock, { key: liveTombstone.key })),
         false,

@@ -18,6 +18,7 @@ import { ConfigError, StoreError } from '../../src/core/errors.js'
 import { PRUNE_BATCH_SIZE } from '../../src/stores/sql/queries.js'
 import type { SqlStore, SqlStoreOptions } from '../../src/stores/sql/sql-store.js'
 import { defineStoreConformance, makeRecord } from '../../src/testing/conformance.js'
+import { expiryIndexScenario } from './expiry-index.js'
 import { cookieHeader, startRemoteManager } from './remote.js'
 import { describeWithService, service } from './services.js'
 import { harness } from './setup.js'
@@ -369,6 +370,22 @@ export async function defineServerStoreTests<O extends SqlStoreOptions & { pool?
         } finally {
           await store.close()
           await d.pools.end(pool)
+        }
+      })
+
+      test('expires_at moves about once per EXPIRY_SLACK_MS of writes, never before the exact deadline', async () => {
+        const clock = new ManualClock()
+        const tableName = freshTable()
+        const store = open({ clock, tableName })
+        try {
+          await store.migrate()
+          const column = d.sql.quote('expires_at')
+          const select = `SELECT ${column} AS e FROM ${d.sql.quote(tableName)} WHERE ${d.sql.quote('key')} = ${d.sql.placeholder}`
+          await expiryIndexScenario(store, clock, async (key) =>
+            Number((await ctx.rows(select, [key]))[0]?.e),
+          )
+        } finally {
+          await store.close()
         }
       })
 

@@ -36,6 +36,12 @@ export interface SqlDialect {
     values: readonly string[],
     replaceable: string,
   ): string[]
+  /**
+   * Assigning an indexed column rewrites its index entry even when the value is the same (SQLite
+   * decides which indexes an UPDATE writes from its SET list; PostgreSQL and InnoDB compare values):
+   * the queries then try an update that assigns no indexed column first.
+   */
+  readonly assignmentWritesIndexes?: boolean
   /** Deletes at most `limit` rows of `table` matching `where`, taken in `orderBy` order; `key` is the primary key. */
   deleteSome(table: string, key: string, where: string, orderBy: string, limit: string): string
   /** The payload as bound to its parameter: the string, or its UTF-8 bytes where the column is binary. */
@@ -86,6 +92,7 @@ export const sqliteDialect: SqlDialect = Object.freeze({
   maxIdentifierLength: Number.POSITIVE_INFINITY,
   createTable: tableThenIndexes,
   insertUnlessTaken: upsertWhen,
+  assignmentWritesIndexes: true,
   deleteSome: (table: string, key: string, where: string, orderBy: string, limit: string) =>
     `DELETE FROM ${table} WHERE ${key} IN (SELECT ${key} FROM ${table} WHERE ${where} ORDER BY ${orderBy} LIMIT ${limit})`,
   payload: (payload: string) => payload,

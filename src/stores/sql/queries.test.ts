@@ -4,7 +4,7 @@ import { ConfigError } from '../../core/errors.js'
 import { makeRecord } from '../../testing/conformance.js'
 import { mysqlDialect, postgresDialect, type SqlDialect, sqliteDialect } from './dialects.js'
 import type { SqlPort, SqlValue } from './port.js'
-import { PRUNE_BATCH_SIZE, SessionQueries } from './queries.js'
+import { EXPIRY_SLACK_MS, PRUNE_BATCH_SIZE, SessionQueries } from './queries.js'
 
 const dialects: [string, SqlDialect][] = [
   ['SQLite', sqliteDialect],
@@ -105,10 +105,47 @@ describe('SessionQueries', () => {
       'DELETE FROM',
       'INSERT IGNORE',
     ])
-    expect(port.calls[0]?.sql).toMatch(/WHERE `key` = \? AND `sessions`\.`expires_at` <= \?$/)
+    // Expired by the exact deadline, not by `expires_at` (which may run ahead of it).
+    expect(port.calls[0]?.sql).toMatch(
+      /WHERE `key` = \? AND LEAST\(`sessions`\.`idle_expires_at`, `sessions`\.`absolute_expires_at`\) <= \?$/,
+    )
     expect(port.calls[0]?.params).toEqual([record.key, clock.now()])
     // The answer is the insert's: a deleted expired row and a refused insert is a collision.
     expect(await queries.create(recordingPort([0, 1]), record, clock.now())).toBe(true)
+  })
+
+  test('SQLite tries an update and a touch that assign no indexed column first; the others send one statement', async () => {
+    const clock = new ManualClock()
+    const record = makeRecord(clock)
+    const assigns = (sql: string | undefined, column: string) =>
+      new RegExp(`(SET |, )"?${column}"? =`).test((sql ?? '').split(' WHERE ')[0] ?? '')
+    const sqlite = new SessionQueries(sqliteDialect, 'sessions')
+    // Answered by the quick statement: one call, assigning neither user_id nor expires_at.
+    let port = recordingPort([1])
+    expect(await sqlite.update(port, record, 1, clock.now())).toBe(true)
+    expect(port.calls).toHaveLength(1)
+    expect(assigns(port.calls[0]?.sql, 'user_id')).toBe(false)
+    expect(assigns(port.calls[0]?.sql, 'expires_at')).toBe(false)
+    // It changed nothing: the full statement decides.
+    for (const answer of [0, 1]) {
+      port = recordingPort([0, answer])
+      expect(await sqlite.update(port, record, 1, clock.now())).toBe(answer === 1)
+      expect(port.calls).toHaveLength(2)
+      expect(assigns(port.calls[1]?.sql, 'user_id')).toBe(true)
+      expect(assigns(port.calls[1]?.sql, 'expires_at')).toBe(true)
+    }
+    port = recordingPort([0, 1])
+    await sqlite.touch(port, record.key, clock.now(), clock.now() + 1000, clock.now())
+    expect(port.calls.map((call) => assigns(call.sql, 'expires_at'))).toEqual([false, true])
+    for (const dialect of [postgresDialect, mysqlDialect]) {
+      const queries = new SessionQueries(dialect, 'sessions')
+      port = recordingPort([0])
+      expect(await queries.update(port, record, 1, clock.now())).toBe(false)
+      expect(port.calls).toHaveLength(1)
+      port = recordingPort([0])
+      await queries.touch(port, record.key, clock.now(), clock.now() + 1000, clock.now())
+      expect(port.calls).toHaveLength(1)
+    }
   })
 
   test('PostgreSQL binds the payload as UTF-8 bytes and reads bytes back as the same string', async () => {
@@ -141,9 +178,9 @@ describe('SessionQueries', () => {
     pruning = false
     expect(deleted).toBe(2 * PRUNE_BATCH_SIZE + 17)
     expect(port.calls.map((call) => call.params)).toEqual([
-      [1234, PRUNE_BATCH_SIZE],
-      [1234, PRUNE_BATCH_SIZE],
-      [1234, PRUNE_BATCH_SIZE],
+      [1234 + EXPIRY_SLACK_MS, 1234, PRUNE_BATCH_SIZE],
+      [1234 + EXPIRY_SLACK_MS, 1234, PRUNE_BATCH_SIZE],
+      [1234 + EXPIRY_SLACK_MS, 1234, PRUNE_BATCH_SIZE],
     ])
     // Other work ran between every two batches.
     expect(turns[1]).toBeGreaterThan(turns[0] as number)

@@ -3,9 +3,12 @@
  * databases (placeholders, quoting, create-if-absent, `LEAST`, column types) and
  * {@link SessionQueries} runs the store contract over any driver that implements the {@link SqlPort}.
  *
- * One row per key. `expires_at` is `min(idle_expires_at, absolute_expires_at)`, kept in step by
- * every write, so expiry checks and prune use one indexed column. A destroyed session keeps its row
- * as a tombstone (`tombstone = 1`, payload and user cleared) until `expires_at`.
+ * One row per key, live until `min(idle_expires_at, absolute_expires_at)`: every expiry check reads
+ * those two columns. `expires_at` is the indexed copy prune and count range over, allowed to run up to
+ * {@link EXPIRY_SLACK_MS} ahead of that deadline: a write whose new deadline the stored `expires_at`
+ * still covers leaves it (and its index entry) as it is, so a session written many times a minute moves
+ * its index entry about once a minute instead of on every write. A destroyed session keeps its row as a
+ * tombstone (`tombstone = 1`, payload and user cleared) until that deadline.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { ConfigError } from '../../core/errors.js'
@@ -19,6 +22,13 @@ export const SCHEMA_VERSION = 1
 
 /** The table recording each session table's schema version. */
 export const SCHEMA_TABLE = 'latchkey_schema'
+
+/**
+ * How far `expires_at` may run ahead of a row's deadline, in ms: a write moves it to the new deadline
+ * plus this, and leaves it while it is between the new deadline and the new deadline plus this. The
+ * expiry checks read the exact deadline, so this changes no answer, only how often the index is written.
+ */
+export const EXPIRY_SLACK_MS = 60_000
 
 /** Rows deleted per statement by `prune`: a backlog is removed in short transactions, not one long one. */
 export const PRUNE_BATCH_SIZE = 1000
@@ -136,6 +146,12 @@ export class SessionQueries {
     'get' | 'update' | 'touch' | 'destroy' | 'listByUser' | 'prune' | 'count' | 'listPage',
     SqlQuery
   >
+  /**
+   * Where assigning an indexed column rewrites its index entry even to the same value (SQLite): an
+   * update and a touch that change no indexed column, tried first; when they change nothing (the
+   * deadline left `expires_at`, the user changed, or the row is not there), the full statement runs.
+   */
+  private readonly quick: Record<'update' | 'touch', SqlQuery> | null
 
   /**
    * The queries for `tableName` (validated here: a bad name throws `ConfigError`), in `schema` when
@@ -160,7 +176,17 @@ export class SessionQueries {
       return { name: c(name), column: c(column) }
     })
     const select = RECORD_COLUMNS.map(c).join(', ')
-    const live = `${c('tombstone')} = 0 AND ${c('expires_at')} > :now`
+    // The exact deadline decides; `expires_at` (never earlier than it) lets the index narrow the rows.
+    const deadline = (table = '') =>
+      dialect.least(`${table}${c('idle_expires_at')}`, `${table}${c('absolute_expires_at')}`)
+    const live = `${c('tombstone')} = 0 AND ${c('expires_at')} > :now AND ${deadline()} > :now`
+    // The stored `expires_at` kept while it covers the new deadline by at most the slack, else moved.
+    // (Sums of two parameters are bound precomputed: PostgreSQL cannot type `$1 + $2`.)
+    const covered = (newDeadline: string, late: string) =>
+      `${c('expires_at')} >= ${newDeadline} AND ${c('expires_at')} <= ${late}`
+    const keptOr = (newDeadline: string, late: string) =>
+      `CASE WHEN ${covered(newDeadline, late)} THEN ${c('expires_at')} ELSE ${late} END`
+    const touchDeadline = dialect.least(':idleExpiresAt', c('absolute_expires_at'))
     const sameUser = dialect.equals(c('user_id'), ':userId')
     const writeColumns = [...RECORD_COLUMNS, 'expires_at', 'tombstone'].map(c)
     const sql = (template: string) => compile(dialect, template)
@@ -208,26 +234,44 @@ export class SessionQueries {
           ':idleExpiresAt',
           ':absoluteExpiresAt',
           ':payload',
-          ':expiresAt',
+          ':expiresAtLate',
           '0',
         ],
-        `${t}.${c('expires_at')} <= :now`,
+        `${deadline(`${t}.`)} <= :now`,
       )
       .map(sql)
+    this.quick = dialect.assignmentWritesIndexes
+      ? {
+          update: sql(
+            `UPDATE ${t} SET ${c('version')} = :version, ${c('last_seen_at')} = :lastSeenAt, ${c('idle_expires_at')} = :idleExpiresAt, ${c('payload')} = :payload WHERE ${c('key')} = :key AND ${c('version')} = :expectedVersion AND ${live} AND ${c('user_id')} IS :userId AND ${c('created_at')} = :createdAt AND ${c('absolute_expires_at')} = :absoluteExpiresAt AND ${covered(':expiresAt', ':expiresAtLate')}`,
+          ),
+          touch: sql(
+            `UPDATE ${t} SET ${c('last_seen_at')} = :lastSeenAt, ${c('idle_expires_at')} = :idleExpiresAt WHERE ${c('key')} = :key AND ${live} AND ${covered(touchDeadline, `${touchDeadline} + :slack`)}`,
+          ),
+        }
+      : null
     this.q = {
       get: sql(`SELECT ${select} FROM ${t} WHERE ${c('key')} = :key AND ${live}`),
       update: sql(
-        `UPDATE ${t} SET ${c('version')} = :version, ${c('user_id')} = :userId, ${c('created_at')} = :createdAt, ${c('last_seen_at')} = :lastSeenAt, ${c('idle_expires_at')} = :idleExpiresAt, ${c('absolute_expires_at')} = :absoluteExpiresAt, ${c('expires_at')} = :expiresAt, ${c('payload')} = :payload WHERE ${c('key')} = :key AND ${c('version')} = :expectedVersion AND ${live}`,
+        `UPDATE ${t} SET ${c('version')} = :version, ${c('user_id')} = :userId, ${c('created_at')} = :createdAt, ${c('last_seen_at')} = :lastSeenAt, ${c('idle_expires_at')} = :idleExpiresAt, ${c('absolute_expires_at')} = :absoluteExpiresAt, ${c('expires_at')} = ${keptOr(':expiresAt', ':expiresAtLate')}, ${c('payload')} = :payload WHERE ${c('key')} = :key AND ${c('version')} = :expectedVersion AND ${live}`,
       ),
       touch: sql(
-        `UPDATE ${t} SET ${c('last_seen_at')} = :lastSeenAt, ${c('idle_expires_at')} = :idleExpiresAt, ${c('expires_at')} = ${dialect.least(':idleExpiresAt', c('absolute_expires_at'))} WHERE ${c('key')} = :key AND ${live}`,
+        `UPDATE ${t} SET ${c('last_seen_at')} = :lastSeenAt, ${c('idle_expires_at')} = :idleExpiresAt, ${c('expires_at')} = ${keptOr(touchDeadline, `${touchDeadline} + :slack`)} WHERE ${c('key')} = :key AND ${live}`,
       ),
       // The tombstone keeps its expiry; the payload and the user go at once.
       destroy: sql(
         `UPDATE ${t} SET ${c('tombstone')} = 1, ${c('payload')} = '', ${c('user_id')} = NULL WHERE ${c('key')} = :key AND ${live}`,
       ),
       listByUser: sql(`SELECT ${select} FROM ${t} WHERE ${sameUser} AND ${live}`),
-      prune: sql(dialect.deleteSome(t, c('key'), `${c('expires_at')} <= :now`, c('expires_at'), ':limit')),
+      prune: sql(
+        dialect.deleteSome(
+          t,
+          c('key'),
+          `${c('expires_at')} <= :nowLate AND ${deadline()} <= :now`,
+          c('expires_at'),
+          ':limit',
+        ),
+      ),
       count: sql(`SELECT COUNT(*) AS ${c('n')} FROM ${t} WHERE ${live}`),
       listPage: sql(
         `SELECT ${select} FROM ${t} WHERE ${c('key')} > :after AND ${live} ORDER BY ${c('key')} LIMIT :limit`,
@@ -298,7 +342,12 @@ export class SessionQueries {
   update(port: SqlPort, record: SessionRecord, expectedVersion: number, now: number): MaybePromise<boolean> {
     if (!this.storable(record.key)) return false
     const values = { ...this.recordValues(record), expectedVersion, now }
-    return andThen(port.run(this.q.update.sql, bind(this.q.update, values)), (changed) => changed === 1)
+    const full = () =>
+      andThen(port.run(this.q.update.sql, bind(this.q.update, values)), (changed) => changed === 1)
+    if (this.quick === null) return full()
+    return andThen(port.run(this.quick.update.sql, bind(this.quick.update, values)), (changed) =>
+      changed === 1 ? true : full(),
+    )
   }
 
   /** {@link SessionStore.touch} on `port`. */
@@ -310,8 +359,12 @@ export class SessionQueries {
     now: number,
   ): MaybePromise<void> {
     if (!this.storable(key)) return
-    const values = { key, lastSeenAt, idleExpiresAt, now }
-    return andThen(port.run(this.q.touch.sql, bind(this.q.touch, values)), () => undefined)
+    const values = { key, lastSeenAt, idleExpiresAt, now, slack: EXPIRY_SLACK_MS }
+    const full = () => andThen(port.run(this.q.touch.sql, bind(this.q.touch, values)), () => undefined)
+    if (this.quick === null) return full()
+    return andThen(port.run(this.quick.touch.sql, bind(this.quick.touch, values)), (changed) =>
+      changed === 1 ? undefined : full(),
+    )
   }
 
   /** {@link SessionStore.destroy} on `port`. */
@@ -334,7 +387,8 @@ export class SessionQueries {
   async prune(port: SqlPort, now: number, batchSize = PRUNE_BATCH_SIZE): Promise<number> {
     let total = 0
     for (;;) {
-      const deleted = await port.run(this.q.prune.sql, bind(this.q.prune, { now, limit: batchSize }))
+      const values = { now, nowLate: now + EXPIRY_SLACK_MS, limit: batchSize }
+      const deleted = await port.run(this.q.prune.sql, bind(this.q.prune, values))
       total += deleted
       if (deleted < batchSize) return total
       await nextTurn()
@@ -367,6 +421,7 @@ export class SessionQueries {
       idleExpiresAt: record.idleExpiresAt,
       absoluteExpiresAt: record.absoluteExpiresAt,
       expiresAt: expiresAt(record),
+      expiresAtLate: expiresAt(record) + EXPIRY_SLACK_MS,
       payload: this.dialect.payload(record.payload),
     }
   }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { afterAll, describe, expect, test } from 'vitest'
+import { expiryIndexScenario } from '../../../test/support/expiry-index.js'
 import { ConfigError, StoreError } from '../../core/errors.js'
 import { defineStoreConformance, makeRecord } from '../../testing/conformance.js'
 import { ManualClock } from '../../testing/index.js'
@@ -248,6 +249,23 @@ describe('SqliteStore', () => {
     expect(turns).toBeGreaterThanOrEqual(2)
     expect(await store.get(live.key)).toEqual(live)
     await store.close()
+  })
+
+  test('expires_at moves about once per EXPIRY_SLACK_MS of writes, never before the exact deadline', async () => {
+    const clock = new ManualClock()
+    const path = freshPath()
+    const store = new SqliteStore({ path, clock })
+    await store.migrate()
+    const db = inspect(path)
+    try {
+      const select = db.prepare<[string], { e: number }>(
+        'SELECT expires_at AS e FROM latchkey_sessions WHERE key = ?',
+      )
+      await expiryIndexScenario(store, clock, async (key) => Number(select.get(key)?.e))
+    } finally {
+      db.close()
+      await store.close()
+    }
   })
 
   test('list pages through more records than fit in one page', async () => {
