@@ -16,7 +16,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process'
 import { Agent, request } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, connect } from 'node:net'
 
 const REQUESTS = Number(process.env.CSRF_BENCH_REQUESTS ?? 60)
 const REPEATS = Number(process.env.CSRF_BENCH_REPEATS ?? 7)
@@ -161,6 +161,30 @@ async function drive(): Promise<void> {
       })
       req.end(body)
     })
+  // A request the server refuses and closes (`close`): on its own connection, the body written only
+  // until the answer begins (as a browser stops sending), the answer read to the end. The server's
+  // close may reset the connection while the body is still being sent; that is no failure, but an
+  // answer that never came is.
+  const sendClosing = (head: string, body: Buffer) =>
+    new Promise<{ status: number }>((resolve, reject) => {
+      const socket = connect(port as number, '127.0.0.1')
+      const received: Buffer[] = []
+      socket.on('data', (chunk: Buffer) => received.push(chunk))
+      socket.on('error', () => {})
+      socket.on('close', () => {
+        const status = /^HTTP\/1\.1 (\d{3}) /.exec(Buffer.concat(received).toString('latin1'))
+        if (status === null) reject(new Error('the server closed the connection without an answer'))
+        else resolve({ status: Number(status[1]) })
+      })
+      socket.write(head)
+      const step = 65_536
+      const more = (from: number): void => {
+        if (from >= body.length || received.length > 0 || socket.destroyed) return
+        if (socket.write(body.subarray(from, from + step))) setImmediate(more, from + step)
+        else socket.once('drain', () => more(from + step))
+      }
+      more(0)
+    })
   const stored = await send('GET', '/store', {})
   const cookie = stored.cookies.map((raw) => raw.split(';')[0]).join('; ')
   const all = cases(stored.text)
@@ -173,8 +197,15 @@ async function drive(): Promise<void> {
     }
     if (c.cookie) headers.cookie = cookie
     if (c.close) headers.connection = 'close'
+    // Connection: close, so that a refusal that read the whole body also ends with the close awaited.
+    const head = `POST /act HTTP/1.1\r\nhost: 127.0.0.1:${port}\r\nconnection: close\r\n${Object.entries(
+      headers,
+    )
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join('')}\r\n`
     for (let i = 0; i < count; i++) {
-      const answer = await send('POST', '/act', headers, c.body)
+      const answer =
+        c.status === 403 ? await sendClosing(head, c.body) : await send('POST', '/act', headers, c.body)
       if (answer.status !== c.status)
         throw new Error(`${label(c)}: answered ${answer.status}, not ${c.status}`)
     }

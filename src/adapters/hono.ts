@@ -14,7 +14,14 @@ import type { CsrfOptions, CsrfRequest, FormLimits } from '../csrf/index.js'
 import { formKind, formScan, parseFormFields } from '../csrf/index.js'
 import { readWebBody } from './body.js'
 import type { ChainBinding } from './kernel.js'
-import { applyCommit, aroundChain, checkAdapterOptions, FrontDoor, WEB_HEADERS } from './kernel.js'
+import {
+  applyCommit,
+  aroundChain,
+  checkAdapterOptions,
+  FrontDoor,
+  lingerAfterAnswer,
+  WEB_HEADERS,
+} from './kernel.js'
 
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
@@ -106,6 +113,12 @@ class HonoCsrfRequest implements CsrfRequest {
   bodyPending(): boolean {
     const raw = this.c.req.raw
     return !this.readToEnd && raw.body !== null && raw.headers.get('content-length') !== '0'
+  }
+
+  /** On @hono/node-server (node's request in `c.env.incoming`), the close waits for the answer. */
+  lingerAfterAnswer(): void {
+    const env = this.c.env as { incoming?: { socket: Parameters<typeof lingerAfterAnswer>[0] } } | undefined
+    if (env?.incoming !== undefined) lingerAfterAnswer(env.incoming.socket)
   }
 }
 

@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { ConfigError, isUnavailableError } from '../core/errors.js'
 import { refuseUnknownOptions } from '../core/known-options.js'
@@ -70,7 +71,14 @@ export class FrontDoor<T extends SessionData> {
    * request): then there is nothing to wait for. Rejects with a `CsrfError` when the check fails.
    */
   check(session: Session<T>, request: CsrfRequest): Promise<void> | null {
-    return this.guard.applies(request) ? this.guard.check(session, request) : null
+    if (!this.guard.applies(request)) return null
+    const checked = this.guard.check(session, request)
+    const { lingerAfterAnswer } = request as Partial<Lingering>
+    if (lingerAfterAnswer === undefined) return checked
+    return checked.catch((error: unknown) => {
+      if (closesConnection(error)) lingerAfterAnswer.call(request)
+      throw error
+    })
   }
 
   /** Commits `session`: the result itself when it was written synchronously, else a promise. */
@@ -101,7 +109,7 @@ export interface NodeRequestView<R> {
  * A node request (node:http, Express, Fastify, Koa) as the CSRF check sees it: `source` is the
  * framework's request object, `req` node's underneath, `view` where the framework keeps the rest.
  */
-export class NodeCsrfRequest<R> implements CsrfRequest {
+export class NodeCsrfRequest<R> implements CsrfRequest, Lingering {
   constructor(
     private readonly source: R,
     private readonly req: IncomingMessage,
@@ -157,6 +165,50 @@ export class NodeCsrfRequest<R> implements CsrfRequest {
   bodyPending(): boolean {
     return !this.req.complete
   }
+
+  /** The connection, closed after a refusal, stays open a moment first: see {@link lingerAfterAnswer}. */
+  lingerAfterAnswer(): void {
+    lingerAfterAnswer(this.req.socket)
+  }
+}
+
+/** A request whose connection can wait for its answer to arrive before closing (node's socket under it). */
+export interface Lingering {
+  /** See {@link lingerAfterAnswer}. */
+  lingerAfterAnswer(): void
+}
+
+/** How long a connection closed after a refusal stays open once the answer is sent, in ms. */
+export const LINGER_MS = 2000
+
+const LINGERING = new WeakSet<Socket>()
+
+/**
+ * Closes `socket` a moment after the answer instead of at once, for a request answered with
+ * `Connection: close` while its body was still arriving. Closing a socket with unread bytes makes the
+ * kernel reset the connection, and a client still sending its body (a browser, curl, node's own
+ * client) then loses the answer it had received: it sees "connection reset" instead of the 403 or 413.
+ * node closes such a connection through `socket.destroySoon()`; on this socket that now sends the end
+ * of the answer, stops reading (the rest of the body is never read nor parsed), and destroys the
+ * socket {@link LINGER_MS} later, or when the client closes first. The cost is one open socket per
+ * refused request for that long.
+ */
+export function lingerAfterAnswer(socket: Socket | null): void {
+  if (socket === null || LINGERING.has(socket)) return
+  LINGERING.add(socket)
+  socket.destroySoon = function lingering(this: Socket): void {
+    this.pause()
+    this.end()
+    const timer = setTimeout(() => this.destroy(), LINGER_MS)
+    timer.unref()
+    this.once('close', () => clearTimeout(timer))
+  }
+}
+
+/** Whether latchkey answers this CSRF refusal with `Connection: close` (see {@link csrfAnswer}). */
+function closesConnection(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false
+  return (error as { status?: unknown }).status === 413 || leftBodyUnread(error)
 }
 
 /** Whether a node request arrived over TLS. */
@@ -278,7 +330,7 @@ function codeOf(error: unknown): unknown {
  */
 export function csrfAnswer(error: { readonly status?: unknown; readonly reason?: unknown }): FailureAnswer {
   const status = typeof error.status === 'number' ? error.status : 403
-  const close = leftBodyUnread(error)
+  const close = closesConnection(error)
   if (status === 413) {
     return {
       status,

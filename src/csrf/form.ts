@@ -6,6 +6,7 @@
  * looked for found, too many fields, too many bytes without it, a malformed body), so that the rest
  * of a hostile body is neither parsed nor read. Files are skipped, never buffered.
  */
+import { MIMEType } from 'node:util'
 import busboy from 'busboy'
 import { CsrfError } from '../core/errors.js'
 
@@ -96,8 +97,15 @@ const EMPTY_SCAN: FormScan = {
   finish: () => Promise.resolve(Object.create(null)),
 }
 
-/** A {@link FormScan} of a body of this content type, bounded by `limits`. */
-export function formScan(contentType: string | undefined, limits: FormLimits = UNLIMITED): FormScan {
+/**
+ * A {@link FormScan} of a body of this content type, bounded by `limits`. `countParts: false` turns
+ * off the native count of multipart parts (for tests that compare it with busboy alone).
+ */
+export function formScan(
+  contentType: string | undefined,
+  limits: FormLimits = UNLIMITED,
+  { countParts = true }: { countParts?: boolean } = {},
+): FormScan {
   if (formKind(contentType) === null) return EMPTY_SCAN
   const cap = limits.maxFields + 1
   let parser: busboy.Busboy
@@ -146,6 +154,28 @@ export function formScan(contentType: string | undefined, limits: FormLimits = U
   // where it broke (the parser is errored then, see write).
   parser.on('error', () => {})
   const closed = new Promise<void>((resolve) => parser.on('close', resolve))
+  // A multipart form's parts are first counted natively, so that a hostile form of many small parts
+  // is refused without busboy parsing each one; the parse takes over at the first part that may be
+  // the one looked for, or once the byte budget is spent.
+  let counter =
+    countParts && limits.stopAt !== undefined && Number.isFinite(limits.maxFields) && Number.isFinite(budget)
+      ? PartCounter.of(contentType, limits.stopAt, limits.maxFields)
+      : null
+  const parse = (bytes: Buffer): void => {
+    for (let offset = 0; offset < bytes.length && outcome === 'open'; offset += SLICE_BYTES) {
+      const slice = bytes.subarray(offset, offset + SLICE_BYTES)
+      parser.write(slice)
+      parsed += slice.length
+      if (outcome !== 'open') break
+      if (parser.errored !== null) outcome = 'failed'
+      else if (parsed >= budget) outcome = 'too-large'
+    }
+  }
+  /** Hands what the counter held to the parser: from now on it parses as it would have from the start. */
+  const handOver = (current: PartCounter): void => {
+    counter = null
+    parse(current.received())
+  }
   const settle = (): Promise<Readonly<Record<string, string>>> => {
     if (outcome === 'too-many')
       return Promise.reject(new CsrfError('too-many-fields', TOO_MANY_FIELDS_MESSAGE))
@@ -156,17 +186,16 @@ export function formScan(contentType: string | undefined, limits: FormLimits = U
   return {
     write(chunk) {
       const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-      for (let offset = 0; offset < bytes.length && outcome === 'open'; offset += SLICE_BYTES) {
-        const slice = bytes.subarray(offset, offset + SLICE_BYTES)
-        parser.write(slice)
-        parsed += slice.length
-        if (outcome !== 'open') break
-        if (parser.errored !== null) outcome = 'failed'
-        else if (parsed >= budget) outcome = 'too-large'
+      if (counter === null) parse(bytes)
+      else {
+        const verdict = counter.feed(bytes)
+        if (verdict === 'too-many') outcome = 'too-many'
+        else if (verdict === 'parse' || counter.size >= budget) handOver(counter)
       }
       return outcome !== 'open'
     },
     finish(ended) {
+      if (counter !== null && outcome === 'open' && ended) handOver(counter)
       if (outcome === 'open' && ended) {
         parser.end()
         return closed.then(settle)
@@ -175,4 +204,99 @@ export function formScan(contentType: string | undefined, limits: FormLimits = U
       return settle()
     },
   }
+}
+
+/** The most bytes of one part's headers busboy reads (node's limit): past it, the parse decides. */
+const MAX_PART_HEADER_BYTES = 16 * 1024
+
+const CRLF = Buffer.from('\r\n')
+const CRLF_CRLF = Buffer.from('\r\n\r\n')
+
+/**
+ * Counts the parts of a multipart body with native searches, for the CSRF check: it answers
+ * `too-many` once more than `maxFields` parts have begun and none of their headers holds the bytes of
+ * the name looked for (busboy takes a name as written: it decodes no `name*=` and unescapes no `\\`,
+ * which the tests check), so that busboy would have counted too many fields before finding it;
+ * `parse` as soon as a part's headers might name it, or anything is unusual (a close delimiter,
+ * padding after a boundary, headers past node's size), so that busboy decides; `more` while it cannot
+ * tell yet. The delimiter is
+ * busboy's (`CRLF--boundary`, the body read as if it began with CRLF), so both see the same parts.
+ */
+class PartCounter {
+  /** The body so far, after the CRLF the parse also puts in front of it. */
+  private buffered: Buffer = CRLF
+  /** Where the search goes on: the start of a part's headers, or of the bytes still to search. */
+  private cursor = 0
+  private inHeaders = false
+  private parts = 0
+
+  private constructor(
+    private readonly delimiter: Buffer,
+    private readonly name: Buffer,
+    private readonly maxFields: number,
+  ) {}
+
+  /** A counter for a multipart body of this type, or `null` when it has no boundary that can be read. */
+  static of(contentType: string | undefined, stopAt: string, maxFields: number): PartCounter | null {
+    if (formKind(contentType) !== 'multipart') return null
+    let boundary: string | null
+    try {
+      boundary = new MIMEType(contentType as string).params.get('boundary')
+    } catch {
+      return null
+    }
+    if (boundary === null || boundary === '') return null
+    return new PartCounter(Buffer.from(`\r\n--${boundary}`, 'latin1'), Buffer.from(stopAt), maxFields)
+  }
+
+  /** How many bytes of the body it holds. */
+  get size(): number {
+    return this.buffered.length - CRLF.length
+  }
+
+  /** The body as received so far. */
+  received(): Buffer {
+    return this.buffered.subarray(CRLF.length)
+  }
+
+  feed(chunk: Buffer): 'more' | 'too-many' | 'parse' {
+    this.buffered = Buffer.concat([this.buffered, chunk])
+    const body = this.buffered
+    for (;;) {
+      if (this.inHeaders) {
+        const start = this.cursor
+        const end = headersEnd(body, start)
+        if (end === -1) return body.length - start > MAX_PART_HEADER_BYTES ? 'parse' : 'more'
+        const headers = body.subarray(start, end)
+        if (headers.includes(this.name)) return 'parse'
+        if (++this.parts > this.maxFields) return 'too-many'
+        this.inHeaders = false
+        this.cursor = end
+        continue
+      }
+      const at = body.indexOf(this.delimiter, this.cursor)
+      if (at === -1) {
+        // The next search starts where a delimiter cut by the chunk's end could begin.
+        this.cursor = Math.max(this.cursor, body.length - this.delimiter.length + 1)
+        return 'more'
+      }
+      const after = at + this.delimiter.length
+      if (body.length < after + 2) {
+        this.cursor = at
+        return 'more'
+      }
+      // Anything but CRLF after a boundary (the close delimiter's `--`, padding) is for busboy.
+      if (body.compare(CRLF, 0, 2, after, after + 2) !== 0) return 'parse'
+      this.inHeaders = true
+      this.cursor = after + 2
+    }
+  }
+}
+
+/** Where the headers starting at `start` end (after their blank line), or -1 when they have not yet. */
+function headersEnd(body: Buffer, start: number): number {
+  // No headers at all: the blank line comes first.
+  if (body.length >= start + 2 && body[start] === 13 && body[start + 1] === 10) return start + 2
+  const at = body.indexOf(CRLF_CRLF, start)
+  return at === -1 ? -1 : at + CRLF_CRLF.length
 }
