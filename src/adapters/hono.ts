@@ -117,8 +117,8 @@ class HonoCsrfRequest implements CsrfRequest {
 
   /** On @hono/node-server (node's request in `c.env.incoming`), the close waits for the answer. */
   lingerAfterAnswer(): void {
-    const env = this.c.env as { incoming?: { socket: Parameters<typeof lingerAfterAnswer>[0] } } | undefined
-    if (env?.incoming !== undefined) lingerAfterAnswer(env.incoming.socket)
+    const env = this.c.env as { incoming?: Parameters<typeof lingerAfterAnswer>[0] } | undefined
+    if (env?.incoming !== undefined) lingerAfterAnswer(env.incoming)
   }
 }
 

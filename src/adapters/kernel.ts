@@ -168,7 +168,7 @@ export class NodeCsrfRequest<R> implements CsrfRequest, Lingering {
 
   /** The connection, closed after a refusal, stays open a moment first: see {@link lingerAfterAnswer}. */
   lingerAfterAnswer(): void {
-    lingerAfterAnswer(this.req.socket)
+    lingerAfterAnswer(this.req)
   }
 }
 
@@ -193,12 +193,21 @@ const LINGERING = new WeakSet<Socket>()
  * socket {@link LINGER_MS} later, or when the client closes first. The cost is one open socket per
  * refused request for that long.
  */
-export function lingerAfterAnswer(socket: Socket | null): void {
+export function lingerAfterAnswer(req: IncomingMessage): void {
+  const socket = req.socket as Socket | null
   if (socket === null || LINGERING.has(socket)) return
   LINGERING.add(socket)
+  // node dumps an unread request once its answer is sent (it resumes it on the next tick), and a
+  // flowing request reads its socket: pausing both, now and once that tick has passed, keeps the
+  // rest of the body unread.
+  const stop = (): void => {
+    req.pause()
+    socket.pause()
+  }
   socket.destroySoon = function lingering(this: Socket): void {
-    this.pause()
     this.end()
+    stop()
+    setImmediate(stop)
     const timer = setTimeout(() => this.destroy(), LINGER_MS)
     timer.unref()
     this.once('close', () => clearTimeout(timer))

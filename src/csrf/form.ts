@@ -209,6 +209,7 @@ export function formScan(
 /** The most bytes of one part's headers busboy reads (node's limit): past it, the parse decides. */
 const MAX_PART_HEADER_BYTES = 16 * 1024
 
+const EMPTY = Buffer.alloc(0)
 const CRLF = Buffer.from('\r\n')
 const CRLF_CRLF = Buffer.from('\r\n\r\n')
 
@@ -223,10 +224,12 @@ const CRLF_CRLF = Buffer.from('\r\n\r\n')
  * busboy's (`CRLF--boundary`, the body read as if it began with CRLF), so both see the same parts.
  */
 class PartCounter {
-  /** The body so far, after the CRLF the parse also puts in front of it. */
-  private buffered: Buffer = CRLF
+  /** The body so far (one chunk as it came, more than one copied together). */
+  private buffered: Buffer = EMPTY
   /** Where the search goes on: the start of a part's headers, or of the bytes still to search. */
   private cursor = 0
+  /** Whether the body's start, where the first boundary needs no CRLF before it, is still to be looked at. */
+  private atStart = true
   private inHeaders = false
   private parts = 0
 
@@ -251,22 +254,27 @@ class PartCounter {
 
   /** How many bytes of the body it holds. */
   get size(): number {
-    return this.buffered.length - CRLF.length
+    return this.buffered.length
   }
 
   /** The body as received so far. */
   received(): Buffer {
-    return this.buffered.subarray(CRLF.length)
+    return this.buffered
   }
 
   feed(chunk: Buffer): 'more' | 'too-many' | 'parse' {
-    this.buffered = Buffer.concat([this.buffered, chunk])
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk])
     const body = this.buffered
     for (;;) {
       if (this.inHeaders) {
         const start = this.cursor
         const end = headersEnd(body, start)
         if (end === -1) return body.length - start > MAX_PART_HEADER_BYTES ? 'parse' : 'more'
+        // busboy ends a part wherever a delimiter starts, also inside its headers or at their blank
+        // line's CRLF: such a part is for busboy. Known once the bytes that could finish one are here.
+        if (body.length < end - 2 + this.delimiter.length) return 'more'
+        const cut = body.indexOf(this.delimiter, start - 2)
+        if (cut !== -1 && cut < end) return 'parse'
         const headers = body.subarray(start, end)
         if (headers.includes(this.name)) return 'parse'
         if (++this.parts > this.maxFields) return 'too-many'
@@ -274,15 +282,13 @@ class PartCounter {
         this.cursor = end
         continue
       }
-      const at = body.indexOf(this.delimiter, this.cursor)
-      if (at === -1) {
-        // The next search starts where a delimiter cut by the chunk's end could begin.
-        this.cursor = Math.max(this.cursor, body.length - this.delimiter.length + 1)
-        return 'more'
-      }
-      const after = at + this.delimiter.length
+      const at = this.cursor
+      const after = this.boundaryEnd(body)
+      if (after === -1) return 'more'
       if (body.length < after + 2) {
-        this.cursor = at
+        // Found again, from where it was looked for, once more bytes have come.
+        if (after === this.delimiter.length - 2 && at === 0) this.atStart = true
+        else this.cursor = after - this.delimiter.length
         return 'more'
       }
       // Anything but CRLF after a boundary (the close delimiter's `--`, padding) is for busboy.
@@ -290,6 +296,24 @@ class PartCounter {
       this.inHeaders = true
       this.cursor = after + 2
     }
+  }
+
+  /** Where the next boundary found from the cursor ends, or -1 (the cursor then moved on) when none is there yet. */
+  private boundaryEnd(body: Buffer): number {
+    if (this.atStart) {
+      // busboy reads the body as if a CRLF came first: a body may begin with `--boundary`.
+      const dashed = this.delimiter.length - 2
+      if (body.length < dashed) return -1
+      this.atStart = false
+      if (body.compare(this.delimiter, 2, this.delimiter.length, 0, dashed) === 0) return dashed
+    }
+    const at = body.indexOf(this.delimiter, this.cursor)
+    if (at === -1) {
+      // The next search starts where a delimiter cut by the chunk's end could begin.
+      this.cursor = Math.max(this.cursor, body.length - this.delimiter.length + 1)
+      return -1
+    }
+    return at + this.delimiter.length
   }
 }
 
