@@ -189,9 +189,9 @@ const LINGERING = new WeakSet<Socket>()
  * kernel reset the connection, and a client still sending its body (a browser, curl, node's own
  * client) then loses the answer it had received: it sees "connection reset" instead of the 403 or 413.
  * node closes such a connection through `socket.destroySoon()`; on this socket that now sends the end
- * of the answer, stops reading (the rest of the body is never read nor parsed), and destroys the
- * socket {@link LINGER_MS} later, or when the client closes first. The cost is one open socket per
- * refused request for that long.
+ * of the answer, stops reading (the rest of the body is never read nor parsed, and so the client's own
+ * close is not seen either), and destroys the socket {@link LINGER_MS} later. The cost is one open
+ * socket, and the kernel's buffers of what the client sent meanwhile, per refused request for that long.
  */
 export function lingerAfterAnswer(req: IncomingMessage): void {
   const socket = req.socket as Socket | null

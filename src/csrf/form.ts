@@ -219,9 +219,9 @@ const CRLF_CRLF = Buffer.from('\r\n\r\n')
  * the name looked for (busboy takes a name as written: it decodes no `name*=` and unescapes no `\\`,
  * which the tests check), so that busboy would have counted too many fields before finding it;
  * `parse` as soon as a part's headers might name it, or anything is unusual (a close delimiter,
- * padding after a boundary, headers past node's size), so that busboy decides; `more` while it cannot
- * tell yet. The delimiter is
- * busboy's (`CRLF--boundary`, the body read as if it began with CRLF), so both see the same parts.
+ * padding after a boundary, a delimiter inside a part's headers, headers past node's size), so that
+ * busboy decides; `more` while it cannot tell yet. The delimiter is busboy's (`CRLF--boundary`, the
+ * body read as if it began with CRLF), so both see the same parts.
  */
 class PartCounter {
   /** The body so far (one chunk as it came, more than one copied together). */
