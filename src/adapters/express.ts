@@ -118,7 +118,7 @@ export function sessions<T extends SessionData>(
     // and `headersSent` counts held output, so Express's final handler (and any error handler that
     // checks) does not start a second response behind it.
     holdUntilCommitted(res, session, committer, true)
-    const check = door.checksCsrf
+    const check = door.checksNode(req, EXPRESS_VIEW.url(req))
       ? door.check(session, new NodeCsrfRequest(req, req, EXPRESS_VIEW, door.maxBodyBytes))
       : null
     if (check === null) {

@@ -125,7 +125,8 @@ const plugin: FastifyPluginCallback<FastifySessionsOptions> = (fastify, options,
     fastify.addHook('preParsing', (request, _reply, payload, next) => {
       // A route opts out with `config: { csrf: false }`.
       const check =
-        request.routeOptions.config?.csrf === false
+        request.routeOptions.config?.csrf === false ||
+        !door.checksNode(request.raw, FASTIFY_VIEW.url(request))
           ? null
           : door.check(
               request.session,

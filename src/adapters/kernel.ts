@@ -13,7 +13,14 @@ import { refuseUnknownOptions } from '../core/known-options.js'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfGuard, CsrfOptions, CsrfRequest, FormLimits } from '../csrf/index.js'
-import { createCsrfGuard, DEFAULT_MAX_BODY_BYTES, formKind, formScan, leftBodyUnread } from '../csrf/index.js'
+import {
+  createCsrfGuard,
+  DEFAULT_MAX_BODY_BYTES,
+  formKind,
+  formScan,
+  isPlainlySafe,
+  leftBodyUnread,
+} from '../csrf/index.js'
 import { parsedFields, peekUntil } from './body.js'
 
 /**
@@ -64,6 +71,15 @@ export class FrontDoor<T extends SessionData> {
   load(cookie: string | undefined, userAgent: string | undefined): Session<T> | Promise<Session<T>> {
     const facts = { cookie, userAgent }
     return this.manager.loadSync(facts) ?? this.manager.load(facts)
+  }
+
+  /**
+   * Whether a request built on node's (this method, these headers, this target as received) needs
+   * its CSRF request built and checked: not when the check is off, nor for a plain GET, HEAD or
+   * OPTIONS that the check would let through anyway (see `isPlainlySafe`), the common case.
+   */
+  checksNode(req: IncomingMessage, url: string): boolean {
+    return this.checksCsrf && !isPlainlySafe(req.method, req.headers, url)
   }
 
   /**
@@ -444,6 +460,8 @@ export interface ChainBinding<T extends SessionData, C> {
   setSession(ctx: C, session: Session<T>): void
   /** The request as the CSRF check sees it (built only when the check is on). */
   csrfRequest(ctx: C, maxBodyBytes: number): CsrfRequest
+  /** Whether the CSRF check is due (see {@link FrontDoor.checksNode}); when absent, the check decides. */
+  checksCsrf?(door: FrontDoor<T>, ctx: C): boolean
   /** Whether the rest of the chain failed without throwing (Hono records its error on the context). */
   failed?(ctx: C): boolean
   /** Puts a commit's headers on the response. */
@@ -471,7 +489,7 @@ export async function aroundChain<T extends SessionData, C>(
     throw asHttpError(error)
   }
   binding.setSession(ctx, session)
-  if (door.checksCsrf) {
+  if (binding.checksCsrf?.(door, ctx) ?? door.checksCsrf) {
     const check = door.check(session, binding.csrfRequest(ctx, door.maxBodyBytes))
     if (check !== null) {
       try {

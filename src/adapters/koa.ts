@@ -54,6 +54,7 @@ const KOA: ChainBinding<SessionData, ParameterizedContext> = {
     ;(ctx as { session?: Session }).session = session
   },
   csrfRequest: (ctx, maxBodyBytes) => new NodeCsrfRequest(ctx, ctx.req, KOA_VIEW, maxBodyBytes),
+  checksCsrf: (door, ctx) => door.checksNode(ctx.req, KOA_VIEW.url(ctx)),
   apply: (ctx, result) => {
     // Like Koa's own setters, nothing is set once the app has sent the head itself (`ctx.respond = false`).
     if (!ctx.res.headersSent) applyCommit(NODE_HEADERS, ctx.res, result)

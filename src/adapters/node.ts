@@ -10,7 +10,7 @@ import type { CsrfError, FreshAuthError } from '../core/errors.js'
 import type { CommitResult, SessionManager } from '../core/manager.js'
 import type { Session, SessionData } from '../core/session.js'
 import type { CsrfOptions } from '../csrf/index.js'
-import { DEFAULT_MAX_BODY_BYTES, isCsrfError, isPlainlySafe } from '../csrf/index.js'
+import { DEFAULT_MAX_BODY_BYTES, isCsrfError } from '../csrf/index.js'
 import { peekBody } from './body.js'
 import { checked, freshAuthRefusal } from './fresh-auth.js'
 import type { Committer, HeldResponse } from './hold.js'
@@ -126,10 +126,9 @@ export function withSessions<T extends SessionData, Req extends IncomingMessage 
   /** The handler, after the CSRF check when the request needs one (synchronously when it does not). */
   const run = (req: Req, res: ServerResponse, session: Session<T>): unknown => {
     // The common GET needs no request object for the check to say no.
-    const check =
-      door.checksCsrf && !isPlainlySafe(req.method, req.headers, NODE_VIEW.url(req))
-        ? door.check(session, new NodeCsrfRequest(req, req, NODE_VIEW, door.maxBodyBytes))
-        : null
+    const check = door.checksNode(req, NODE_VIEW.url(req))
+      ? door.check(session, new NodeCsrfRequest(req, req, NODE_VIEW, door.maxBodyBytes))
+      : null
     if (check === null) return handler(req, res, session)
     return check.then(
       () => handler(req, res, session),
