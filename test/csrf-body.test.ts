@@ -522,6 +522,42 @@ describe('the form is read as it arrives, and only as far as the answer needs', 
   })
 })
 
+/**
+ * Koa, Hono on @hono/node-server and Express (`POST /act` answers ok) with latchkey's sessions on one
+ * manager, each listening on a free port, all closed at the end: their ports.
+ */
+async function frameworkPorts(): Promise<{ koa: number; hono: number; express: number }> {
+  const manager = createSessionManager<Data>({
+    cookie: { secure: false },
+    store: new MemoryStore(),
+    keys: [generateKey()],
+  })
+  cleanups.push(() => manager.close())
+  const koaServer = new Koa().use(koaSessions(manager)).listen(0, '127.0.0.1')
+  const expressServer = express()
+    .use(expressSessions(manager))
+    .post('/act', (_req, res) => {
+      res.send('ok')
+    })
+    .listen(0, '127.0.0.1')
+  await Promise.all([once(koaServer, 'listening'), once(expressServer, 'listening')])
+  const hono = new Hono().use(honoSessions(manager)).post('/act', (c) => c.text('ok'))
+  const honoServer = await new Promise<Server>((resolve) => {
+    const started: Server = honoServe({ fetch: hono.fetch, port: 0, hostname: '127.0.0.1' }, () =>
+      resolve(started),
+    ) as Server
+  })
+  const servers = { koa: koaServer, hono: honoServer, express: expressServer }
+  for (const server of Object.values(servers)) {
+    cleanups.push(async () => {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    })
+  }
+  const port = (server: Server) => (server.address() as AddressInfo).port
+  return { koa: port(koaServer), hono: port(honoServer), express: port(expressServer) }
+}
+
 describe('a refusal that leaves the body unread closes the connection', () => {
   test('node:http: refused before the body (no secret), at the field cap, at a bad token with the tail unsent: Connection: close, and the socket ends', async () => {
     const s = await start({ maxFields: 10 })
@@ -551,27 +587,8 @@ describe('a refusal that leaves the body unread closes the connection', () => {
   })
 
   test('Koa and Hono: the refusal thrown to the framework carries Connection: close, and the socket ends', async () => {
-    const manager = createSessionManager<Data>({
-      cookie: { secure: false },
-      store: new MemoryStore(),
-      keys: [generateKey()],
-    })
-    cleanups.push(() => manager.close())
-    const koa = new Koa().use(koaSessions(manager))
-    const koaServer = koa.listen(0, '127.0.0.1')
-    await once(koaServer, 'listening')
-    const hono = new Hono().use(honoSessions(manager)).post('/act', (c) => c.text('ok'))
-    const honoServer = await new Promise<Server>((resolve) => {
-      const started: Server = honoServe({ fetch: hono.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-        resolve(started),
-      ) as Server
-    })
-    for (const server of [koaServer, honoServer]) {
-      cleanups.push(async () => {
-        server.closeAllConnections()
-        await new Promise<void>((resolve) => server.close(() => resolve()))
-      })
-      const { port } = server.address() as AddressInfo
+    const ports = await frameworkPorts()
+    for (const port of [ports.koa, ports.hono]) {
       const answer = await exchange(port, '/act', URLENCODED, '_csrf=x&', 1_000_000)
       expect(answer).toMatchObject({ status: 403, connection: 'close' })
       await answer.closed
@@ -617,33 +634,8 @@ describe('a connection closed after a refusal stays open until the answer has re
   })
 
   test('Express, Koa and Hono on @hono/node-server too', async () => {
-    const manager = createSessionManager<Data>({
-      cookie: { secure: false },
-      store: new MemoryStore(),
-      keys: [generateKey()],
-    })
-    cleanups.push(() => manager.close())
-    const koaServer = new Koa().use(koaSessions(manager)).listen(0, '127.0.0.1')
-    await once(koaServer, 'listening')
-    const expressServer = express()
-      .use(expressSessions(manager))
-      .post('/act', (_req, res) => {
-        res.send('ok')
-      })
-      .listen(0, '127.0.0.1')
-    await once(expressServer, 'listening')
-    const hono = new Hono().use(honoSessions(manager)).post('/act', (c) => c.text('ok'))
-    const honoServer = await new Promise<Server>((resolve) => {
-      const started: Server = honoServe({ fetch: hono.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-        resolve(started),
-      ) as Server
-    })
-    for (const server of [koaServer, expressServer, honoServer]) {
-      cleanups.push(async () => {
-        server.closeAllConnections()
-        await new Promise<void>((resolve) => server.close(() => resolve()))
-      })
-      const { port } = server.address() as AddressInfo
+    const ports = await frameworkPorts()
+    for (const port of [ports.koa, ports.express, ports.hono]) {
       expect(await statuses(30, port, type, hostile)).toEqual([403])
     }
   })
