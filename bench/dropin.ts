@@ -29,13 +29,14 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { DropInSide, DropInStore } from './dropin-kinds.js'
 import { DROPIN_SIDE_NAMES, DROPIN_SIDES, DROPIN_STORE_NAMES, DROPIN_STORES } from './dropin-kinds.js'
-import type { LoadSettings, Machine, Run, RunningServer, Summary } from './harness.js'
+import type { LoadSettings, Machine, Run, RunningServer, StoreScenario, Summary } from './harness.js'
 import {
   announce,
   BehaviourError,
   counterTotal,
   environment,
   formatCpu,
+  formatKept,
   formatLoad,
   formatRange,
   formatRate,
@@ -51,6 +52,8 @@ import {
   RESULTS_DIR,
   ROOT,
   ratio,
+  STORE_PATHS,
+  STORE_SCENARIOS,
   seed,
   startServer,
   subset,
@@ -61,14 +64,7 @@ import {
 } from './harness.js'
 import { storeUrls } from './peer-store-kinds.js'
 
-const SCENARIOS = {
-  R: 'read a session',
-  W: 'write, a session per connection',
-  'W-hot': 'write, one session for all',
-  N: 'new session per request',
-} as const
-type Scenario = keyof typeof SCENARIOS
-const PATHS: Record<Scenario, string> = { R: '/r', W: '/w', 'W-hot': '/w', N: '/n' }
+type Scenario = StoreScenario
 
 const SERVER_ENTRY = join(ROOT, 'bench', 'dropin-server.ts')
 
@@ -83,7 +79,7 @@ function readSettings(): Settings | null {
   return {
     ...loadSettings(),
     stores: subset('BENCH_DROPIN', DROPIN_STORES),
-    scenarios: subset('BENCH_DROPIN_SCENARIOS', Object.keys(SCENARIOS) as Scenario[]),
+    scenarios: subset('BENCH_DROPIN_SCENARIOS', Object.keys(STORE_SCENARIOS) as Scenario[]),
   }
 }
 
@@ -145,7 +141,7 @@ async function prepare(
     const cookies = await Promise.all(
       Array.from({ length: users }, () => seed(checked(store, side), server.base)),
     )
-    await load(server.base, PATHS[scenario], cookies, settings.warmupSeconds, settings.connections)
+    await load(server.base, STORE_PATHS[scenario], cookies, settings.warmupSeconds, settings.connections)
     return { store, side, server, cookies, runs: [] }
   } catch (error) {
     await server.stop()
@@ -159,7 +155,7 @@ function measureOnce(contender: Contender, scenario: Scenario, settings: Setting
   return measureRun(
     {
       server,
-      path: PATHS[scenario],
+      path: STORE_PATHS[scenario],
       cookies,
       ...(writes ? { counter: () => counterTotal(checked(store, side), server.base, cookies) } : {}),
       // One session per connection, no write may be lost; on one shared session, the last save of
@@ -199,15 +195,6 @@ async function measureGroup(
 
 // ---------------------------------------------------------------------------------------------------
 // Report
-
-/** The writes a cell kept against its 2xx answers. */
-function formatKept(cell: Cell | undefined): string {
-  if (cell?.writesApplied === undefined) return ''
-  const kept = Math.min(cell.writesApplied, cell.responses2xx)
-  if (kept >= cell.responses2xx) return `all (${formatRate(cell.responses2xx)})`
-  const percent = (100 * kept) / Math.max(1, cell.responses2xx)
-  return `${percent < 10 ? percent.toFixed(1) : Math.round(percent)} % (${formatRate(kept)} of ${formatRate(cell.responses2xx)})`
-}
 
 /** The aims of issue 16: the drop-in at least as fast as express-session on the same store. */
 const AIM_SCENARIOS: readonly Scenario[] = ['R', 'W', 'N']

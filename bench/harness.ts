@@ -610,3 +610,26 @@ export function publish(
   if (problems.length > 0) console.error(`\n${problems.length} cell(s) had problems: see the checks column.`)
   return problems.length === 0
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The store scenarios (bench/peer-stores.ts and bench/dropin.ts: Express against a peer on a store)
+
+/** The scenarios of the store benchmarks, by name. */
+export const STORE_SCENARIOS = {
+  R: 'read a session',
+  W: 'write, a session per connection',
+  'W-hot': 'write, one session for all',
+  N: 'new session per request',
+} as const
+export type StoreScenario = keyof typeof STORE_SCENARIOS
+/** The path each store scenario loads (W-hot is W on one shared session). */
+export const STORE_PATHS: Record<StoreScenario, string> = { R: '/r', W: '/w', 'W-hot': '/w', N: '/n' }
+
+/** The writes a cell kept against its 2xx answers ("all" up to the requests cut off at a run's end). */
+export function formatKept(cell: Counts | undefined): string {
+  if (cell?.writesApplied === undefined) return ''
+  const kept = Math.min(cell.writesApplied, cell.responses2xx)
+  if (kept >= cell.responses2xx) return `all (${formatRate(cell.responses2xx)})`
+  const percent = (100 * kept) / Math.max(1, cell.responses2xx)
+  return `${percent < 10 ? percent.toFixed(1) : Math.round(percent)} % (${formatRate(kept)} of ${formatRate(cell.responses2xx)})`
+}

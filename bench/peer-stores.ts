@@ -33,13 +33,14 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { LoadSettings, Machine, Run, RunningServer, Summary } from './harness.js'
+import type { LoadSettings, Machine, Run, RunningServer, StoreScenario, Summary } from './harness.js'
 import {
   announce,
   BehaviourError,
   counterTotal,
   environment,
   formatCpu,
+  formatKept,
   formatLoad,
   formatRange,
   formatRate,
@@ -55,6 +56,8 @@ import {
   RESULTS_DIR,
   ROOT,
   ratio,
+  STORE_PATHS,
+  STORE_SCENARIOS,
   seed,
   startServer,
   subset,
@@ -66,14 +69,7 @@ import {
 import type { PeerStore, Side } from './peer-store-kinds.js'
 import { PEER_STORES, SIDES, STORE_NAMES, storeUrls } from './peer-store-kinds.js'
 
-const SCENARIOS = {
-  R: 'read a session',
-  W: 'write, a session per connection',
-  'W-hot': 'write, one session for all',
-  N: 'new session per request',
-} as const
-type Scenario = keyof typeof SCENARIOS
-const PATHS: Record<Scenario, string> = { R: '/r', W: '/w', 'W-hot': '/w', N: '/n' }
+type Scenario = StoreScenario
 
 const SERVER_ENTRY = join(ROOT, 'bench', 'peer-store-server.ts')
 const URLS = storeUrls()
@@ -89,7 +85,7 @@ function readSettings(): Settings | null {
   return {
     ...loadSettings(),
     stores: subset('BENCH_STORES', PEER_STORES),
-    scenarios: subset('BENCH_STORE_SCENARIOS', Object.keys(SCENARIOS) as Scenario[]),
+    scenarios: subset('BENCH_STORE_SCENARIOS', Object.keys(STORE_SCENARIOS) as Scenario[]),
   }
 }
 
@@ -193,7 +189,7 @@ async function prepare(
     const cookies = await Promise.all(
       Array.from({ length: users }, () => seed(checked(store, side), server.base)),
     )
-    await load(server.base, PATHS[scenario], cookies, settings.warmupSeconds, settings.connections)
+    await load(server.base, STORE_PATHS[scenario], cookies, settings.warmupSeconds, settings.connections)
     return { store, side, cell, server, cookies, runs: [] }
   } catch (error) {
     await server.stop()
@@ -207,7 +203,7 @@ function measureOnce(contender: Contender, scenario: Scenario, settings: Setting
   return measureRun(
     {
       server,
-      path: PATHS[scenario],
+      path: STORE_PATHS[scenario],
       cookies,
       ...(writes ? { counter: () => counterTotal(checked(store, side), server.base, cookies) } : {}),
       lostWritesAreProblems: side === 'latchkey',
@@ -245,15 +241,6 @@ async function measureGroup(
 
 // ---------------------------------------------------------------------------------------------------
 // Report
-
-/** The writes a cell kept against its 2xx answers ("all" up to the requests cut off at a run's end). */
-function formatKept(cell: Cell | undefined): string {
-  if (cell?.writesApplied === undefined) return ''
-  const kept = Math.min(cell.writesApplied, cell.responses2xx)
-  if (kept >= cell.responses2xx) return `all (${formatRate(cell.responses2xx)})`
-  const percent = (100 * kept) / Math.max(1, cell.responses2xx)
-  return `${percent < 10 ? percent.toFixed(1) : Math.round(percent)} % (${formatRate(kept)} of ${formatRate(cell.responses2xx)})`
-}
 
 const keptAll = (cell: Cell | undefined): boolean | null =>
   cell?.writesApplied === undefined ? null : cell.writesApplied >= cell.responses2xx
