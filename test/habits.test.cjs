@@ -14,7 +14,10 @@ const { createSessionManager, generateKey, ManualClock, MemoryStore } = tsx.requ
 )
 const { sessions } = tsx.require('../src/adapters/express.ts', __filename)
 
-const DROP_IN = /latchkey\/express-session/
+// The drop-in exists (src/express-session, docs/express-session.md): every message that names it says
+// how to use it, never that it is still to come.
+const DROP_IN =
+  /\(For express-session's API as it is, use its drop-in, session\(\) from 'latchkey\/express-session', in place of express-session's: see docs\/express-session\.md\.\)$/
 
 function makeManager() {
   const clock = new ManualClock()
@@ -107,6 +110,34 @@ describe('callbacks and express-session methods, on the bare manager', () => {
     expect(() => session.reload(() => {})).toThrow(/session\.reload\(\) does not exist/)
     expect(() => session.touch()).toThrow(/session\.touch\(\) does not exist.*idle deadline/)
     expect(() => session.save()).toThrow(DROP_IN)
+  })
+
+  test('every message that names the drop-in says it exists and how to use it, none that it is planned', async () => {
+    const { session } = await storedSession(makeManager())
+    const callback = () => {}
+    const habitsNamingIt = [
+      () => habits.assignUser(session),
+      () => habits.deleteUser(session),
+      () => Object.defineProperty(session, 'user', { value: 'x' }),
+      () => session.destroy(callback),
+      () => session.logout(callback),
+      () => session.regenerate(callback),
+      () => session.reauthenticate(callback),
+      () => session.save(callback),
+      () => session.reload(callback),
+      () => session.touch(),
+    ]
+    for (const habit of habitsNamingIt) {
+      let message
+      try {
+        habit()
+      } catch (error) {
+        expect(error).toBeInstanceOf(TypeError)
+        message = error.message
+      }
+      expect(message).toMatch(DROP_IN)
+      expect(message).not.toMatch(/planned|will come|to come/)
+    }
   })
 
   test('login(userId, callback) is a TypeError, not a sign-in that waits forever', async () => {

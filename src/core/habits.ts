@@ -9,8 +9,9 @@
  */
 import type { SessionCookie } from './session.js'
 
-/** Where express-session's own API will come from, named by every message below. */
-const DROP_IN = "express-session's API is planned as latchkey/express-session"
+/** Where express-session's own API is (src/express-session), and how to use it: named by every message below. */
+const DROP_IN =
+  "For express-session's API as it is, use its drop-in, session() from 'latchkey/express-session', in place of express-session's: see docs/express-session.md"
 
 /** How a key reads in a message: `session.user`, `session[Symbol(x)]`. */
 function member(key: string | symbol): string {
