@@ -16,7 +16,7 @@ export {
   SessionError,
   StoreError,
 } from './core/errors.js'
-export type { SessionEvent } from './core/events.js'
+export type { SessionEvent, SessionEventReason, SessionEventReasons } from './core/events.js'
 export type { CommitResult, RequestFacts, UserSessionInfo } from './core/manager.js'
 export { createSessionManager, SessionManager } from './core/manager.js'
 export type {

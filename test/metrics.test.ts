@@ -2,14 +2,19 @@
  * Metrics through the OpenTelemetry API, read back through the real SDK: loads by outcome, commits by
  * path, lifecycle events (ends by reason), compare-and-set conflicts and retries, CSRF refusals by
  * reason, and store call durations; `metrics: false` records nothing; a bad option is a ConfigError.
+ * The reasons of ends and rejections are a fixed set of words (the vocabulary of `session.endedBecause`),
+ * never text with a count in it: each distinct value is a time series of its own.
  */
 import * as otel from '@opentelemetry/api'
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics'
 import { describe, expect, test } from 'vitest'
+import { generateKey } from '../src/core/crypto.js'
 import { ConfigError } from '../src/core/errors.js'
+import type { SessionEvent } from '../src/core/events.js'
+import { storeKeyOf } from '../src/core/id.js'
 import { type CsrfRequest, createCsrfGuard } from '../src/csrf/index.js'
 import { createSessionManager } from '../src/index.js'
-import { cookieOf, type Data, KEYS, load, setup } from './support/managers.js'
+import { cookieOf, type Data, KEYS, load, MINUTE, setup } from './support/managers.js'
 
 /** A reader the test collects from when it wants. */
 class TestReader extends MetricReader {
@@ -79,6 +84,88 @@ describe('metrics', () => {
     expect(points.get('latchkey.store.retries{}')).toBe(1)
     expect(points.get('latchkey.store.duration{operation=update,outcome=ok}')).toBeGreaterThanOrEqual(2)
     expect(points.get('latchkey.store.duration{operation=get,outcome=ok}')).toBeGreaterThanOrEqual(3)
+  })
+
+  test('ends, expiries and rejections carry a reason from a small fixed set: no counts, no free text', async () => {
+    const { reader, meter: m } = meter()
+    const { make, memory, clock } = setup({ maxSessionsPerUser: 3, metrics: m })
+    const events: SessionEvent[] = []
+    const manager = make({ onEvent: (event) => events.push(event) })
+    const signIn = async (userId: string, by = manager): Promise<string> => {
+      const session = await load(by, undefined)
+      session.login(userId)
+      const id = cookieOf(await by.commit(session))
+      if (id === undefined) throw new Error('the sign-in set no cookie')
+      clock.advance(1000)
+      return id
+    }
+    // A fourth device of alice's past the cap ends her least recent one; with the `refuse` policy a
+    // fifth is refused (its own session ended).
+    for (let i = 0; i < 4; i++) await signIn('alice')
+    const refusing = make({ sessionCapPolicy: 'refuse' })
+    await expect(signIn('alice', refusing)).rejects.toMatchObject({ code: 'ERR_LATCHKEY_SESSION_CAP' })
+    // One of alice's devices revoked by its handle; all three of bob's by "sign out everywhere".
+    const [device] = await manager.listUserSessions('alice')
+    expect(await manager.revoke(device?.handle as string)).toBe(true)
+    for (let i = 0; i < 3; i++) await signIn('bob')
+    expect(await manager.revokeUserSessions('bob')).toBe(3)
+    // Timeouts found on load (these managers' timeouts are shorter than the stored deadlines), a
+    // record sealed with a key no longer configured, a damaged one, a malformed and an unknown cookie.
+    const idle = await signIn('carol')
+    const absolute = await signIn('dave')
+    const retired = await signIn('erin')
+    const damaged = await signIn('frank')
+    clock.advance(11 * MINUTE)
+    expect((await load(make({ idleTimeoutMs: 10 * MINUTE }), idle)).endedBecause).toBe('idle-timeout')
+    const shorter = make({ idleTimeoutMs: 10 * MINUTE, absoluteTimeoutMs: 10 * MINUTE })
+    expect((await load(shorter, absolute)).endedBecause).toBe('absolute-timeout')
+    expect((await load(make({ keys: [generateKey()] }), retired)).endedBecause).toBe('key-retired')
+    const record = await memory.get(storeKeyOf(damaged as string))
+    if (record === null) throw new Error('no record')
+    const payload = `${record.payload.slice(0, -2)}${record.payload.endsWith('AA') ? 'BB' : 'AA'}`
+    expect(await memory.update({ ...record, version: record.version + 1, payload }, record.version)).toBe(
+      true,
+    )
+    expect((await load(manager, damaged)).userId).toBeNull()
+    await manager.load({ cookie: 'sid=../../etc/passwd' })
+    await load(manager, 'A'.repeat(43))
+
+    const points = await collected(reader)
+    const withReason = [...points.keys()]
+      .filter((name) => name.startsWith('latchkey.session.events{') && name.includes('reason='))
+      .sort()
+    expect(withReason).toEqual([
+      'latchkey.session.events{event=expired,reason=absolute-timeout}',
+      'latchkey.session.events{event=expired,reason=idle-timeout}',
+      'latchkey.session.events{event=rejected,reason=key-retired}',
+      'latchkey.session.events{event=rejected,reason=malformed}',
+      'latchkey.session.events{event=rejected,reason=tampered}',
+      'latchkey.session.events{event=rejected,reason=unknown}',
+      'latchkey.session.events{event=revoked,reason=revoked}',
+      'latchkey.session.events{event=revoked,reason=session-cap}',
+      'latchkey.session.events{event=revoked,reason=signed-out-everywhere}',
+    ])
+    // Every end and expiry says why: none is counted without a reason.
+    expect(points.has('latchkey.session.events{event=revoked}')).toBe(false)
+    expect(points.has('latchkey.session.events{event=expired}')).toBe(false)
+    expect(points.get('latchkey.session.events{event=revoked,reason=session-cap}')).toBe(2)
+    expect(points.get('latchkey.session.events{event=revoked,reason=revoked}')).toBe(1)
+    expect(points.get('latchkey.session.events{event=revoked,reason=signed-out-everywhere}')).toBe(1)
+    // The audit hook gets the same words, and how many sessions each revocation ended.
+    expect(
+      events
+        .filter((event) => event.type === 'revoked')
+        .map(({ reason, ended, userId }) => ({ reason, ended, userId })),
+    ).toEqual([
+      { reason: 'session-cap', ended: 1, userId: 'alice' },
+      { reason: 'revoked', ended: 1, userId: 'alice' },
+      { reason: 'signed-out-everywhere', ended: 3, userId: 'bob' },
+    ])
+    expect(events.filter((event) => event.type === 'rejected').map((event) => event.reason)).toEqual([
+      'tampered',
+      'malformed',
+      'unknown',
+    ])
   })
 
   test('count CSRF refusals by reason', async () => {

@@ -101,13 +101,13 @@ export class Devices {
       if (!live.some((session) => session.lineage === lineage)) break
       if (live.length <= cap) return
       if (sessionCapPolicy === 'refuse') {
-        await this.ending.endUserSessions(userId, (lid) => lid === lineage)
-        this.life.emit('revoked', null, userId, 'session cap: sign-in refused')
+        const refused = await this.ending.endUserSessions(userId, (lid) => lid === lineage)
+        this.life.emit('revoked', null, userId, 'session-cap', refused.size)
         throw capError(cap, 'this sign-in was refused')
       }
       const past = new Set(live.slice(cap).map((session) => session.lineage))
       const ended = await this.ending.endUserSessions(userId, (lid) => past.has(lid))
-      if (ended.size > 0) this.life.emit('revoked', null, userId, `session cap: ${ended.size} sessions`)
+      if (ended.size > 0) this.life.emit('revoked', null, userId, 'session-cap', ended.size)
     }
     throw capError(cap, 'sign-ins of the same user at the same moment took the places first')
   }
@@ -144,7 +144,7 @@ export class Devices {
           'revoked',
         )
       ).size > 0
-    if (ended) this.life.emit('revoked', null, target.userId)
+    if (ended) this.life.emit('revoked', null, target.userId, 'revoked', 1)
     return ended
   }
 
@@ -164,7 +164,7 @@ export class Devices {
       'signed-out-everywhere',
     )
     const ended = lineages.size + unopenable.count
-    this.life.emit('revoked', null, userId, `${ended} sessions`)
+    this.life.emit('revoked', null, userId, 'signed-out-everywhere', ended)
     return { ended, unopenable: unopenable.count }
   }
 

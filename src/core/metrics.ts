@@ -12,7 +12,7 @@
  * | --- | --- | --- |
  * | `latchkey.session.loads` | counter | `outcome`: `live`, `anonymous`, `rejected` |
  * | `latchkey.session.commits` | counter | `path`: `sync`, `async`, `abandoned` |
- * | `latchkey.session.events` | counter | `event`: the lifecycle event (`created`, `login`, `renewed`, `destroyed`, `revoked`, `expired`, `rejected`, `dropped`, ...); `reason` for `rejected` |
+ * | `latchkey.session.events` | counter | `event`: the lifecycle event (`created`, `login`, `renewed`, `destroyed`, `revoked`, `expired`, `rejected`, `dropped`, ...); `reason` for `revoked` (`revoked`, `signed-out-everywhere`, `session-cap`), `expired` (`idle-timeout`, `absolute-timeout`) and `rejected` (`malformed`, `unknown`, `tampered`, `key-retired`): fixed sets (`SessionEventReasons`), never free text |
  * | `latchkey.store.conflicts` | counter | none: a compare-and-set that lost (another process wrote) |
  * | `latchkey.store.retries` | counter | none: a write tried again after a conflict |
  * | `latchkey.csrf.refusals` | counter | `reason`: the `CsrfError` reason |
@@ -20,6 +20,7 @@
  */
 import { createRequire } from 'node:module'
 import { ConfigError } from './errors.js'
+import type { SessionEvent, SessionEventReason } from './events.js'
 
 /** The part of an OpenTelemetry `Counter` latchkey uses. */
 export interface CounterLike {
@@ -43,7 +44,8 @@ export interface SessionMetrics {
   readonly enabled: boolean
   load(outcome: 'live' | 'anonymous' | 'rejected'): void
   commit(path: 'sync' | 'async' | 'abandoned'): void
-  event(event: string, reason?: string): void
+  /** A lifecycle event; `reason` is one word of its type's fixed set (see `SessionEventReasons`). */
+  event(event: SessionEvent['type'], reason?: SessionEventReason): void
   conflict(): void
   retry(): void
   csrfRefusal(reason: string): void
@@ -101,9 +103,10 @@ export function meterMetrics(meter: MeterLike): SessionMetrics {
   })
   const outcome = cached((value: string) => ({ outcome: value }))
   const path = cached((value: string) => ({ path: value }))
-  const event = cached((value: string): Record<string, string> => {
+  const eventOf = cached((name: SessionEvent['type']) => ({ event: name }))
+  const eventWith = cached((value: `${SessionEvent['type']}:${SessionEventReason}`) => {
     const [name, reason] = value.split(':')
-    return reason === undefined ? { event: name as string } : { event: name as string, reason }
+    return { event: name as string, reason: reason as string }
   })
   const reason = cached((value: string) => ({ reason: value }))
   const call = cached((value: string) => {
@@ -114,7 +117,7 @@ export function meterMetrics(meter: MeterLike): SessionMetrics {
     enabled: true,
     load: (value) => loads.add(1, outcome(value)),
     commit: (value) => commits.add(1, path(value)),
-    event: (name, why) => events.add(1, event(why === undefined ? name : `${name}:${why}`)),
+    event: (name, why) => events.add(1, why === undefined ? eventOf(name) : eventWith(`${name}:${why}`)),
     conflict: () => conflicts.add(1),
     retry: () => retries.add(1),
     csrfRefusal: (why) => refusals.add(1, reason(why)),

@@ -4,7 +4,7 @@
  * builds one and hands it to each room.
  */
 import type { Keyring } from '../crypto.js'
-import type { SessionEvent } from '../events.js'
+import type { SessionEvent, SessionEventReason, SessionEventReasons } from '../events.js'
 import type { GuardedStore } from '../guarded-store.js'
 import type { SessionMetrics } from '../metrics.js'
 import type { ResolvedOptions } from '../options.js'
@@ -22,9 +22,25 @@ export interface Lifecycle {
   readonly queue: KeyedQueue
   /** Where loads, commits, conflicts, events and store latency are counted (nothing when off). */
   readonly metrics: SessionMetrics
-  /** Reports a lifecycle event to the application's `onEvent` hook, if any; never throws. */
-  emit(type: SessionEvent['type'], key: string | null, userId: string | null, reason?: string): void
+  /**
+   * Reports a lifecycle event to the application's `onEvent` hook, if any, and counts it; never throws.
+   * An event of a type with reasons takes one of its fixed set (a metric attribute: never free text),
+   * and a revocation how many sessions it ended.
+   */
+  emit<T extends SessionEvent['type']>(
+    type: T,
+    key: string | null,
+    userId: string | null,
+    ...detail: EventDetail<T>
+  ): void
 }
+
+/** What an event of type `T` takes after its user: its reason, and for `revoked` how many sessions ended. */
+export type EventDetail<T extends SessionEvent['type']> = T extends 'revoked'
+  ? [reason: SessionEventReasons['revoked'], ended: number]
+  : T extends keyof SessionEventReasons
+    ? [reason: SessionEventReasons[T]]
+    : []
 
 /** The `emit` of a {@link Lifecycle}: events name sessions by a keyed digest of the store key, never by ID or key. */
 export function emitter(
@@ -34,8 +50,10 @@ export function emitter(
   metrics: SessionMetrics,
 ): Lifecycle['emit'] {
   if (!onEvent)
-    return metrics.enabled ? (type, _key, _userId, reason) => metrics.event(type, reason) : () => {}
-  return (type, key, userId, reason) => {
+    return metrics.enabled
+      ? (type, _key, _userId, ...[reason]: [SessionEventReason?, number?]) => metrics.event(type, reason)
+      : () => {}
+  return (type, key, userId, ...[reason, ended]: [SessionEventReason?, number?]) => {
     metrics.event(type, reason)
     const event: SessionEvent = {
       type,
@@ -43,6 +61,7 @@ export function emitter(
       userId,
       at: options.clock.now(),
       ...(reason === undefined ? {} : { reason }),
+      ...(ended === undefined ? {} : { ended }),
     }
     try {
       onEvent(event)

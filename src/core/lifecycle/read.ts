@@ -2,7 +2,8 @@
  * Reading a session's record by its ID: the live, intact record opened, or nothing. A record past its
  * timeouts (by this manager's options, whatever deadlines it was stored with) is ended on the way,
  * leaving a notice of which timeout it was; a record sealed with a key the ring lacks leaves a notice
- * of that (and stays: a rollback to that key brings it back). See `notice.ts`.
+ * of that (and stays: a rollback to that key brings it back). See `notice.ts`. The events say the same:
+ * `expired` with `idle-timeout` or `absolute-timeout`, `rejected` with `key-retired` (or `tampered`).
  */
 import { storeKeyOf } from '../id.js'
 import type { Lifecycle } from './context.js'
@@ -34,15 +35,21 @@ export class Reader {
       return null
     }
     if (isExpired(record, options.clock.now(), options)) {
-      const reason = timeoutOf(record, options.clock.now(), options)
+      // timeoutOf answers one of these two (typed as any EndReason): narrowed for the event's fixed set.
+      const reason =
+        timeoutOf(record, options.clock.now(), options) === 'absolute-timeout'
+          ? 'absolute-timeout'
+          : 'idle-timeout'
       await this.ending.end(record, { follow: false, live: false, reason })
-      this.life.emit('expired', key, record.userId)
+      this.life.emit('expired', key, record.userId, reason)
       return null
     }
     const opened = payloads.open(record, id)
     if (!opened) {
-      this.life.emit('rejected', key, record.userId, 'tampered')
-      if (this.notices.keyRetired(record)) await this.notices.leave(record, 'key-retired')
+      // Sealed with a key the ring lacks (retired by a rekey): not a forgery, and its holder is told.
+      const retired = this.notices.keyRetired(record)
+      this.life.emit('rejected', key, record.userId, retired ? 'key-retired' : 'tampered')
+      if (retired) await this.notices.leave(record, 'key-retired')
     }
     return opened
   }
