@@ -208,6 +208,19 @@ async function scenario(load, subpaths, expected, dir) {
     app.get('/', (req, res) => res.send(count(req.session)))
     await overHttp('express', app)
   }
+  if (mods['latchkey/express-session']) {
+    // The drop-in is the middleware factory itself, as express-session is: require() gives the function.
+    const express = def(await load('express'))
+    const session = def(mods['latchkey/express-session'])
+    report.dropInIsFactory = typeof session === 'function'
+    const app = express()
+    app.use(session({ secret: 'pack test secret', store: new session.MemoryStore(), cookie: { secure: false } }))
+    app.get('/', (req, res) => {
+      req.session.visits = (req.session.visits || 0) + 1
+      res.send(String(req.session.visits))
+    })
+    await overHttp('express-session', app)
+  }
   if (mods['latchkey/koa']) {
     const Koa = def(await load('koa'))
     const app = new Koa()
@@ -361,9 +374,10 @@ describe('the package', () => {
       for (const subpath of subpaths) expect(report.subpaths[subpath], subpath).toBe('ok')
       for (const [name, visits] of Object.entries(report.visits)) expect(visits, name).toEqual(['1', '2'])
       expect(Object.keys(report.visits)).toContain('node+sqlite')
-      for (const adapter of ['express', 'fastify', 'hono', 'koa']) {
+      for (const adapter of ['express', 'fastify', 'hono', 'koa', 'express-session']) {
         if (subpaths.includes(`latchkey/${adapter}`)) expect(Object.keys(report.visits)).toContain(adapter)
       }
+      expect(report.dropInIsFactory).toBe(true)
       expect(report.file).toBe(0)
     }, 120_000)
 

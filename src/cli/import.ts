@@ -6,7 +6,8 @@
  *
  * The old store is the one the application builds: the module at PATH exports the instance (as its
  * default export or as `store`), and may export `userOf` (as the middleware's option) and `all` (for a
- * store package without `all()` or `ids()`, such as connect-pg-simple) and `close` (called at the end).
+ * store package without `all()` or `ids()`; connect-pg-simple's table is read without one) and `close`
+ * (called at the end).
  *
  * Each copy is a `create`: a session already in the latchkey store (moved by a request, or by an
  * earlier run) is never overwritten, so the command can run while the application serves requests,
@@ -255,11 +256,13 @@ async function enumerate(source: Source, path: string): Promise<Array<readonly [
       if (data !== null) pairs.push([String(sid), data])
     }
     return pairs
+  } else if (isPgSimple(store)) {
+    return pgSimpleSessions(store)
   } else {
     throw new CliError(
       EXIT.unsupported,
       'ERR_LATCHKEY_UNSUPPORTED',
-      `${nameOf(store)} cannot list its sessions (it has no all() and no ids()): export an \`all\` function from ${path} that resolves { [sessionId]: session } (for connect-pg-simple: SELECT sid, sess FROM "session" WHERE expire > now()), or leave the sessions to move as they are used`,
+      `${nameOf(store)} cannot list its sessions (it has no all() and no ids()): export an \`all\` function from ${path} that resolves { [sessionId]: session }, or leave the sessions to move as they are used`,
     )
   }
   if (Array.isArray(listed)) {
@@ -278,6 +281,39 @@ async function enumerate(source: Source, path: string): Promise<Array<readonly [
   throw usage(
     `${nameOf(store)}.all() gave ${listed === null ? 'null' : typeof listed}, not the sessions by ID`,
   )
+}
+
+/** connect-pg-simple's PGStore: no all() and no ids(), but its own query() on its own table. */
+interface PgSimpleStore {
+  quotedTable(): string
+  query(sql: string, params: unknown[], callback: (error: unknown, row?: unknown) => void): void
+}
+
+function isPgSimple(store: object): store is PgSimpleStore {
+  const candidate = store as Partial<Record<keyof PgSimpleStore, unknown>>
+  return typeof candidate.quotedTable === 'function' && typeof candidate.query === 'function'
+}
+
+/** Rows per page when listing connect-pg-simple's table. */
+const PG_SIMPLE_PAGE = 500
+
+/**
+ * The unexpired sessions of a connect-pg-simple table, read through the store's own query() (its pool,
+ * its schema and table name), one page at a time in `sid` order. Its query() resolves the first row of a
+ * result only, so each page is folded into one row by `json_object_agg`.
+ */
+async function pgSimpleSessions(store: PgSimpleStore): Promise<Array<readonly [string, unknown]>> {
+  const sql = `SELECT json_object_agg(sid, sess) AS page, max(sid) AS last FROM (SELECT sid, sess FROM ${store.quotedTable()} WHERE expire >= to_timestamp($1) AND sid > $2 ORDER BY sid LIMIT ${PG_SIMPLE_PAGE}) AS listed`
+  const now = Date.now() / 1000
+  const pairs: Array<readonly [string, unknown]> = []
+  for (let after = ''; ; ) {
+    const row = (await call(store, store.query as (...a: unknown[]) => unknown, sql, [now, after])) as
+      | { page: Record<string, unknown> | null; last: string | null }
+      | undefined
+    if (!row || row.page === null || row.last === null) return pairs
+    for (const [sid, data] of Object.entries(row.page)) pairs.push([sid, data])
+    after = row.last
+  }
 }
 
 function nameOf(store: object): string {

@@ -4,7 +4,7 @@
 // with `moveFrom`; the moved record is sealed (no plaintext of the data) and keyed by the hash (the raw
 // ID appears nowhere in the new store, dumped raw); `latchkey import-express-sessions` (run in this
 // process) copies the rest with the right counts, never over a session already moved, deletes from the
-// old store only with --delete-source, and says so when the old store cannot list its sessions.
+// old store only with --delete-source, and reads connect-pg-simple's table (it has no all()) in pages.
 // Prefixes, tables and folders are unique to the run and removed afterwards.
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -313,71 +313,98 @@ describeWithService(services.redis, 'moving from connect-redis 9', () => {
   importSuite('to RedisStore', makeOld, redis, seedRaw)
 })
 
-describeWithService(services.postgres, 'moving from connect-pg-simple 10', () => {
-  const oldTable = `latchkey_move_old_${suffix}`
-  const newTable = `latchkey_move_new_${suffix}`
-  const pool = new pg.Pool({ connectionString: SERVICE_URLS.postgres, max: 4 })
-  const stores: PostgresStore[] = []
+/**
+ * connect-pg-simple has no all() and no ids(): the import command reads its table through the store's own
+ * query(), or through an `all` the module exports. Each way gets its own tables.
+ */
+function pgSimpleSuite(listing: 'its table' | 'an `all` export', tag: string): void {
+  describeWithService(services.postgres, `moving from connect-pg-simple 10 (listed by ${listing})`, () => {
+    const oldTable = `latchkey_move_old_${tag}_${suffix}`
+    const newTable = `latchkey_move_new_${tag}_${suffix}`
+    const pool = new pg.Pool({ connectionString: SERVICE_URLS.postgres, max: 4 })
+    const stores: PostgresStore[] = []
 
-  beforeAll(async () => {
-    await pool.query(`CREATE TABLE "${oldTable}" (
+    beforeAll(async () => {
+      await pool.query(`CREATE TABLE "${oldTable}" (
       "sid" varchar NOT NULL COLLATE "default" PRIMARY KEY,
       "sess" json NOT NULL,
       "expire" timestamp(6) NOT NULL
     )`)
-  })
+    })
 
-  afterAll(async () => {
-    for (const store of stores) await store.close()
-    await pool.query(`DROP TABLE IF EXISTS "${oldTable}"`)
-    await pool.query(`DROP TABLE IF EXISTS "${newTable}"`)
-    await pool.end()
-  })
+    afterAll(async () => {
+      for (const store of stores) await store.close()
+      await pool.query(`DROP TABLE IF EXISTS "${oldTable}"`)
+      await pool.query(`DROP TABLE IF EXISTS "${newTable}"`)
+      await pool.end()
+    })
 
-  const makeOld = (): OldStore => {
-    const PGStore = pgSimple(realSession)
-    const settings = { pool, tableName: oldTable, pruneSessionInterval: false as const }
-    return new PGStore(settings) as unknown as OldStore
-  }
-  const postgres = (): Target => {
-    const store = new PostgresStore({ connectionString: SERVICE_URLS.postgres, tableName: newTable })
-    stores.push(store)
-    return {
-      store,
-      async dump() {
-        const { rows } = await pool.query(
-          `SELECT key, user_id, convert_from(payload, 'UTF8') AS payload FROM "${newTable}"`,
-        )
-        return JSON.stringify(rows)
-      },
-      cliArgs: ['--store', SERVICE_URLS.postgres, '--store-option', `tableName=${newTable}`],
+    const makeOld = (): OldStore => {
+      const PGStore = pgSimple(realSession)
+      const settings = { pool, tableName: oldTable, pruneSessionInterval: false as const }
+      return new PGStore(settings) as unknown as OldStore
     }
-  }
-  const seedRaw = async (sid: string, json: string): Promise<void> => {
-    await pool.query(
-      `INSERT INTO "${oldTable}" (sid, sess, expire) VALUES ($1, $2, now() + interval '1 hour')`,
-      [sid, json],
-    )
-  }
+    const postgres = (): Target => {
+      const store = new PostgresStore({ connectionString: SERVICE_URLS.postgres, tableName: newTable })
+      stores.push(store)
+      return {
+        store,
+        async dump() {
+          const { rows } = await pool.query(
+            `SELECT key, user_id, convert_from(payload, 'UTF8') AS payload FROM "${newTable}"`,
+          )
+          return JSON.stringify(rows)
+        },
+        cliArgs: ['--store', SERVICE_URLS.postgres, '--store-option', `tableName=${newTable}`],
+      }
+    }
+    const seedRaw = async (sid: string, json: string): Promise<void> => {
+      await pool.query(
+        `INSERT INTO "${oldTable}" (sid, sess, expire) VALUES ($1, $2, now() + interval '1 hour')`,
+        [sid, json],
+      )
+    }
 
-  switchSuite('to PostgresStore', makeOld, postgres)
+    if (listing === 'its table') {
+      switchSuite('to PostgresStore', makeOld, postgres)
+      importSuite('to PostgresStore', makeOld, postgres, seedRaw)
 
-  test('the import command says that connect-pg-simple cannot list its sessions, and what to export', async () => {
-    const from = moduleOf({ default: makeOld() })
-    const result = await cli(['import-express-sessions', '--from-module', from, ...postgres().cliArgs])
-    expect(result.code).toBe(4)
-    expect(result.stderr).toMatch(
-      /PGStore cannot list its sessions \(it has no all\(\) and no ids\(\)\): export an `all`/,
-    )
+      test('its table is read in pages, without the rows connect-pg-simple counts as expired', async () => {
+        // Runs after importSuite's --delete-source emptied the old table.
+        const future = new Date(Date.now() + 600_000).toISOString()
+        await pool.query(
+          `INSERT INTO "${oldTable}" (sid, sess, expire)
+           SELECT 'paged-' || lpad(n::text, 5, '0'), json_build_object('cookie', json_build_object('expires', $1::text, 'path', '/'), 'user', 'p' || n), now() + interval '1 hour'
+           FROM generate_series(1, 1203) AS n`,
+          [future],
+        )
+        await seedRaw('paged-gone', JSON.stringify({ cookie: { expires: future, path: '/' }, user: 'gone' }))
+        await pool.query(
+          `UPDATE "${oldTable}" SET expire = now() - interval '1 minute' WHERE sid = 'paged-gone'`,
+        )
+        const from = moduleOf({ default: makeOld() })
+        const { store, cliArgs } = postgres()
+        const result = await cli(['import-express-sessions', '--from-module', from, ...cliArgs, '--json'])
+        expect(result.code, result.stderr).toBe(0)
+        expect(JSON.parse(result.stdout)).toMatchObject({ ok: true, copied: 1203, expired: 0, failed: 0 })
+        for (const n of [1, 500, 501, 1000, 1001, 1203]) {
+          const sid = `paged-${String(n).padStart(5, '0')}`
+          expect((await store.get(storeKeyOf(sid)))?.userId, sid).toBe(`p${n}`)
+        }
+        expect(await store.get(storeKeyOf('paged-gone'))).toBeNull()
+      })
+    } else {
+      importSuite('to PostgresStore, with an `all` export', makeOld, postgres, seedRaw, () => ({
+        async all() {
+          const { rows } = await pool.query(`SELECT sid, sess FROM "${oldTable}" WHERE expire > now()`)
+          return Object.fromEntries(rows.map((row: { sid: string; sess: unknown }) => [row.sid, row.sess]))
+        },
+      }))
+    }
   })
-
-  importSuite('to PostgresStore, with an `all` export', makeOld, postgres, seedRaw, () => ({
-    async all() {
-      const { rows } = await pool.query(`SELECT sid, sess FROM "${oldTable}" WHERE expire > now()`)
-      return Object.fromEntries(rows.map((row: { sid: string; sess: unknown }) => [row.sid, row.sess]))
-    },
-  }))
-})
+}
+pgSimpleSuite('its table', 'table')
+pgSimpleSuite('an `all` export', 'export')
 
 describeWithService(services.mariadb, 'moving from express-mysql-session 3', () => {
   const oldTable = `latchkey_move_old_${suffix}`

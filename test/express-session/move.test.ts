@@ -552,6 +552,31 @@ describe('latchkey import-express-sessions, without a server', () => {
     expect(unloadable.stderr).toContain('cannot load --from-module')
   })
 
+  test('a store that cannot list its sessions (no all(), no ids()) is exit 4, naming the `all` export', async () => {
+    const path = join(dir, 'cli-unlisted.db')
+    await new SqliteStore({ path }).close()
+    class UnlistedStore extends realSession.Store {
+      get(_sid: string, callback: (error: unknown, session?: null) => void): void {
+        callback(null, null)
+      }
+      set(_sid: string, _session: unknown, callback?: (error?: unknown) => void): void {
+        callback?.()
+      }
+      destroy(_sid: string, callback?: (error?: unknown) => void): void {
+        callback?.()
+      }
+    }
+    const from = moduleOf({ default: new UnlistedStore() })
+    const result = await cli(
+      ['import-express-sessions', '--from-module', from, '--store', `sqlite:${path}`],
+      env,
+    )
+    expect(result.code).toBe(4)
+    expect(result.stderr).toMatch(
+      /UnlistedStore cannot list its sessions \(it has no all\(\) and no ids\(\)\): export an `all` function from .* that resolves \{ \[sessionId\]: session \}/,
+    )
+  })
+
   test("express-session's MemoryStore into SqliteStore: a `store` export and a `userOf` export", async () => {
     const path = join(dir, 'cli-memory.db')
     // The application has run once on the latchkey store: its table is there.
