@@ -106,7 +106,12 @@ export class Devices {
         throw capError(cap, 'this sign-in was refused')
       }
       const past = new Set(live.slice(cap).map((session) => session.lineage))
-      const ended = await this.ending.endUserSessions(userId, (lid) => past.has(lid))
+      const ended = await this.ending.endUserSessions(
+        userId,
+        (lid) => past.has(lid),
+        undefined,
+        'session-cap',
+      )
       if (ended.size > 0) this.life.emit('revoked', null, userId, 'session-cap', ended.size)
     }
     throw capError(cap, 'sign-ins of the same user at the same moment took the places first')

@@ -39,7 +39,7 @@ export interface SessionEvent {
 /**
  * The reasons of each event type that has one. They are the words of `session.endedBecause` where
  * the end is one it tells (`revoked`, `signed-out-everywhere`, `idle-timeout`, `absolute-timeout`,
- * `key-retired`), plus `session-cap` for the sessions the cap on sessions per user ended, and
+ * `key-retired`, `session-cap`: the sessions the cap on sessions per user ended), and
  * `malformed`, `unknown`, `tampered` for cookies that named no session one can open.
  */
 export interface SessionEventReasons {

@@ -430,8 +430,9 @@ export class Session<T extends SessionData = SessionData> {
 
   /**
    * Why the session this request's cookie named ended, when its user did not ask: `'revoked'` (from
-   * another device), `'signed-out-everywhere'`, `'idle-timeout'`, `'absolute-timeout'` or
-   * `'key-retired'` (sealed with a key no longer configured). Told to the holder of that cookie only,
+   * another device), `'signed-out-everywhere'`, `'idle-timeout'`, `'absolute-timeout'`,
+   * `'key-retired'` (sealed with a key no longer configured) or `'session-cap'` (a sign-in elsewhere
+   * went past `maxSessionsPerUser` and this was the least recently used session). Told to the holder of that cookie only,
    * on the first load after the end, once; `null` otherwise (no cookie, a forged one, a logout).
    */
   get endedBecause(): EndReason | null {

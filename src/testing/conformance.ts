@@ -1044,6 +1044,32 @@ export const noticeScenarios: Record<string, StoreScenario> = {
     })
   },
 
+  async 'notice: the session the cap on sessions per user ended is told session-cap, once, and no other'(
+    options,
+  ) {
+    await withNotices(options, async (t) => {
+      if (!isUserIndexedStore(t.store)) return
+      const capped = t.make({ maxSessionsPerUser: 2 })
+      const signIn = async (userId: string): Promise<string> => {
+        const session = await capped.load({})
+        session.login(userId)
+        const id = cookieId((await capped.commit(session)).setCookie)
+        t.clock.advance(1_000)
+        return id
+      }
+      const oldest = await signIn('ann')
+      const middle = await signIn('ann')
+      const bob = await signIn('bob')
+      const newest = await signIn('ann')
+      await t.assertToldOnce(oldest, 'session-cap')
+      for (const id of [middle, newest, bob]) {
+        const session = await t.load(id)
+        assert.equal(session.isNew, false, 'a session within the cap stays signed in')
+        assert.equal(session.endedBecause, null)
+      }
+    })
+  },
+
   async 'notice: idle timeout is told once, also after the store pruned the expired record'(options) {
     await withNotices(options, async (t) => {
       const pruned = await t.signIn('ann')

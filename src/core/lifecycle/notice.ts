@@ -1,6 +1,7 @@
 /**
  * "Why was I signed out?": when a session ends without its user asking (revoked from another device,
- * "sign out everywhere", an idle or absolute timeout, a key no longer configured), a small **notice**
+ * "sign out everywhere", an idle or absolute timeout, a key no longer configured, a sign-in elsewhere
+ * past the cap on sessions per user), a small **notice**
  * is left for the holder of its cookie, and the first load that brings that cookie learns the reason,
  * once, as `session.endedBecause`.
  *
@@ -63,6 +64,7 @@ export type EndReason =
   | 'idle-timeout'
   | 'absolute-timeout'
   | 'key-retired'
+  | 'session-cap'
 
 const REASONS: ReadonlySet<string> = new Set<EndReason>([
   'revoked',
@@ -70,6 +72,7 @@ const REASONS: ReadonlySet<string> = new Set<EndReason>([
   'idle-timeout',
   'absolute-timeout',
   'key-retired',
+  'session-cap',
 ])
 
 /** The longest a notice waits for its cookie: 7 days. */
