@@ -5,6 +5,7 @@ import { afterEach, describe, expect, test } from 'vitest'
 import { ManualClock } from '../src/core/clock.js'
 import { generateKey } from '../src/core/crypto.js'
 import { storeKeyOf } from '../src/core/id.js'
+import { isEnded } from '../src/core/lifecycle/record-state.js'
 import type { CommitResult, SessionManager, UserSessionInfo } from '../src/core/manager.js'
 import type { Session } from '../src/core/session.js'
 import type { SessionRecord } from '../src/core/store.js'
@@ -233,7 +234,7 @@ interface Side {
 }
 
 /** The update that writes the ended payload (a logout's end). */
-const isEnd = ([record]: [SessionRecord, number]) => record.payload === ''
+const isEnd = ([record]: [SessionRecord, number]) => isEnded(record)
 
 function act(session: Session<AppData>, action: RemoteAction): void {
   if (action.kind === 'set') session.set(action.key, action.value)

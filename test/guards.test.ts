@@ -8,6 +8,7 @@ import { describe, expect, test } from 'vitest'
 import { generateKey } from '../src/core/crypto.js'
 import { ConfigError, SessionError, StoreError } from '../src/core/errors.js'
 import { storeKeyOf } from '../src/core/id.js'
+import { isEnded } from '../src/core/lifecycle/record-state.js'
 import type { SessionManager } from '../src/core/manager.js'
 import type { SessionRecord } from '../src/core/store.js'
 import { createSessionManager } from '../src/index.js'
@@ -133,7 +134,7 @@ describe('a logout racing a renewal of a session nobody signed in to', () => {
     const reader = await load(other, id0)
     const leaver = await load(manager, id0)
     const held = paused.pause('update', {
-      match: ([record]: [SessionRecord, number]) => record.payload === '',
+      match: ([record]: [SessionRecord, number]) => isEnded(record),
     })
     leaver.logout()
     const leaving = manager.commit(leaver)

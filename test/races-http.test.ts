@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, test } from 'vitest'
 import { ManualClock } from '../src/core/clock.js'
 import { storeKeyOf } from '../src/core/id.js'
+import { isEnded } from '../src/core/lifecycle/record-state.js'
 import type { SessionRecord } from '../src/core/store.js'
 import { createSessionManager } from '../src/index.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
@@ -77,7 +78,7 @@ async function as(id: string | undefined) {
   return (await client.json('/state?key=k')).body
 }
 
-const isEnd = ([record]: [SessionRecord, number]) => record.payload === ''
+const isEnd = ([record]: [SessionRecord, number]) => isEnded(record)
 
 describe('over HTTP: a logout racing a rotation', () => {
   test('a logout that loaded before a renewal ends the renewed ID too', async () => {

@@ -6,6 +6,7 @@ import { describe, expect, test } from 'vitest'
 import { ManualClock } from '../src/core/clock.js'
 import { generateKey } from '../src/core/crypto.js'
 import { storeKeyOf } from '../src/core/id.js'
+import { isEnded } from '../src/core/lifecycle/record-state.js'
 import type { SessionManager } from '../src/core/manager.js'
 import type { SessionManagerOptions } from '../src/core/options.js'
 import { MAX_USER_ID_LENGTH } from '../src/core/session.js'
@@ -40,7 +41,7 @@ async function opens(manager: SessionManager<Data>, id: string | undefined) {
   return session.isNew ? null : { userId: session.userId, id: session.id }
 }
 
-const isEnd = ([record]: [SessionRecord, number]) => record.payload === ''
+const isEnd = ([record]: [SessionRecord, number]) => isEnded(record)
 /** The update that retires or ends the record under `key` (a rotation's compare-and-set on its old record). */
 const isUpdateOf =
   (key: string) =>
@@ -49,7 +50,7 @@ const isUpdateOf =
 const isForwarderWrite =
   (key: string) =>
   ([record]: [SessionRecord, number]) =>
-    record.key === key && record.payload !== ''
+    record.key === key && !isEnded(record)
 
 describe('a logout racing a renewal', () => {
   test('the renewal commits first: the logout ends the renewed ID too', async () => {

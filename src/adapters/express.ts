@@ -28,15 +28,7 @@ import {
 /** The default of `csrf.maxBodyBytes`: 1 MiB. */
 export { DEFAULT_MAX_BODY_BYTES } from '../csrf/index.js'
 /** Sessions and the origin check on WebSocket (and other) upgrades, which no middleware sees. */
-export type {
-  ResolvedUpgradeGuardOptions,
-  UpgradeCheck,
-  UpgradeGuard,
-  UpgradeGuardOptions,
-  UpgradeRefusal,
-  UpgradeRefusalReason,
-} from './upgrade.js'
-export { createUpgradeGuard, refuseUpgrade } from './upgrade.js'
+export * from './upgrade.js'
 
 /** Options of the Express {@link sessions} middleware. */
 export interface ExpressSessionsOptions {

@@ -36,15 +36,7 @@ export type { FormKind } from '../csrf/index.js'
  */
 export { DEFAULT_MAX_BODY_BYTES, formKind, parseFormFields } from '../csrf/index.js'
 /** Sessions and the origin check on WebSocket (and other) upgrades, which no middleware sees. */
-export type {
-  ResolvedUpgradeGuardOptions,
-  UpgradeCheck,
-  UpgradeGuard,
-  UpgradeGuardOptions,
-  UpgradeRefusal,
-  UpgradeRefusalReason,
-} from './upgrade.js'
-export { createUpgradeGuard, refuseUpgrade } from './upgrade.js'
+export * from './upgrade.js'
 
 /** A node:http handler that also receives the session. */
 export type SessionHandler<T extends SessionData, Req extends IncomingMessage = IncomingMessage> = (

@@ -9,6 +9,8 @@
  * signed-in user (cross-site WebSocket hijacking). The origin is decided by the CSRF check's own rule
  * (`ownOrigin`), with the same options. Nothing is committed: the session is read-only for the socket.
  * `refuseUpgrade(socket, refusal)` answers a refused upgrade on the raw socket.
+ *
+ * Everything this module exports is public: `latchkey/node` and `latchkey/express` re-export all of it.
  */
 
 import type { IncomingMessage } from 'node:http'

@@ -12,7 +12,7 @@
  * Skipped: ended payloads (`''`, a logout in progress), records already sealed with the first key,
  * records that vanished meanwhile (logged out, expired). Counted as failures: records no key of the
  * ring opens (sealed with a key that was not passed, or damaged), and records still conflicting
- * after many attempts. The work is resumable: stop it at any point (or let it fail) and run it again:
+ * once retried for as long as a commit would be (`commitTimeoutMs`). The work is resumable: stop it at any point (or let it fail) and run it again:
  * what is done is done, and done records are only read and skipped.
  */
 import { setImmediate } from 'node:timers/promises'
@@ -29,7 +29,7 @@ export interface RekeyReport {
   skipped: number
   /** No key of the ring opens them: sealed with a key that was not passed, or damaged. Left as they are. */
   unopenable: number
-  /** Still conflicting with the application's writes after many attempts. Left for a rerun. */
+  /** Still conflicting with the application's writes after retrying for `commitTimeoutMs`. Left for a rerun. */
   busy: number
   /** Compare-and-set conflicts met (and retried) on the way. */
   conflicts: number

@@ -157,23 +157,15 @@ export function blankMeta(): SessionMeta {
   return { csrf: '', iat: 0, lid: '' }
 }
 
-/** A session's state, every field at its starting value but those given. */
-export function newState(
-  fields: Pick<
-    SessionState,
-    | 'id'
-    | 'record'
-    | 'data'
-    | 'meta'
-    | 'userId'
-    | 'userAgent'
-    | 'csrf'
-    | 'cookieFacts'
-    | 'csrfCookie'
-    | 'clock'
-  > &
-    Partial<Pick<SessionState, 'cookie' | 'reseal'>>,
-): SessionState {
+/** What {@link newState} is given: the session the request opened, and the request's own facts. */
+export type StateFields = Pick<
+  SessionState,
+  'id' | 'record' | 'data' | 'meta' | 'userId' | 'userAgent' | 'csrf' | 'cookieFacts' | 'csrfCookie' | 'clock'
+> &
+  Partial<Pick<SessionState, 'cookie' | 'reseal' | 'destroyed' | 'loggedOut' | 'csrfUse' | 'endedBecause'>>
+
+/** A session's state, every field at its starting value but those given. The one place those values are set. */
+export function newState(fields: StateFields): SessionState {
   // Field by field rather than `...fields`: a spread after other properties takes V8's slow path, and
   // this runs for every request.
   return {
@@ -184,8 +176,8 @@ export function newState(
     userId: fields.userId,
     changes: [],
     rotation: 'none',
-    destroyed: null,
-    loggedOut: false,
+    destroyed: fields.destroyed ?? null,
+    loggedOut: fields.loggedOut ?? false,
     cookie: fields.cookie ?? 'keep',
     reseal: fields.reseal ?? false,
     proved: null,
@@ -194,9 +186,24 @@ export function newState(
     csrf: fields.csrf,
     cookieFacts: fields.cookieFacts,
     csrfCookie: fields.csrfCookie,
-    csrfUse: 'none',
-    endedBecause: null,
+    csrfUse: fields.csrfUse ?? 'none',
+    endedBecause: fields.endedBecause ?? null,
   }
+}
+
+/**
+ * Starts `state` over, in place, as {@link newState} builds it from `fields`, keeping the request's own
+ * facts (its clock, user agent, CSRF tokens and cookie facts). Its data map and change list are emptied,
+ * not replaced: they are the same objects as before.
+ */
+export function resetState(
+  state: SessionState,
+  fields: Omit<StateFields, 'data' | 'clock' | 'userAgent' | 'csrf' | 'cookieFacts'>,
+): void {
+  const { data, changes, clock, userAgent, csrf, cookieFacts } = state
+  data.clear()
+  changes.length = 0
+  Object.assign(state, newState({ ...fields, data, clock, userAgent, csrf, cookieFacts }), { changes })
 }
 
 /**
@@ -406,20 +413,23 @@ export class Session<T extends SessionData = SessionData> {
   destroy(callback?: never): void {
     refuseCallback('destroy', callback)
     const state = this[STATE]
-    if (state.record) state.destroyed = { record: state.record, lineage: state.meta.lid }
-    state.loggedOut = true
-    state.id = generateId()
-    state.record = null
-    state.data.clear()
-    state.changes.length = 0
-    state.userId = null
-    state.rotation = 'none'
-    state.proved = null
-    state.cookie = 'clear'
-    state.meta = blankMeta()
-    // A pre-session secret the browser holds dies with the session too.
-    if (state.csrfCookie !== 'none') state.csrfCookie = 'clear'
-    if (state.csrfUse === 'minted') state.csrfUse = 'used'
+    const { record, meta, csrfCookie, csrfUse } = state
+    resetState(state, {
+      id: generateId(),
+      record: null,
+      meta: blankMeta(),
+      userId: null,
+      // The session to end at commit (the first one, if this is a second `destroy`), and the cookie cleared.
+      destroyed: record ? { record, lineage: meta.lid } : state.destroyed,
+      loggedOut: true,
+      cookie: 'clear',
+      // A pre-session secret the browser holds dies with the session too.
+      csrfCookie: csrfCookie === 'none' ? 'none' : 'clear',
+      csrfUse: csrfUse === 'minted' ? 'used' : csrfUse,
+      // What the request brought stays: a payload to re-seal, the reason its cookie's session ended.
+      reseal: state.reseal,
+      endedBecause: state.endedBecause,
+    })
   }
 
   private record(change: Change): void {

@@ -55,7 +55,7 @@ import { createHash } from 'node:crypto'
 import type { SessionRecord } from '../store.js'
 import type { Lifecycle } from './context.js'
 import type { Timeouts } from './record-state.js'
-import { ENDED_PAYLOAD, endedRecord } from './record-state.js'
+import { endedRecord } from './record-state.js'
 
 /** Why a session ended without its user asking, as `session.endedBecause` tells it. */
 export type EndReason =
@@ -180,16 +180,13 @@ export class Notices {
   async discard(record: SessionRecord): Promise<void> {
     if (record.userId === null) return
     const now = this.life.options.clock.now()
-    const gone: SessionRecord = {
-      key: noticeKeyOf(record.key),
-      version: 2,
-      userId: null,
+    // The pending notice (version 1) ended, its times all now: gone at once.
+    const gone = endedRecord({
+      ...this.pending(record, now),
       createdAt: now,
-      lastSeenAt: now,
       idleExpiresAt: now,
       absoluteExpiresAt: now,
-      payload: ENDED_PAYLOAD,
-    }
+    })
     try {
       await this.life.store.update(gone, 1)
     } catch {
@@ -240,7 +237,7 @@ export class Notices {
   }
 
   /** The pending notice of the signed-in session stored as `record`. */
-  private pending(record: SessionRecord): SessionRecord {
+  private pending(record: SessionRecord, now = this.life.options.clock.now()): SessionRecord {
     const key = noticeKeyOf(record.key)
     const until = record.absoluteExpiresAt + NOTICE_TTL_MS
     return {
@@ -248,7 +245,7 @@ export class Notices {
       version: 1,
       userId: null,
       createdAt: record.createdAt,
-      lastSeenAt: this.life.options.clock.now(),
+      lastSeenAt: now,
       idleExpiresAt: until,
       absoluteExpiresAt: until,
       payload: PENDING_PREFIX + String(record.absoluteExpiresAt),

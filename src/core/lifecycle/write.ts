@@ -24,14 +24,14 @@
  * the payload) at most once per touch interval.
  */
 import { ensureSecret } from '../csrf-secret.js'
-import { SessionError } from '../errors.js'
+import { ConflictError, SessionError } from '../errors.js'
 import { keepRecent, type PayloadCodec } from '../payload.js'
 import type { SessionMeta, SessionState } from '../session.js'
 import { applyChange } from '../session.js'
 import type { SessionRecord } from '../store.js'
 import type { Lifecycle } from './context.js'
 import { MAX_HOPS } from './ending.js'
-import { backOff, Deadline } from './queue.js'
+import { Deadline } from './queue.js'
 import type { Reader } from './read.js'
 import { isEnded, kindOf, successorOf } from './record-state.js'
 
@@ -346,23 +346,22 @@ function adopt(
 /** What {@link reseal} did with a record. */
 export type ResealOutcome = 'resealed' | 'current' | 'skipped' | 'unopenable' | 'busy'
 
-/** Attempts per record before {@link reseal} gives up on it as busy. */
-const RESEAL_ATTEMPTS = 50
-
 /**
  * Re-seals one record's payload with the first key of the ring, by compare-and-set from the version
  * listed: the same plaintext, a new version, nothing else changed. On conflict (the application wrote
- * or ended it meanwhile) the record is read again, backing off with jitter. Ended or vanished records
- * are skipped; a payload no key opens is left as it is. `onConflict` counts the retries.
+ * or ended it meanwhile) the record is read again, backing off with jitter, for as long as a commit
+ * retries (`commitTimeoutMs`); past that it is left as busy. Ended or vanished records are skipped; a
+ * payload no key opens is left as it is. `onConflict` counts the retries.
  */
 export async function reseal(
-  life: Pick<Lifecycle, 'store'>,
+  life: Pick<Lifecycle, 'store' | 'options'>,
   codec: PayloadCodec,
   first: SessionRecord,
   onConflict: () => void,
 ): Promise<ResealOutcome> {
+  const deadline = new Deadline(life.options.commitTimeoutMs)
   let record: SessionRecord | null = first
-  for (let attempt = 1; attempt <= RESEAL_ATTEMPTS; attempt++) {
+  for (let attempt = 1; ; attempt++) {
     if (isEnded(record)) return 'skipped'
     const current = record as SessionRecord
     const opened = codec.openText(current)
@@ -375,8 +374,12 @@ export async function reseal(
     }
     if (await life.store.update(next, current.version)) return 'resealed'
     onConflict()
-    if (attempt > 2) await backOff(attempt, 200)
+    try {
+      await deadline.pause(attempt)
+    } catch (error) {
+      if (error instanceof ConflictError) return 'busy'
+      throw error
+    }
     record = await life.store.get(current.key)
   }
-  return 'busy'
 }

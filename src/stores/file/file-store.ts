@@ -6,6 +6,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError } from '../../core/errors.js'
 import { KeyedQueue } from '../../core/lifecycle/queue.js'
+import { ENDED_PAYLOAD } from '../../core/lifecycle/record-state.js'
 import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
 import { schedulePrune, validatePruneInterval } from '../prune-timer.js'
 import { missingSchema } from '../refusal.js'
@@ -714,7 +715,7 @@ export class FileStore implements BundledStore {
   private async tombstone(key: string, held: Held): Promise<void> {
     const current = this.live(await this.read(key))
     if (!current) return
-    await this.write({ ...current, userId: null, payload: '' }, true, held)
+    await this.write({ ...current, userId: null, payload: ENDED_PAYLOAD }, true, held)
     if (current.userId !== null) await this.removeMarker(current.userId, key)
   }
 

@@ -1,5 +1,6 @@
 import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError, toStoreError } from '../../core/errors.js'
+import { ENDED_PAYLOAD } from '../../core/lifecycle/record-state.js'
 import { expiresAt, type SessionRecord, type StoreOptions, type SyncSessionStore } from '../../core/store.js'
 import { type BundledStore, copyRecord, storeOperation, validateClock, validateDelay } from '../shared.js'
 import { refuseUnknownStoreOptions } from '../store-options.js'
@@ -17,7 +18,7 @@ export interface MemoryStoreOptions extends StoreOptions {
  * key, not one per write); the record itself is never changed, only swapped.
  */
 interface Entry {
-  /** Frozen; for a tombstone, a copy with the payload and user cleared (so it leaves the user index). */
+  /** Frozen; for a tombstone, a copy with the ended payload and no user (so it leaves the user index). */
   record: SessionRecord
   tombstone: boolean
   expiresAt: number
@@ -226,7 +227,7 @@ export class MemoryStore implements BundledStore, SyncSessionStore {
   private tombstone(key: string): boolean {
     const current = this.live(key)
     if (!current) return false
-    this.put(Object.freeze({ ...current.record, userId: null, payload: '' }), true)
+    this.put(Object.freeze({ ...current.record, userId: null, payload: ENDED_PAYLOAD }), true)
     return true
   }
 
