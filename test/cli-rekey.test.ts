@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest'
 import { generateKey, Keyring } from '../src/core/crypto.js'
 import type { SessionEvent } from '../src/core/events.js'
 import { isPendingNotice } from '../src/core/lifecycle/notice.js'
+import { isEnded } from '../src/core/lifecycle/record-state.js'
 import { createSessionManager, type SessionManager } from '../src/core/manager.js'
 import { isListableStore, type ListableStore, type SessionStore } from '../src/core/store.js'
 import { builtCli, jsonOf, runCli, startCli } from './support/cli.js'
@@ -48,7 +49,7 @@ async function sealedWithOtherKeys(store: SessionStore, key: string): Promise<nu
   for await (const record of listable(store).list()) {
     // A pending notice (of a timeout, `session.endedBecause`) is sealed with no key.
     if (isPendingNotice(record)) continue
-    if (record.payload !== '' && only.open(record.payload, record.key) === null) others++
+    if (!isEnded(record) && only.open(record.payload, record.key) === null) others++
   }
   return others
 }
