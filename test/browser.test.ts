@@ -15,6 +15,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vite
 import type { DemoServer } from '../examples/demo/app.js'
 import { createDemoServer, PAYLOAD_PREFIX_LENGTH } from '../examples/demo/app.js'
 import { CHROMIUM_ARGS } from '../examples/demo/chromium.js'
+import type { MetricPoint } from '../examples/demo/metrics.js'
+import { isEnd, total } from '../examples/demo/metrics.js'
 import { generateKey, ManualClock } from '../src/index.js'
 import type { Attackers, VictimApp } from './support/browser-app.js'
 import { startApp, startAttackers } from './support/browser-app.js'
@@ -350,8 +352,10 @@ describe.skipIf(!available && !required)('in a real browser', () => {
 
 // Issue 17, "The demo": the whole tour of examples/demo in Chromium, checking that every panel tells the
 // truth: the cookie attributes it claims against the Set-Cookie the browser received, the record it shows
-// against the store, the reason on the revoked device, the fresh-authentication guard, and the attack
-// page's attempts, all refused with the session unchanged. A manual clock stands in for waiting.
+// against the store, the reason on the revoked device, the fresh-authentication guard, the attack page
+// (another site: the other loopback name) whose attempts are all refused with the session unchanged, the
+// cap on sessions per user, and the metrics page against what the OpenTelemetry SDK collected. A manual
+// clock stands in for waiting.
 describe.skipIf(!available && !required)('the demo tour', () => {
   let browser: Browser
   let demo: DemoServer
@@ -408,10 +412,10 @@ describe.skipIf(!available && !required)('the demo tour', () => {
     for (const secret of secrets) expect(html.includes(secret), 'a page shows a cookie value').toBe(false)
   }
 
-  /** Signs ada in through the form; resolves the Set-Cookie headers of the answer to the sign-in. */
-  async function signIn(page: Page, password = 'correct horse'): Promise<string[]> {
+  /** Signs `name` in through the form; resolves the Set-Cookie headers of the answer to the sign-in. */
+  async function signIn(page: Page, password = 'correct horse', name = 'ada'): Promise<string[]> {
     await visit(page)
-    await page.fill('#name', 'ada')
+    await page.fill('#name', name)
     await page.fill('#password', password)
     const answer = page.waitForResponse(
       (response) => response.url() === `${url}/login` && response.request().method() === 'POST',
@@ -419,8 +423,8 @@ describe.skipIf(!available && !required)('the demo tour', () => {
     await page.click('#sign-in')
     const headers = await (await answer).headersArray()
     // The welcome is on the page the sign-in lands on (the same URL: the message tells it is loaded).
-    await page.locator('.flash', { hasText: 'Welcome, ada.' }).waitFor()
-    await expect(page.textContent('#user')).resolves.toBe('ada')
+    await page.locator('.flash', { hasText: `Welcome, ${name}.` }).waitFor()
+    await expect(page.textContent('#user')).resolves.toBe(name)
     await expectNoSecrets(page)
     return headers
       .filter((header) => header.name.toLowerCase() === 'set-cookie')
@@ -429,7 +433,40 @@ describe.skipIf(!available && !required)('the demo tour', () => {
 
   const text = async (page: Page, selector: string) => (await page.textContent(selector))?.trim() ?? ''
 
-  test('the tour: panel, devices, fresh authentication, attacks', async () => {
+  /** What the OpenTelemetry SDK collected of instrument `name`, summed over the points `match` passes. */
+  async function recorded(name: string, match?: (attributes: string) => boolean): Promise<number> {
+    return total(await demo.metrics.read(), name, match)
+  }
+
+  /** The value of one data point as the SDK collected it (0 before it was first recorded). */
+  function point(points: readonly MetricPoint[], name: string, attributes: string): number {
+    return points.find((p) => p.name === name && p.attributes === attributes)?.value ?? 0
+  }
+
+  /** The value the metrics page in `page` shows for one data point (0 while it shows none). */
+  async function shown(page: Page, name: string, attributes: string): Promise<number> {
+    const cell = page.locator(`[data-metric="${name}"] tr[data-attrs="${attributes}"] .value`)
+    return (await cell.count()) === 0 ? 0 : Number(await cell.getAttribute('data-value'))
+  }
+
+  /** A sum at the top of the metrics page in `page`. */
+  async function glance(page: Page, id: string): Promise<number> {
+    return Number(await page.getAttribute(`#glance-${id}`, 'data-value'))
+  }
+
+  /** Opens the metrics page in an operator's browser and waits for its first refresh. */
+  async function metricsPage(): Promise<Page> {
+    const { page } = await device('Operator')
+    await page.goto(`${url}/metrics`)
+    await page.locator('#metrics[data-refreshes]').waitFor()
+    return page
+  }
+
+  const POLL = { timeout: 15_000 }
+  /** A tour is many pages in several browsers: on a loaded machine it outlasts the default 30 s. */
+  const TOUR = { timeout: 120_000 }
+
+  test('the tour: panel, devices, fresh authentication, attacks', TOUR, async () => {
     const laptop = await device('Laptop')
     const phone = await device('Phone')
 
@@ -546,42 +583,170 @@ describe.skipIf(!available && !required)('the demo tour', () => {
     await visit(laptop.page)
     await expect(left('renewal')).resolves.toBe(String(demo.manager.options.renewalIntervalMs))
 
-    // The attack page, on another port of the same host: every attempt refused, the session unchanged.
+    // The attack page, on the other loopback name (another site), while an operator watches the metrics
+    // page: every attempt refused and seen as cross-site by the demo, the session unchanged, and the
+    // CSRF refusals counted.
+    const ops = await metricsPage()
+    const refusalsBefore = point(await demo.metrics.read(), 'latchkey.csrf.refusals', 'reason=cross-site')
+    await expect(shown(ops, 'latchkey.csrf.refusals', 'reason=cross-site')).resolves.toBe(refusalsBefore)
     const before = { id: await sid(laptop.context), count: await text(laptop.page, '#count') }
-    const refusals = demo.refusals.size
-    await Promise.all([
-      laptop.page.waitForURL(`http://localhost:${demo.attackPort}/`),
-      laptop.page.click('#attack-link'),
-    ])
+    const attempts = demo.attempts.size
+    const attackUrl = `http://127.0.0.1:${demo.attackPort}/`
+    await expect(laptop.page.getAttribute('#attack-link', 'href')).resolves.toBe(attackUrl)
+    await Promise.all([laptop.page.waitForURL(attackUrl), laptop.page.click('#attack-link')])
     await laptop.page.locator('#attacks[data-done="1"]').waitFor()
-    const outcomes = await laptop.page
+    const rows = await laptop.page
       .locator('[data-attempt]')
       .evaluateAll((rows) =>
         rows.map((row) => [
           row.getAttribute('data-attempt'),
+          row.getAttribute('data-site'),
+          row.getAttribute('data-cookie'),
           row.querySelector('.outcome')?.getAttribute('data-outcome'),
         ]),
       )
-    expect(outcomes).toEqual([
-      ['form', 'refused'],
-      ['login', 'refused'],
-      ['fetch-read', 'refused'],
-      ['fetch-post', 'refused'],
+    // Each row says what the demo received: Sec-Fetch-Site cross-site, and no session cookie (SameSite=Lax).
+    expect(rows).toEqual([
+      ['form', 'cross-site', 'absent', 'refused'],
+      ['login', 'cross-site', 'absent', 'refused'],
+      ['fetch-read', 'cross-site', 'absent', 'refused'],
+      ['fetch-post', 'cross-site', 'absent', 'refused'],
     ])
-    await expect(text(laptop.page, '[data-attempt="form"] .outcome')).resolves.toContain(
-      '403 cross-site (Sec-Fetch-Site: same-site); your session cookie came along',
+    await expect(text(laptop.page, '[data-attempt="form"] .sent')).resolves.toBe(
+      'Sec-Fetch-Site: cross-site; without your session cookie',
+    )
+    await expect(text(laptop.page, '[data-attempt="form"] .outcome')).resolves.toBe(
+      'Refused by the demo: 403 cross-site; your session cookie stayed home (SameSite=Lax), and nothing changed.',
     )
     await expect(text(laptop.page, '#summary')).resolves.toBe('4 of 4 attempts refused.')
-    const attempts = [...demo.refusals.values()].slice(refusals)
-    expect(attempts.map((r) => [r.path, r.status, r.reason, r.site, r.cookieCame]).sort()).toEqual([
-      ['/counter', 403, 'cross-site', 'same-site', true],
-      ['/login', 403, 'cross-site', 'same-site', true],
-      ['/logout-others', 403, 'cross-site', 'same-site', true],
+    // What the demo noted, server side: three POSTs refused by the CSRF check as cross-site, and the
+    // GET answered (a visitor's page, which the browser did not let the attacker read).
+    const seen = [...demo.attempts.values()].slice(attempts)
+    expect(seen.map((a) => [a.path, a.status, a.reason, a.site, a.cookieCame]).sort()).toEqual([
+      ['/', 200, null, 'cross-site', false],
+      ['/counter', 403, 'cross-site', 'cross-site', false],
+      ['/login', 403, 'cross-site', 'cross-site', false],
+      ['/logout-others', 403, 'cross-site', 'cross-site', false],
     ])
+    // The refusals counter went up by the three refusals, on the page (which refreshed by itself) as in
+    // the SDK.
+    await expect
+      .poll(() => shown(ops, 'latchkey.csrf.refusals', 'reason=cross-site'), POLL)
+      .toBe(refusalsBefore + 3)
+    expect(point(await demo.metrics.read(), 'latchkey.csrf.refusals', 'reason=cross-site')).toBe(
+      refusalsBefore + 3,
+    )
+    await expect(glance(ops, 'csrf')).resolves.toBe(await recorded('latchkey.csrf.refusals'))
     await visit(laptop.page)
     await expect(text(laptop.page, '#user')).resolves.toBe('ada')
     await expect(text(laptop.page, '#count')).resolves.toBe(before.count)
     expect(await sid(laptop.context)).toBe(before.id)
     await expect(laptop.page.locator('tr.device').count()).resolves.toBe(1)
   })
+
+  /** The "Browser" column of the devices list in `page`, most recently used first. */
+  const devices = (page: Page) => page.locator('tr.device td:nth-child(3)').allTextContents()
+
+  test('a fourth device: the cap ends the least recently used; the ends are counted', TOUR, async () => {
+    const ops = await metricsPage()
+    const [laptop, phone, tablet, desktop] = await Promise.all(
+      ['Laptop', 'Phone', 'Tablet', 'Desktop'].map((name) => device(`${name} of grace`)),
+    )
+    if (!laptop || !phone || !tablet || !desktop) throw new Error('four devices')
+    await signIn(laptop.page, 'pw', 'grace')
+    clock.advance(60_000)
+    await signIn(phone.page, 'pw', 'grace')
+    clock.advance(60_000)
+    await signIn(tablet.page, 'pw', 'grace')
+    await visit(laptop.page)
+    await expect(laptop.page.getAttribute('#cap', 'data-count')).resolves.toBe('3')
+    await expect(laptop.page.getAttribute('#cap', 'data-max')).resolves.toBe('3')
+    await expect(text(laptop.page, '#cap')).resolves.toContain(
+      '3 of at most 3 sessions; signing in on a fourth ends the least recently used.',
+    )
+    // The laptop, signed in first, is used again once the touch interval has passed: its request moves
+    // its "last seen" (at its commit: the next page shows it), and the phone is the least recently used.
+    clock.advance(demo.manager.options.touchIntervalMs + 60_000)
+    await visit(laptop.page)
+    await visit(laptop.page)
+    expect(await devices(laptop.page)).toEqual([
+      'Laptop of grace (this session)',
+      'Tablet of grace',
+      'Phone of grace',
+    ])
+
+    const ends = await recorded('latchkey.session.events', isEnd)
+    const revoked = await recorded('latchkey.session.events', (a) => a.startsWith('event=revoked'))
+    await signIn(desktop.page, 'pw', 'grace')
+    expect(await devices(desktop.page)).toEqual([
+      'Desktop of grace (this session)',
+      'Laptop of grace',
+      'Tablet of grace',
+    ])
+    await expect(desktop.page.getAttribute('#cap', 'data-count')).resolves.toBe('3')
+    // The phone, on its next request, is signed out. latchkey leaves it no notice: a cap's end carries
+    // no reason (src/core/devices.ts, holdCap), and session.endedBecause is null, so the demo shows none.
+    await visit(phone.page)
+    await expect(phone.page.locator('#user').count()).resolves.toBe(0)
+    await expect(phone.page.locator('#ended').count()).resolves.toBe(0)
+    await visit(laptop.page)
+    await expect(text(laptop.page, '#user')).resolves.toBe('grace')
+    await visit(tablet.page)
+    await expect(text(tablet.page, '#user')).resolves.toBe('grace')
+    // Counted as a revocation, an end: on the operator's page, which refreshed by itself, as in the SDK.
+    expect(await recorded('latchkey.session.events', (a) => a.startsWith('event=revoked'))).toBe(revoked + 1)
+    expect(await recorded('latchkey.session.events', isEnd)).toBe(ends + 1)
+    await expect.poll(() => glance(ops, 'ends'), POLL).toBe(ends + 1)
+
+    // A sign-out is an end too: the destroyed event.
+    const destroyed = point(await demo.metrics.read(), 'latchkey.session.events', 'event=destroyed')
+    await laptop.page.click('#sign-out')
+    await laptop.page.locator('.flash', { hasText: 'You have signed out' }).waitFor()
+    await expect
+      .poll(() => shown(ops, 'latchkey.session.events', 'event=destroyed'), POLL)
+      .toBe(destroyed + 1)
+    expect(point(await demo.metrics.read(), 'latchkey.session.events', 'event=destroyed')).toBe(destroyed + 1)
+    await expect.poll(() => glance(ops, 'ends'), POLL).toBe(ends + 2)
+    await expect(glance(ops, 'loads')).resolves.toBe(await recorded('latchkey.session.loads'))
+
+    // Watching counts nothing: the page is served before the session middleware, and so is its refresh.
+    const loads = await recorded('latchkey.session.loads')
+    const refreshes = Number(await ops.getAttribute('#metrics', 'data-refreshes'))
+    await ops.locator(`#metrics[data-refreshes="${refreshes + 2}"]`).waitFor()
+    expect(await recorded('latchkey.session.loads')).toBe(loads)
+  })
+
+  test(
+    'opened at the URL npm start prints (127.0.0.1), the attack page is on localhost: cross-site too',
+    TOUR,
+    async () => {
+      const { page } = await device('Printed URL')
+      await page.goto(`${demo.url}/`)
+      await page.fill('#name', 'lin')
+      await page.fill('#password', 'pw')
+      await page.click('#sign-in')
+      await page.locator('.flash', { hasText: 'Welcome, lin.' }).waitFor()
+      const attackUrl = `http://localhost:${demo.attackPort}/`
+      expect(`${demo.attackUrl}/`).toBe(attackUrl)
+      await expect(page.getAttribute('#attack-link', 'href')).resolves.toBe(attackUrl)
+      const refusals = await recorded('latchkey.csrf.refusals')
+      await Promise.all([page.waitForURL(attackUrl), page.click('#attack-link')])
+      await expect(page.getAttribute('body', 'data-demo')).resolves.toBe(demo.url)
+      await page.locator('#attacks[data-done="1"]').waitFor()
+      const rows = await page
+        .locator('[data-attempt]')
+        .evaluateAll((rows) =>
+          rows.map((row) => [
+            row.getAttribute('data-site'),
+            row.getAttribute('data-cookie'),
+            row.querySelector('.outcome')?.getAttribute('data-outcome'),
+          ]),
+        )
+      expect(rows).toEqual(Array(4).fill(['cross-site', 'absent', 'refused']))
+      expect(await recorded('latchkey.csrf.refusals')).toBe(refusals + 3)
+      await page.goto(`${demo.url}/`)
+      await expect(text(page, '#user')).resolves.toBe('lin')
+      await expect(text(page, '#count')).resolves.toBe('0')
+    },
+  )
 })

@@ -3,8 +3,10 @@
  * a counter (a form, and a button that uses `fetch` with the `x-csrf-token` header), the panel "What
  * protects this session" (the cookie as sent, the record as it sits in the store, the deadlines, the ID
  * renewals, the CSRF token), "Your devices" with revoke and sign out everywhere else (and, on the device
- * that was signed out, why), a "change password" page behind the fresh-authentication guard, and an
- * attack page on a second loopback origin (another port, see attack.ts). Every POST must carry a CSRF
+ * that was signed out, why) under a cap of sessions per user (`maxSessionsPerUser`: a sign-in past it
+ * ends the least recently used), a "change password" page behind the fresh-authentication guard, the
+ * counters latchkey reports through OpenTelemetry (`/metrics`, see metrics.ts), and an attack page on
+ * another site: the other loopback name, another port (see attack.ts). Every POST must carry a CSRF
  * token: latchkey's Express middleware checks it and the error handler below renders a failure as a
  * 403 page. It runs with a production app's defaults: `__Host-` cookies with `Secure` (browsers treat
  * http://localhost and http://127.0.0.1 as secure). `server.ts` is its command line; tests start it
@@ -22,8 +24,10 @@ import { createSessionManager, FreshAuthError, isCsrfError, isUnavailableError }
 import { requireFreshAuth, sessions } from 'latchkey/express'
 import { openStore } from 'latchkey/stores'
 import { SqliteStore } from 'latchkey/stores/sqlite'
-import type { AttackServer, Refusal } from './attack.js'
-import { startAttackServer } from './attack.js'
+import type { AttackServer } from './attack.js'
+import { otherLoopbackName, startAttackServer } from './attack.js'
+import type { MetricPoint } from './metrics.js'
+import { DemoMetrics, INSTRUMENTS, isEnd, total } from './metrics.js'
 
 /** What the demo keeps in a session. */
 export type DemoData = {
@@ -52,6 +56,8 @@ export interface DemoAppOptions {
   busyTimeoutMs?: number
   /** How recent a sign-in must be for the "change password" page, in ms. Default 5 minutes. */
   freshAuthMs?: number
+  /** The most sessions one user may have signed in at once (`maxSessionsPerUser`). Default 3. */
+  maxSessionsPerUser?: number
   /** The manager's clock (tests move it). Default the system clock. */
   clock?: Clock
 }
@@ -62,7 +68,10 @@ export interface DemoServerOptions extends DemoAppOptions {
   port?: number
   /** Interface to listen on. Default `127.0.0.1`. */
   host?: string
-  /** The port of the attack page, a second origin. Default `port + 1` (`0` when `port` is 0). */
+  /**
+   * The port of the attack page, served on the other loopback name (another site). Default `port + 1`
+   * (`0` when `port` is 0).
+   */
   attackPort?: number
 }
 
@@ -71,10 +80,25 @@ export interface DemoApp {
   readonly app: express.Express
   readonly manager: SessionManager<DemoData>
   readonly store: SessionStore
-  /** The CSRF refusals of requests the attack page marked (`?attempt=`), by attempt, most recent last. */
-  readonly refusals: Map<string, Refusal>
+  /** What the manager counts, read back through the OpenTelemetry SDK (shown at `/metrics`). */
+  readonly metrics: DemoMetrics
+  /** The requests the attack page marked (`?attempt=`), by attempt, most recent last. */
+  readonly attempts: Map<string, Attempt>
   /** Where the attack page answers, set once it listens (the "Try to attack" link points there). */
   attackPort: number | null
+}
+
+/** What the demo saw of a request the attack page marked (`?attempt=`). */
+export interface Attempt {
+  readonly path: string
+  /** `Sec-Fetch-Site` as the browser sent it. */
+  readonly site: string | null
+  /** Whether the request carried the session cookie. */
+  readonly cookieCame: boolean
+  /** The status of the answer; `null` until it is sent. */
+  status: number | null
+  /** The CSRF refusal's reason (a `CsrfError`'s), or `null`. */
+  reason: string | null
 }
 
 /** A running demo. */
@@ -82,7 +106,7 @@ export interface DemoServer extends DemoApp {
   /** Where it answers, e.g. `http://127.0.0.1:3000`. */
   readonly url: string
   readonly server: Server
-  /** The attack page's origin, e.g. `http://127.0.0.1:3001`. */
+  /** The attack page's origin, on the other loopback name: e.g. `http://localhost:3001`. */
   readonly attackUrl: string
   /** Stops accepting connections, lets requests in flight finish, closes the store. */
   close(): Promise<void>
@@ -97,6 +121,8 @@ const CLOSE_GRACE_MS = 5_000
 const COUNTER_SCRIPT = readFileSync(new URL('./counter.js', import.meta.url), 'utf8')
 /** The panel's countdowns, served as `/panel.js`. */
 const PANEL_SCRIPT = readFileSync(new URL('./panel.js', import.meta.url), 'utf8')
+/** The metrics page's refresh, served as `/metrics.js`. */
+const METRICS_SCRIPT = readFileSync(new URL('./metrics-page.js', import.meta.url), 'utf8')
 
 /** A failure the demo answers with its own status and message. */
 class HttpError extends Error {
@@ -144,6 +170,13 @@ function sendHtml(res: Response, status: number, title: string, body: string, he
   #panel dt { font-weight: 600; margin-top: .6rem } #panel dd { margin-left: 1rem; overflow-wrap: anywhere }
   .attr { display: inline-block; background: #dfe8f5; border-radius: 3px; padding: 0 .35rem; margin: 0 .15rem .15rem 0; font-size: .9em }
   label { margin-right: .5rem } nav { margin-bottom: 1rem }
+  #glance { display: grid; grid-template-columns: repeat(4, 1fr); gap: .5rem; margin: 0 0 1rem }
+  #glance div { background: #f4f6fa; border-radius: 6px; padding: .4rem .6rem } #glance dt { font-size: .85em; color: #555 }
+  #glance dd { margin: 0; font-size: 1.6em; font-weight: 600 }
+  .metrics { display: grid; grid-template-columns: 1fr 1fr; gap: 0 1.2rem } .metric h2 { font-size: 1em; margin: 1rem 0 0 }
+  .metric p { margin: 0 0 .3rem } .metric td.value, .metric td.mean { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap }
+  .metric[data-metric="latchkey.store.duration"] { grid-column: 1 / -1 }
+  .changed { background: #fff1a8 }
 </style>
 </head>
 <body>
@@ -263,6 +296,36 @@ const ENDED_BECAUSE: Record<string, string> = {
   'key-retired': 'You were signed out: the session was sealed with a key this server no longer has.',
 }
 
+const ORDINALS = [
+  'first',
+  'second',
+  'third',
+  'fourth',
+  'fifth',
+  'sixth',
+  'seventh',
+  'eighth',
+  'ninth',
+  'tenth',
+]
+
+/**
+ * The cap on sessions per user, as the manager holds it: how many of the user's sessions are live (the
+ * list the cap counts) out of `maxSessionsPerUser`, and what its policy does to one more sign-in.
+ */
+function renderCap(manager: SessionManager<DemoData>, live: number): string {
+  const cap = manager.options.maxSessionsPerUser
+  if (cap === null) return '<p class="muted" id="cap" data-max="none">No cap on sessions per user.</p>'
+  const policy = manager.options.sessionCapPolicy
+  const next = ORDINALS[cap] ?? `${cap + 1}th`
+  const does =
+    policy === 'refuse'
+      ? `signing in on a ${next} is refused`
+      : `signing in on a ${next} ends the least recently used`
+  return `<p id="cap" data-count="${live}" data-max="${cap}" data-policy="${escapeHtml(policy)}">${live} of at most ${cap} sessions; ${does}.
+<span class="muted">(<code>maxSessionsPerUser: ${cap}</code>, <code>sessionCapPolicy: '${escapeHtml(policy)}'</code>: "least recently used" by the last request, as "Last seen" shows it)</span></p>`
+}
+
 function renderSessions(list: readonly UserSessionInfo[], session: Session<DemoData>): string {
   const rows = list.map(
     (info) => `<tr class="device" data-session="${info.current ? 'current' : 'other'}">
@@ -378,10 +441,12 @@ async function home(demo: DemoApp, session: Session<DemoData>, req: Request, res
   if (flash !== undefined) session.delete('flash')
   const count = session.get('count') ?? 0
   const ended = session.endedBecause
-  const attackUrl = demo.attackPort === null ? null : `http://${req.hostname}:${demo.attackPort}/`
+  // The attack page is on the other loopback name: another site to the browser (see attack.ts).
+  const attackUrl =
+    demo.attackPort === null ? null : `http://${otherLoopbackName(req.hostname)}:${demo.attackPort}/`
   const parts = [
     '<h1>latchkey demo</h1>',
-    `<nav><a href="/">Home</a> · <a href="/password">Change password</a>${
+    `<nav><a href="/">Home</a> · <a href="/password">Change password</a> · <a href="/metrics" id="metrics-link">Metrics</a>${
       attackUrl === null
         ? ''
         : ` · <a id="attack-link" href="${escapeHtml(attackUrl)}">Try to attack this demo</a>`
@@ -413,17 +478,83 @@ the demo restarts). Sign in with the same name in two browsers to see both devic
     const list = await manager.listUserSessions(userId, { current: session })
     parts.push(
       `<p>Signed in as <strong id="user">${escapeHtml(userId)}</strong>.</p>`,
-      `<h2>Your devices (${list.length})</h2>`,
-      renderSessions(list, session),
-      `<p>
+      `<section id="devices">
+<h2>Your devices (${list.length})</h2>
+${renderCap(manager, list.length)}
+${renderSessions(list, session)}
+<p>
 <form class="inline" method="post" action="/logout-others">${csrfField(session)}<button id="sign-out-others">Sign out everywhere else</button></form>
 <form class="inline" method="post" action="/logout">${csrfField(session)}<button id="sign-out">Sign out</button></form>
-</p>`,
+</p>
+</section>`,
     )
   }
   parts.push(renderPanel(manager, session, record))
   const meta = `\n<meta name="csrf-token" content="${escapeHtml(session.csrfToken())}">\n<script src="/counter.js" defer></script>\n<script src="/panel.js" defer></script>`
   sendHtml(res, 200, 'Home', parts.filter((part) => part !== '').join('\n'), meta)
+}
+
+/**
+ * The counters of `/metrics`, as the OpenTelemetry SDK collected them (`points`): four sums at a glance,
+ * then every data point of each instrument. `/metrics.js` fetches it again every second (`/metrics/live`).
+ */
+function renderMetrics(points: readonly MetricPoint[]): string {
+  const glance: [string, string, number][] = [
+    ['loads', 'Sessions loaded', total(points, 'latchkey.session.loads')],
+    ['commits', 'Commits', total(points, 'latchkey.session.commits')],
+    ['ends', 'Ends', total(points, 'latchkey.session.events', isEnd)],
+    ['csrf', 'CSRF refusals', total(points, 'latchkey.csrf.refusals')],
+  ]
+  const sections = INSTRUMENTS.map(({ name, counts }) => {
+    const histogram = name === 'latchkey.store.duration'
+    const rows = points
+      .filter((point) => point.name === name)
+      .map(
+        (point) =>
+          `<tr data-attrs="${escapeHtml(point.attributes)}"><td>${escapeHtml(point.attributes || '(none)')}</td>` +
+          `<td class="value" data-value="${point.value}">${point.value}</td>${
+            histogram
+              ? `<td class="mean">${point.mean === null ? '' : `${point.mean.toFixed(2)} ms`}</td>`
+              : ''
+          }</tr>`,
+      )
+    const empty = `<tr class="empty"><td colspan="${histogram ? 3 : 2}" class="muted">nothing recorded yet</td></tr>`
+    return `<section class="metric" data-metric="${escapeHtml(name)}">
+<h2><code>${escapeHtml(name)}</code></h2>
+<p class="muted">${escapeHtml(counts)}</p>
+<table><thead><tr><th>attributes</th><th>${histogram ? 'calls' : 'count'}</th>${histogram ? '<th>mean</th>' : ''}</tr></thead>
+<tbody>${rows.length === 0 ? empty : rows.join('\n')}</tbody></table>
+</section>`
+  })
+  return `<dl id="glance">${glance
+    .map(
+      ([id, label, value]) =>
+        `<div><dt>${escapeHtml(label)}</dt><dd id="glance-${id}" data-value="${value}">${value}</dd></div>`,
+    )
+    .join('')}</dl>
+<div class="metrics">
+${sections.join('\n')}
+</div>`
+}
+
+function metricsPage(res: Response, points: readonly MetricPoint[]): void {
+  res.set('Cache-Control', 'no-store')
+  sendHtml(
+    res,
+    200,
+    'Metrics',
+    `<h1>Metrics</h1>
+<nav><a href="/">Home</a> · <a href="/password">Change password</a> · <a href="/metrics">Metrics</a></nav>
+<p>What latchkey counts through the OpenTelemetry metrics API, as the SDK's reader collects it: the manager
+records into a <code>Meter</code> of the demo's <code>MeterProvider</code> (<code>createSessionManager({ metrics: meter })</code>).
+This page refreshes every second; it is served before the session middleware, so watching it counts nothing.
+Ends: the <code>destroyed</code>, <code>revoked</code> and <code>expired</code> events (one <code>revoked</code> event
+may end several sessions: "sign out everywhere else", the cap).</p>
+<div id="metrics" aria-live="polite">
+${renderMetrics(points)}
+</div>`,
+    '\n<script src="/metrics.js" defer></script>',
+  )
 }
 
 /** The "change password" page, or the "confirm your password" page the fresh-authentication guard leads to. */
@@ -485,12 +616,17 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   } else {
     throw new TypeError('createDemoApp: give storePath or storeUrl')
   }
+  const metrics = new DemoMetrics()
   // A production app's defaults: the cookie is `__Host-sid`, Secure, HttpOnly, SameSite=Lax. Browsers
   // send Secure cookies back to http://localhost and http://127.0.0.1 (secure contexts); anywhere else
-  // the demo needs HTTPS in front of it.
+  // the demo needs HTTPS in front of it. A user has at most three sessions: a fourth sign-in ends the
+  // one used least recently. The manager counts into the demo's OpenTelemetry meter (metrics.ts).
   const manager = createSessionManager<DemoData>({
     store,
     keys: options.keys,
+    maxSessionsPerUser: options.maxSessionsPerUser ?? 3,
+    sessionCapPolicy: 'end-least-recent',
+    metrics: metrics.meter,
     ...(options.clock === undefined ? {} : { clock: options.clock }),
   })
   const freshAuthMs = options.freshAuthMs ?? 5 * 60_000
@@ -499,12 +635,13 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   // POST before its route: where it came from (Sec-Fetch-Site, Origin), and the token from the
   // x-csrf-token header or the form's _csrf field. Failures go to the error handler at the end.
   const auth = sessions(manager, { csrf: { maxBodyBytes: MAX_BODY_BYTES } })
-  const demo: DemoApp = { app: express(), manager, store, refusals: new Map(), attackPort: null }
+  const demo: DemoApp = { app: express(), manager, store, metrics, attempts: new Map(), attackPort: null }
   const { app } = demo
 
   app.disable('x-powered-by')
-  app.use((_req, res, next) => {
+  app.use((req, res, next) => {
     res.set(SECURITY_HEADERS)
+    noteAttempt(demo, req, res)
     next()
   })
   // Before the session middleware: the browser asks for these without a thought, and they need no session.
@@ -516,6 +653,19 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   })
   app.get('/panel.js', (_req, res) => {
     res.type('text/javascript').send(PANEL_SCRIPT)
+  })
+  // The metrics too: reading them loads no session, so watching them changes nothing they count.
+  app.get('/metrics', async (_req, res) => {
+    metricsPage(res, await metrics.read())
+  })
+  app.get('/metrics/live', async (_req, res) => {
+    res
+      .set('Cache-Control', 'no-store')
+      .type('html')
+      .send(renderMetrics(await metrics.read()))
+  })
+  app.get('/metrics.js', (_req, res) => {
+    res.type('text/javascript').send(METRICS_SCRIPT)
   })
 
   app.use(auth)
@@ -643,7 +793,7 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
       return
     }
     const { status, message, headers } = describeError(error)
-    if (isCsrfError(error)) noteRefusal(demo, req, error.reason, status)
+    if (isCsrfError(error)) noteRefusal(req, error.reason, status)
     if (status === 500) console.error('demo:', error)
     res.set(headers)
     sendError(req, res, status, message)
@@ -652,22 +802,42 @@ export async function createDemoApp(options: DemoAppOptions): Promise<DemoApp> {
   return demo
 }
 
-/** Most refusals the attack page can ask about; the oldest go first. */
-const MAX_REFUSALS = 100
+/** Most requests the attack page can ask about; the oldest go first. */
+const MAX_ATTEMPTS = 100
+const ATTEMPT_ID = /^[A-Za-z0-9_-]{1,40}$/
+/** The attempt each marked request is noted under. */
+const ATTEMPTS = new WeakMap<Request, Attempt>()
 
-/** Records a CSRF refusal of a request the attack page marked with `?attempt=`, for it to show. */
-function noteRefusal(demo: DemoApp, req: Request, reason: string, status: number): void {
-  const attempt = typeof req.query.attempt === 'string' ? req.query.attempt : ''
-  if (!/^[A-Za-z0-9_-]{1,40}$/.test(attempt)) return
+/**
+ * Notes a request the attack page marked with `?attempt=`, for it to show: what the browser sent
+ * (`Sec-Fetch-Site`, the session cookie or not), then the status of the answer once it is sent.
+ */
+function noteAttempt(demo: DemoApp, req: Request, res: Response): void {
+  const id = req.query.attempt
+  if (typeof id !== 'string' || !ATTEMPT_ID.test(id)) return
   const cookieName = demo.manager.options.cookie.name
-  demo.refusals.set(attempt, {
+  const attempt: Attempt = {
     path: req.path,
-    status,
-    reason,
     site: req.get('sec-fetch-site') ?? null,
     cookieCame: (req.get('cookie') ?? '').split(/;\s*/).some((pair) => pair.startsWith(`${cookieName}=`)),
+    status: null,
+    reason: null,
+  }
+  ATTEMPTS.set(req, attempt)
+  demo.attempts.delete(id)
+  demo.attempts.set(id, attempt)
+  while (demo.attempts.size > MAX_ATTEMPTS) demo.attempts.delete(demo.attempts.keys().next().value as string)
+  res.on('finish', () => {
+    attempt.status = res.statusCode
   })
-  while (demo.refusals.size > MAX_REFUSALS) demo.refusals.delete(demo.refusals.keys().next().value as string)
+}
+
+/** Records the CSRF refusal of a marked request, before its answer leaves. */
+function noteRefusal(req: Request, reason: string, status: number): void {
+  const attempt = ATTEMPTS.get(req)
+  if (attempt === undefined) return
+  attempt.reason = reason
+  attempt.status = status
 }
 
 /** Builds the demo app (see {@link createDemoApp}), starts listening, and starts the attack page. */
@@ -691,6 +861,7 @@ export async function createDemoServer(options: DemoServerOptions): Promise<Demo
   } catch (error) {
     server.close()
     await manager.close()
+    await demo.metrics.close()
     throw error
   }
   const { port } = server.address() as AddressInfo
@@ -698,7 +869,7 @@ export async function createDemoServer(options: DemoServerOptions): Promise<Demo
   return {
     ...demo,
     url: `http://${host}:${port}`,
-    attackUrl: `http://${host}:${attack.port}`,
+    attackUrl: `http://${otherLoopbackName(host)}:${attack.port}`,
     server,
     close() {
       closing ??= (async () => {
@@ -707,6 +878,7 @@ export async function createDemoServer(options: DemoServerOptions): Promise<Demo
         await Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), attack.close()])
         clearTimeout(force)
         await manager.close()
+        await demo.metrics.close()
       })()
       return closing
     },

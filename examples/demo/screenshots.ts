@@ -1,8 +1,10 @@
 /**
  * `npm run screenshots`: a tour of the demo in headless Chromium, one PNG per page in
- * docs/screenshots/ (shown by docs/demo.md). The demo runs on port 0 with a throwaway SQLite file and
- * key, and a manual clock, moved to show the "confirm your password" page without waiting. Each picture
- * is written as a palette PNG (png.ts), a third of Chromium's size.
+ * docs/screenshots/ (shown by docs/demo.md and README.md). The demo runs on port 0 with a throwaway
+ * SQLite file and key, and a manual clock, moved to show the "confirm your password" page and the least
+ * recently used device without waiting. The browser opens it at the URL `npm start` prints
+ * (http://127.0.0.1:PORT), so its attack page is on localhost. Each picture is written as a palette PNG
+ * (png.ts), a third of Chromium's size.
  * Chromium: `/usr/bin/chromium` (`LATCHKEY_CHROMIUM` overrides), driven by playwright-core.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -28,7 +30,7 @@ async function main(): Promise<void> {
     host: '127.0.0.1',
     clock,
   })
-  const url = demo.url.replace('127.0.0.1', 'localhost')
+  const url = demo.url
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
   mkdirSync(OUT, { recursive: true })
   const shoot = async (page: Page, name: string) => {
@@ -38,8 +40,10 @@ async function main(): Promise<void> {
   }
   try {
     const viewport = { width: 860, height: 420 }
-    const laptop = await (await browser.newContext({ viewport, userAgent: 'Laptop (Chromium)' })).newPage()
-    const phone = await (await browser.newContext({ viewport, userAgent: 'Phone (Chromium)' })).newPage()
+    const device = async (name: string) =>
+      (await browser.newContext({ viewport, userAgent: `${name} (Chromium)` })).newPage()
+    const laptop = await device('Laptop')
+    const phone = await device('Phone')
     const signIn = async (page: Page) => {
       await page.goto(`${url}/`)
       await page.fill('#name', 'ada')
@@ -71,6 +75,23 @@ async function main(): Promise<void> {
     await laptop.click('#attack-link')
     await laptop.locator('#attacks[data-done="1"]').waitFor()
     await shoot(laptop, '6-attack')
+    // The cap: three devices, the laptop used again after the touch interval, then a fourth sign-in
+    // ends the phone, the least recently used.
+    clock.advance(60_000)
+    await signIn(phone)
+    clock.advance(60_000)
+    await signIn(await device('Tablet'))
+    clock.advance(demo.manager.options.touchIntervalMs + 60_000)
+    await laptop.goto(`${url}/`)
+    await laptop.goto(`${url}/`)
+    const desktop = await device('Desktop')
+    await signIn(desktop)
+    await desktop.locator('#cap[data-count="3"]').waitFor()
+    await shoot(desktop, '7-session-cap')
+    // The counters of it all, as the OpenTelemetry SDK collected them.
+    const operator = await device('Operator')
+    await operator.goto(`${url}/metrics`)
+    await shoot(operator, '8-metrics')
   } finally {
     await browser.close()
     await demo.close()

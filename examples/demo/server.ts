@@ -1,6 +1,7 @@
 /**
  * `npm start`: the latchkey demo (Express 5, see app.ts) on http://127.0.0.1:3000 (`PORT` overrides),
- * its attack page on the next port. Sessions in var/demo-sessions.db (var/ is created if missing), or in
+ * its attack page on the other loopback name, another site to the browser: http://localhost:3001 (the
+ * next port). Sessions in var/demo-sessions.db (var/ is created if missing), or in
  * the store of the URL in `LATCHKEY_STORE` (`redis://…`, `postgres://…`, `file:…`: see docs/stores.md).
  * Keys come from `LATCHKEY_KEYS` (comma- or space-separated, newest first); without it, a development
  * key is generated once into var/demo-keys and reused.
