@@ -684,10 +684,11 @@ describe.skipIf(!available && !required)('the demo tour', () => {
       'Tablet of grace',
     ])
     await expect(desktop.page.getAttribute('#cap', 'data-count')).resolves.toBe('3')
-    // The phone, on its next request, is signed out. latchkey leaves it no notice: a cap's end carries
-    // no reason (src/core/devices.ts, holdCap), and session.endedBecause is null, so the demo shows none.
+    // The phone, on its next request, is signed out, and told why (session.endedBecause), once.
     await visit(phone.page)
     await expect(phone.page.locator('#user').count()).resolves.toBe(0)
+    await expect(phone.page.getAttribute('#ended', 'data-reason')).resolves.toBe('session-cap')
+    await visit(phone.page)
     await expect(phone.page.locator('#ended').count()).resolves.toBe(0)
     await visit(laptop.page)
     await expect(text(laptop.page, '#user')).resolves.toBe('grace')

@@ -294,6 +294,8 @@ const ENDED_BECAUSE: Record<string, string> = {
   'idle-timeout': 'You were signed out: the session was unused for longer than the idle timeout.',
   'absolute-timeout': 'You were signed out: the session reached its absolute lifetime.',
   'key-retired': 'You were signed out: the session was sealed with a key this server no longer has.',
+  'session-cap':
+    'You were signed out: you signed in on another device, past the most sessions one user may have, and this one was used least recently.',
 }
 
 const ORDINALS = [
