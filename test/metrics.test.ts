@@ -78,6 +78,8 @@ describe('metrics', () => {
     expect(points.get('latchkey.session.loads{outcome=rejected}')).toBe(1)
     expect(points.get('latchkey.session.commits{path=async}')).toBe(3)
     expect(points.get('latchkey.session.events{event=created}')).toBe(1)
+    // The sign-in that created the session is a sign-in too: a dashboard of sign-ins counts `login`.
+    expect(points.get('latchkey.session.events{event=login}')).toBe(1)
     expect(points.get('latchkey.session.events{event=destroyed}')).toBe(1)
     expect(points.get('latchkey.session.events{event=rejected,reason=unknown}')).toBe(1)
     expect(points.get('latchkey.store.conflicts{}')).toBe(1)
@@ -200,9 +202,15 @@ describe('metrics', () => {
     const session = manager.loadSync({ cookie: undefined })
     session?.set('n', 1)
     expect(session && manager.commitSync(session)).not.toBeNull()
+    const signingIn = manager.loadSync({ cookie: undefined })
+    signingIn?.login('bob')
+    expect(signingIn && manager.commitSync(signingIn)).not.toBeNull()
     const points = await collected(reader)
-    expect(points.get('latchkey.session.commits{path=sync}')).toBe(1)
-    expect(points.get('latchkey.store.duration{operation=create,outcome=ok}')).toBe(1)
+    expect(points.get('latchkey.session.commits{path=sync}')).toBe(2)
+    // Two sessions, and the sign-in's pending notice ("why was I signed out", for its timeouts).
+    expect(points.get('latchkey.store.duration{operation=create,outcome=ok}')).toBe(3)
+    expect(points.get('latchkey.session.events{event=created}')).toBe(2)
+    expect(points.get('latchkey.session.events{event=login}')).toBe(1)
   })
 
   test('metrics: false records nothing; a bad value is a ConfigError', () => {

@@ -4,7 +4,8 @@
  */
 export interface SessionEvent {
   /**
-   * `created` (first stored), `login`, `regenerated`, `renewed` (periodic ID rotation), `destroyed`
+   * `created` (first stored), `login` (a sign-in; one that creates its session also emits `created`,
+   * first), `regenerated`, `renewed` (periodic ID rotation), `destroyed`
    * (logout, destroy), `revoked` (by handle, by user, or by the cap on sessions per user: see `reason`),
    * `expired` (idle or absolute timeout: see `reason`), `rejected` (a cookie that was malformed,
    * duplicated, unknown, tampered with or sealed with a retired key: see `reason`), `dropped` (a

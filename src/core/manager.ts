@@ -401,8 +401,8 @@ export class SessionManager<T extends SessionData = SessionData> {
       const created = this.rotation.insertSync(state, now)
       if (created === null) return null
       this.notices.prepareSync(created)
+      this.created(state, created.key)
       settle(state, created)
-      this.life.emit('created', created.key, state.userId)
       return this.issued(state, now)
     }
     if (state.rotation !== 'none') return null
@@ -429,10 +429,16 @@ export class SessionManager<T extends SessionData = SessionData> {
       return state.cookie === 'clear' ? this.cleared : NOTHING
     const record = await this.rotation.insert(state, now, false, null)
     await this.notices.prepare(record)
+    this.created(state, record.key)
     settle(state, record)
-    this.life.emit('created', record.key, state.userId)
     if (state.userId !== null) await this.devices.holdCap(state.userId, state.meta.lid)
     return this.issued(state, now)
+  }
+
+  /** The events of a session stored for the first time (before it settles): `created`, and `login` when a sign-in made it. */
+  private created(state: SessionState, key: string): void {
+    this.life.emit('created', key, state.userId)
+    if (state.rotation === 'login') this.life.emit('login', key, state.userId)
   }
 
   private async commitStored(state: SessionState, now: number): Promise<CommitResult> {
