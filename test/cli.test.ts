@@ -186,6 +186,61 @@ describe('latchkey CLI: arguments, help, keys, exit codes', () => {
   })
 })
 
+describe('latchkey CLI: control characters in messages', () => {
+  // A message printed raw could clear the operator's screen, retitle the terminal, recolour the rest:
+  // every control character but the line's own end is shown as an escape.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+  const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/
+  const HOSTILE = 'old store down \u001b[2J\u001b]0;owned\u0007 \u009b31m\u007f'
+  const ESCAPED = 'old store down \\x1b[2J\\x1b]0;owned\\x07 \\x9b31m\\x7f'
+
+  test('import-express-sessions: the old store’s error is escaped on stderr, and whole in --json', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'latchkey-import-'))
+    try {
+      const module = join(dir, 'old-store.mjs')
+      writeFileSync(
+        module,
+        `const expires = new Date(Date.now() + 3_600_000).toISOString()
+const sessions = { 'sid-1': { cookie: { originalMaxAge: 3_600_000, expires }, user: 'ann' } }
+export const store = {
+  get: (sid, cb) => cb(null, sessions[sid] ?? null),
+  set: (sid, session, cb) => cb(null),
+  destroy: (sid, cb) => cb(new Error(${JSON.stringify(HOSTILE)})),
+  all: (cb) => cb(null, sessions),
+}
+`,
+      )
+      const args = [
+        'import-express-sessions',
+        '--from-module',
+        module,
+        '--store',
+        'memory:',
+        '--delete-source',
+      ]
+      const env = { LATCHKEY_KEYS: generateKey() }
+      const text = await runCli(main, args, { env })
+      expect(text.code).toBe(5)
+      expect(text.stderr).toContain(ESCAPED)
+      expect(output(text)).not.toMatch(RAW_CONTROL)
+      const json = await runCli(main, [...args, '--json'], { env })
+      expect(json.code).toBe(5)
+      expect(output(json)).not.toMatch(RAW_CONTROL)
+      expect(json.stderr).toContain(ESCAPED)
+      expect((jsonOf(json).error as { message: string }).message).toContain(HOSTILE)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  test('a usage error quoting an argument shows it escaped', async () => {
+    const result = await runCli(main, ['count', '--store', 'memory:', `--${HOSTILE.replace(/ /g, '-')}`])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain(ESCAPED.replace(/ /g, '-'))
+    expect(output(result)).not.toMatch(RAW_CONTROL)
+  })
+})
+
 describe('latchkey CLI: progress', () => {
   const hasScript = spawnSync('script', ['--version']).status === 0
   test.skipIf(!hasScript)(
@@ -435,6 +490,47 @@ function backendSuite(backend: Backend): void {
     const rotated = appManager(store, [newKey])
     for (const id of Object.values(ids)) expect(await isLive(rotated, id)).toBe(false)
   })
+
+  test('sessions sealed with a key not given: revoke --all ends them all and says how many', async () => {
+    // The issue's reproduction: the application moved to a new key, sessions sealed with the old one
+    // are still stored, and the CLI is run with the new key alone.
+    const old = appManager(store, [oldKey])
+    const current = appManager(store, [newKey])
+    const sealedOld = [
+      await seedSession(old, { user: 'erin', userAgent: 'Phone/1.0' }),
+      await seedSession(old, { user: 'erin', userAgent: 'Laptop/2.0' }),
+      await seedSession(old, { user: 'frank' }),
+      await seedSession(old, { data: { cart: ['old'] } }),
+    ]
+    const sealedNew = await seedSession(current, { user: 'gina' })
+    const text = await cli(['revoke', '--all'], [newKey])
+    expect(text.code).toBe(0)
+    expect(text.stdout).toBe(
+      'revoked 4 sessions of 3 users, and ended 1 anonymous record (4 of them sealed with a key not given)\n',
+    )
+    // Ended, not skipped: with both keys, neither the old cookies nor the new one open anything.
+    const both = appManager(store, [newKey, oldKey])
+    for (const id of [...sealedOld, sealedNew]) expect(await isLive(both, id)).toBe(false)
+    expect(jsonOf(await cli(['count', '--json'], [newKey, oldKey]))).toEqual({
+      ok: true,
+      count: 0,
+      unopenable: 0,
+    })
+
+    const again = [await seedSession(old, { user: 'erin' }), await seedSession(old, { data: { n: 1 } })]
+    const json = await cli(['revoke', '--all', '--json'], [newKey])
+    expect(json.code).toBe(0)
+    expect(jsonOf(json)).toEqual({
+      ok: true,
+      revoked: 1,
+      users: 1,
+      anonymous: 1,
+      unopenable: 2,
+      failedUsers: 0,
+    })
+    for (const id of again) expect(await isLive(both, id)).toBe(false)
+    expect(jsonOf(await cli(['count', '--json'], null))).toEqual({ ok: true, count: 0 })
+  })
 }
 
 for (const backend of all) {
@@ -442,6 +538,19 @@ for (const backend of all) {
 }
 
 const postgres = all.find((backend) => backend.name === 'PostgreSQL')!
+describeWithService(postgres.status, 'latchkey CLI: a server’s message with control characters', () => {
+  test('is printed escaped: PostgreSQL quotes the database name the URL gave it', async () => {
+    const url = new URL(SERVICE_URLS.postgres)
+    url.pathname = '/no%1B%5B2Jsuch%C2%9B'
+    const result = await runCli(main, ['count', '--store', url.href])
+    expect(result.code).toBe(2)
+    // The server's own words, with the name it was given in them.
+    expect(result.stderr).toContain('database "no\\x1b[2Jsuch\\x9b" does not exist')
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+    expect(output(result)).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/)
+  })
+})
+
 describeWithService(postgres.status, 'latchkey CLI: a password in a working URL', () => {
   test('never appears in the output, and the store answers (trust authentication ignores it)', async () => {
     const secret = 'Wr0ng-but-ignored'

@@ -20,6 +20,7 @@ import {
   EXIT,
   interrupted,
   type Output,
+  printable,
   readKeys,
   type StoreCommandOptions,
   unsupported,
@@ -226,19 +227,6 @@ function listed(user: string, info: UserSessionInfo): ListedSession {
   }
 }
 
-/**
- * `text` safe for a terminal: control characters (C0, DEL, C1 such as the one-byte CSI 0x9B) shown as
- * `\xHH` escapes, so a crafted User-Agent or user ID cannot move the cursor or recolour the operator's
- * screen. `--json` needs none of this: JSON escapes them itself.
- */
-export function printable(text: string): string {
-  return text.replace(
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
-    /[\u0000-\u001f\u007f-\u009f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
-  )
-}
-
 /** The sessions as a table: user, created, last seen, device, handle (last: it is long). */
 function table(sessions: readonly ListedSession[]): string {
   const rows = [
@@ -362,7 +350,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
       const { ended: revoked, unopenable } = await manager.revokeUserRecords(options.user)
       out.result(
         { revoked, unopenable },
-        `revoked ${plural(revoked, 'session')} of ${options.user}${notOpened(unopenable)}`,
+        `revoked ${plural(revoked, 'session')} of ${printable(options.user)}${notOpened(unopenable)}`,
       )
       return EXIT.ok
     }

@@ -121,6 +121,32 @@ export function redactor(secrets: readonly string[]): Redact {
   return (text) => secrets.reduce((out, secret) => out.split(secret).join('***'), text)
 }
 
+/**
+ * `text` safe for a terminal: control characters (C0, DEL, C1 such as the one-byte CSI 0x9B) shown as
+ * `\xHH` escapes, so that a crafted User-Agent or user ID, or a message a store or a driver made of what
+ * it was given, cannot move the cursor or recolour the operator's screen. A line break is escaped too:
+ * what is printed as one line stays one line.
+ */
+export function printable(text: string): string {
+  return text.replace(
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  )
+}
+
+/**
+ * `value` as one line of JSON that is safe for a terminal: `JSON.stringify` escapes C0 control
+ * characters but writes DEL and C1 (0x7F to 0x9F) as they are, so those are escaped here (`\u009b`),
+ * which parses back to the same string.
+ */
+export function jsonLine(value: unknown): string {
+  return JSON.stringify(value).replace(
+    /[\u007f-\u009f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )
+}
+
 /** Where output goes, and how. Everything written passes through the redactor. */
 export interface Io {
   readonly stdout: NodeJS.WritableStream & { isTTY?: boolean }
@@ -138,25 +164,36 @@ export class Output {
     readonly json: boolean,
   ) {}
 
-  /** A line for the operator on stderr (progress notes, warnings); dropped with `--json` unless `always`. */
+  /**
+   * A line for the operator on stderr (progress notes, warnings); dropped with `--json` unless `always`.
+   * Control characters are escaped ({@link printable}): a note may carry a user ID or a store's words.
+   */
   note(text: string, always = false): void {
-    if (!this.json || always) this.io.stderr.write(`${this.io.redact(text)}\n`)
+    if (!this.json || always) this.io.stderr.write(`${printable(this.io.redact(text))}\n`)
   }
 
-  /** The command's result: `value` as JSON (with `"ok": true`), or `text` on stdout. */
+  /**
+   * The command's result: `value` as JSON (with `"ok": true`), or `text` on stdout. The text is the
+   * command's to make safe (a table of several lines escapes each cell with {@link printable}).
+   */
   result(value: Record<string, unknown>, text: string): void {
-    if (this.json) this.io.stdout.write(`${this.io.redact(JSON.stringify({ ok: true, ...value }))}\n`)
+    if (this.json) this.io.stdout.write(`${this.io.redact(jsonLine({ ok: true, ...value }))}\n`)
     else if (text !== '') this.io.stdout.write(`${this.io.redact(text)}\n`)
   }
 
-  /** A failure: one line on stderr, and with `--json` a document with `"ok": false` on stdout. */
+  /**
+   * A failure: one line on stderr, and with `--json` a document with `"ok": false` on stdout. The
+   * message often carries words the command did not write (a store's, a driver's, an old store's in
+   * `import-express-sessions`): its control characters are escaped ({@link printable}) on stderr; the
+   * JSON document keeps it as it is, JSON-escaped.
+   */
   failure(error: unknown, extra: Record<string, unknown> = {}): number {
     const { exitCode, code } = classify(error)
     const message = describeError(error)
-    this.io.stderr.write(`latchkey: ${this.io.redact(message)}\n`)
+    this.io.stderr.write(`latchkey: ${printable(this.io.redact(message))}\n`)
     if (this.json) {
       const document = { ok: false, ...extra, error: { code, exitCode, message } }
-      this.io.stdout.write(`${this.io.redact(JSON.stringify(document))}\n`)
+      this.io.stdout.write(`${this.io.redact(jsonLine(document))}\n`)
     }
     return exitCode
   }

@@ -10,7 +10,9 @@ import {
   EXIT_CODES_HELP,
   findSecrets,
   type Io,
+  jsonLine,
   Output,
+  printable,
   redactor,
   type StoreCommandOptions,
 } from './context.js'
@@ -73,12 +75,13 @@ export async function run(
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({
       writeOut: (text) => context.stdout.write(context.redact(text)),
-      writeErr: (text) => context.stderr.write(context.redact(text)),
+      // commander's messages quote the arguments: each line printed with its control characters escaped.
+      writeErr: (text) => context.stderr.write(context.redact(text).split('\n').map(printable).join('\n')),
       outputError: (text, write) => {
         if (json) {
           const message = text.replace(/^error: /, '').trim()
           const document = { ok: false, error: { code: 'ERR_LATCHKEY_USAGE', exitCode: EXIT.usage, message } }
-          context.stdout.write(`${context.redact(JSON.stringify(document))}\n`)
+          context.stdout.write(`${context.redact(jsonLine(document))}\n`)
         }
         write(text)
       },
