@@ -10,11 +10,14 @@ import { createServer } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { connect as connectTcp } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { serve, upgradeWebSocket } from '@hono/node-server'
 import express from 'express'
+import { Hono } from 'hono'
 import { afterEach, describe, expect, test } from 'vitest'
 import type { RawData } from 'ws'
 import { WebSocket, WebSocketServer } from 'ws'
 import { sessions } from '../src/adapters/express.js'
+import { sessions as honoSessions } from '../src/adapters/hono.js'
 import type { UpgradeGuard, UpgradeGuardOptions } from '../src/adapters/node.js'
 import { createUpgradeGuard, refuseUpgrade, withSessions } from '../src/adapters/node.js'
 import { ConfigError } from '../src/core/errors.js'
@@ -407,6 +410,70 @@ describe('Express', () => {
     const outcome = await openSocket(app.host, { origin: app.origin, cookie })
     expect(outcome).toMatchObject({ kind: 'refused', status: 503 })
     await Promise.all(app.upgrades.handled)
+  })
+})
+
+/**
+ * Hono on @hono/node-server with its own WebSocket support (`upgradeWebSocket`): the handshake goes
+ * through `app.fetch` as a GET, so through `sessions()`, which must check where it comes from.
+ */
+describe('Hono: a handshake routed through the middleware (upgradeWebSocket)', () => {
+  async function honoApp(manager: SessionManager<Data>) {
+    const app = new Hono<{ Variables: { session: Session<Data> } }>()
+    let connections = 0
+    app.use(honoSessions(manager))
+    app.get('/login', (c) => {
+      c.get('session').login(c.req.query('user') ?? 'alice')
+      return c.text('ok')
+    })
+    app.get(
+      '/socket',
+      upgradeWebSocket((c) => {
+        const session = c.get('session')
+        return {
+          onOpen(_event, ws) {
+            connections++
+            ws.send(JSON.stringify({ userId: session.userId, isNew: session.isNew }))
+          },
+        }
+      }),
+    )
+    const wss = new WebSocketServer({ noServer: true })
+    const server = serve({
+      fetch: app.fetch,
+      port: 0,
+      hostname: '127.0.0.1',
+      websocket: { server: wss },
+    }) as Server
+    server.on('close', () => wss.close())
+    await new Promise<void>((resolve) => (server.listening ? resolve() : server.once('listening', resolve)))
+    const host = await listen(server)
+    return { host, origin: `http://${host}`, connections: () => connections }
+  }
+
+  test('a same-origin handshake opens with the session of the signed-in user', async () => {
+    const { manager } = makeManager()
+    const app = await honoApp(manager)
+    const cookie = await signIn(app.host, 'carol')
+    const outcome = await openSocket(app.host, { origin: app.origin, cookie })
+    expect(outcome).toMatchObject({ kind: 'open', hello: { userId: 'carol', isNew: false } })
+  })
+
+  test('a cross-site handshake is refused 403 and no socket opens (by Origin, and by Sec-Fetch-Site)', async () => {
+    const { manager } = makeManager()
+    const app = await honoApp(manager)
+    const cookie = await signIn(app.host, 'carol')
+    const attempts: Parameters<typeof openSocket>[1][] = [
+      { origin: 'https://evil.example', cookie },
+      { origin: 'null', cookie },
+      { origin: app.origin, cookie, headers: { 'sec-fetch-site': 'cross-site' } },
+      { origin: 'https://evil.example', cookie, headers: { upgrade: 'WebSocket' } },
+    ]
+    for (const options of attempts) {
+      const outcome = await openSocket(app.host, options)
+      expect(outcome, JSON.stringify(options)).toMatchObject({ kind: 'refused', status: 403 })
+    }
+    expect(app.connections()).toBe(0)
   })
 })
 

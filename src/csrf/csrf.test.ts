@@ -208,6 +208,7 @@ describe('the guard', () => {
           { 'x-http-method-override': 'PUT' },
           { 'x-http-method': 'GET' },
           { 'x-method-override': '' },
+          { upgrade: 'websocket' },
         ])
           cases.push({ method, url, headers })
     let plain = 0
@@ -219,6 +220,34 @@ describe('the guard', () => {
     expect(isPlainlySafe('GET', {}, '/a?x=1')).toBe(true)
     expect(isPlainlySafe(undefined, {}, '/')).toBe(false)
     expect(plain).toBeGreaterThan(0)
+  })
+
+  test('a WebSocket handshake routed through the middleware gets the origin check, and needs no token', async () => {
+    const m = manager()
+    const guard = createCsrfGuard(m)
+    const session = await m.load({})
+    const handshake = (headers: Record<string, string>) =>
+      request({ method: 'GET', url: '/socket', headers: { upgrade: 'websocket', ...headers } })
+    expect(guard.applies(handshake({}))).toBe(true)
+    expect(guard.applies(request({ method: 'GET', headers: { upgrade: 'h2c' } }))).toBe(false)
+    expect(isPlainlySafe('GET', { upgrade: 'websocket' }, '/socket')).toBe(false)
+    await expect(reasonOf(guard.check(session, handshake({ origin: 'http://app.test' })))).resolves.toBeNull()
+    await expect(
+      reasonOf(guard.check(session, handshake({ 'sec-fetch-site': 'same-origin' }))),
+    ).resolves.toBeNull()
+    await expect(reasonOf(guard.check(session, handshake({ origin: 'https://evil.example' })))).resolves.toBe(
+      'origin-mismatch',
+    )
+    await expect(
+      reasonOf(
+        guard.check(session, handshake({ 'sec-fetch-site': 'cross-site', upgrade: 'Foo, WebSocket' })),
+      ),
+    ).resolves.toBe('cross-site')
+    await expect(
+      reasonOf(
+        guard.check(session, handshake({ 'sec-fetch-site': 'same-site', origin: 'http://a.app.test' })),
+      ),
+    ).resolves.toBe('cross-site')
   })
 
   test('a cross-site request is refused before its body is read', async () => {

@@ -21,6 +21,11 @@
  * Unsafe means anything but GET, HEAD and OPTIONS, and a safe request that a framework would route as
  * another method (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, or a `_method`
  * query parameter) is checked too. The Content-Type never decides whether a request is checked.
+ *
+ * A WebSocket handshake (a GET with `Upgrade: websocket`) that reaches the middleware, as it does
+ * through Hono's `upgradeWebSocket` on @hono/node-server, @fastify/websocket or express-ws, gets the
+ * origin check and no token check: browsers send cookies on a cross-site handshake and no CORS applies
+ * to it (cross-site WebSocket hijacking), and a page cannot add a header to one.
  */
 import { ConfigError, CsrfError } from '../core/errors.js'
 import { refuseUnknownOptions } from '../core/known-options.js'
@@ -158,6 +163,12 @@ export interface CsrfGuard<T extends SessionData = SessionData> {
 }
 
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/** Whether `request` asks to become a WebSocket (`Upgrade: websocket`, in any case, among other protocols). */
+function isWebSocketHandshake(request: CsrfRequest): boolean {
+  const upgrade = request.header('upgrade')
+  return upgrade !== undefined && /(^|[\s,])websocket($|[\s,/])/i.test(upgrade)
+}
 const OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const
 /** A path that routers may read differently from its bytes: never matched against an exempt prefix. */
 const AMBIGUOUS_PATH = /%|\\|\/\.\.?(?:\/|$)/
@@ -194,7 +205,7 @@ function mayNameMethod(url: string): boolean {
 /**
  * True when {@link CsrfGuard.applies} says no to a request with this method, these headers (node's
  * lower-case object) and this target, whatever else it holds: a safe method as clients send it, no
- * method-override header, no query that could name `_method`. For adapters to skip building a
+ * method-override header, no `Upgrade` header, no query that could name `_method`. For adapters to skip building a
  * `CsrfRequest` for the common GET; `false` means only that the full test must run.
  */
 export function isPlainlySafe(
@@ -207,6 +218,7 @@ export function isPlainlySafe(
     headers['x-http-method-override'] === undefined &&
     headers['x-http-method'] === undefined &&
     headers['x-method-override'] === undefined &&
+    headers.upgrade === undefined &&
     !mayNameMethod(url)
   )
 }
@@ -376,7 +388,7 @@ class Guard<T extends SessionData> implements CsrfGuard<T> {
   }
 
   applies(request: CsrfRequest): boolean {
-    if (isSafe(request.method) && !tunnelled(request)) return false
+    if (isSafe(request.method) && !tunnelled(request) && !isWebSocketHandshake(request)) return false
     return this.options.exempt === null || !this.options.exempt(request)
   }
 
@@ -395,6 +407,8 @@ class Guard<T extends SessionData> implements CsrfGuard<T> {
 
   private async verify(session: Session<T>, request: CsrfRequest): Promise<void> {
     checkSource(this.options, request)
+    // A handshake carries no token (a page cannot add a header to one): where it comes from decides.
+    if (isSafe(request.method) && !tunnelled(request) && isWebSocketHandshake(request)) return
     let token = request.header(CSRF_HEADER)
     if (token === undefined) {
       // The body is worth reading only if some token could pass.
