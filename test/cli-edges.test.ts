@@ -1,14 +1,17 @@
 // The `latchkey` CLI where it used to be silent or wrong, run in this process: read-only commands never
-// create a store, malformed URLs and refusing servers are configuration errors (exit 2) naming the
-// problem, unknown --store-option names are refused, migrate says what it did, keygen --out writes a
-// 0600 file, and counts agree with their nouns.
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+// create a store (nor read a Redis prefix nobody set up as an empty one), malformed URLs, refusing
+// servers, wrong local paths and driver settings are configuration errors (exit 2) naming the
+// problem, unknown --store-option names and options the URL sets are refused, migrate says what it
+// did, keygen --out writes a 0600 file, and counts agree with their nouns.
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import Database from 'better-sqlite3'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
+import { createClient } from 'redis'
 import { afterAll, describe, expect, test } from 'vitest'
 import { run } from '../src/cli/program.js'
 import { generateKey } from '../src/core/crypto.js'
@@ -288,5 +291,127 @@ describeWithService(redis, 'Redis refusals', () => {
     const index = await cli(['count', '--store', changed(SERVICE_URLS.redis, { path: '/99' })])
     expect(index.code).toBe(2)
     expect(index.stderr).toContain('DB index is out of range')
+  })
+})
+
+describeWithService(
+  redis,
+  'Redis prefixes: migrate sets one up, read-only commands refuse one nobody did',
+  () => {
+    const prefix = `latchkey-cli-edges-${randomBytes(4).toString('hex')}:`
+    afterAll(async () => {
+      const client = createClient({ url: SERVICE_URLS.redis })
+      client.on('error', () => {})
+      await client.connect()
+      try {
+        for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+          if (keys.length > 0) await client.del(keys)
+        }
+      } finally {
+        await client.close()
+      }
+    })
+    const store = ['--store', SERVICE_URLS.redis, '--store-option', `prefix=${prefix}`]
+
+    test('count of a prefix with no marker and no session: exit 6, nothing written; after migrate, 0', async () => {
+      const typo = await cli(['count', ...store, '--json'])
+      expect(typo.code).toBe(6)
+      expect(json(typo)).toMatchObject({ ok: false, error: { code: 'ERR_LATCHKEY_NO_SCHEMA', exitCode: 6 } })
+      expect(typo.stderr).toContain(`no such prefix ${prefix}`)
+      expect(typo.stderr).toContain('latchkey migrate')
+      const created = await cli(['migrate', ...store])
+      expect(created.code).toBe(0)
+      expect(created.stdout).toContain(`set up the prefix ${prefix}: created the key ${prefix}schema`)
+      const again = await cli(['migrate', ...store, '--json'])
+      expect(json(again)).toMatchObject({
+        ok: true,
+        prefix,
+        key: `${prefix}schema`,
+        outcome: 'current',
+        migrated: false,
+      })
+      expect(await cli(['count', ...store])).toMatchObject({ code: 0, stdout: '0\n' })
+    })
+  },
+)
+
+describe('store options the URL sets, and createSchema=true on a read-only command, are refused (exit 2)', () => {
+  test.each([
+    [
+      ['--store', `sqlite:${join(dir, 'fixed.db')}`, '--store-option', `path=${join(dir, 'other.db')}`],
+      'path: the database file is set by the store URL',
+    ],
+    [
+      [
+        '--store',
+        'postgres://root@127.0.0.1:1/test',
+        '--store-option',
+        'connectionString=postgres://root@127.0.0.1:2/db',
+      ],
+      'connectionString: the server and database is set by the store URL',
+    ],
+    [
+      ['--store', 'mysql://root@127.0.0.1:1/test', '--store-option', 'uri=mysql://root@127.0.0.1:2/db'],
+      'uri: the server and database is set by the store URL',
+    ],
+    [
+      ['--store', 'redis://127.0.0.1:1', '--store-option', 'url=redis://127.0.0.1:2'],
+      'url: the server is set by the store URL',
+    ],
+    [
+      ['--store', `file:${join(dir, 'fixed')}`, '--store-option', `directory=${join(dir, 'other')}`],
+      'directory: the folder is set by the store URL',
+    ],
+  ])('%j', async (args, expected) => {
+    const result = await cli(['count', ...args])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain(expected)
+    expect(existsSync(join(dir, 'other.db'))).toBe(false)
+  })
+
+  test('createSchema=true (createDirectory=true) on count, list, prune, rekey, revoke: exit 2, nothing created', async () => {
+    const path = join(dir, 'never.db')
+    for (const args of [['count'], ['list'], ['prune'], ['rekey'], ['revoke', '--all']]) {
+      const result = await cli(
+        [...args, '--store', `sqlite:${path}`, '--store-option', 'createSchema=true'],
+        KEYS,
+      )
+      expect(result.code, args[0]).toBe(2)
+      expect(result.stderr).toContain(
+        'createSchema: count, list, prune, rekey and revoke never create a store',
+      )
+      expect(existsSync(path)).toBe(false)
+    }
+    const folder = join(dir, 'never-folder')
+    const files = await cli(['count', '--store', `file:${folder}`, '--store-option', 'createDirectory=true'])
+    expect(files.code).toBe(2)
+    expect(files.stderr).toContain('createDirectory:')
+    expect(existsSync(folder)).toBe(false)
+    // Saying what the command does anyway is fine.
+    const said = await cli(['count', '--store', `sqlite:${path}`, '--store-option', 'createSchema=false'])
+    expect(said.code).toBe(6)
+  })
+})
+
+describe('a wrong local path or driver setting is a configuration error (exit 2), not "does not answer"', () => {
+  test('sqlite: a file that is not a database, a folder', async () => {
+    const notdb = join(dir, 'notdb.txt')
+    writeFileSync(notdb, 'not a database, only text. '.repeat(10))
+    const text = await cli(['count', '--store', `sqlite:${notdb}`])
+    expect(text.code).toBe(2)
+    expect(text.stderr).toContain('the file is not a SQLite database')
+    expect(text.stderr).not.toContain('does not answer')
+    const folder = join(dir, 'adir')
+    mkdirSync(folder)
+    const adir = await cli(['count', '--store', `sqlite:${folder}`, '--json'])
+    expect(adir.code).toBe(2)
+    expect(json(adir)).toMatchObject({ ok: false, error: { code: 'ERR_LATCHKEY_CONFIG', exitCode: 2 } })
+    expect(adir.stderr).toContain(`${folder} is a folder, not a database file`)
+  })
+
+  test('mysql: ?ssl= with a value mysql2 does not know', async () => {
+    const result = await cli(['count', '--store', 'mysql://root@127.0.0.1:1/test?ssl=nonsense'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain("Unknown SSL profile 'nonsense'")
   })
 })

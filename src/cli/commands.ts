@@ -14,6 +14,7 @@ import {
   type ListableStore,
   type SessionStore,
 } from '../core/store.js'
+import type { RedisMigrationReport } from '../stores/redis/redis-store.js'
 import type { MigrationReport } from '../stores/sql/sql-store.js'
 import {
   CliError,
@@ -93,8 +94,10 @@ export async function schema(options: StoreCommandOptions, out: Output): Promise
   })
 }
 
-/** A store that says what its migration did (every bundled SQL store). */
-function reportsMigrations(store: object): store is { runMigration(): Promise<MigrationReport> } {
+/** A store that says what its migration did (every bundled SQL store, and RedisStore). */
+function reportsMigrations(
+  store: object,
+): store is { runMigration(): Promise<MigrationReport | RedisMigrationReport> } {
   return typeof (store as { runMigration?: unknown }).runMigration === 'function'
 }
 
@@ -107,17 +110,29 @@ const MIGRATED = Object.freeze({
 
 /**
  * `latchkey migrate`: names the table (and for SQLite the file) and says whether it created it,
- * upgraded it or found it up to date; `migrated` is true only when it changed something.
+ * upgraded it or found it up to date; `migrated` is true only when it changed something. On Redis it
+ * writes the prefix's marker key (which read-only commands look for), or finds it there.
  */
 export async function migrate(options: StoreCommandOptions, out: Output): Promise<number> {
   return withStore(options, 'migrate', async (store) => {
-    if (!isMigratableStore(store)) throw unsupported(store, 'migrate: it has no schema (nothing to do)')
     if (!reportsMigrations(store)) {
+      if (!isMigratableStore(store)) throw unsupported(store, 'migrate: it has no schema (nothing to do)')
       await store.migrate()
       out.result({ store: options.store, migrated: true }, `${options.store}: migrated`)
       return EXIT.ok
     }
-    const { table, file, outcome, from, to } = await store.runMigration()
+    const report = await store.runMigration()
+    if ('prefix' in report) {
+      const { prefix, key, outcome, from, to } = report
+      out.result(
+        { store: options.store, prefix, key, outcome, from, to, migrated: outcome !== 'current' },
+        outcome === 'created'
+          ? `${options.store}: set up the prefix ${prefix}: created the key ${key} (layout version ${to})`
+          : `${options.store}: the prefix is already set up: ${prefix} (key ${key}, layout version ${to})`,
+      )
+      return EXIT.ok
+    }
+    const { table, file, outcome, from, to } = report
     const where = file === undefined ? '' : ` in ${file}`
     const versions =
       outcome === 'upgraded' ? ` from schema version ${from} to ${to}` : ` (schema version ${to})`
@@ -357,6 +372,10 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
     if (!isListableStore(store)) throw unsupported(store, 'list its sessions to revoke them all')
     const total = isCountableStore(store) ? await store.count() : undefined
     const bar = progress(out, 'revoking', total, options.progress !== false)
+    // The bar counts records. Revoking a user ends their other sessions, which the walk then never
+    // lists (or lists from a page read before): those are counted when the user is revoked, and
+    // their keys kept here so that they are not counted twice.
+    const counted = new Set<string>()
     const users = new Set<string>()
     let revoked = 0
     let anonymous = 0
@@ -368,7 +387,7 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
       for await (const record of store.list()) {
         if (++seen % 64 === 0) await setImmediate()
         if (out.io.signal.aborted) break
-        bar.increment()
+        if (!counted.delete(record.key)) bar.increment()
         if (record.userId === null) {
           // Ended as the rule ends every session (an end needs no key): not merely removed. A notice
           // of an earlier end is no session: it waits for its cookie.
@@ -378,6 +397,15 @@ export async function revoke(options: RevokeOptions, out: Output): Promise<numbe
           anonymous++
         } else if (!users.has(record.userId)) {
           users.add(record.userId)
+          if (bar.shown) {
+            let others = 0
+            for (const other of await store.listByUser(record.userId)) {
+              if (other.key === record.key || isEnded(other) || counted.has(other.key)) continue
+              counted.add(other.key)
+              others++
+            }
+            bar.increment(others)
+          }
           try {
             const count = await manager.revokeUserRecords(record.userId)
             revoked += count.ended

@@ -24,7 +24,7 @@ export const EXIT = Object.freeze({
   unsupported: 4,
   /** Partly done: some records could not be processed (see the message); the rest were. */
   partial: 5,
-  /** Nothing there: no such table, database file or folder (`ERR_LATCHKEY_NO_SCHEMA`); run `migrate`, or check the URL. */
+  /** Nothing there: no such table, database file, folder or Redis prefix (`ERR_LATCHKEY_NO_SCHEMA`); run `migrate`, or check the URL. */
   missing: 6,
   /** Interrupted (SIGINT/SIGTERM) after finishing the records in flight; run the command again to go on. */
   interrupted: 130,
@@ -38,7 +38,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   3    the store did not answer or failed (work done before the failure stays done)
   4    the store cannot do that (capability missing, e.g. schema on Redis)
   5    partial failure: some records could not be processed, the others were
-  6    no such table, database file or folder: run \`latchkey migrate\`, or check the URL and tableName
+  6    no such table, database file, folder or Redis prefix: run \`latchkey migrate\`, or check the URL, tableName and prefix
   130  interrupted; run the same command again to carry on`
 
 /** An error with the exit code it ends the process with. */
@@ -230,16 +230,20 @@ export function parseStoreOptions(pairs: readonly string[] = []): Record<string,
 
 /** The schemes of stores that prune on a timer: the CLI turns it off (it prunes only when asked). */
 const SCHEDULED_PRUNE = /^(file|sqlite|postgres|postgresql|mysql|mariadb):/i
-/** The schemes of SQL stores, which create their table (and SQLite its file) on first use unless told not to. */
-const SQL_SCHEMES = /^(sqlite|postgres|postgresql|mysql|mariadb):/i
+/**
+ * The schemes of stores that create their schema on first use unless told not to (`createSchema:
+ * false`): the SQL stores their table (and SQLite its file), RedisStore its prefix's marker key.
+ */
+const SCHEMA_SCHEMES = /^(sqlite|postgres|postgresql|mysql|mariadb|redis|rediss|redis\+cluster):/i
 
 /**
  * How a command opens its store:
  * - `offline`: never touches it (`schema` prints DDL without connecting);
  * - `migrate`: opens without a first lookup (`migrate` reports its own failure) and may create;
  * - `existing`: checks that the store answers, and never creates anything: a missing table, SQLite
- *   file or FileStore folder is the `ERR_LATCHKEY_NO_SCHEMA` error (exit code 6), so that a typo in
- *   the URL never turns into an empty store reported as "0 sessions".
+ *   file, FileStore folder or Redis prefix (no marker key, no session) is the `ERR_LATCHKEY_NO_SCHEMA`
+ *   error (exit code 6), so that a typo in the URL never turns into an empty store reported as "0
+ *   sessions". `--store-option createSchema=true` (`createDirectory=true`) is refused: exit code 2.
  */
 export type OpenMode = 'offline' | 'migrate' | 'existing'
 
@@ -249,8 +253,16 @@ export async function openCliStore(options: StoreCommandOptions, mode: OpenMode)
   const storeOptions = parseStoreOptions(options.storeOption)
   if (SCHEDULED_PRUNE.test(url) && !('pruneIntervalMs' in storeOptions)) storeOptions.pruneIntervalMs = 0
   if (mode === 'existing') {
-    if (SQL_SCHEMES.test(url)) storeOptions.createSchema = false
-    if (/^file:/i.test(url)) storeOptions.createDirectory = false
+    const option = /^file:/i.test(url) ? 'createDirectory' : SCHEMA_SCHEMES.test(url) ? 'createSchema' : null
+    if (option !== null) {
+      if (storeOptions[option] === true) {
+        throw new ConfigError(
+          option,
+          `count, list, prune, rekey and revoke never create a store, so --store-option ${option}=true cannot apply: drop it, or run \`latchkey migrate\` first`,
+        )
+      }
+      storeOptions[option] = false
+    }
   }
   return openStore(url, { check: mode === 'existing', storeOptions })
 }

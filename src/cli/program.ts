@@ -130,7 +130,7 @@ old ones after it (LATCHKEY_KEYS=new,old), deploy, run \`latchkey rekey\`, then 
 
   storeCommand(
     'migrate',
-    'create or upgrade the schema of a SQL store (safe to run any number of times)',
+    'create or upgrade the schema of a SQL store, or set a Redis key prefix up (safe to run any number of times)',
   ).action(action<StoreCommandOptions>((options) => commands.migrate(options, out)))
   storeCommand('schema', 'print the DDL that migrate runs, without connecting to the database').action(
     action<StoreCommandOptions>((options) => commands.schema(options, out)),

@@ -11,15 +11,17 @@ import cliProgress from 'cli-progress'
 import type { Output } from './context.js'
 
 export interface Progress {
-  /** One more item done. */
-  increment(): void
+  /** Whether a bar is drawn: work done only to move the bar can be skipped when it is not. */
+  readonly shown: boolean
+  /** One more item done, or `count` more. */
+  increment(count?: number): void
   /** The total became known (or grew: records created while the command runs). */
   setTotal(total: number): void
   /** Removes the bar. */
   stop(): void
 }
 
-const QUIET: Progress = Object.freeze({ increment() {}, setTotal() {}, stop() {} })
+const QUIET: Progress = Object.freeze({ shown: false, increment() {}, setTotal() {}, stop() {} })
 
 /**
  * A bar labelled `label` when `enabled` and the output is interactive; `total` undefined while unknown
@@ -50,9 +52,11 @@ export function progress(
   let done = 0
   bar.start(current, 0, { remaining: timeLeft(0, 0, current) })
   return {
-    increment() {
-      done++
-      bar.increment(1, { remaining: timeLeft(now() - started, done, current) })
+    shown: true,
+    increment(count = 1) {
+      if (count <= 0) return
+      done += count
+      bar.increment(count, { remaining: timeLeft(now() - started, done, current) })
     },
     setTotal(next: number) {
       if (known && next > current) {

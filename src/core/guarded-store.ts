@@ -20,17 +20,30 @@ export function isStoreRefusal(error: unknown): error is SessionError {
   return error instanceof Error && (error as { code?: unknown }).code === TOO_LARGE
 }
 
-/** What a failed store call rejects with: a refusal as it is, anything else as a `StoreError`. */
+/**
+ * True for a `ConfigError` (by code): a store whose server refused its connection (a role, database or
+ * password it does not accept) rejects with one. Retrying never helps, so it is not a store outage.
+ */
+function isConfigError(error: unknown): error is SessionError {
+  return error instanceof Error && (error as { code?: unknown }).code === 'ERR_LATCHKEY_CONFIG'
+}
+
+/**
+ * What a failed store call rejects with: a refusal of the record, or a configuration error (a server
+ * that refused the connection), as it is; anything else as a `StoreError`.
+ */
 export function toGuardedError(store: string, operation: string, error: unknown): Error {
-  return isStoreRefusal(error) ? error : toStoreError(store, operation, error)
+  return isStoreRefusal(error) || isConfigError(error) ? error : toStoreError(store, operation, error)
 }
 
 /**
  * The store as the manager uses it: any rejection (or synchronous throw) of a store call, whatever
  * the store rejects with, becomes a `StoreError` naming the store and the operation with the original
  * error as `cause`. Adapters answer those 503, so a third-party store that rejects with a plain `Error`
- * fails closed exactly as a bundled one does. The one exception is a store's refusal of a record too
- * large for it ({@link storeRefusal}): the request's own fault, passed on as it is (500).
+ * fails closed exactly as a bundled one does. The exceptions, passed on as they are and answered 500:
+ * a store's refusal of a record too large for it ({@link storeRefusal}), the request's own fault; and a
+ * `ConfigError`, which a bundled store rejects with when its server refuses the connection (a wrong
+ * password, a role or database that does not exist): the configuration is wrong, and retrying never helps.
  *
  * Every promise call has a deadline, `storeTimeoutMs`: a call that has not settled by then rejects
  * with a `StoreError` (503 with `Retry-After`), so a store that stops answering without closing its

@@ -532,12 +532,13 @@ export class SessionManager<T extends SessionData = SessionData> {
 
 /**
  * A callback passed where latchkey returns a promise (express-session's habit) would never be called:
- * a `TypeError` that names the promise form. Checked synchronously, before anything is done.
+ * a `TypeError` that names the promise form, and the drop-in for code written with callbacks.
+ * Checked synchronously, before anything is done.
  */
 function refuseCallback(method: string, options: unknown): void {
   if (typeof options === 'function') {
     throw new TypeError(
-      `latchkey: ${method}() takes no callback; it returns a promise: await manager.${method}(...) or use .then()`,
+      `latchkey: ${method}() takes no callback; it returns a promise: await manager.${method}(...) or use .then(); code written for express-session's callbacks can use the drop-in, latchkey/express-session`,
     )
   }
 }

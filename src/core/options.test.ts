@@ -156,6 +156,14 @@ describe('unknown options are refused, never ignored', () => {
     expect(messageFor({ frobnicate: true }, 'frobnicate')).toContain('the options are store, keys, cookie')
   })
 
+  test("csrf is the adapter's option: the message says where it goes, not csrfCookie", () => {
+    const message = messageFor({ csrf: { trustedOrigins: ['https://a.example'] } }, 'csrf')
+    expect(message).toContain('an option of the adapter')
+    expect(message).toContain('sessions(manager, { csrf })')
+    expect(message).toContain('app.register(latchkey, { manager, csrf })')
+    expect(message).not.toContain('did you mean')
+  })
+
   test('undefined is no excuse: the name is still wrong', () => {
     expect(messageFor({ idleTimeout: undefined }, 'idleTimeout')).toContain('idleTimeoutMs')
   })

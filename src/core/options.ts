@@ -234,6 +234,7 @@ const MANAGER_HINTS: OptionHints = {
   maxAge:
     'use idleTimeoutMs and absoluteTimeoutMs (and cookie.persistent for a cookie that outlives the browser)',
   timeout: 'use idleTimeoutMs and absoluteTimeoutMs',
+  csrf: "the CSRF check is an option of the adapter, not of the manager: sessions(manager, { csrf }) (Express, Hono, Koa), app.register(latchkey, { manager, csrf }) (Fastify), withSessions(manager, handler, { csrf }) (node:http); the manager's csrfCookie is the cookie of forms before sign-in",
 }
 
 const COOKIE_HINTS: OptionHints = {

@@ -12,9 +12,10 @@
  * | `redis://…`, `rediss://…` | RedisStore |
  * | `redis+cluster://host:port,host:port` | RedisStore on a Redis Cluster |
  */
+import { statSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { ConfigError, StoreError } from '../core/errors.js'
+import { ConfigError, SessionError, StoreError } from '../core/errors.js'
 import { refuseUnknownOptions } from '../core/known-options.js'
 import type { SessionStore, StoreOptions } from '../core/store.js'
 import { isClosableStore } from '../core/store.js'
@@ -96,17 +97,88 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
   refuseUnknownOptions(options, ['check', 'storeOptions', 'clock'], { owner: 'openStore' })
   if (SERVER_SCHEMES.has(scheme)) checkServerUrl(url, scheme, masked)
   const { check = true, storeOptions = {}, ...common } = options
+  refuseFixedOptions(scheme, masked, storeOptions, common)
   const base = { ...storeOptions, ...common }
-  const store = await build(scheme, url, masked, base)
+  const store = await built(url, masked, () => build(scheme, url, masked, base))
   if (check) {
     try {
       await store.get('A'.repeat(43))
     } catch (error) {
       if (isClosableStore(store)) await store.close().catch(() => {})
-      throw openFailure(error, masked)
+      throw openFailure(error, masked, scheme === 'sqlite' || scheme === 'file' ? url : undefined)
     }
   }
   return store
+}
+
+/** What the URL of each scheme sets, by the store option it would otherwise be. */
+const SET_BY_URL: Record<string, Readonly<Record<string, string>>> = {
+  file: { directory: 'the folder' },
+  sqlite: { path: 'the database file' },
+  postgres: { connectionString: 'the server and database', pool: 'the connection pool' },
+  mysql: { uri: 'the server and database', pool: 'the connection pool' },
+  redis: { url: 'the server', client: 'the client' },
+  'redis+cluster': { url: 'the cluster', client: 'the cluster client' },
+}
+
+/**
+ * Refuses a store option that the URL already sets (`path` with a `sqlite:` URL, `connectionString`,
+ * `url`...), which would be dropped without a word, and a clock given both to `openStore` and in
+ * `storeOptions`.
+ */
+function refuseFixedOptions(
+  scheme: string,
+  masked: string,
+  storeOptions: unknown,
+  common: { clock?: unknown },
+): void {
+  if (typeof storeOptions !== 'object' || storeOptions === null || Array.isArray(storeOptions)) {
+    throw new ConfigError('storeOptions', 'must be an object of options for the store')
+  }
+  const family = ALIASES[scheme] ?? scheme
+  const fixed = SET_BY_URL[family] ?? {}
+  for (const name of Object.keys(storeOptions)) {
+    const what = fixed[name]
+    if (what === undefined) continue
+    const advice =
+      name === 'pool' || name === 'client'
+        ? `the store opens its own with the URL; to use one of yours, build the store itself (new ${STORE_NAMES[family] ?? 'Store'}({ ${name} }))`
+        : 'change the URL instead, or drop the option'
+    throw new ConfigError(name, `${what} is set by the store URL ${masked}, not by a store option: ${advice}`)
+  }
+  if ('clock' in storeOptions && common.clock !== undefined) {
+    throw new ConfigError('clock', 'given twice, to openStore and in storeOptions: give it once')
+  }
+}
+
+/** The schemes that name the same store as another. */
+const ALIASES: Record<string, string> = { postgresql: 'postgres', mariadb: 'mysql', rediss: 'redis' }
+
+/** The store each scheme (family) opens, for messages. */
+const STORE_NAMES: Record<string, string> = {
+  postgres: 'PostgresStore',
+  mysql: 'MySqlStore',
+  redis: 'RedisStore',
+  'redis+cluster': 'RedisStore',
+}
+
+/**
+ * The store `build` makes: an error of a driver refusing its settings while the store is built (mysql2's
+ * `?ssl=nonsense`, say) is a `ConfigError` naming the URL, not a raw error.
+ */
+async function built(url: string, masked: string, build: () => Promise<SessionStore>): Promise<SessionStore> {
+  try {
+    return await build()
+  } catch (error) {
+    if (error instanceof SessionError) throw error
+    // The driver's message, with any password of the URL it may quote masked.
+    let reason = messageOf(error)
+    for (const [, password] of url.matchAll(/(?:\/\/|,)[^:/@,\s]*:([^@/,\s]+)@/g))
+      if (password) reason = reason.split(password).join('***')
+    throw Object.assign(new ConfigError('store', `${masked}: the driver refused its settings: ${reason}`), {
+      cause: error,
+    })
+  }
 }
 
 /** The schemes of stores on a server, whose URLs {@link checkServerUrl} checks. */
@@ -114,10 +186,15 @@ const SERVER_SCHEMES = new Set(['postgres', 'postgresql', 'mysql', 'mariadb', 'r
 
 /**
  * Why the first lookup failed, naming the URL: a server that refused (a `ConfigError` with its
- * reason), a table, file or folder that is not there (`ERR_LATCHKEY_NO_SCHEMA`), or else a
- * `StoreError`, "does not answer".
+ * reason), a table, file or folder that is not there (`ERR_LATCHKEY_NO_SCHEMA`), a path of a local
+ * store (`local`, its URL) that is wrong (a `ConfigError`: not a database, a folder, no permission),
+ * or else a `StoreError`, "does not answer".
  */
-function openFailure(error: unknown, masked: string): Error {
+function openFailure(error: unknown, masked: string, local?: string): Error {
+  // A store's operations reject with the refusal of a server as a ConfigError already.
+  if (error instanceof ConfigError) {
+    return Object.assign(new ConfigError(error.option, `${masked}: ${messageOf(error)}`), { cause: error })
+  }
   const cause = error instanceof StoreError ? error.cause : error
   if (isServerRefusal(cause)) {
     const refusal = asRefusal(error instanceof StoreError ? error.store : 'store', cause) as ConfigError
@@ -129,12 +206,72 @@ function openFailure(error: unknown, masked: string): Error {
   if ((cause as { code?: unknown })?.code === NO_SCHEMA) {
     return missingSchema(`${masked}: ${messageOf(cause)}`, cause)
   }
+  const problem = local === undefined ? undefined : pathProblem(cause, local, masked)
+  if (problem !== undefined) {
+    return Object.assign(new ConfigError('store', `${masked}: ${problem}`), { cause: error })
+  }
   const name = error instanceof StoreError ? error.store : 'store'
   return new StoreError(
     name,
     'open',
     new Error(`${masked} does not answer: ${messageOf(cause)}`, { cause: error }),
   )
+}
+
+/** What a local store's path error means, by its code (SQLite's, or node's). */
+const PATH_PROBLEMS: Readonly<Record<string, string>> = {
+  SQLITE_NOTADB: 'the file is not a SQLite database: check the path',
+  SQLITE_CANTOPEN:
+    'the database file cannot be opened: check that the path names a file in a folder that exists',
+  ENOTDIR: 'a part of the path is a file, not a folder: check the path',
+  EISDIR: 'the path is a folder, not a file: check the path',
+  ENOENT: 'a folder of the path does not exist: create it, or check the path',
+  EACCES: 'permission denied: check the owner and mode of the path',
+  EPERM: 'permission denied: check the owner and mode of the path',
+  EROFS: 'the path is on a read-only file system',
+}
+
+/**
+ * The problem with the path of a local store (`url`, `file:` or `sqlite:`) that `error` shows: a file
+ * that is not a database, a folder where a file should be, a folder missing or not allowed. `undefined`
+ * for anything else (a busy database, too many open files), which stays "does not answer".
+ */
+function pathProblem(error: unknown, url: string, masked: string): string | undefined {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    const problem = typeof code === 'string' ? PATH_PROBLEMS[code] : undefined
+    if (problem === undefined) continue
+    if (url.startsWith('sqlite:') && (code === 'SQLITE_CANTOPEN' || code === 'EISDIR')) {
+      const path = pathOf(url, 'sqlite', masked)
+      if (isDirectory(path)) {
+        return `${path} is a folder, not a database file: name a file in it (sqlite:${path}/sessions.db)`
+      }
+    }
+    if (url.startsWith('file:') && code === 'ENOTDIR') {
+      const path = pathOf(url, 'file', masked)
+      if (isFile(path)) return `${path} is a file, not a folder: FileStore keeps its sessions in a folder`
+    }
+    return `${problem} (${e.message})`
+  }
+  return undefined
+}
+
+/** Whether `path` is a folder (false when it is not there or cannot be read). */
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+/** Whether `path` is a file, not a folder (false when it is not there or cannot be read). */
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile()
+  } catch {
+    return false
+  }
 }
 
 /** An error's message, without the `option: ` that a `ConfigError` starts with. */

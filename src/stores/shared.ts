@@ -17,6 +17,7 @@ import {
   type SessionStore,
   type UserIndexedStore,
 } from '../core/store.js'
+import { asRefusal, isServerRefusal } from './refusal.js'
 
 /**
  * The contract plus the capabilities every bundled store has: a user index, prune, count, list and
@@ -57,7 +58,8 @@ export function validateClock(clock: Clock | undefined): Clock {
  * Runs one operation of a store: with `closed`, fails at once; otherwise runs `call`. Either way a
  * failure comes out as a `StoreError` naming `store` and `operation` (a refusal of a record too large
  * for the store, `storeRefusal`, as it is), thrown when `call` answers synchronously and rejected when
- * it answers with a promise.
+ * it answers with a promise. A server that refused the connection (see `isServerRefusal`) is a
+ * `ConfigError` with its reason instead: not an outage, so not answered 503 and retried.
  */
 export function storeOperation<T>(store: string, operation: string, closed: boolean, call: () => T): T {
   try {
@@ -65,11 +67,17 @@ export function storeOperation<T>(store: string, operation: string, closed: bool
     const result = call()
     if (!isPromise(result)) return result
     return Promise.resolve(result).catch((error: unknown) => {
-      throw toGuardedError(store, operation, error)
+      throw operationError(store, operation, error)
     }) as T
   } catch (error) {
-    throw toGuardedError(store, operation, error)
+    throw operationError(store, operation, error)
   }
+}
+
+/** What a failed operation rejects with: a server's refusal as a `ConfigError`, else {@link toGuardedError}'s. */
+function operationError(store: string, operation: string, error: unknown): Error {
+  if (!(error instanceof ConfigError) && isServerRefusal(error)) return asRefusal(store, error) as ConfigError
+  return toGuardedError(store, operation, error)
 }
 
 /**

@@ -34,6 +34,7 @@ export const STORE_OPTIONS = Object.freeze({
     'prefix',
     'commandTimeoutMs',
     'clockSkewMs',
+    'createSchema',
     'onError',
     'onWarning',
   ],

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import { ManualClock } from '../../src/core/clock.js'
 import { generateKey } from '../../src/core/crypto.js'
-import { ConfigError, StoreError } from '../../src/core/errors.js'
+import { ConfigError, isUnavailableError, StoreError } from '../../src/core/errors.js'
 import { PRUNE_BATCH_SIZE } from '../../src/stores/sql/queries.js'
 import type { SqlStore, SqlStoreOptions } from '../../src/stores/sql/sql-store.js'
 import { defineStoreConformance, makeRecord } from '../../src/testing/conformance.js'
@@ -453,26 +453,32 @@ export async function defineServerStoreTests<O extends SqlStoreOptions & { pool?
     })
 
     describe('faults', () => {
-      test('bad credentials reject every operation with a StoreError carrying the server error', async () => {
+      test('bad credentials reject every operation with a ConfigError carrying the server error (not retryable)', async () => {
         const url = new URL(d.url)
         d.faults.badCredentials(url, run)
         const clock = new ManualClock()
         const store = open({ clock }, url.href)
         try {
           const failure = {
-            code: 'ERR_LATCHKEY_STORE',
-            store: d.name,
+            code: 'ERR_LATCHKEY_CONFIG',
+            option: 'store',
+            message: expect.stringContaining('refused the connection'),
             cause: expect.objectContaining({ code: d.faults.accessDenied }),
           }
-          await expect(store.get(makeRecord(clock).key)).rejects.toMatchObject({
-            ...failure,
-            operation: 'get',
-          })
-          await expect(store.create(makeRecord(clock))).rejects.toMatchObject({
-            ...failure,
-            operation: 'create',
-          })
-          await expect(store.migrate()).rejects.toMatchObject({ ...failure, operation: 'migrate' })
+          const calls: [string, () => Promise<unknown>][] = [
+            ['get', () => store.get(makeRecord(clock).key)],
+            ['create', () => store.create(makeRecord(clock))],
+            ['migrate', () => store.migrate()],
+          ]
+          for (const [operation, call] of calls) {
+            const error = await call().then(
+              () => undefined,
+              (rejected: unknown) => rejected,
+            )
+            expect(error, operation).toBeInstanceOf(ConfigError)
+            expect(error, operation).toMatchObject(failure)
+            expect(isUnavailableError(error), operation).toBe(false)
+          }
         } finally {
           await store.close()
         }

@@ -125,6 +125,22 @@ function poolPort(pool: Pool, timeoutMs: number): SqlPort {
  * rows read as missing at once and are deleted every `pruneIntervalMs`, in batches. A failing server
  * gives `StoreError`, and the pool reconnects by itself when it is back.
  */
+/**
+ * The pool of a store given `uri` and/or `poolOptions`. What mysql2 refuses while building it (an
+ * unknown `?ssl=` profile, say) is a `ConfigError` naming the option, not a raw `TypeError`.
+ */
+function ownPool(uri: string | undefined, poolOptions: MySqlStoreOptions['poolOptions']): Pool {
+  const driver = requireDriver<typeof mysql>('mysql2/promise', 'MySqlStore')
+  try {
+    return driver.createPool({ ...poolOptions, uri: uri?.replace(/^mariadb:/, 'mysql:') })
+  } catch (error) {
+    throw new ConfigError(
+      uri === undefined ? 'poolOptions' : 'uri',
+      `mysql2 refused the settings: ${error instanceof Error ? error.message : String(error)}`,
+    )
+  }
+}
+
 export class MySqlStore extends SqlStore {
   private readonly pool: Pool
   private readonly ownsPool: boolean
@@ -152,12 +168,7 @@ export class MySqlStore extends SqlStore {
     super('MySqlStore', mysqlDialect, options)
     this.ownsPool = pool === undefined
     // mysql2 reads only mysql:// URIs; mariadb:// names the same server.
-    this.pool =
-      pool ??
-      requireDriver<typeof mysql>('mysql2/promise', 'MySqlStore').createPool({
-        ...poolOptions,
-        uri: uri?.replace(/^mariadb:/, 'mysql:'),
-      })
+    this.pool = pool ?? ownPool(uri, poolOptions)
     this.poolPort = poolPort(this.pool, commandTimeoutMs)
   }
 

@@ -3,6 +3,7 @@ export {
   type RedisClientLike,
   type RedisClusterLike,
   type RedisCommandOptions,
+  type RedisMigrationReport,
   RedisStore,
   type RedisStoreOptions,
 } from './redis-store.js'

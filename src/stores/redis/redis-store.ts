@@ -3,7 +3,7 @@ import { type Clock, systemClock } from '../../core/clock.js'
 import { ConfigError, toStoreError } from '../../core/errors.js'
 import { requireDriver } from '../../core/optional-peer.js'
 import { expiresAt, isStoreKey, type SessionRecord, type StoreOptions } from '../../core/store.js'
-import { isServerRefusal } from '../refusal.js'
+import { isServerRefusal, missingSchema } from '../refusal.js'
 import {
   type BundledStore,
   storeOperation,
@@ -76,6 +76,15 @@ export interface RedisStoreOptions extends StoreOptions {
    */
   prefix?: string
   /**
+   * Whether the store may mark its prefix as set up: the first operation writes the key
+   * `<prefix>schema` (the layout version, `1`) unless it is there, as `migrate()` does. With `false`
+   * (for tools that only read, as the CLI's `count`), a prefix without that key and without any
+   * session is the `ERR_LATCHKEY_NO_SCHEMA` error ("no such prefix"), so that a mistyped prefix is
+   * never read as an empty store; a prefix that holds sessions but no marker yet (written by a
+   * latchkey from before the marker) is accepted. Default `true`.
+   */
+  createSchema?: boolean
+  /**
    * How long the store waits for each reply from Redis, and for a connection attempt of its own client
    * in progress, in ms. Past it the operation rejects with `StoreError` and node-redis drops the
    * command if it was not sent yet (so it never runs later). Default 2000.
@@ -106,6 +115,23 @@ export interface RedisStoreOptions extends StoreOptions {
   onWarning?: WarningHook
 }
 
+/** The layout of the keys under a prefix, held by its marker key (`<prefix>schema`). */
+export const REDIS_LAYOUT_VERSION = 1
+
+/** What {@link RedisStore.runMigration} did: the marker key of the prefix, created or found. */
+export interface RedisMigrationReport {
+  /** The key prefix. */
+  readonly prefix: string
+  /** The marker key, `<prefix>schema`. */
+  readonly key: string
+  /** `created`: the marker was written now; `current`: it was there. */
+  readonly outcome: 'created' | 'current'
+  /** The layout version the marker held before: 0 when there was none. */
+  readonly from: number
+  /** The layout version it holds now. */
+  readonly to: number
+}
+
 /** Letters, digits, `_`, `-`, `.`, `:`; no glob, quote, brace, space, `;`, `/` or control character. */
 const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
 /** Keys asked for per `SCAN` round. */
@@ -133,6 +159,10 @@ type OwnedClient = ReturnType<typeof createClient>
  * - `latchkey:u:{<user id>}`: one sorted set per user: store keys scored by an upper bound of their
  *   record's absolute deadline, with a TTL. The user ID is written as its UTF-8 bytes, those outside
  *   `[A-Za-z0-9_.@-]` as `%XX`, so it never adds a brace to the key.
+ *
+ * - `latchkey:schema`: the prefix's marker, the layout version (`1`), without a TTL: written by
+ *   `migrate()` and by the first operation of a store that may create it (`createSchema`), so that a
+ *   store told not to (the CLI's read-only commands) can tell a mistyped prefix from an empty store.
  *
  * The braces are hash tags: a session's slot is its store key's, a user's index slot its user ID's.
  * Every script names exactly one key, so every script runs on one slot, on a single server or a
@@ -169,6 +199,9 @@ export class RedisStore implements BundledStore {
   private readonly prefix: string
   private readonly commandTimeoutMs: number
   private readonly clockSkewMs: number
+  private readonly createSchema: boolean
+  /** The check (or write) of the prefix's marker, once it succeeded or while it runs. */
+  private layout: Promise<void> | undefined
   private readonly client: RedisClientLike | RedisClusterLike
   private readonly cluster: RedisClusterLike | undefined
   /** Hands a warning to `onWarning`, which may not throw or reject back into the store. */
@@ -192,6 +225,7 @@ export class RedisStore implements BundledStore {
       prefix = 'latchkey:',
       commandTimeoutMs = 2000,
       clockSkewMs = 60_000,
+      createSchema = true,
       onError,
       onWarning,
     } = options ?? {}
@@ -209,6 +243,9 @@ export class RedisStore implements BundledStore {
     }
     validateDelay(commandTimeoutMs, 'commandTimeoutMs', 1)
     validateDelay(clockSkewMs, 'clockSkewMs', 0)
+    if (typeof createSchema !== 'boolean') {
+      throw new ConfigError('createSchema', `must be true or false, got ${String(createSchema)}`)
+    }
     if (onError !== undefined && typeof onError !== 'function') {
       throw new ConfigError('onError', 'must be a function')
     }
@@ -219,6 +256,7 @@ export class RedisStore implements BundledStore {
     this.prefix = prefix
     this.commandTimeoutMs = commandTimeoutMs
     this.clockSkewMs = clockSkewMs
+    this.createSchema = createSchema
     if (client !== undefined) {
       if (typeof (client as { sendCommand?: unknown })?.sendCommand !== 'function') {
         throw new ConfigError('client', 'must be a node-redis client or cluster (no sendCommand method)')
@@ -410,6 +448,37 @@ export class RedisStore implements BundledStore {
   }
 
   /**
+   * Sets the prefix up: writes its marker key, `<prefix>schema`, holding the layout version, unless it
+   * is there (whatever `createSchema` says). `latchkey migrate` runs it; a store that may create
+   * (`createSchema`, the default) does the same on its first operation.
+   */
+  runMigration(): Promise<RedisMigrationReport> {
+    return this.run(
+      'migrate',
+      async (send) => {
+        const key = this.markerKey()
+        const set = await send(key, ['SET', key, String(REDIS_LAYOUT_VERSION), 'NX'])
+        const found = set === null ? text(await send(key, ['GET', key])) : null
+        this.layout = Promise.resolve()
+        const from = found === null ? 0 : Number(found)
+        return {
+          prefix: this.prefix,
+          key,
+          outcome: set === null ? 'current' : 'created',
+          from: Number.isFinite(from) ? from : 0,
+          to: Math.max(REDIS_LAYOUT_VERSION, Number.isFinite(from) ? from : 0),
+        }
+      },
+      false,
+    )
+  }
+
+  /** {@link runMigration}, without the report. */
+  async migrate(): Promise<void> {
+    await this.runMigration()
+  }
+
+  /**
    * Closes the client the store created from `url` (waiting up to `commandTimeoutMs` for replies in
    * flight); a client you passed stays open. Later calls reject with `StoreError`. Idempotent.
    */
@@ -443,14 +512,20 @@ export class RedisStore implements BundledStore {
 
   /**
    * Runs one operation: the closed check, the wait for a connection attempt in progress (at most
-   * `commandTimeoutMs`), and the operation itself; any failure becomes a `StoreError`. The first
-   * operation that succeeds starts the eviction check, which the operation does not wait for.
+   * `commandTimeoutMs`), the prefix's marker (once: see {@link ensureLayout}) unless `layout` is
+   * false, and the operation itself; any failure becomes a `StoreError`. The first operation that
+   * succeeds starts the eviction check, which the operation does not wait for.
    */
-  private async run<T>(operation: string, body: (send: Send, now: number) => Promise<T>): Promise<T> {
+  private async run<T>(
+    operation: string,
+    body: (send: Send, now: number) => Promise<T>,
+    layout = true,
+  ): Promise<T> {
     const result = await storeOperation('RedisStore', operation, this.closed, async () => {
       const attempt = this.attempt
       if (attempt) await this.withDeadline(() => attempt)
       try {
+        if (layout) await this.ensureLayout()
         return await body(this.send, this.clock.now())
       } catch (error) {
         // Not connected because the server refused (a wrong password, no such DB index): its reason,
@@ -464,6 +539,39 @@ export class RedisStore implements BundledStore {
       this.evictionCheck = { done: this.checkEviction(cancel.signal), cancel }
     }
     return result
+  }
+
+  /**
+   * Once per store: with `createSchema`, writes the prefix's marker unless it is there; without, checks
+   * that it is there, or that the prefix holds a session (a deployment from before the marker), else
+   * throws the `ERR_LATCHKEY_NO_SCHEMA` error. A failure is forgotten, so the next operation tries again.
+   */
+  private ensureLayout(): Promise<void> {
+    this.layout ??= this.checkLayout().catch((error: unknown) => {
+      this.layout = undefined
+      throw error
+    })
+    return this.layout
+  }
+
+  private async checkLayout(): Promise<void> {
+    const key = this.markerKey()
+    if (this.createSchema) {
+      await this.send(key, ['SET', key, String(REDIS_LAYOUT_VERSION), 'NX'])
+      return
+    }
+    if (Number(await this.send(key, ['EXISTS', key])) === 1) return
+    for (const node of await this.nodes()) {
+      for await (const _ of this.scan(node, this.sessionPattern(), 'hash')) return
+    }
+    throw missingSchema(
+      `no such prefix ${this.prefix} in Redis (no key ${key}, no session): run \`latchkey migrate\` to set it up, or check prefix`,
+    )
+  }
+
+  /** The key that marks the prefix as set up, holding the layout version. */
+  private markerKey(): string {
+    return `${this.prefix}schema`
   }
 
   /**
