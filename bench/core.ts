@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { SessionStore } from '../src/index.js'
+import { count, pick, profile } from './cli.js'
 
 // Loaded from the build (`npm run bench:core` builds first), as users run it.
 const DIST = new URL('../dist/', import.meta.url)
@@ -39,15 +40,10 @@ type Path = (typeof PATHS)[number]
 const STORES = ['memory', 'sqlite'] as const
 type StoreKind = (typeof STORES)[number]
 
-const args = new Set(process.argv.slice(2))
-const quick = args.has('--quick')
-const profile = args.has('--profile')
-const runs = Number(process.env.CORE_RUNS ?? (quick ? 3 : 5))
-const ops = Number(process.env.CORE_OPS ?? (quick ? 2_000 : 20_000))
-const pick = <T extends string>(all: readonly T[], env: string | undefined): T[] =>
-  env ? all.filter((item) => env.split(',').includes(item)) : [...all]
-const paths = pick(PATHS, process.env.CORE_PATHS)
-const stores = pick(STORES, process.env.CORE_STORES)
+const runs = count('CORE_RUNS', 5, 3)
+const ops = count('CORE_OPS', 20_000, 2_000)
+const paths = pick(PATHS, 'CORE_PATHS')
+const stores = pick(STORES, 'CORE_STORES')
 
 const SESSIONS = 1_000
 const TOUCH_INTERVAL_MS = 180_000

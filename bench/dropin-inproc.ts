@@ -19,9 +19,10 @@ import { loadavg } from 'node:os'
 import type { Store } from 'express-session'
 import type { DropInSide, DropInStore } from './dropin-kinds.js'
 import { DROPIN_SIDE_NAMES, DROPIN_SIDES, DROPIN_STORE_NAMES, DROPIN_STORES } from './dropin-kinds.js'
+import { dropInFactory, dropInStore } from './dropin-sides.js'
 import { cpuTicks, formatLoad, positiveInteger, spread, stealBetween, subset, table } from './harness.js'
-import { storeUrls } from './peer-store-kinds.js'
-import { fromDist, PEER_SECRET } from './serve.js'
+import { dropRedisKeys } from './peer-store-kinds.js'
+import { PEER_SECRET } from './serve.js'
 
 const SCENARIOS = ['R', 'W', 'W-hot', 'N'] as const
 type Scenario = (typeof SCENARIOS)[number]
@@ -88,33 +89,22 @@ interface Side {
   close(): Promise<void>
 }
 
+/** The store (redis: a key prefix of its own, its keys dropped on close). */
 async function storeOf(kind: DropInStore): Promise<{ store: Store; close(): Promise<void> }> {
-  if (kind === 'memory') {
-    const { MemoryStore } = await import('express-session')
-    return { store: new MemoryStore(), close: async () => {} }
-  }
-  const { RedisStore } = await import('connect-redis')
-  const { createClient } = await import('redis')
-  const client = createClient({ url: storeUrls().redis })
-  await client.connect()
   const prefix = `lkdropininproc_${randomBytes(6).toString('hex')}:`
+  const { store, close } = await dropInStore(kind, prefix)
   return {
-    store: new RedisStore({ client, prefix }),
+    store,
     close: async () => {
-      for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
-        if (keys.length > 0) await client.unlink(keys)
-      }
-      await client.quit()
+      if (kind === 'redis') await dropRedisKeys(prefix)
+      await close()
     },
   }
 }
 
 async function sideOf(kind: DropInStore, side: DropInSide): Promise<Side> {
   const { store, close } = await storeOf(kind)
-  const factory = (side === 'express-session'
-    ? (await import('express-session')).default
-    : (await fromDist<typeof import('../src/express-session/index.js')>('express-session/index.js'))
-        .default) as unknown as (options: object) => Middleware
+  const factory = (await dropInFactory(side)) as (options: object) => Middleware
   const middleware = factory({
     secret: PEER_SECRET,
     resave: false,

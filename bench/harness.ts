@@ -1,8 +1,10 @@
 /**
- * The pieces every HTTP benchmark here shares (`bench/run.ts`, `bench/peer-stores.ts`): settings from
- * the environment, a server in its own process (`bench/serve.ts` on the other side), the behaviour
- * checks, autocannon load, the lost-write count, CPU steal from /proc/stat, interleaved runs summarized
- * as medians with their spread, and the markdown tables.
+ * The pieces every HTTP benchmark here shares (`bench/run.ts`, and through `bench/compare.ts`
+ * `bench/peer-stores.ts` and `bench/dropin.ts`): settings from the environment, a server in its own
+ * process (`bench/serve.ts` on the other side), the behaviour checks, autocannon load, the lost-write
+ * count, CPU steal from /proc/stat, a group of servers measured in turns ({@link measureInTurns}) and
+ * summarized as medians with their spread, a whole run announced, watched and published
+ * ({@link runBenchmark}), and the markdown tables.
  */
 
 import type { ChildProcess } from 'node:child_process'
@@ -435,7 +437,7 @@ export function summarize(runs: readonly Run[]): Summary {
  * Measures some servers in turns: one run each per round, the order rotated from round to round, so
  * that the machine's drift (other work on a shared machine, CPU steal) reaches them alike.
  */
-export async function interleave<T extends { readonly runs: Run[] }>(
+async function interleave<T extends { readonly runs: Run[] }>(
   contenders: readonly T[],
   repeats: number,
   measure: (contender: T) => Promise<Run>,
@@ -448,6 +450,92 @@ export async function interleave<T extends { readonly runs: Run[] }>(
       onRun(contender, round)
     }
   }
+}
+
+/** A server to measure in a group, with the load it gets. */
+export interface Entrant {
+  /** Starts the server in a process of its own. */
+  start(): Promise<RunningServer>
+  /** What the behaviour checks call it, and whether it keeps sessions. */
+  readonly checked: Checked
+  /** The path loaded. */
+  readonly path: string
+  /** How many sessions are seeded beforehand, their cookies handed out one per connection (0: none sent). */
+  readonly users: number
+  /** Whether the counters are read back before and after every run (the writes kept). */
+  readonly countsWrites: boolean
+  /** See {@link Load}. */
+  readonly lostWritesAreProblems?: boolean
+  /** Its name in the progress lines. */
+  readonly name: string
+}
+
+/** A server of the group being measured, started, checked, seeded and warmed up. */
+interface Contender<E extends Entrant> {
+  readonly entrant: E
+  readonly server: RunningServer
+  readonly cookies: readonly string[]
+  readonly runs: Run[]
+}
+
+async function prepare<E extends Entrant>(entrant: E, settings: LoadSettings): Promise<Contender<E>> {
+  const server = await entrant.start()
+  try {
+    await verify(entrant.checked, server.base)
+    const cookies = await Promise.all(
+      Array.from({ length: entrant.users }, () => seed(entrant.checked, server.base)),
+    )
+    await load(server.base, entrant.path, cookies, settings.warmupSeconds, settings.connections)
+    return { entrant, server, cookies, runs: [] }
+  } catch (error) {
+    await server.stop()
+    throw error
+  }
+}
+
+function measureOnce<E extends Entrant>(contender: Contender<E>, settings: LoadSettings): Promise<Run> {
+  const { entrant, server, cookies } = contender
+  return measureRun(
+    {
+      server,
+      path: entrant.path,
+      cookies,
+      ...(entrant.countsWrites ? { counter: () => counterTotal(entrant.checked, server.base, cookies) } : {}),
+      ...(entrant.lostWritesAreProblems === undefined
+        ? {}
+        : { lostWritesAreProblems: entrant.lostWritesAreProblems }),
+    },
+    settings,
+  )
+}
+
+/**
+ * Measures a group of servers: each started, checked, seeded and warmed up in turn, then all measured
+ * in turns, `settings.repeats` runs each ({@link interleave}), and stopped, also on failure. Logs every
+ * run and then every summary; returns each one's summary, in the order given.
+ */
+export async function measureInTurns(
+  entrants: readonly Entrant[],
+  settings: LoadSettings,
+): Promise<Summary[]> {
+  const contenders: Contender<Entrant>[] = []
+  let summaries: Summary[]
+  try {
+    for (const entrant of entrants) contenders.push(await prepare(entrant, settings))
+    await interleave(
+      contenders,
+      settings.repeats,
+      (contender) => measureOnce(contender, settings),
+      ({ entrant, runs }, round) => logRun(entrant.name, runs[runs.length - 1] as Run, round),
+    )
+    summaries = contenders.map(({ runs }) => summarize(runs))
+  } finally {
+    await Promise.all(contenders.map((contender) => contender.server.stop()))
+  }
+  summaries.forEach((summary, i) => {
+    logCell((entrants[i] as Entrant).name, summary)
+  })
+  return summaries
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -541,7 +629,7 @@ export function environment(): string {
 }
 
 /** Says how many cells will be measured and about how long that takes. */
-export function announce(title: string, cellCount: number, settings: LoadSettings): void {
+function announce(title: string, cellCount: number, settings: LoadSettings): void {
   // Besides the load itself, each cell starts a process, checks it and seeds a session per connection.
   const minutes =
     ((settings.durationSeconds * settings.repeats + settings.warmupSeconds + 3) * cellCount) / 60
@@ -553,7 +641,7 @@ export function announce(title: string, cellCount: number, settings: LoadSetting
 }
 
 /** Runs `work`, and measures the machine around it: CPU steal over it, the load average before and after. */
-export async function onMachine<T>(
+async function onMachine<T>(
   work: () => Promise<T>,
 ): Promise<{ result: T; machine: Machine; started: number }> {
   const started = Date.now()
@@ -568,7 +656,7 @@ export async function onMachine<T>(
 }
 
 /** One progress line for one run of the server `name`. */
-export function logRun(name: string, run: Run, round: number): void {
+function logRun(name: string, run: Run, round: number): void {
   const cpu = run.serverCpuMicrosPerRequest
   const kept = run.writesApplied === undefined ? '' : `  kept ${run.writesApplied}/${run.responses2xx}`
   const status = run.problems.length === 0 ? '' : `  PROBLEM: ${run.problems.join('; ')}`
@@ -580,7 +668,7 @@ export function logRun(name: string, run: Run, round: number): void {
 }
 
 /** One progress line for the cell of the server `name`, once its runs are done. */
-export function logCell(name: string, cell: Summary): void {
+function logCell(name: string, cell: Summary): void {
   console.log(
     `${name} median ${formatRate(cell.requestsPerSecond).padStart(8)} req/s (${formatRange(cell.requestsPerSecondSpread)})` +
       `  CPU/req ${formatCpu(cell)}  steal ${formatSteal(cell.stealPercent)}`,
@@ -591,7 +679,7 @@ export function logCell(name: string, cell: Summary): void {
  * Writes the results to bench/results/`fileName`, prints the markdown, and says which cells had
  * problems; false when some had.
  */
-export function publish(
+function publish(
   fileName: string,
   json: object,
   markdown: string,
@@ -611,25 +699,29 @@ export function publish(
   return problems.length === 0
 }
 
-// ---------------------------------------------------------------------------------------------------
-// The store scenarios (bench/peer-stores.ts and bench/dropin.ts: Express against a peer on a store)
-
-/** The scenarios of the store benchmarks, by name. */
-export const STORE_SCENARIOS = {
-  R: 'read a session',
-  W: 'write, a session per connection',
-  'W-hot': 'write, one session for all',
-  N: 'new session per request',
-} as const
-export type StoreScenario = keyof typeof STORE_SCENARIOS
-/** The path each store scenario loads (W-hot is W on one shared session). */
-export const STORE_PATHS: Record<StoreScenario, string> = { R: '/r', W: '/w', 'W-hot': '/w', N: '/n' }
-
-/** The writes a cell kept against its 2xx answers ("all" up to the requests cut off at a run's end). */
-export function formatKept(cell: Counts | undefined): string {
-  if (cell?.writesApplied === undefined) return ''
-  const kept = Math.min(cell.writesApplied, cell.responses2xx)
-  if (kept >= cell.responses2xx) return `all (${formatRate(cell.responses2xx)})`
-  const percent = (100 * kept) / Math.max(1, cell.responses2xx)
-  return `${percent < 10 ? percent.toFixed(1) : Math.round(percent)} % (${formatRate(kept)} of ${formatRate(cell.responses2xx)})`
+/**
+ * A whole benchmark: `title` and what it will measure announced, its groups of cells measured one
+ * after another with the machine watched over them, then `report`ed and published to
+ * bench/results/`fileName`; false when a cell had problems.
+ */
+export async function runBenchmark<C extends Summary>(
+  title: string,
+  cellCount: number,
+  settings: LoadSettings,
+  groups: readonly (() => Promise<C[]>)[],
+  report: (cells: readonly C[], environment: string, machine: Machine) => { markdown: string; json: object },
+  fileName: string,
+): Promise<boolean> {
+  announce(title, cellCount, settings)
+  const {
+    result: cells,
+    machine,
+    started,
+  } = await onMachine(async () => {
+    const cells: C[] = []
+    for (const group of groups) cells.push(...(await group()))
+    return cells
+  })
+  const { markdown, json } = report(cells, environment(), machine)
+  return publish(fileName, json, markdown, started, cells)
 }

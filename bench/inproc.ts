@@ -40,6 +40,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { GCProfiler } from 'node:v8'
 import type { CommitResult, Session, SessionManager } from '../src/index.js'
+import { count, pick, profile } from './cli.js'
 
 const DIST = new URL('../dist/', import.meta.url)
 const { createSessionManager, MemoryStore }: typeof import('../src/index.js') = await import(
@@ -64,16 +65,11 @@ type Scenario = (typeof SCENARIOS)[number]
 const VARIANTS = ['bare', 'hold', 'latchkey', 'core'] as const
 type Variant = (typeof VARIANTS)[number]
 
-const args = new Set(process.argv.slice(2))
-const quick = args.has('--quick')
-const profile = args.has('--profile')
-const requests = Number(process.env.INPROC_REQUESTS ?? (quick ? 3_000 : 20_000))
-const repeats = Number(process.env.INPROC_REPEATS ?? (quick ? 3 : 5))
-const connections = Number(process.env.INPROC_CONNECTIONS ?? 4)
-const pick = <T extends string>(all: readonly T[], env: string | undefined): T[] =>
-  env ? all.filter((item) => env.split(',').includes(item)) : [...all]
-const scenarios = pick(SCENARIOS, process.env.INPROC_SCENARIOS)
-const variants = pick(VARIANTS, process.env.INPROC_VARIANTS)
+const requests = count('INPROC_REQUESTS', 20_000, 3_000)
+const repeats = count('INPROC_REPEATS', 5, 3)
+const connections = count('INPROC_CONNECTIONS', 4)
+const scenarios = pick(SCENARIOS, 'INPROC_SCENARIOS')
+const variants = pick(VARIANTS, 'INPROC_VARIANTS')
 
 // ---------------------------------------------------------------------------------------------------
 // The servers: the same routes and response work as bench/server.ts's node:http servers

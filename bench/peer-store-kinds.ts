@@ -1,4 +1,7 @@
-/** What `bench/peer-stores.ts` and its server processes (`bench/peer-store-server.ts`) agree on. */
+/**
+ * What `bench/peer-stores.ts` and its server processes (`bench/peer-store-server.ts`) agree on; the
+ * database servers' addresses, and dropping a cell's redis keys, serve `bench/dropin.ts` as well.
+ */
 
 /** latchkey's bundled stores that have a peer package for express-session. */
 export const PEER_STORES = ['redis', 'postgres', 'mysql', 'file', 'sqlite'] as const
@@ -23,5 +26,19 @@ export function storeUrls(): { readonly postgres: string; readonly mysql: string
     postgres: process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
     mysql: process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test',
     redis: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',
+  }
+}
+
+/** Drops the redis keys that start with `prefix` (a cell's, once its server has stopped). */
+export async function dropRedisKeys(prefix: string): Promise<void> {
+  const { createClient } = await import('redis')
+  const client = createClient({ url: storeUrls().redis })
+  await client.connect()
+  try {
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+      if (keys.length > 0) await client.unlink(keys)
+    }
+  } finally {
+    await client.quit()
   }
 }

@@ -17,11 +17,12 @@ import { PEER_STORES, SIDES, storeUrls } from './peer-store-kinds.js'
 import type { Built } from './serve.js'
 import {
   buildExpressApp,
+  connectRedis,
   expressSession,
   fromDist,
   latchkeyExpress,
   latchkeyManager,
-  serve,
+  serveCell,
 } from './serve.js'
 
 const URLS = storeUrls()
@@ -47,17 +48,8 @@ async function latchkeyStore(kind: PeerStore, cell: string): Promise<SessionStor
 async function peerStore(kind: PeerStore, cell: string): Promise<{ store: Store; close(): Promise<void> }> {
   const { default: session } = await import('express-session')
   switch (kind) {
-    case 'redis': {
-      // connect-redis 9 on node-redis, as its README's "Full setup".
-      const { RedisStore } = await import('connect-redis')
-      const { createClient } = await import('redis')
-      const client = createClient({ url: URLS.redis })
-      await client.connect()
-      return {
-        store: new RedisStore({ client, prefix: `${cell}:` }),
-        close: async () => void (await client.quit()),
-      }
-    }
+    case 'redis':
+      return connectRedis(`${cell}:`)
     case 'postgres': {
       // connect-pg-simple with a connection string; it creates its table when missing.
       const { default: pgSession } = await import('connect-pg-simple')
@@ -118,12 +110,4 @@ function build(kind: PeerStore, side: Side, cell: string): Promise<Built> {
   })
 }
 
-serve(() => {
-  const kind = process.env.BENCH_STORE as PeerStore
-  const side = process.env.BENCH_SIDE as Side
-  const cell = process.env.BENCH_CELL ?? ''
-  if (!PEER_STORES.includes(kind)) throw new Error(`BENCH_STORE must be one of ${PEER_STORES.join(', ')}`)
-  if (!SIDES.includes(side)) throw new Error(`BENCH_SIDE must be one of ${SIDES.join(', ')}`)
-  if (cell === '') throw new Error('BENCH_CELL must name the table, prefix or folder of this cell')
-  return build(kind, side, cell)
-})
+serveCell(PEER_STORES, SIDES, 'table, prefix or folder', build)

@@ -33,11 +33,9 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { runDropIn } from './dropin.js'
-import type { Checked, LoadSettings, Machine, Run, RunningServer, Summary } from './harness.js'
+import type { Checked, LoadSettings, Machine, RunningServer, Summary } from './harness.js'
 import {
-  announce,
   BehaviourError,
-  counterTotal,
   environment,
   formatCpu,
   formatLoad,
@@ -45,22 +43,14 @@ import {
   formatRate,
   formatRatio,
   formatUserSystem,
-  interleave,
-  load,
   loadSettings,
-  logCell,
-  logRun,
-  measureRun,
-  onMachine,
-  publish,
+  measureInTurns,
   RESULTS_DIR,
   ratio,
-  seed,
+  runBenchmark,
   startServer,
   subset,
-  summarize,
   table,
-  verify,
   versions,
 } from './harness.js'
 import { runPeerStores } from './peer-stores.js'
@@ -166,71 +156,29 @@ function checked(target: Target): Checked {
   }
 }
 
-/** A server of the group being measured, started, checked, seeded and warmed up. */
-interface Contender {
-  readonly target: Target
-  readonly server: RunningServer
-  readonly cookies: readonly string[]
-  readonly runs: Run[]
-}
-
-async function prepare(target: Target, scenario: Scenario, settings: Settings): Promise<Contender> {
-  const server = await startTarget(target, scenario, settings)
-  try {
-    await verify(checked(target), server.base)
-    const cookies: string[] = []
-    if (scenario !== 'N') {
-      cookies.push(
-        ...(await Promise.all(
-          Array.from({ length: settings.connections }, () => seed(checked(target), server.base)),
-        )),
-      )
-    }
-    await load(server.base, PATHS[scenario], cookies, settings.warmupSeconds, settings.connections)
-    return { target, server, cookies, runs: [] }
-  } catch (error) {
-    await server.stop()
-    throw error
-  }
-}
-
-function measureOnce(contender: Contender, scenario: Scenario, settings: Settings): Promise<Run> {
-  const { target, server, cookies } = contender
-  return measureRun(
-    {
-      server,
-      path: PATHS[scenario],
-      cookies,
-      ...(scenario === 'W' ? { counter: () => counterTotal(checked(target), server.base, cookies) } : {}),
-    },
-    settings,
-  )
-}
-
 /**
  * Measures every server of one framework in one scenario: all are started, checked, seeded and warmed
  * up, then measured in turns, one run each per round, the order rotated from round to round.
  */
-async function measureGroup(
-  framework: Framework,
-  scenario: Scenario,
-  settings: Settings,
-  onRun: (contender: Contender, round: number) => void,
-): Promise<Cell[]> {
-  const contenders: Contender[] = []
-  try {
-    for (const server of settings.servers)
-      contenders.push(await prepare({ framework, server }, scenario, settings))
-    await interleave(contenders, settings.repeats, (c) => measureOnce(c, scenario, settings), onRun)
-    return contenders.map(({ target, runs }) => ({
-      scenario,
-      framework: target.framework,
-      server: target.server,
-      ...summarize(runs),
-    }))
-  } finally {
-    await Promise.all(contenders.map((contender) => contender.server.stop()))
-  }
+async function measureGroup(framework: Framework, scenario: Scenario, settings: Settings): Promise<Cell[]> {
+  const entrants = settings.servers.map((server) => {
+    const target = { framework, server }
+    return {
+      name: `${scenario}  ${framework.padEnd(7)} ${label(framework, server).padEnd(35)}`,
+      start: () => startTarget(target, scenario, settings),
+      checked: checked(target),
+      path: PATHS[scenario],
+      users: scenario === 'N' ? 0 : settings.connections,
+      countsWrites: scenario === 'W',
+    }
+  })
+  const summaries = await measureInTurns(entrants, settings)
+  return summaries.map((summary, i) => ({
+    scenario,
+    framework,
+    server: settings.servers[i] as ServerKind,
+    ...summary,
+  }))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -388,30 +336,19 @@ async function main(): Promise<void> {
 /** Every front door with latchkey on MemoryStore and SqliteStore, beside the bare framework and its peer. */
 async function frontDoors(settings: Settings): Promise<void> {
   const cellCount = settings.scenarios.length * settings.frameworks.length * settings.servers.length
-  announce(environment(), cellCount, settings)
   // Scenario by scenario, and within a framework the servers in turns, so that any drift of the
   // machine over the run hits every server alike.
-  const {
-    result: cells,
-    machine,
-    started,
-  } = await onMachine(async () => {
-    const cells: Cell[] = []
-    for (const scenario of settings.scenarios) {
-      for (const framework of settings.frameworks) {
-        const name = (server: ServerKind): string =>
-          `${scenario}  ${framework.padEnd(7)} ${label(framework, server).padEnd(35)}`
-        const group = await measureGroup(framework, scenario, settings, ({ target, runs }, round) =>
-          logRun(name(target.server), runs[runs.length - 1] as Run, round),
-        )
-        for (const cell of group) logCell(name(cell.server), cell)
-        cells.push(...group)
-      }
-    }
-    return cells
-  })
-  const { markdown, json } = report(cells, settings, environment(), machine)
-  if (!publish('latest.json', json, markdown, started, cells)) process.exitCode = 1
+  const ok = await runBenchmark(
+    environment(),
+    cellCount,
+    settings,
+    settings.scenarios.flatMap((scenario) =>
+      settings.frameworks.map((framework) => () => measureGroup(framework, scenario, settings)),
+    ),
+    (cells, environment, machine) => report(cells, settings, environment, machine),
+    'latest.json',
+  )
+  if (!ok) process.exitCode = 1
 }
 
 main().catch((error: unknown) => {

@@ -1,9 +1,10 @@
 /**
  * What the benchmark servers share (`bench/server.ts`: every framework on memory and SQLite;
- * `bench/peer-store-server.ts`: every bundled store against its peer on Express): the routes and the
- * work each does with a session, latchkey's manager and Express set-ups, and the process around a
+ * `bench/peer-store-server.ts`: every bundled store against its peer on Express;
+ * `bench/dropin-server.ts`: the drop-in against express-session): the routes and the work each does
+ * with a session, latchkey's manager and Express set-ups, connect-redis, and the process around a
  * server (listen on a free loopback port, report it over IPC, answer `cpu`, stop cleanly on `stop`
- * so that `--cpu-prof` can write its profile).
+ * so that `--cpu-prof` can write its profile; a store comparison's server: {@link serveCell}).
  *
  * Routes, the same on every server:
  *   GET /seed   store value='hello' and n=0 (creates the session the R and W scenarios reuse)
@@ -16,6 +17,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Session, SessionManager, SessionStore } from '../src/index.js'
+import { storeUrls } from './peer-store-kinds.js'
 import type { ParentMessage, ServerMessage } from './protocol.js'
 
 /** A fixed test key (32 bytes): benchmarks must be reproducible, and nothing here is secret. */
@@ -203,13 +205,15 @@ export async function latchkeyExpress(
 
 /**
  * express-session configured as its README recommends (`resave: false`, `saveUninitialized: false`),
- * on `store` (none: its MemoryStore).
+ * on `store` (none: its MemoryStore); `factory`: a middleware with express-session's options in its
+ * place (latchkey/express-session, the drop-in).
  */
 export async function expressSession(
   app: ExpressApp,
   store?: import('express-session').Store,
+  factory?: (options: import('express-session').SessionOptions) => unknown,
 ): Promise<Layer<ExpressRequest, RecordSession>> {
-  const { default: session } = await import('express-session')
+  const session = factory ?? (await import('express-session')).default
   app.use(
     session({
       secret: PEER_SECRET,
@@ -217,13 +221,48 @@ export async function expressSession(
       saveUninitialized: false,
       cookie: PEER_COOKIE,
       ...(store === undefined ? {} : { store }),
-    }),
+    }) as import('express').RequestHandler,
   )
   return layer(RECORD, (req: ExpressRequest) => req.session as unknown as RecordSession)
 }
 
+/** connect-redis 9 on node-redis, as its README's "Full setup", with its keys under `prefix`; and what closes it. */
+export async function connectRedis(
+  prefix: string,
+): Promise<{ store: import('express-session').Store; close(): Promise<void> }> {
+  const { RedisStore } = await import('connect-redis')
+  const { createClient } = await import('redis')
+  const client = createClient({ url: storeUrls().redis })
+  await client.connect()
+  return {
+    store: new RedisStore({ client, prefix }),
+    close: async () => void (await client.quit()),
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The process
+
+/**
+ * A server of a store comparison (bench/compare.ts): `BENCH_STORE` one of `stores`, `BENCH_SIDE` one
+ * of `sides`, `BENCH_CELL` the cell (`cell` says what it names), built by `build` and served.
+ */
+export function serveCell<K extends string, S extends string>(
+  stores: readonly K[],
+  sides: readonly S[],
+  cell: string,
+  build: (kind: K, side: S, cell: string) => Promise<Built>,
+): void {
+  serve(() => {
+    const kind = process.env.BENCH_STORE as K
+    const side = process.env.BENCH_SIDE as S
+    const name = process.env.BENCH_CELL ?? ''
+    if (!stores.includes(kind)) throw new Error(`BENCH_STORE must be one of ${stores.join(', ')}`)
+    if (!sides.includes(side)) throw new Error(`BENCH_SIDE must be one of ${sides.join(', ')}`)
+    if (name === '') throw new Error(`BENCH_CELL must name the ${cell} of this cell`)
+    return build(kind, side, name)
+  })
+}
 
 /** Builds the server, listens on a free loopback port, tells the parent, and answers it until `stop`. */
 export function serve(build: () => Promise<Built>): void {

@@ -20,10 +20,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { SessionStore } from '../src/index.js'
+import type { SessionManager, SessionStore } from '../src/index.js'
 import type { Framework, ServerKind } from './protocol.js'
 import { FRAMEWORKS, SERVER_KINDS } from './protocol.js'
-import type { Built, Handler, LatchkeySession, Layer, Ops, RecordSession } from './serve.js'
+import type { BenchData, Built, Handler, LatchkeySession, Layer, Ops, RecordSession } from './serve.js'
 import {
   answer,
   asCount,
@@ -96,6 +96,33 @@ function isLatchkey(kind: ServerKind): kind is 'latchkey-memory' | 'latchkey-sql
   return kind === 'latchkey-memory' || kind === 'latchkey-sqlite'
 }
 
+/**
+ * Adds the session layer of `kind` to a framework's app and hands its routes the layer: none (bare,
+ * one counter for the process), latchkey's (`latchkey` adds its adapter on the manager), or the
+ * peer's (`peer` adds it and calls `routes`). Returns what closes it.
+ */
+async function sessionLayer<R>(
+  kind: ServerKind,
+  routes: <C>(layer: Layer<R, C>) => void,
+  add: {
+    latchkey(manager: SessionManager<BenchData>): Promise<Layer<R, LatchkeySession>>
+    peer(): Promise<void>
+  },
+): Promise<() => Promise<void>> {
+  if (kind === 'bare') {
+    const state = { counter: 0 }
+    routes(layer(BARE, () => state))
+    return async () => {}
+  }
+  if (isLatchkey(kind)) {
+    const latchkey = await managerFor(kind)
+    routes(await add.latchkey(latchkey.manager))
+    return latchkey.close
+  }
+  await add.peer()
+  return async () => {}
+}
+
 // ---------------------------------------------------------------------------------------------------
 // node:http
 
@@ -155,21 +182,13 @@ async function buildNode(kind: ServerKind): Promise<Built> {
 // Express
 
 function buildExpress(kind: ServerKind): Promise<Built> {
-  return buildExpressApp(async (app, routes) => {
-    if (kind === 'bare') {
-      const state = { counter: 0 }
-      routes(layer(BARE, () => state))
-      return async () => {}
-    }
-    if (isLatchkey(kind)) {
-      const latchkey = await managerFor(kind)
-      routes(await latchkeyExpress(app, latchkey.manager))
-      return latchkey.close
-    }
-    // express-session with its own defaults (its MemoryStore).
-    routes(await expressSession(app))
-    return async () => {}
-  })
+  return buildExpressApp((app, routes) =>
+    sessionLayer(kind, routes, {
+      latchkey: (manager) => latchkeyExpress(app, manager),
+      // express-session with its own defaults (its MemoryStore).
+      peer: async () => routes(await expressSession(app)),
+    }),
+  )
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -191,7 +210,6 @@ type FastifyPlugin = import('fastify').FastifyPluginCallback<Record<string, unkn
 async function buildFastify(kind: ServerKind): Promise<Built> {
   const { default: Fastify } = await import('fastify')
   const app = Fastify({ logger: false })
-  let close = async (): Promise<void> => {}
   const routes = <C>({ ops, sessionOf }: Layer<FastifyRequest, C>): void => {
     for (const path of ROUTES) {
       app.get(path, (request, reply) => {
@@ -200,31 +218,32 @@ async function buildFastify(kind: ServerKind): Promise<Built> {
       })
     }
   }
-  if (kind === 'bare') {
-    const state = { counter: 0 }
-    routes(layer(BARE, () => state))
-  } else if (isLatchkey(kind)) {
-    const { default: latchkey } =
-      await fromDist<typeof import('../src/adapters/fastify.js')>('adapters/fastify.js')
-    const built = await managerFor(kind)
-    close = built.close
-    await app.register(latchkey, { manager: built.manager })
-    routes(layer(LATCHKEY, (request: FastifyRequest) => request.session as unknown as LatchkeySession))
-  } else {
-    // @fastify/session with its default store (in memory) on @fastify/cookie, as its README shows;
-    // saveUninitialized off, as for express-session.
-    const cookie = (await import(PACKAGES.fastifyCookie)) as { default: FastifyPlugin }
-    const session = (await import(PACKAGES.fastifySession)) as { default: FastifyPlugin }
-    await app.register(cookie.default)
-    await app.register(session.default, {
-      secret: PEER_SECRET,
-      saveUninitialized: false,
-      cookie: PEER_COOKIE,
-    })
-    routes(
-      layer(GET_SET, (request: FastifyRequest) => (request as unknown as { session: GetSetSession }).session),
-    )
-  }
+  const close = await sessionLayer(kind, routes, {
+    latchkey: async (manager) => {
+      const { default: latchkey } =
+        await fromDist<typeof import('../src/adapters/fastify.js')>('adapters/fastify.js')
+      await app.register(latchkey, { manager })
+      return layer(LATCHKEY, (request: FastifyRequest) => request.session as unknown as LatchkeySession)
+    },
+    peer: async () => {
+      // @fastify/session with its default store (in memory) on @fastify/cookie, as its README shows;
+      // saveUninitialized off, as for express-session.
+      const cookie = (await import(PACKAGES.fastifyCookie)) as { default: FastifyPlugin }
+      const session = (await import(PACKAGES.fastifySession)) as { default: FastifyPlugin }
+      await app.register(cookie.default)
+      await app.register(session.default, {
+        secret: PEER_SECRET,
+        saveUninitialized: false,
+        cookie: PEER_COOKIE,
+      })
+      routes(
+        layer(
+          GET_SET,
+          (request: FastifyRequest) => (request as unknown as { session: GetSetSession }).session,
+        ),
+      )
+    },
+  })
   app.setErrorHandler((error, _request, reply) => {
     logError(error)
     void reply.code(500).send('error\n')
@@ -248,7 +267,6 @@ async function buildHono(kind: ServerKind): Promise<Built> {
   const { Hono } = await import('hono')
   const { getRequestListener } = await import('@hono/node-server')
   const app = new Hono<{ Variables: { session: unknown } }>()
-  let close = async (): Promise<void> => {}
   const routes = <C>({ ops, sessionOf }: Layer<HonoContext, C>): void => {
     for (const path of ROUTES) {
       app.get(path, (c) => {
@@ -258,29 +276,27 @@ async function buildHono(kind: ServerKind): Promise<Built> {
     }
   }
   const session = (c: HonoContext): unknown => c.get('session')
-  if (kind === 'bare') {
-    const state = { counter: 0 }
-    routes(layer(BARE, () => state))
-  } else if (isLatchkey(kind)) {
-    const { sessions } = await fromDist<typeof import('../src/adapters/hono.js')>('adapters/hono.js')
-    const latchkey = await managerFor(kind)
-    close = latchkey.close
-    app.use(sessions(latchkey.manager) as unknown as import('hono').MiddlewareHandler)
-    routes(layer(LATCHKEY, (c: HonoContext) => session(c) as LatchkeySession))
-  } else {
-    // hono-sessions with its MemoryStore, configured as its README's example: an encryption key
-    // ("recommended" for stores other than cookies), a 15-minute idle expiry, Lax, HttpOnly.
-    const { sessionMiddleware, MemoryStore: HonoMemoryStore } = await import('hono-sessions')
-    app.use(
-      sessionMiddleware({
-        store: new HonoMemoryStore(),
-        encryptionKey: PEER_SECRET,
-        expireAfterSeconds: 900,
-        cookieOptions: { sameSite: 'Lax', path: '/', httpOnly: true },
-      }) as unknown as import('hono').MiddlewareHandler,
-    )
-    routes(layer(GET_SET, (c: HonoContext) => session(c) as GetSetSession))
-  }
+  const close = await sessionLayer(kind, routes, {
+    latchkey: async (manager) => {
+      const { sessions } = await fromDist<typeof import('../src/adapters/hono.js')>('adapters/hono.js')
+      app.use(sessions(manager) as unknown as import('hono').MiddlewareHandler)
+      return layer(LATCHKEY, (c: HonoContext) => session(c) as LatchkeySession)
+    },
+    peer: async () => {
+      // hono-sessions with its MemoryStore, configured as its README's example: an encryption key
+      // ("recommended" for stores other than cookies), a 15-minute idle expiry, Lax, HttpOnly.
+      const { sessionMiddleware, MemoryStore: HonoMemoryStore } = await import('hono-sessions')
+      app.use(
+        sessionMiddleware({
+          store: new HonoMemoryStore(),
+          encryptionKey: PEER_SECRET,
+          expireAfterSeconds: 900,
+          cookieOptions: { sameSite: 'Lax', path: '/', httpOnly: true },
+        }) as unknown as import('hono').MiddlewareHandler,
+      )
+      routes(layer(GET_SET, (c: HonoContext) => session(c) as GetSetSession))
+    },
+  })
   app.onError((error, c) => {
     logError(error)
     return c.text('error\n', 500)
@@ -298,7 +314,6 @@ async function buildKoa(kind: ServerKind): Promise<Built> {
   const app = new Koa()
   app.silent = true
   app.on('error', logError)
-  let close = async (): Promise<void> => {}
   const routes = <C>({ ops, sessionOf }: Layer<KoaContext, C>): void => {
     app.use((ctx) => {
       const body = answer(ctx.path, ops, sessionOf(ctx))
@@ -308,43 +323,41 @@ async function buildKoa(kind: ServerKind): Promise<Built> {
     })
   }
   const session = (ctx: KoaContext): unknown => (ctx as unknown as { session: unknown }).session
-  if (kind === 'bare') {
-    const state = { counter: 0 }
-    routes(layer(BARE, () => state))
-  } else if (isLatchkey(kind)) {
-    const { sessions } = await fromDist<typeof import('../src/adapters/koa.js')>('adapters/koa.js')
-    const latchkey = await managerFor(kind)
-    close = latchkey.close
-    app.use(sessions(latchkey.manager) as unknown as import('koa').Middleware)
-    routes(layer(LATCHKEY, (ctx: KoaContext) => session(ctx) as LatchkeySession))
-  } else {
-    // koa-session keeps the session in a signed cookie by default; here it is given an external
-    // store, as its README describes, so that it keeps sessions on the server like every other row.
-    // The store is a Map of JSON strings, as express-session's MemoryStore is.
-    const { default: koaSession } = await import('koa-session')
-    const sessions = new Map<string, string>()
-    app.keys = [PEER_SECRET]
-    app.use(
-      koaSession(
-        {
-          store: {
-            get: async (key: string) => {
-              const json = sessions.get(key)
-              return json === undefined ? undefined : JSON.parse(json)
-            },
-            set: async (key: string, value: unknown) => {
-              sessions.set(key, JSON.stringify(value))
-            },
-            destroy: async (key: string) => {
-              sessions.delete(key)
+  const close = await sessionLayer(kind, routes, {
+    latchkey: async (manager) => {
+      const { sessions } = await fromDist<typeof import('../src/adapters/koa.js')>('adapters/koa.js')
+      app.use(sessions(manager) as unknown as import('koa').Middleware)
+      return layer(LATCHKEY, (ctx: KoaContext) => session(ctx) as LatchkeySession)
+    },
+    peer: async () => {
+      // koa-session keeps the session in a signed cookie by default; here it is given an external
+      // store, as its README describes, so that it keeps sessions on the server like every other row.
+      // The store is a Map of JSON strings, as express-session's MemoryStore is.
+      const { default: koaSession } = await import('koa-session')
+      const sessions = new Map<string, string>()
+      app.keys = [PEER_SECRET]
+      app.use(
+        koaSession(
+          {
+            store: {
+              get: async (key: string) => {
+                const json = sessions.get(key)
+                return json === undefined ? undefined : JSON.parse(json)
+              },
+              set: async (key: string, value: unknown) => {
+                sessions.set(key, JSON.stringify(value))
+              },
+              destroy: async (key: string) => {
+                sessions.delete(key)
+              },
             },
           },
-        },
-        app,
-      ),
-    )
-    routes(layer(RECORD, (ctx: KoaContext) => session(ctx) as RecordSession))
-  }
+          app,
+        ),
+      )
+      routes(layer(RECORD, (ctx: KoaContext) => session(ctx) as RecordSession))
+    },
+  })
   return { handler: app.callback() as Handler, close: () => close() }
 }
 
