@@ -439,6 +439,16 @@ describe('the package', () => {
       for (const adapter of ${JSON.stringify(subpaths.filter((s) => ['express', 'fastify', 'hono', 'koa'].includes(s.split('/')[1] ?? '')))}) {
         await attempt(adapter, async () => import(adapter))
       }
+      // Without @opentelemetry/api (an optional peer), a manager with the default metrics works.
+      const core = await import('latchkey')
+      await attempt('manager', async () => {
+        const manager = core.createSessionManager({ store: new core.MemoryStore(), keys: [core.generateKey()] })
+        const session = await manager.load({})
+        session.set('n', 1)
+        const { setCookie } = await manager.commit(session)
+        if (!setCookie) throw new Error('no cookie')
+      })
+      out.otel = (() => { try { import.meta.resolve('@opentelemetry/api'); return 'installed' } catch { return 'absent' } })()
       console.log(JSON.stringify(out))
     `
     writeFileSync(join(dir, 'probe.mjs'), probe)
@@ -458,6 +468,8 @@ describe('the package', () => {
       expect(out[name], name).toContain(`npm install ${driver}`)
     }
     expect(DRIVERS.every((driver) => !existsSync(join(dir, 'node_modules', driver)))).toBe(true)
+    expect(out.otel).toBe('absent')
+    expect(out.manager).toBe('no error')
     // An adapter's framework, when the adapter needs it at run time, is named with its install command.
     for (const [name, message] of Object.entries(out)) {
       if (!name.startsWith('latchkey/')) continue
