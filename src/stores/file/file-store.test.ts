@@ -893,13 +893,15 @@ describe('FileStore across processes (two stores on one folder)', () => {
     const records = Array.from({ length: 4 }, () => makeRecord(systemClock))
     for (const record of records) expect(await store.create(record)).toBe(true)
     let locksLeft = 0
-    for (let run = 0; run < 6; run++) {
+    // At least 6 kills, and more until one has landed while a lock was held (a loaded machine may
+    // schedule the first kills between writes).
+    for (let run = 0; run < 6 || (locksLeft === 0 && run < 40); run++) {
       const child = await startChild(directory)
       await child.call(
         'hammer',
         records.map((record) => record.key),
       )
-      await new Promise((resolve) => setTimeout(resolve, 80 + 40 * run))
+      await new Promise((resolve) => setTimeout(resolve, 80 + 40 * (run % 6)))
       await child.kill()
       locksLeft += leftovers(directory).filter((path) => /\.lock\/[^/]+$/.test(path)).length
       // A wedged key would hold these updates for lockStaleMs (60 s) each, past the test's timeout.
