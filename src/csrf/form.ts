@@ -98,15 +98,17 @@ const EMPTY_SCAN: FormScan = {
 }
 
 /**
- * A {@link FormScan} of a body of this content type, bounded by `limits`. `countParts: false` turns
- * off the native count of multipart parts (for tests that compare it with busboy alone).
+ * A {@link FormScan} of a body of this content type, bounded by `limits`. `preScan: false` turns off
+ * the native count of fields (urlencoded) and parts (multipart) in front of busboy (for tests that
+ * compare it with busboy alone).
  */
 export function formScan(
   contentType: string | undefined,
   limits: FormLimits = UNLIMITED,
-  { countParts = true }: { countParts?: boolean } = {},
+  { preScan = true }: { preScan?: boolean } = {},
 ): FormScan {
-  if (formKind(contentType) === null) return EMPTY_SCAN
+  const kind = formKind(contentType)
+  if (kind === null) return EMPTY_SCAN
   const cap = limits.maxFields + 1
   let parser: busboy.Busboy
   try {
@@ -154,13 +156,19 @@ export function formScan(
   // where it broke (the parser is errored then, see write).
   parser.on('error', () => {})
   const closed = new Promise<void>((resolve) => parser.on('close', resolve))
-  // A multipart form's parts are first counted natively, so that a hostile form of many small parts
-  // is refused without busboy parsing each one; the parse takes over at the first part that may be
-  // the one looked for, or once the byte budget is spent.
-  let counter =
-    countParts && limits.stopAt !== undefined && Number.isFinite(limits.maxFields) && Number.isFinite(budget)
-      ? PartCounter.of(contentType, limits.stopAt, limits.maxFields)
-      : null
+  // A form's fields (a multipart form's parts) are first counted natively, so that a hostile form of
+  // many small fields, or of one long one, is refused without busboy parsing them; the parse takes
+  // over, from the first byte, at the first field that may be the one looked for (or anything the
+  // count cannot tell as busboy would).
+  let counter: PreScan | null = null
+  if (preScan && limits.stopAt !== undefined && Number.isFinite(budget)) {
+    counter =
+      kind === 'multipart'
+        ? Number.isFinite(limits.maxFields)
+          ? PartCounter.of(contentType, limits.stopAt, limits.maxFields, budget)
+          : null
+        : FieldCounter.of(parser, limits, budget)
+  }
   const parse = (bytes: Buffer): void => {
     for (let offset = 0; offset < bytes.length && outcome === 'open'; offset += SLICE_BYTES) {
       const slice = bytes.subarray(offset, offset + SLICE_BYTES)
@@ -171,10 +179,13 @@ export function formScan(
       else if (parsed >= budget) outcome = 'too-large'
     }
   }
-  /** Hands what the counter held to the parser: from now on it parses as it would have from the start. */
-  const handOver = (current: PartCounter): void => {
+  /**
+   * Hands what the counter held to the parser, chunk by chunk as it came: from now on it parses as it
+   * would have from the start.
+   */
+  const handOver = (current: PreScan): void => {
     counter = null
-    parse(current.received())
+    for (const chunk of current.received()) parse(chunk)
   }
   const settle = (): Promise<Readonly<Record<string, string>>> => {
     if (outcome === 'too-many')
@@ -189,8 +200,11 @@ export function formScan(
       if (counter === null) parse(bytes)
       else {
         const verdict = counter.feed(bytes)
-        if (verdict === 'too-many') outcome = 'too-many'
-        else if (verdict === 'parse' || counter.size >= budget) handOver(counter)
+        if (verdict === 'parse') handOver(counter)
+        else if (verdict !== 'more') {
+          counter = null
+          outcome = verdict
+        }
       }
       return outcome !== 'open'
     },
@@ -204,6 +218,20 @@ export function formScan(
       return settle()
     },
   }
+}
+
+/**
+ * What a native count in front of busboy says after a chunk: `more` (it cannot tell yet), `too-many`
+ * or `too-large` (busboy alone would refuse so, at the same chunk), or `parse` (busboy decides: hand
+ * it everything received).
+ */
+type Verdict = 'more' | 'too-many' | 'too-large' | 'parse'
+
+/** A native count of a body's fields or parts, in front of busboy. */
+interface PreScan {
+  feed(chunk: Buffer): Verdict
+  /** The body as received so far, in the chunks it is to be parsed in. */
+  received(): readonly Buffer[]
 }
 
 /** The most bytes of one part's headers busboy reads (node's limit): past it, the parse decides. */
@@ -223,7 +251,7 @@ const CRLF_CRLF = Buffer.from('\r\n\r\n')
  * busboy decides; `more` while it cannot tell yet. The delimiter is busboy's (`CRLF--boundary`, the
  * body read as if it began with CRLF), so both see the same parts.
  */
-class PartCounter {
+class PartCounter implements PreScan {
   /** The body so far (one chunk as it came, more than one copied together). */
   private buffered: Buffer = EMPTY
   /** Where the search goes on: the start of a part's headers, or of the bytes still to search. */
@@ -237,10 +265,16 @@ class PartCounter {
     private readonly delimiter: Buffer,
     private readonly name: Buffer,
     private readonly maxFields: number,
+    private readonly budget: number,
   ) {}
 
   /** A counter for a multipart body of this type, or `null` when it has no boundary that can be read. */
-  static of(contentType: string | undefined, stopAt: string, maxFields: number): PartCounter | null {
+  static of(
+    contentType: string | undefined,
+    stopAt: string,
+    maxFields: number,
+    budget: number,
+  ): PartCounter | null {
     if (formKind(contentType) !== 'multipart') return null
     let boundary: string | null
     try {
@@ -249,20 +283,21 @@ class PartCounter {
       return null
     }
     if (boundary === null || boundary === '') return null
-    return new PartCounter(Buffer.from(`\r\n--${boundary}`, 'latin1'), Buffer.from(stopAt), maxFields)
+    return new PartCounter(Buffer.from(`\r\n--${boundary}`, 'latin1'), Buffer.from(stopAt), maxFields, budget)
   }
 
-  /** How many bytes of the body it holds. */
-  get size(): number {
-    return this.buffered.length
+  /** The body as received so far, in one piece. */
+  received(): readonly Buffer[] {
+    return [this.buffered]
   }
 
-  /** The body as received so far. */
-  received(): Buffer {
-    return this.buffered
+  /** Past the byte budget, busboy decides. */
+  feed(chunk: Buffer): Verdict {
+    const verdict = this.count(chunk)
+    return verdict === 'more' && this.buffered.length >= this.budget ? 'parse' : verdict
   }
 
-  feed(chunk: Buffer): 'more' | 'too-many' | 'parse' {
+  private count(chunk: Buffer): 'more' | 'too-many' | 'parse' {
     this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk])
     const body = this.buffered
     for (;;) {
@@ -323,4 +358,193 @@ function headersEnd(body: Buffer, start: number): number {
   if (body.length >= start + 2 && body[start] === 13 && body[start + 1] === 10) return start + 2
   const at = body.indexOf(CRLF_CRLF, start)
   return at === -1 ? -1 : at + CRLF_CRLF.length
+}
+
+/**
+ * The charsets (lower-cased) whose decoder in busboy gives a urlencoded name without `%` as its bytes
+ * read as latin1: utf-8 (busboy decodes only names that held an escape of a byte past ASCII) and the
+ * latin1 family. Any other (utf-16le, base64, ...) could turn other bytes into the name looked for:
+ * busboy alone reads those.
+ */
+const AS_IS_CHARSETS = new Set([
+  'utf-8',
+  'utf8',
+  'latin1',
+  'ascii',
+  'us-ascii',
+  'iso-8859-1',
+  'iso8859-1',
+  'iso88591',
+  'iso_8859-1',
+  'windows-1252',
+  'iso_8859-1:1987',
+  'cp1252',
+  'x-cp1252',
+])
+
+/** busboy cuts a urlencoded name past this many bytes (its default `fieldNameSize`). */
+const MAX_NAME_BYTES = 100
+
+/** Bytes that are hex digits, as busboy reads a percent escape: 1, else 0. */
+const HEX = new Uint8Array(256)
+for (const digit of Buffer.from('0123456789abcdefABCDEF', 'latin1')) HEX[digit] = 1
+
+const AMP = 0x26
+const EQUALS = 0x3d
+const PERCENT = 0x25
+const PLUS = 0x2b
+
+/**
+ * Counts the fields of a urlencoded body with native searches for `&`, for the CSRF check, and
+ * answers as busboy alone (fed the same chunks, in the same slices) would, where it can tell without
+ * busboy: `too-many` at the `&` that ends field `maxFields + 1` (busboy counts every field it ends,
+ * empty ones between `&&` too, and stops there), and `too-large` at the end of the first slice at or
+ * past the byte budget; `parse` as soon as a field may be the one looked for (its name, the bytes
+ * before its first `=`, is `stopAt` or holds `%` or `+`) or busboy would fail on the body (a `%` not
+ * followed by two hex digits in the part of a value busboy decodes), so that busboy decides, from
+ * the first byte; `more` while it cannot tell yet.
+ */
+class FieldCounter implements PreScan {
+  private readonly chunks: Buffer[] = []
+  private size = 0
+  /** Fields ended (at `&`), empty ones included, as busboy counts them. */
+  private fields = 0
+  private inName = true
+  private nameBytes = 0
+  /** Whether the name's bytes so far are the start of the one looked for. */
+  private nameMatches = true
+  /** Bytes of the value so far as busboy counts them (an escape as one), while it decodes them. */
+  private valueBytes = 0
+  /** Whether busboy still decodes the value's escapes: until it has more than `maxValueBytes`. */
+  private decoding = true
+  /** Hex digits of a value's escape still to come. */
+  private hexDigits = 0
+  /** The chunk being scanned, and where the next `&`, `=`, `%` and `+` are in it (its length: none). */
+  private chunk: Buffer = EMPTY
+  private readonly next = [-1, -1, -1, -1]
+
+  private constructor(
+    private readonly name: Buffer,
+    private readonly maxFields: number,
+    private readonly maxValueBytes: number,
+    private readonly budget: number,
+  ) {}
+
+  /**
+   * A counter for the body `parser` reads with these limits, or `null` when its count could differ
+   * from busboy's: a charset that decodes names otherwise, a long name looked for (busboy cuts long
+   * names), a field cap that is not a whole number.
+   */
+  static of(parser: busboy.Busboy, limits: FormLimits, budget: number): FieldCounter | null {
+    const { stopAt, maxFields, maxValueBytes } = limits
+    const charset = (parser as unknown as { charset?: unknown }).charset
+    if (typeof charset !== 'string' || !AS_IS_CHARSETS.has(charset.toLowerCase())) return null
+    if (stopAt === undefined || stopAt.length >= MAX_NAME_BYTES) return null
+    if (!Number.isSafeInteger(maxFields) || maxFields < 0) return null
+    return new FieldCounter(
+      Buffer.from(stopAt, 'latin1'),
+      maxFields,
+      maxValueBytes ?? Number.POSITIVE_INFINITY,
+      budget,
+    )
+  }
+
+  received(): readonly Buffer[] {
+    return this.chunks
+  }
+
+  feed(chunk: Buffer): Verdict {
+    this.chunks.push(chunk)
+    const start = this.size
+    this.size += chunk.length
+    if (chunk.length === 0) return 'more'
+    // formScan parses a chunk in slices and checks the budget after each: the answer is known at the
+    // end of the first slice that reaches it, whatever comes after.
+    let end = chunk.length
+    if (this.size >= this.budget) {
+      const slices = Math.ceil(Math.max(this.budget - start, 1) / SLICE_BYTES)
+      end = Math.min(end, slices * SLICE_BYTES)
+    }
+    this.chunk = chunk
+    this.next.fill(-1)
+    const verdict = this.scan(end)
+    this.chunk = EMPTY
+    return verdict ?? (this.size >= this.budget ? 'too-large' : 'more')
+  }
+
+  /** Where the next `byte` (kept in `next[slot]`) is in the chunk from `from` on; its length if none. */
+  private find(slot: number, byte: number, from: number): number {
+    let at = this.next[slot] as number
+    if (at < from) {
+      at = this.chunk.indexOf(byte, from)
+      if (at === -1) at = this.chunk.length
+      this.next[slot] = at
+    }
+    return at
+  }
+
+  /** Scans the chunk up to `end`: a verdict, or `null` when it has not found one there. */
+  private scan(end: number): Verdict | null {
+    const chunk = this.chunk
+    let pos = 0
+    for (;;) {
+      while (this.hexDigits > 0) {
+        if (pos >= end) return null
+        // busboy fails here.
+        if (HEX[chunk[pos] as number] === 0) return 'parse'
+        pos++
+        // busboy does not count an escape whose last digit ends a write (a slice of a chunk).
+        if (--this.hexDigits === 0 && pos % SLICE_BYTES !== 0 && pos !== chunk.length) this.valueBytes++
+      }
+      if (pos >= end) return null
+      if (this.inName) {
+        const stop = Math.min(this.find(0, EQUALS, pos), this.find(1, AMP, pos), end)
+        if (this.find(2, PERCENT, pos) < stop || this.find(3, PLUS, pos) < stop) return 'parse'
+        const length = stop - pos
+        if (this.nameMatches) {
+          const at = this.nameBytes
+          this.nameMatches =
+            at + length <= this.name.length && chunk.compare(this.name, at, at + length, pos, stop) === 0
+        }
+        this.nameBytes += length
+        if (stop === end) return null
+        if (this.nameMatches && this.nameBytes === this.name.length) return 'parse'
+        pos = stop + 1
+        if (chunk[stop] === AMP) {
+          if (this.endField()) return 'too-many'
+        } else {
+          this.inName = false
+          this.valueBytes = 0
+          this.decoding = true
+        }
+        continue
+      }
+      const amp = this.find(1, AMP, pos)
+      const stop = Math.min(amp, end)
+      if (this.decoding) {
+        const percent = this.find(2, PERCENT, pos)
+        if (percent < stop) {
+          this.valueBytes += percent - pos
+          // busboy skips the rest of a value past its size, escapes unread.
+          if (this.valueBytes > this.maxValueBytes) this.decoding = false
+          else {
+            this.hexDigits = 2
+            pos = percent + 1
+            continue
+          }
+        } else this.valueBytes += stop - pos
+      }
+      if (stop === end) return null
+      pos = amp + 1
+      if (this.endField()) return 'too-many'
+    }
+  }
+
+  /** A field ended at `&`: whether it is one too many. */
+  private endField(): boolean {
+    this.inName = true
+    this.nameBytes = 0
+    this.nameMatches = true
+    return ++this.fields > this.maxFields
+  }
 }
