@@ -195,6 +195,27 @@ async function freezeDuringCommit(proxy: TcpProxy, store: BundledStore): Promise
   }
 }
 
+/**
+ * The tests of a store frozen mid-write, on the stores `withStore` opens through the proxy `link()`
+ * gives: a write (update, create) through the store, and a commit through the node adapter.
+ */
+function writeFreezeTests(
+  link: () => TcpProxy,
+  withStore: (scenario: (store: BundledStore) => Promise<void>) => Promise<void>,
+): void {
+  test(
+    'a write frozen mid-way (update, create) rejects within commandTimeoutMs; thawed, each record is whole and the store writes again',
+    () => withStore((store) => freezeDuringWrites(link(), store)),
+    TEST_TIMEOUT_MS,
+  )
+
+  test(
+    'a commit frozen mid-way through the node adapter: 503, Retry-After, no Set-Cookie; thawed, the session is whole',
+    () => withStore((store) => freezeDuringCommit(link(), store)),
+    TEST_TIMEOUT_MS,
+  )
+}
+
 describeWithService(postgres, 'PostgresStore behind a frozen link', () => {
   let proxy: TcpProxy
   beforeAll(async () => {
@@ -204,23 +225,26 @@ describeWithService(postgres, 'PostgresStore behind a frozen link', () => {
   // A test that failed while frozen leaves the next one a link that answers.
   afterEach(() => proxy.thaw())
 
+  /** Runs `scenario` on a store with its own pool through the proxy, with the short deadline. */
+  async function withOwnPool(scenario: (store: PostgresStore) => Promise<void>): Promise<void> {
+    const store = new PostgresStore({
+      connectionString: throughProxy(SERVICE_URLS.postgres, proxy),
+      tableName: freshTable(),
+      commandTimeoutMs: DEADLINE_MS,
+      pruneIntervalMs: 0,
+      onWarning: () => {},
+    })
+    try {
+      await store.migrate()
+      await scenario(store)
+    } finally {
+      await store.close()
+    }
+  }
+
   test(
     'its own pool: an operation rejects within commandTimeoutMs, and the store answers after the thaw',
-    async () => {
-      const store = new PostgresStore({
-        connectionString: throughProxy(SERVICE_URLS.postgres, proxy),
-        tableName: freshTable(),
-        commandTimeoutMs: DEADLINE_MS,
-        pruneIntervalMs: 0,
-        onWarning: () => {},
-      })
-      try {
-        await store.migrate()
-        await freezeAndThaw(proxy, store)
-      } finally {
-        await store.close()
-      }
-    },
+    () => withOwnPool((store) => freezeAndThaw(proxy, store)),
     TEST_TIMEOUT_MS,
   )
 
@@ -249,43 +273,7 @@ describeWithService(postgres, 'PostgresStore behind a frozen link', () => {
     TEST_TIMEOUT_MS,
   )
 
-  /** The store's own pool through the proxy, with the short deadline. */
-  const ownPool = () =>
-    new PostgresStore({
-      connectionString: throughProxy(SERVICE_URLS.postgres, proxy),
-      tableName: freshTable(),
-      commandTimeoutMs: DEADLINE_MS,
-      pruneIntervalMs: 0,
-      onWarning: () => {},
-    })
-
-  test(
-    'a write frozen mid-way (update, create) rejects within commandTimeoutMs; thawed, each record is whole and the store writes again',
-    async () => {
-      const store = ownPool()
-      try {
-        await store.migrate()
-        await freezeDuringWrites(proxy, store)
-      } finally {
-        await store.close()
-      }
-    },
-    TEST_TIMEOUT_MS,
-  )
-
-  test(
-    'a commit frozen mid-way through the node adapter: 503, Retry-After, no Set-Cookie; thawed, the session is whole',
-    async () => {
-      const store = ownPool()
-      try {
-        await store.migrate()
-        await freezeDuringCommit(proxy, store)
-      } finally {
-        await store.close()
-      }
-    },
-    TEST_TIMEOUT_MS,
-  )
+  writeFreezeTests(() => proxy, withOwnPool)
 
   test('commandTimeoutMs is validated', () => {
     expect(() => new PostgresStore({ connectionString: SERVICE_URLS.postgres, commandTimeoutMs: 0 })).toThrow(
@@ -303,38 +291,18 @@ describeWithService(mariadb, 'MySqlStore behind a frozen link', () => {
   // A test that failed while frozen leaves the next one a link that answers.
   afterEach(() => proxy.thaw())
 
-  test(
-    'an operation rejects within commandTimeoutMs, its connection is destroyed, and the store answers after the thaw',
-    async () => {
-      const pool = mysql.createPool({
-        uri: throughProxy(SERVICE_URLS.mysql, proxy),
-        connectionLimit: POOL_SIZE,
-      })
-      // mysql2 has no public count of a pool's connections; this array is its own.
-      const slots = (pool as unknown as { pool: { _allConnections: { length: number } } }).pool
-      const store = new MySqlStore({
-        pool,
-        tableName: freshTable(),
-        commandTimeoutMs: DEADLINE_MS,
-        pruneIntervalMs: 0,
-      })
-      try {
-        await store.migrate()
-        await freezeAndThaw(proxy, store, () => slots._allConnections.length)
-      } finally {
-        await store.close()
-        await pool.end()
-      }
-    },
-    TEST_TIMEOUT_MS,
-  )
-
-  /** Runs `scenario` on a store over a pool of POOL_SIZE connections through the proxy. */
-  async function withStore(scenario: (store: MySqlStore) => Promise<void>): Promise<void> {
+  /**
+   * Runs `scenario` on a store over a pool of POOL_SIZE connections through the proxy; `scenario` also
+   * gets the pool's count of open connections (mysql2 has no public one; this array is its own).
+   */
+  async function withStore(
+    scenario: (store: MySqlStore, connections: () => number) => Promise<void>,
+  ): Promise<void> {
     const pool = mysql.createPool({
       uri: throughProxy(SERVICE_URLS.mysql, proxy),
       connectionLimit: POOL_SIZE,
     })
+    const slots = (pool as unknown as { pool: { _allConnections: { length: number } } }).pool
     const store = new MySqlStore({
       pool,
       tableName: freshTable(),
@@ -343,7 +311,7 @@ describeWithService(mariadb, 'MySqlStore behind a frozen link', () => {
     })
     try {
       await store.migrate()
-      await scenario(store)
+      await scenario(store, () => slots._allConnections.length)
     } finally {
       await store.close()
       await pool.end()
@@ -351,16 +319,12 @@ describeWithService(mariadb, 'MySqlStore behind a frozen link', () => {
   }
 
   test(
-    'a write frozen mid-way (update, create) rejects within commandTimeoutMs; thawed, each record is whole and the store writes again',
-    () => withStore((store) => freezeDuringWrites(proxy, store)),
+    'an operation rejects within commandTimeoutMs, its connection is destroyed, and the store answers after the thaw',
+    () => withStore((store, connections) => freezeAndThaw(proxy, store, connections)),
     TEST_TIMEOUT_MS,
   )
 
-  test(
-    'a commit frozen mid-way through the node adapter: 503, Retry-After, no Set-Cookie; thawed, the session is whole',
-    () => withStore((store) => freezeDuringCommit(proxy, store)),
-    TEST_TIMEOUT_MS,
-  )
+  writeFreezeTests(() => proxy, withStore)
 
   test('commandTimeoutMs is validated', () => {
     expect(() => new MySqlStore({ uri: SERVICE_URLS.mysql, commandTimeoutMs: 1.5 })).toThrow(ConfigError)
@@ -378,21 +342,7 @@ describeWithService(redis, 'RedisStore behind a frozen link', () => {
 
   test(
     'an operation rejects within commandTimeoutMs, and the store answers after the thaw',
-    async () => {
-      const store = new RedisStore({
-        url: throughProxy(SERVICE_URLS.redis, proxy),
-        prefix: `latchkey-deadline:${randomStoreKey()
-          .slice(0, 8)
-          .replace(/[^A-Za-z0-9]/g, '_')}:`,
-        commandTimeoutMs: DEADLINE_MS,
-        onWarning: () => {},
-      })
-      try {
-        await freezeAndThaw(proxy, store)
-      } finally {
-        await store.close()
-      }
-    },
+    () => withStore((store) => freezeAndThaw(proxy, store)),
     TEST_TIMEOUT_MS,
   )
 
@@ -413,17 +363,7 @@ describeWithService(redis, 'RedisStore behind a frozen link', () => {
     }
   }
 
-  test(
-    'a write frozen mid-way (update, create) rejects within commandTimeoutMs; thawed, each record is whole and the store writes again',
-    () => withStore((store) => freezeDuringWrites(proxy, store)),
-    TEST_TIMEOUT_MS,
-  )
-
-  test(
-    'a commit frozen mid-way through the node adapter: 503, Retry-After, no Set-Cookie; thawed, the session is whole',
-    () => withStore((store) => freezeDuringCommit(proxy, store)),
-    TEST_TIMEOUT_MS,
-  )
+  writeFreezeTests(() => proxy, withStore)
 })
 
 describe('storeTimeoutMs at the manager', () => {
