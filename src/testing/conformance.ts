@@ -1070,6 +1070,31 @@ export const noticeScenarios: Record<string, StoreScenario> = {
     })
   },
 
+  async 'notice: a sign-in the cap refuses fails with ERR_LATCHKEY_SESSION_CAP; the devices signed in stay, told nothing'(
+    options,
+  ) {
+    await withNotices(options, async (t) => {
+      if (!isUserIndexedStore(t.store)) return
+      const capped = t.make({ maxSessionsPerUser: 2, sessionCapPolicy: 'refuse' })
+      const signIn = async (): Promise<string> => {
+        const session = await capped.load({})
+        session.login('ann')
+        const id = cookieId((await capped.commit(session)).setCookie)
+        t.clock.advance(1_000)
+        return id
+      }
+      const first = await signIn()
+      const second = await signIn()
+      await assert.rejects(signIn(), { code: 'ERR_LATCHKEY_SESSION_CAP' }, 'the third sign-in is refused')
+      for (const id of [first, second]) {
+        const session = await t.load(id)
+        assert.equal(session.isNew, false, 'a session signed in before the refusal stays signed in')
+        assert.equal(session.endedBecause, null, 'and is told nothing')
+      }
+      assert.equal((await capped.listUserSessions('ann')).length, 2, 'the refused session is not listed')
+    })
+  },
+
   async 'notice: idle timeout is told once, also after the store pruned the expired record'(options) {
     await withNotices(options, async (t) => {
       const pruned = await t.signIn('ann')
