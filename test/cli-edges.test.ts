@@ -5,6 +5,7 @@
 // did, keygen --out writes a 0600 file, and counts agree with their nouns.
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -16,6 +17,7 @@ import { afterAll, describe, expect, test } from 'vitest'
 import { run } from '../src/cli/program.js'
 import { generateKey } from '../src/core/crypto.js'
 import { openStore } from '../src/stores/index.js'
+import { isServerRefusal } from '../src/stores/refusal.js'
 import { appManager, closeStore, seedSession } from './support/cli-backends.js'
 import { describeWithService, SERVICE_URLS, serverServices } from './support/services.js'
 
@@ -187,6 +189,42 @@ describe('numbers agree with their nouns; prune says tombstones stay', () => {
 })
 
 // Servers that answer and refuse: a configuration error with the server's reason, not "does not answer".
+
+describe('a URL that asks for TLS from a server that offers none', () => {
+  test('PostgreSQL (a server that answers the TLS request with N): exit 2 naming TLS, not "does not answer"', async () => {
+    // PostgreSQL's answer to an SSLRequest when TLS is off: the single byte N. Nothing else is needed.
+    const server: Server = createServer((socket) => {
+      socket.once('data', () => socket.end('N'))
+      socket.on('error', () => {})
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const port = (server.address() as { port: number }).port
+      const result = await cli([
+        'count',
+        '--store',
+        `postgres://nobody@127.0.0.1:${port}/test?sslmode=verify-full`,
+      ])
+      expect(result.code, result.stderr).toBe(2)
+      expect(result.stderr).toContain(
+        'PostgreSQL refused the connection: The server does not support SSL connections',
+      )
+      expect(result.stderr).toContain('the URL asks for TLS')
+    } finally {
+      server.close()
+    }
+  })
+
+  test("MySQL/MariaDB: mysql2's HANDSHAKE_NO_SSL_SUPPORT is a refusal", () => {
+    const error = Object.assign(new Error('Server does not support secure connection'), {
+      code: 'HANDSHAKE_NO_SSL_SUPPORT',
+    })
+    expect(isServerRefusal(new Error('wrapped', { cause: error }))).toBe(true)
+    expect(isServerRefusal(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).toBe(
+      false,
+    )
+  })
+})
 
 const { postgres, mariadb, redis } = await serverServices()
 

@@ -23,13 +23,20 @@ export function missingSchema(message: string, cause?: unknown): SessionError {
  */
 const POSTGRES_REFUSALS = new Set(['28000', '28P01', '3D000'])
 
-/** mysql2's codes of a refused connection: access denied (with or without a password), no such database. */
+/**
+ * mysql2's codes of a refused connection: TLS asked for and not offered, access denied (with or without
+ * a password), no such database.
+ */
 const MYSQL_REFUSALS = new Set([
+  'HANDSHAKE_NO_SSL_SUPPORT',
   'ER_ACCESS_DENIED_ERROR',
   'ER_ACCESS_DENIED_NO_PASSWORD_ERROR',
   'ER_DBACCESS_DENIED_ERROR',
   'ER_BAD_DB_ERROR',
 ])
+
+/** node-postgres's error (it has no code) when the URL asks for TLS and the server offers none. */
+const POSTGRES_NO_TLS = /^The server does not support SSL connections$/
 
 /** Redis's replies to a refused AUTH or SELECT, as node-redis reports them. */
 const REDIS_REFUSAL =
@@ -52,7 +59,7 @@ function refusalIn(error: unknown): Error | undefined {
   for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
     const code = (e as { code?: unknown }).code
     if (typeof code === 'string' && (POSTGRES_REFUSALS.has(code) || MYSQL_REFUSALS.has(code))) return e
-    if (REDIS_REFUSAL.test(e.message)) return e
+    if (REDIS_REFUSAL.test(e.message) || POSTGRES_NO_TLS.test(e.message)) return e
   }
   return undefined
 }
@@ -65,10 +72,15 @@ export function asRefusal(store: string, error: unknown): unknown {
   const refusal = refusalIn(error)
   if (refusal === undefined) return error
   const server = SERVERS[store] ?? 'the server'
+  const code = (refusal as { code?: unknown }).code
+  const check =
+    code === 'HANDSHAKE_NO_SSL_SUPPORT' || POSTGRES_NO_TLS.test(refusal.message)
+      ? 'the URL asks for TLS (sslmode, ssl) and the server offers none: enable TLS on the server, or change the URL'
+      : 'check the user, password and database of the URL'
   return Object.assign(
     new ConfigError(
       'store',
-      `${server} refused the connection: ${refusal.message} (check the user, password and database of the URL; retrying will not help)`,
+      `${server} refused the connection: ${refusal.message} (${check}; retrying will not help)`,
     ),
     { cause: error },
   )
