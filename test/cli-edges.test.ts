@@ -12,14 +12,19 @@ import { PassThrough } from 'node:stream'
 import Database from 'better-sqlite3'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
-import { createClient } from 'redis'
 import { afterAll, describe, expect, test } from 'vitest'
 import { run } from '../src/cli/program.js'
 import { generateKey } from '../src/core/crypto.js'
 import { openStore } from '../src/stores/index.js'
 import { isServerRefusal } from '../src/stores/refusal.js'
 import { appManager, closeStore, seedSession } from './support/cli-backends.js'
-import { describeWithService, SERVICE_URLS, serverServices } from './support/services.js'
+import {
+  changedUrl,
+  describeWithService,
+  dropRedisPrefixes,
+  SERVICE_URLS,
+  serverServices,
+} from './support/services.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'latchkey-cli-edges-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -228,15 +233,6 @@ describe('a URL that asks for TLS from a server that offers none', () => {
 
 const { postgres, mariadb, redis } = await serverServices()
 
-/** `url` with its user, database or password replaced. */
-function changed(url: string, change: { user?: string; password?: string; path?: string }): string {
-  const parsed = new URL(url)
-  if (change.user !== undefined) parsed.username = change.user
-  if (change.password !== undefined) parsed.password = change.password
-  if (change.path !== undefined) parsed.pathname = change.path
-  return parsed.toString()
-}
-
 /** A table name no test creates. */
 const NO_TABLE = `latchkey_no_such_${process.pid}`
 
@@ -245,7 +241,7 @@ describeWithService(postgres, 'PostgreSQL refusals and missing tables', () => {
     const role = await cli([
       'count',
       '--store',
-      changed(SERVICE_URLS.postgres, { user: 'latchkey_no_such_role' }),
+      changedUrl(SERVICE_URLS.postgres, { user: 'latchkey_no_such_role' }),
     ])
     expect(role.code).toBe(2)
     expect(role.stderr).toContain(
@@ -254,7 +250,7 @@ describeWithService(postgres, 'PostgreSQL refusals and missing tables', () => {
     const db = await cli([
       'count',
       '--store',
-      changed(SERVICE_URLS.postgres, { path: '/latchkey_no_such_db' }),
+      changedUrl(SERVICE_URLS.postgres, { path: '/latchkey_no_such_db' }),
     ])
     expect(db.code).toBe(2)
     expect(db.stderr).toContain('database "latchkey_no_such_db" does not exist')
@@ -292,11 +288,15 @@ describeWithService(mariadb, 'MariaDB refusals and missing tables', () => {
     const user = await cli([
       'count',
       '--store',
-      changed(SERVICE_URLS.mysql, { user: 'latchkey_no_such_user' }),
+      changedUrl(SERVICE_URLS.mysql, { user: 'latchkey_no_such_user' }),
     ])
     expect(user.code).toBe(2)
     expect(user.stderr).toContain('MySQL/MariaDB refused the connection: Access denied')
-    const db = await cli(['count', '--store', changed(SERVICE_URLS.mysql, { path: '/latchkey_no_such_db' })])
+    const db = await cli([
+      'count',
+      '--store',
+      changedUrl(SERVICE_URLS.mysql, { path: '/latchkey_no_such_db' }),
+    ])
     expect(db.code).toBe(2)
     expect(db.stderr).toContain("Unknown database 'latchkey_no_such_db'")
   })
@@ -322,11 +322,11 @@ describeWithService(mariadb, 'MariaDB refusals and missing tables', () => {
 
 describeWithService(redis, 'Redis refusals', () => {
   test('a wrong password, a DB index out of range: exit 2 with the reason', async () => {
-    const password = await cli(['count', '--store', changed(SERVICE_URLS.redis, { password: 'wrong' })])
+    const password = await cli(['count', '--store', changedUrl(SERVICE_URLS.redis, { password: 'wrong' })])
     expect(password.code).toBe(2)
     expect(password.stderr).toContain('Redis refused the connection')
     expect(password.stderr).not.toContain('wrong')
-    const index = await cli(['count', '--store', changed(SERVICE_URLS.redis, { path: '/99' })])
+    const index = await cli(['count', '--store', changedUrl(SERVICE_URLS.redis, { path: '/99' })])
     expect(index.code).toBe(2)
     expect(index.stderr).toContain('DB index is out of range')
   })
@@ -337,18 +337,7 @@ describeWithService(
   'Redis prefixes: migrate sets one up, read-only commands refuse one nobody did',
   () => {
     const prefix = `latchkey-cli-edges-${randomBytes(4).toString('hex')}:`
-    afterAll(async () => {
-      const client = createClient({ url: SERVICE_URLS.redis })
-      client.on('error', () => {})
-      await client.connect()
-      try {
-        for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
-          if (keys.length > 0) await client.del(keys)
-        }
-      } finally {
-        await client.close()
-      }
-    })
+    afterAll(() => dropRedisPrefixes(prefix))
     const store = ['--store', SERVICE_URLS.redis, '--store-option', `prefix=${prefix}`]
 
     test('count of a prefix with no marker and no session: exit 6, nothing written; after migrate, 0', async () => {

@@ -22,21 +22,18 @@ import { MySqlStore } from '../src/stores/mysql/index.js'
 import { PostgresStore } from '../src/stores/postgres/index.js'
 import { RedisStore } from '../src/stores/redis/index.js'
 import { makeRecord } from '../src/testing/conformance.js'
-import { describeWithService, SERVICE_URLS, serverServices } from './support/services.js'
+import {
+  changedUrl,
+  describeWithService,
+  dropRedisPrefixes,
+  SERVICE_URLS,
+  serverServices,
+} from './support/services.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'latchkey-store-edges-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 const { postgres, mariadb, redis } = await serverServices()
-
-/** `url` with its user, database or password replaced. */
-function changed(url: string, change: { user?: string; password?: string; path?: string }): string {
-  const parsed = new URL(url)
-  if (change.user !== undefined) parsed.username = change.user
-  if (change.password !== undefined) parsed.password = change.password
-  if (change.path !== undefined) parsed.pathname = change.path
-  return parsed.toString()
-}
 
 async function close(store: SessionStore): Promise<void> {
   if (isClosableStore(store)) await store.close()
@@ -100,7 +97,7 @@ async function expectRefused(make: () => SessionStore, reason: string): Promise<
 
 describeWithService(postgres, 'PostgresStore built directly, refused by the server', () => {
   test('a role that does not exist: a ConfigError with the reason, answered 500', async () => {
-    const connectionString = changed(SERVICE_URLS.postgres, { user: 'latchkey_no_such_role' })
+    const connectionString = changedUrl(SERVICE_URLS.postgres, { user: 'latchkey_no_such_role' })
     await expectRefused(
       () => new PostgresStore({ connectionString, pruneIntervalMs: 0 }),
       'PostgreSQL refused the connection: role "latchkey_no_such_role" does not exist',
@@ -108,7 +105,7 @@ describeWithService(postgres, 'PostgresStore built directly, refused by the serv
   })
 
   test('a database that does not exist', async () => {
-    const connectionString = changed(SERVICE_URLS.postgres, { path: '/latchkey_no_such_db' })
+    const connectionString = changedUrl(SERVICE_URLS.postgres, { path: '/latchkey_no_such_db' })
     await expectRefused(
       () => new PostgresStore({ connectionString, pruneIntervalMs: 0 }),
       'database "latchkey_no_such_db" does not exist',
@@ -132,7 +129,7 @@ describeWithService(postgres, 'PostgresStore built directly, refused by the serv
 
 describeWithService(mariadb, 'MySqlStore built directly, refused by the server', () => {
   test('a user that does not exist: a ConfigError with the reason, answered 500', async () => {
-    const uri = changed(SERVICE_URLS.mysql, { user: 'latchkey_no_such_user' })
+    const uri = changedUrl(SERVICE_URLS.mysql, { user: 'latchkey_no_such_user' })
     await expectRefused(
       () => new MySqlStore({ uri, pruneIntervalMs: 0 }),
       'MySQL/MariaDB refused the connection: Access denied',
@@ -140,7 +137,7 @@ describeWithService(mariadb, 'MySqlStore built directly, refused by the server',
   })
 
   test('a database that does not exist', async () => {
-    const uri = changed(SERVICE_URLS.mysql, { path: '/latchkey_no_such_db' })
+    const uri = changedUrl(SERVICE_URLS.mysql, { path: '/latchkey_no_such_db' })
     await expectRefused(
       () => new MySqlStore({ uri, pruneIntervalMs: 0 }),
       "Unknown database 'latchkey_no_such_db'",
@@ -150,12 +147,12 @@ describeWithService(mariadb, 'MySqlStore built directly, refused by the server',
 
 describeWithService(redis, 'RedisStore built directly, refused by the server', () => {
   test('a wrong password: a ConfigError with the reason, answered 500', async () => {
-    const url = changed(SERVICE_URLS.redis, { password: 'wrong' })
+    const url = changedUrl(SERVICE_URLS.redis, { password: 'wrong' })
     await expectRefused(() => new RedisStore({ url }), 'Redis refused the connection')
   })
 
   test('a DB index out of range', async () => {
-    const url = changed(SERVICE_URLS.redis, { path: '/99' })
+    const url = changedUrl(SERVICE_URLS.redis, { path: '/99' })
     await expectRefused(() => new RedisStore({ url }), 'DB index is out of range')
   })
 })
@@ -175,13 +172,8 @@ describeWithService(
     admin.on('error', () => {})
 
     afterAll(async () => {
-      if (!admin.isOpen) await admin.connect()
-      for (const made of prefixes) {
-        for await (const keys of admin.scanIterator({ MATCH: `${made}*`, COUNT: 1000 })) {
-          if (keys.length > 0) await admin.del(keys)
-        }
-      }
-      await admin.close()
+      await dropRedisPrefixes(...prefixes)
+      if (admin.isOpen) await admin.close()
     })
 
     async function marker(of: string): Promise<string | null> {

@@ -9,12 +9,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
-import { createClient } from 'redis'
 import { createSessionManager, type SessionManager } from '../../src/core/manager.js'
 import type { SessionStore } from '../../src/core/store.js'
 import { isClosableStore } from '../../src/core/store.js'
 import { openStore } from '../../src/stores/index.js'
-import { SERVICE_URLS, type ServiceStatus, serverServices } from './services.js'
+import { dropRedisPrefixes, SERVICE_URLS, type ServiceStatus, serverServices } from './services.js'
 
 export interface Backend {
   readonly name: string
@@ -89,17 +88,7 @@ export async function backends(label: string): Promise<Backend[]> {
       args: () => ['--store', SERVICE_URLS.redis, '--store-option', `prefix=${prefix}`],
       open: () => openStore(SERVICE_URLS.redis, { storeOptions: { prefix } }),
       cleanup: async () => {
-        if (!redis.available) return
-        const client = createClient({ url: SERVICE_URLS.redis })
-        client.on('error', () => {})
-        await client.connect()
-        try {
-          for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
-            if (keys.length > 0) await client.del(keys)
-          }
-        } finally {
-          await client.close()
-        }
+        if (redis.available) await dropRedisPrefixes(prefix)
       },
     },
   ]

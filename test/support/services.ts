@@ -6,6 +6,7 @@
  *     const postgres = await service('PostgreSQL', POSTGRES_URL, () => ping())
  *     describeWithService(postgres, 'PostgresStore', () => { ... })
  */
+import { createClient } from 'redis'
 import { describe, test } from 'vitest'
 
 /** Connection settings of the test servers: environment variables, with the machine's defaults. */
@@ -105,4 +106,29 @@ export async function serverServices(): Promise<{
     }),
   ])
   return { postgres, mariadb, redis }
+}
+
+/** `url` with its user, database or password replaced (for URLs a server refuses). */
+export function changedUrl(url: string, change: { user?: string; password?: string; path?: string }): string {
+  const parsed = new URL(url)
+  if (change.user !== undefined) parsed.username = change.user
+  if (change.password !== undefined) parsed.password = change.password
+  if (change.path !== undefined) parsed.pathname = change.path
+  return parsed.toString()
+}
+
+/** Deletes every key under each of `prefixes` on the test Redis (a test's own prefixes, after it). */
+export async function dropRedisPrefixes(...prefixes: string[]): Promise<void> {
+  const client = createClient({ url: SERVICE_URLS.redis })
+  client.on('error', () => {})
+  await client.connect()
+  try {
+    for (const prefix of prefixes) {
+      for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
+        if (keys.length > 0) await client.del(keys)
+      }
+    }
+  } finally {
+    await client.close()
+  }
 }
