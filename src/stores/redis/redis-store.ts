@@ -202,6 +202,8 @@ export class RedisStore implements BundledStore {
   private readonly createSchema: boolean
   /** The check (or write) of the prefix's marker, once it succeeded or while it runs. */
   private layout: Promise<void> | undefined
+  /** Whether the marker is known to be there: then an operation does not wait on {@link layout} at all. */
+  private layoutReady = false
   private readonly client: RedisClientLike | RedisClusterLike
   private readonly cluster: RedisClusterLike | undefined
   /** Hands a warning to `onWarning`, which may not throw or reject back into the store. */
@@ -460,6 +462,7 @@ export class RedisStore implements BundledStore {
         const set = await send(key, ['SET', key, String(REDIS_LAYOUT_VERSION), 'NX'])
         const found = set === null ? text(await send(key, ['GET', key])) : null
         this.layout = Promise.resolve()
+        this.layoutReady = true
         const from = found === null ? 0 : Number(found)
         return {
           prefix: this.prefix,
@@ -525,7 +528,7 @@ export class RedisStore implements BundledStore {
       const attempt = this.attempt
       if (attempt) await this.withDeadline(() => attempt)
       try {
-        if (layout) await this.ensureLayout()
+        if (layout && !this.layoutReady) await this.ensureLayout()
         return await body(this.send, this.clock.now())
       } catch (error) {
         // Not connected because the server refused (a wrong password, no such DB index): its reason,
@@ -547,10 +550,15 @@ export class RedisStore implements BundledStore {
    * throws the `ERR_LATCHKEY_NO_SCHEMA` error. A failure is forgotten, so the next operation tries again.
    */
   private ensureLayout(): Promise<void> {
-    this.layout ??= this.checkLayout().catch((error: unknown) => {
-      this.layout = undefined
-      throw error
-    })
+    this.layout ??= this.checkLayout().then(
+      () => {
+        this.layoutReady = true
+      },
+      (error: unknown) => {
+        this.layout = undefined
+        throw error
+      },
+    )
     return this.layout
   }
 
